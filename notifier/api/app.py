@@ -1,0 +1,42 @@
+"""``create_app(settings)``: the FastAPI application, with nothing built at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from notifier import __version__
+from notifier.api.body_limit import BodySizeLimit
+from notifier.api.context import ServiceContext
+from notifier.api.errors import install_error_handlers
+from notifier.api.routes import health, notifications, tasks, users
+from notifier.settings import Settings
+
+
+def create_app(settings: Settings, *, context: ServiceContext | None = None) -> FastAPI:
+    """Build the app. Pass ``context`` to share an engine (and the in-process wake-ups) with a
+    worker in the same process; otherwise the app builds its own from ``settings`` at startup."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = context is None
+        app.state.context = context or ServiceContext.from_settings(settings)
+        try:
+            yield
+        finally:
+            if own:
+                await app.state.context.aclose()
+
+    app = FastAPI(
+        title="notifier",
+        version=__version__,
+        summary="Notification delivery: WebSocket, email, Web Push and SMS, with task triggers.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (notifications, users, tasks, health):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,69 @@
+"""Request dependencies: the service context, a database session, and who is calling."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notifier.api.context import ServiceContext
+from notifier.api.errors import Forbidden, NotFound, Unauthorized
+from notifier.auth import InvalidCredentials, Principal
+
+
+def get_context(request: Request) -> ServiceContext:
+    context: ServiceContext = request.app.state.context
+    return context
+
+
+ContextDep = Annotated[ServiceContext, Depends(get_context)]
+
+
+async def get_session(context: ContextDep) -> AsyncIterator[AsyncSession]:
+    async with context.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def bearer_credential(request: Request) -> str:
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise Unauthorized("send `Authorization: Bearer <API key or user token>`")
+    return credential.strip()
+
+
+def get_principal(request: Request, context: ContextDep) -> Principal:
+    credential = bearer_credential(request)
+    key_id = context.api_keys.identify(credential)
+    if key_id is not None:
+        return Principal(kind="api_key", api_key_id=key_id)
+    try:
+        return Principal(kind="user", user_id=context.tokens.verify(credential))
+    except InvalidCredentials:
+        raise Unauthorized("the API key or user token is invalid or expired") from None
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_producer(principal: PrincipalDep) -> Principal:
+    if not principal.is_producer:
+        raise Forbidden("this endpoint needs a producer API key, not a user token")
+    return principal
+
+
+ProducerDep = Annotated[Principal, Depends(require_producer)]
+
+
+def require_user_access(user_id: str, principal: PrincipalDep) -> Principal:
+    """A producer reaches every user; a user token only its own (others look absent: 404)."""
+    if not principal.may_access_user(user_id):
+        raise NotFound("no such user")
+    return principal
+
+
+UserAccessDep = Annotated[Principal, Depends(require_user_access)]

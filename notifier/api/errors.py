@@ -1,0 +1,147 @@
+"""Every error the API answers with, and the handlers that render them as
+``{"error": {"code", "message", "details"}}``.
+
+    ApiError (status, code)
+    ├── Unauthorized          401 unauthorized       no or invalid credential
+    ├── Forbidden             403 forbidden          a credential that may not do this
+    ├── NotFound              404 not_found          missing, or another user's
+    ├── Conflict              409 conflict           idempotency key reuse, illegal transition
+    ├── PayloadTooLarge       413 payload_too_large
+    ├── Unprocessable         422 validation_error   semantic checks beyond the schema
+    ├── TooManyRequests       429 rate_limited
+    └── ServiceUnavailable    503 unavailable        the database is unreachable
+
+Database connectivity failures anywhere in a request become 503; nothing else ever shows a
+stack trace to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("notifier.api")
+
+
+class ApiError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.headers = headers
+
+
+class Unauthorized(ApiError):
+    status_code, code = 401, "unauthorized"
+
+    def __init__(self, message: str = "a valid credential is required") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ApiError):
+    status_code, code = 403, "forbidden"
+
+
+class NotFound(ApiError):
+    status_code, code = 404, "not_found"
+
+
+class Conflict(ApiError):
+    status_code, code = 409, "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status_code, code = 413, "payload_too_large"
+
+
+class Unprocessable(ApiError):
+    status_code, code = 422, "validation_error"
+
+
+class TooManyRequests(ApiError):
+    status_code, code = 429, "rate_limited"
+
+
+class ServiceUnavailable(ApiError):
+    status_code, code = 503, "unavailable"
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def _validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    # Keep what helps a caller fix the request; drop ``input``/``ctx``, which can echo secrets
+    # and hold values that are not JSON.
+    return [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type"))}
+        for e in errors
+    ]
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError | sa_exc.ProgrammingError):
+        return False
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, sa_exc.OperationalError | sa_exc.InterfaceError
+        )
+    return isinstance(
+        exc, sa_exc.TimeoutError | sa_exc.DisconnectionError | ConnectionError | TimeoutError
+    ) or (isinstance(exc, OSError) and exc.errno is not None)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.code, exc.message, exc.details),
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = _validation_details(exc.errors())
+        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"])
+        return JSONResponse(
+            error_body("validation_error", f"{where}: {first['msg']}", details), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if is_database_unavailable(exc):
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return JSONResponse(
+                error_body("unavailable", "the database is unavailable; try again shortly"),
+                status_code=503,
+                headers={"Retry-After": "2"},
+            )
+        log.exception("unhandled error")
+        return JSONResponse(error_body("internal_error", "internal error"), status_code=500)

@@ -1,0 +1,49 @@
+"""Liveness, readiness, the VAPID public key, and Prometheus metrics: no credential needed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
+
+from notifier.api.deps import ContextDep
+from notifier.api.errors import NotFound, error_body
+from notifier.schemas.user import VapidPublicKey
+from notifier.storage.migrate import SchemaBehindError, ensure_schema_current
+from notifier.vapid import public_key_b64
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Database unreachable or behind"}})
+async def readyz(context: ContextDep) -> JSONResponse:
+    try:
+        async with context.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        await ensure_schema_current(context.engine)
+    except SchemaBehindError as exc:
+        return JSONResponse(error_body("unavailable", str(exc)), status_code=503)
+    except Exception:  # any failure to reach the database means "not ready"
+        return JSONResponse(
+            error_body("unavailable", "the database is unreachable"), status_code=503
+        )
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/v1/push/vapid-public-key", response_model=VapidPublicKey, tags=["push"])
+async def vapid_public_key(context: ContextDep) -> VapidPublicKey:
+    if not context.vapid_private_key:
+        raise NotFound("Web Push is not configured on this server (NOTIFIER_VAPID_PRIVATE_KEY)")
+    return VapidPublicKey(public_key=public_key_b64(context.vapid_private_key))
+
+
+@router.get("/metrics", response_class=Response, tags=["health"])
+async def metrics(context: ContextDep) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return Response(generate_latest(context.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,153 @@
+"""Producers report tasks and task logs; triggers turn them into notifications in the same
+transaction, so a stored event never lacks its notification and a refused one creates none."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from notifier.api.deps import ContextDep, PrincipalDep, ProducerDep, SessionDep
+from notifier.api.errors import Conflict, NotFound, Unprocessable
+from notifier.models.base import utcnow
+from notifier.models.log import LogLevel, TaskLog
+from notifier.models.task import TaskProgress, TaskStatus
+from notifier.schemas.task import (
+    TaskCreate,
+    TaskLogCreate,
+    TaskLogPage,
+    TaskLogPublic,
+    TaskPublic,
+    TaskUpdate,
+)
+from notifier.storage.notifications import InvalidCursor, wake_dispatchers
+from notifier.storage.tasks import get_task, task_logs_page
+from notifier.triggers.task_events import apply_task_update, notifications_for_new_log
+from notifier.triggers.task_states import IllegalTransition
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+
+def _public(task: TaskProgress) -> TaskPublic:
+    return TaskPublic.model_validate(task.to_dict())
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TaskPublic,
+    responses={200: {"model": TaskPublic, "description": "The same task was already created"}},
+)
+async def create_task(
+    payload: TaskCreate, _: ProducerDep, session: SessionDep, response: Response
+) -> TaskPublic:
+    existing = await get_task(session, payload.task_id)
+    if existing is not None:
+        if existing.user_id == payload.user_id and existing.task_type == payload.task_type:
+            response.status_code = status.HTTP_200_OK  # a retried create
+            return _public(existing)
+        raise Conflict(f"task {payload.task_id!r} already exists for another user or type")
+    now = utcnow()
+    task = TaskProgress(
+        id=uuid.uuid4(),
+        task_id=payload.task_id,
+        user_id=payload.user_id,
+        task_type=payload.task_type,
+        progress=0.0,
+        status=TaskStatus.PENDING.value,
+        total_steps=payload.total_steps,
+        estimated_duration=payload.estimated_duration,
+        tags=payload.tags,
+        task_metadata=payload.task_metadata,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(task)
+    await session.commit()
+    return _public(task)
+
+
+@router.get("/{task_id}", response_model=TaskPublic)
+async def read_task(task_id: str, principal: PrincipalDep, session: SessionDep) -> TaskPublic:
+    task = await get_task(session, task_id)
+    if task is None or not principal.may_access_user(task.user_id):
+        raise NotFound("no such task")
+    return _public(task)
+
+
+@router.patch("/{task_id}", response_model=TaskPublic)
+async def update_task(
+    task_id: str, payload: TaskUpdate, _: ProducerDep, context: ContextDep, session: SessionDep
+) -> TaskPublic:
+    task = await get_task(session, task_id, for_update=True)
+    if task is None:
+        raise NotFound("no such task")
+    try:
+        triggered = apply_task_update(task, payload, context.settings, utcnow())
+    except IllegalTransition as exc:
+        raise Conflict(
+            str(exc),
+            details={"current": exc.current, "requested": exc.requested, "allowed": exc.allowed},
+        ) from None
+    session.add_all(triggered)
+    if triggered:
+        await wake_dispatchers(session)
+    await session.commit()
+    if triggered:
+        context.enqueued()
+    return _public(task)
+
+
+@router.post("/{task_id}/logs", status_code=status.HTTP_201_CREATED, response_model=TaskLogPublic)
+async def add_task_log(
+    task_id: str,
+    payload: TaskLogCreate,
+    _: ProducerDep,
+    context: ContextDep,
+    session: SessionDep,
+) -> TaskLogPublic:
+    task = await get_task(session, task_id)
+    if task is None:
+        raise NotFound("no such task")
+    log = TaskLog.create_log(
+        task_id,
+        payload.level,
+        payload.message,
+        source=payload.source,
+        context=payload.context,
+        stack_trace=payload.stack_trace,
+        attachments=payload.attachments,
+    )
+    triggered = notifications_for_new_log(task, log, context.settings)
+    session.add(log)
+    session.add_all(triggered)
+    if triggered:
+        await wake_dispatchers(session)
+    await session.commit()
+    if triggered:
+        context.enqueued()
+    return TaskLogPublic.model_validate(log.to_dict())
+
+
+@router.get("/{task_id}/logs", response_model=TaskLogPage)
+async def list_task_logs(
+    task_id: str,
+    principal: PrincipalDep,
+    session: SessionDep,
+    level: Annotated[LogLevel | None, Query(description="this level and above")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> TaskLogPage:
+    task = await get_task(session, task_id)
+    if task is None or not principal.may_access_user(task.user_id):
+        raise NotFound("no such task")
+    try:
+        rows, next_cursor = await task_logs_page(
+            session, task_id, min_level=level, limit=limit, cursor=cursor
+        )
+    except InvalidCursor as exc:
+        raise Unprocessable(str(exc)) from None
+    return TaskLogPage(
+        items=[TaskLogPublic.model_validate(r.to_dict()) for r in rows], next_cursor=next_cursor
+    )

@@ -1,0 +1,37 @@
+"""The ORM models. Importing this package registers every table on ``Base.metadata``."""
+
+from notifier.models.base import Base, utcnow
+from notifier.models.idempotency import IdempotencyRecord
+from notifier.models.log import LogLevel, TaskLog
+from notifier.models.metric import ProgressMetric
+from notifier.models.notification import (
+    Channel,
+    ChannelStatus,
+    Notification,
+    NotificationDelivery,
+    NotificationStatus,
+    NotificationType,
+    Priority,
+)
+from notifier.models.recipient import PushSubscription, Recipient
+from notifier.models.task import TaskProgress, TaskStatus
+
+__all__ = [
+    "Base",
+    "Channel",
+    "ChannelStatus",
+    "IdempotencyRecord",
+    "LogLevel",
+    "Notification",
+    "NotificationDelivery",
+    "NotificationStatus",
+    "NotificationType",
+    "Priority",
+    "ProgressMetric",
+    "PushSubscription",
+    "Recipient",
+    "TaskLog",
+    "TaskProgress",
+    "TaskStatus",
+    "utcnow",
+]

@@ -1,0 +1,346 @@
+"""Notification and its per-channel delivery rows.
+
+A notification's overall ``status`` is derived from its channels (``derive_status``); each
+channel's state lives in its own ``notification_deliveries`` row so that two channels finishing
+at once never overwrite each other, and so that a provider's callback finds its row by
+``provider_id`` through an index. ``Notification.delivery_status`` assembles the API's
+``{"email": {...}, ...}`` object from those rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from notifier.models.base import Base, iso, utcnow
+
+
+class NotificationType(StrEnum):
+    INFO = "info"
+    SUCCESS = "success"
+    WARNING = "warning"
+    ERROR = "error"
+    PROGRESS = "progress"
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+# Lower rank is claimed first when there is a backlog.
+PRIORITY_RANK = {Priority.URGENT: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
+
+
+class Channel(StrEnum):
+    WEBSOCKET = "websocket"
+    EMAIL = "email"
+    BROWSER = "browser"
+    SMS = "sms"
+
+
+CHANNEL_NAMES = frozenset(c.value for c in Channel)
+
+
+class NotificationStatus(StrEnum):
+    PENDING = "pending"
+    DISPATCHING = "dispatching"
+    RETRYING = "retrying"
+    DELIVERED = "delivered"
+    PARTIALLY_FAILED = "partially_failed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class ChannelStatus(StrEnum):
+    PENDING = "pending"
+    RETRYING = "retrying"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+SUCCEEDED = frozenset({ChannelStatus.SENT, ChannelStatus.DELIVERED})
+# A channel in one of these states is never sent again.
+SETTLED = frozenset(
+    {
+        ChannelStatus.SENT,
+        ChannelStatus.DELIVERED,
+        ChannelStatus.FAILED,
+        ChannelStatus.SKIPPED,
+        ChannelStatus.EXPIRED,
+        ChannelStatus.CANCELLED,
+    }
+)
+AWAITING_SEND = frozenset({ChannelStatus.PENDING, ChannelStatus.RETRYING})
+
+
+def derive_status(channel_states: Iterable[str]) -> NotificationStatus:
+    """The notification's status from its channels' (DESIGN "Notification").
+
+    Delivered once every channel is sent, delivered or skipped; partially_failed when one failed
+    and another succeeded; failed when none succeeded. A notification whose unsent channels were
+    cancelled or expired is cancelled/expired unless some channel had already succeeded.
+    """
+    states = {ChannelStatus(s) for s in channel_states}
+    if ChannelStatus.RETRYING in states:
+        return NotificationStatus.RETRYING
+    if ChannelStatus.PENDING in states:
+        return NotificationStatus.PENDING
+    succeeded = bool(states & SUCCEEDED)
+    if ChannelStatus.FAILED in states:
+        return NotificationStatus.PARTIALLY_FAILED if succeeded else NotificationStatus.FAILED
+    if succeeded or states <= {ChannelStatus.SKIPPED}:
+        return NotificationStatus.DELIVERED
+    if ChannelStatus.EXPIRED in states:
+        return NotificationStatus.EXPIRED
+    return NotificationStatus.CANCELLED
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+    __table_args__ = (
+        Index("idx_notifications_user_id", "user_id"),
+        Index("idx_notifications_is_read", "is_read"),
+        Index("idx_notifications_priority", "priority"),
+        Index("idx_notifications_user_read", "user_id", "is_read"),
+        Index("idx_notifications_user_priority", "user_id", "priority"),
+        # The inbox pages newest-first by (created_at, id) per user.
+        Index("idx_notifications_user_created", "user_id", "created_at", "id"),
+        Index("idx_notifications_related_task_id", "related_task_id"),
+        # Dispatch claims only rows with work left: once a notification is settled its
+        # next_attempt_at is NULL and it drops out of this index, so millions of delivered rows
+        # never slow a claim.
+        Index(
+            "idx_notifications_due",
+            "next_attempt_at",
+            "priority_rank",
+            postgresql_where=text("next_attempt_at IS NOT NULL"),
+            sqlite_where=text("next_attempt_at IS NOT NULL"),
+        ),
+        # A trigger that fires twice for the same event (a retrying producer) creates one row.
+        Index("uq_notifications_dedupe_key", "dedupe_key", unique=True),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[str] = mapped_column(String(255))
+    title: Mapped[str] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text)
+    notification_type: Mapped[str] = mapped_column(String(20), default=NotificationType.INFO)
+    priority: Mapped[str] = mapped_column(String(10), default=Priority.NORMAL)
+    priority_rank: Mapped[int] = mapped_column(SmallInteger, default=2)
+    channels: Mapped[list[str]] = mapped_column(default=list)
+    is_read: Mapped[bool] = mapped_column(Boolean, default=False)
+    read_at: Mapped[datetime | None]
+    related_task_id: Mapped[str | None] = mapped_column(String(255))
+    action_url: Mapped[str | None] = mapped_column(String(2048))
+    notification_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    recipient: Mapped[dict[str, Any] | None]  # per-notification address override
+    status: Mapped[str] = mapped_column(String(20), default=NotificationStatus.PENDING)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    send_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    dedupe_key: Mapped[str | None] = mapped_column(String(255))
+    # Dispatch bookkeeping: when work on this row is next due (NULL once settled), and who
+    # holds it right now. A claimed row's next_attempt_at is its lease expiry, so a row whose
+    # worker died becomes due again by itself.
+    next_attempt_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+
+    deliveries: Mapped[list[NotificationDelivery]] = relationship(
+        back_populates="notification",
+        cascade="all, delete-orphan",
+        order_by="NotificationDelivery.channel",
+        lazy="selectin",
+    )
+
+    @property
+    def delivery_status(self) -> dict[str, dict[str, Any]]:
+        return {d.channel: d.to_dict() for d in self.deliveries}
+
+    @property
+    def is_settled(self) -> bool:
+        return all(d.status in SETTLED for d in self.deliveries)
+
+    def mark_read(self, now: datetime | None = None) -> None:
+        if not self.is_read:
+            self.is_read = True
+            self.read_at = now or utcnow()
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        user_id: str,
+        title: str,
+        message: str,
+        notification_type: NotificationType = NotificationType.INFO,
+        priority: Priority = Priority.NORMAL,
+        channels: Iterable[str] = (Channel.WEBSOCKET,),
+        related_task_id: str | None = None,
+        action_url: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        recipient: dict[str, Any] | None = None,
+        send_at: datetime | None = None,
+        expires_at: datetime | None = None,
+        dedupe_key: str | None = None,
+        now: datetime | None = None,
+    ) -> Notification:
+        """A new, undispatched notification with one pending delivery row per channel."""
+        now = now or utcnow()
+        unique_channels = list(dict.fromkeys(Channel(c).value for c in channels))
+        notification_id = uuid.uuid4()
+        return cls(
+            id=notification_id,
+            user_id=user_id,
+            title=title,
+            message=message,
+            notification_type=NotificationType(notification_type).value,
+            priority=Priority(priority).value,
+            priority_rank=PRIORITY_RANK[Priority(priority)],
+            channels=unique_channels,
+            is_read=False,
+            related_task_id=related_task_id,
+            action_url=action_url,
+            notification_metadata=metadata or {},
+            recipient=recipient,
+            status=NotificationStatus.PENDING.value,
+            retry_count=0,
+            send_at=send_at,
+            expires_at=expires_at,
+            created_at=now,
+            updated_at=now,
+            dedupe_key=dedupe_key,
+            next_attempt_at=max(send_at, now) if send_at else now,
+            deliveries=[
+                NotificationDelivery(
+                    notification_id=notification_id,
+                    channel=channel,
+                    status=ChannelStatus.PENDING.value,
+                    attempts=0,
+                    attempts_at_requeue=0,
+                    updated_at=now,
+                )
+                for channel in unique_channels
+            ],
+        )
+
+    @classmethod
+    def create_progress_notification(
+        cls, user_id: str, task_id: str, progress: float, *, title: str | None = None, **kw: Any
+    ) -> Notification:
+        return cls.build(
+            user_id=user_id,
+            title=title or "Task progress",
+            message=f"Task {task_id} is {progress:.0f}% done",
+            notification_type=NotificationType.PROGRESS,
+            priority=Priority.LOW,
+            channels=kw.pop("channels", (Channel.WEBSOCKET,)),
+            related_task_id=task_id,
+            **kw,
+        )
+
+    @classmethod
+    def create_success_notification(
+        cls, user_id: str, title: str, message: str, **kw: Any
+    ) -> Notification:
+        return cls.build(
+            user_id=user_id,
+            title=title,
+            message=message,
+            notification_type=NotificationType.SUCCESS,
+            **kw,
+        )
+
+    @classmethod
+    def create_error_notification(
+        cls, user_id: str, title: str, message: str, **kw: Any
+    ) -> Notification:
+        kw.setdefault("priority", Priority.HIGH)
+        return cls.build(
+            user_id=user_id,
+            title=title,
+            message=message,
+            notification_type=NotificationType.ERROR,
+            **kw,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "user_id": self.user_id,
+            "title": self.title,
+            "message": self.message,
+            "notification_type": self.notification_type,
+            "priority": self.priority,
+            "channels": list(self.channels),
+            "is_read": self.is_read,
+            "read_at": iso(self.read_at),
+            "related_task_id": self.related_task_id,
+            "action_url": self.action_url,
+            "metadata": self.notification_metadata,
+            "status": self.status,
+            "delivery_status": self.delivery_status,
+            "retry_count": self.retry_count,
+            "send_at": iso(self.send_at),
+            "expires_at": iso(self.expires_at),
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }
+
+
+class NotificationDelivery(Base):
+    """One channel of one notification: its state, attempts and provider reference."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (Index("idx_notification_deliveries_provider", "channel", "provider_id"),)
+
+    notification_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("notifications.id", ondelete="CASCADE"), primary_key=True
+    )
+    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), default=ChannelStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # attempts when the channel was last re-queued by hand (POST .../retry): the retry budget
+    # counts from here, while ``attempts`` keeps the whole history.
+    attempts_at_requeue: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    provider_id: Mapped[str | None] = mapped_column(String(255))
+    next_attempt_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    notification: Mapped[Notification] = relationship(back_populates="deliveries")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "provider_id": self.provider_id,
+            "next_attempt_at": iso(self.next_attempt_at),
+            "updated_at": iso(self.updated_at),
+        }

@@ -1,0 +1,103 @@
+"""Recipient, user token and push subscription schemas."""
+
+from __future__ import annotations
+
+import re
+import uuid
+import zoneinfo
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+)
+
+from notifier.schemas.common import MAX_URL_CHARS, JsonObject, PhoneE164
+
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+def _timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError("must be an IANA time zone such as Europe/Berlin") from exc
+    return value
+
+
+class QuietHours(BaseModel):
+    """A daily window, in the recipient's time zone, in which only urgent notifications go out
+    on email, SMS and push. ``defer`` holds them until the window ends instead of skipping."""
+
+    model_config = ConfigDict(extra="forbid")
+    start: Annotated[str, StringConstraints(pattern=_HHMM.pattern)]
+    end: Annotated[str, StringConstraints(pattern=_HHMM.pattern)]
+    defer: bool = False
+
+
+class RecipientUpsert(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: EmailStr | None = None
+    phone: PhoneE164 | None = None
+    locale: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")] | None
+    ) = None
+    timezone: Annotated[str, AfterValidator(_timezone)] | None = None
+    preferences: JsonObject = Field(default_factory=dict)
+    quiet_hours: QuietHours | None = None
+
+
+class RecipientPublic(BaseModel):
+    user_id: str
+    email: str | None
+    phone: str | None
+    locale: str | None
+    timezone: str | None
+    preferences: dict[str, Any]
+    quiet_hours: QuietHours | None
+    sms_opted_out: bool
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ttl_seconds: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] | None = None
+
+
+class TokenPublic(BaseModel):
+    token: str
+    expires_at: AwareDatetime
+
+
+_B64URL = r"^[A-Za-z0-9_-]+={0,2}$"
+
+
+class PushKeys(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    p256dh: Annotated[str, StringConstraints(min_length=16, max_length=256, pattern=_B64URL)]
+    auth: Annotated[str, StringConstraints(min_length=8, max_length=64, pattern=_B64URL)]
+
+
+class PushSubscriptionCreate(BaseModel):
+    """A browser ``PushSubscription.toJSON()``; ``expirationTime`` is accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    endpoint: Annotated[str, StringConstraints(min_length=8, max_length=MAX_URL_CHARS)]
+    keys: PushKeys
+
+
+class PushSubscriptionPublic(BaseModel):
+    id: uuid.UUID
+    user_id: str
+    endpoint: str
+    created_at: AwareDatetime
+
+
+class VapidPublicKey(BaseModel):
+    public_key: str

@@ -1,0 +1,167 @@
+"""Queries on notifications that the API runs: insert, fetch, inbox pages, read marks, and the
+hand-made state changes (retry, cancel). The dispatch queries live in ``dispatch.py``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, func, or_, select, text, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notifier.models.base import utcnow
+from notifier.models.notification import (
+    AWAITING_SEND,
+    ChannelStatus,
+    Notification,
+    NotificationStatus,
+    derive_status,
+)
+
+# LISTEN/NOTIFY channel that wakes dispatch workers; the payload is empty, it only says "look".
+DISPATCH_WAKEUP_CHANNEL = "notifier_dispatch"
+
+
+class InvalidCursor(ValueError):
+    """The paging cursor is not one this service issued."""
+
+
+async def wake_dispatchers(session: AsyncSession) -> None:
+    """Queue a NOTIFY in the current transaction: PostgreSQL delivers it on commit, so a worker
+    never wakes for a row it cannot see yet."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_notify(:channel, '')"), {"channel": DISPATCH_WAKEUP_CHANNEL}
+        )
+
+
+async def get_notification(
+    session: AsyncSession, notification_id: uuid.UUID, *, for_update: bool = False
+) -> Notification | None:
+    query = select(Notification).where(Notification.id == notification_id)
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+def _visible_to_user(user_id: str, now: datetime) -> list[ColumnElement[bool]]:
+    # Scheduled notifications appear in the inbox once they are due; cancelled ones never do.
+    return [
+        Notification.user_id == user_id,
+        or_(Notification.send_at.is_(None), Notification.send_at <= now),
+        Notification.status != NotificationStatus.CANCELLED.value,
+    ]
+
+
+def encode_cursor(created_at: datetime, notification_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{notification_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, _, ident = raw.partition("|")
+        created_at = datetime.fromisoformat(created)
+        if created_at.tzinfo is None:
+            raise ValueError("naive")
+        return created_at, uuid.UUID(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidCursor(
+            "the cursor is not valid; use next_cursor from a previous page"
+        ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class InboxSlice:
+    items: Sequence[Notification]
+    unread_count: int
+    next_cursor: str | None
+
+
+async def inbox_page(
+    session: AsyncSession,
+    user_id: str,
+    *,
+    unread_only: bool,
+    limit: int,
+    cursor: str | None,
+) -> InboxSlice:
+    """Newest first, keyset-paged on (created_at, id) so deep pages cost what the first does."""
+    now = utcnow()
+    conditions = _visible_to_user(user_id, now)
+    if unread_only:
+        conditions.append(Notification.is_read.is_(False))
+    if cursor is not None:
+        created_at, ident = decode_cursor(cursor)
+        conditions.append(
+            tuple_(Notification.created_at, Notification.id) < tuple_(created_at, ident)
+        )
+    query = (
+        select(Notification)
+        .where(*conditions)
+        .order_by(Notification.created_at.desc(), Notification.id.desc())
+        .limit(limit + 1)
+    )
+    rows = list((await session.execute(query)).scalars())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
+    return InboxSlice(rows, await unread_count(session, user_id, now=now), next_cursor)
+
+
+async def unread_count(session: AsyncSession, user_id: str, *, now: datetime | None = None) -> int:
+    query = select(func.count()).where(
+        *_visible_to_user(user_id, now or utcnow()), Notification.is_read.is_(False)
+    )
+    return int((await session.execute(query)).scalar_one())
+
+
+async def mark_all_read(session: AsyncSession, user_id: str) -> int:
+    now = utcnow()
+    result = await session.execute(
+        update(Notification)
+        .where(*_visible_to_user(user_id, now), Notification.is_read.is_(False))
+        .values(is_read=True, read_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def requeue_failed_channels(notification: Notification, now: datetime) -> int:
+    """Give every failed channel a fresh retry budget and make the row due now."""
+    count = 0
+    for delivery in notification.deliveries:
+        if delivery.status == ChannelStatus.FAILED:
+            delivery.status = ChannelStatus.PENDING.value
+            delivery.attempts_at_requeue = delivery.attempts
+            delivery.next_attempt_at = None
+            delivery.updated_at = now
+            count += 1
+    if count:
+        notification.status = derive_status(d.status for d in notification.deliveries).value
+        notification.next_attempt_at = now
+        notification.updated_at = now
+    return count
+
+
+def cancel_unsent_channels(notification: Notification, now: datetime) -> int:
+    """Cancel every channel that has not been handed over yet."""
+    count = 0
+    for delivery in notification.deliveries:
+        if delivery.status in AWAITING_SEND:
+            delivery.status = ChannelStatus.CANCELLED.value
+            delivery.next_attempt_at = None
+            delivery.updated_at = now
+            count += 1
+    if count:
+        notification.status = derive_status(d.status for d in notification.deliveries).value
+        if notification.is_settled:
+            notification.next_attempt_at = None
+        notification.updated_at = now
+    return count

@@ -1,0 +1,74 @@
+"""Queries on tasks and their logs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notifier.models.log import LEVEL_RANK, LogLevel, TaskLog
+from notifier.models.task import TaskProgress
+from notifier.storage.notifications import InvalidCursor
+
+
+async def get_task(
+    session: AsyncSession, task_id: str, *, for_update: bool = False
+) -> TaskProgress | None:
+    query = select(TaskProgress).where(TaskProgress.task_id == task_id)
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+def _encode(timestamp: datetime, log_id: uuid.UUID) -> str:
+    return (
+        base64.urlsafe_b64encode(f"{timestamp.isoformat()}|{log_id}".encode()).decode().rstrip("=")
+    )
+
+
+def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, ident = raw.partition("|")
+        timestamp = datetime.fromisoformat(stamp)
+        if timestamp.tzinfo is None:
+            raise ValueError("naive")
+        return timestamp, uuid.UUID(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidCursor(
+            "the cursor is not valid; use next_cursor from a previous page"
+        ) from exc
+
+
+async def task_logs_page(
+    session: AsyncSession,
+    task_id: str,
+    *,
+    min_level: LogLevel | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[Sequence[TaskLog], str | None]:
+    """Oldest first, like reading a log; ``min_level`` keeps that level and above."""
+    conditions = [TaskLog.task_id == task_id]
+    if min_level is not None:
+        conditions.append(
+            TaskLog.level.in_(
+                [lvl.value for lvl in LogLevel if LEVEL_RANK[lvl] >= LEVEL_RANK[min_level]]
+            )
+        )
+    if cursor is not None:
+        timestamp, ident = _decode(cursor)
+        conditions.append(tuple_(TaskLog.timestamp, TaskLog.id) > tuple_(timestamp, ident))
+    query = (
+        select(TaskLog).where(*conditions).order_by(TaskLog.timestamp, TaskLog.id).limit(limit + 1)
+    )
+    rows = list((await session.execute(query)).scalars())
+    if len(rows) > limit:
+        rows = rows[:limit]
+        return rows, _encode(rows[-1].timestamp, rows[-1].id)
+    return rows, None

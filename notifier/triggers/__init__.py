@@ -1,0 +1,1 @@
+"""Task events → notifications: the task state machine and the trigger rules."""

@@ -1,0 +1,100 @@
+"""The trigger rules: which task events notify whom, how, and on which channels.
+
+- status → ``completed``: a ``success`` notification;
+- status → ``failed``: an ``error`` notification, priority ``high``, carrying ``error_message``;
+- a log at ``ERROR``: an ``error`` notification; at ``CRITICAL``: priority ``urgent``.
+Channels come from settings (``notify_on_*``), overridden per task by
+``task_metadata["notify"]["on_completed" | "on_failed" | "on_error_log" | "on_critical_log"]``.
+Each notification carries a ``dedupe_key`` naming its event, so a trigger that fires twice for
+one event creates one row (the unique index refuses the second).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from notifier.models.log import LogLevel, TaskLog
+from notifier.models.notification import CHANNEL_NAMES, Notification, Priority
+from notifier.models.task import TaskProgress, TaskStatus
+from notifier.settings import Settings
+
+TriggerEvent = Literal["on_completed", "on_failed", "on_error_log", "on_critical_log"]
+
+
+def channels_for(event: TriggerEvent, task: TaskProgress, settings: Settings) -> list[str]:
+    override = (task.task_metadata or {}).get("notify", {})
+    if isinstance(override, dict) and isinstance(override.get(event), list):
+        chosen = [c for c in override[event] if c in CHANNEL_NAMES]
+        return list(dict.fromkeys(chosen))
+    defaults: dict[TriggerEvent, list[str]] = {
+        "on_completed": settings.notify_on_completed,
+        "on_failed": settings.notify_on_failed,
+        "on_error_log": settings.notify_on_error_log,
+        "on_critical_log": settings.notify_on_critical_log,
+    }
+    return list(defaults[event])
+
+
+def _run_marker(task: TaskProgress) -> str:
+    # A restarted task may complete or fail again: each run notifies once.
+    return task.started_at.isoformat() if task.started_at else "never-started"
+
+
+def notifications_for_transition(
+    task: TaskProgress, new_status: TaskStatus, settings: Settings
+) -> list[Notification]:
+    if new_status == TaskStatus.COMPLETED:
+        channels = channels_for("on_completed", task, settings)
+        if not channels:
+            return []
+        return [
+            Notification.create_success_notification(
+                task.user_id,
+                f"{task.task_type} completed",
+                f"Task {task.task_id} completed.",
+                channels=channels,
+                related_task_id=task.task_id,
+                metadata={"task_id": task.task_id, "task_type": task.task_type},
+                dedupe_key=f"task:{task.task_id}:completed:{_run_marker(task)}",
+            )
+        ]
+    if new_status == TaskStatus.FAILED:
+        channels = channels_for("on_failed", task, settings)
+        if not channels:
+            return []
+        return [
+            Notification.create_error_notification(
+                task.user_id,
+                f"{task.task_type} failed",
+                task.error_message or f"Task {task.task_id} failed.",
+                channels=channels,
+                priority=Priority.HIGH,
+                related_task_id=task.task_id,
+                metadata={"task_id": task.task_id, "task_type": task.task_type},
+                dedupe_key=f"task:{task.task_id}:failed:{_run_marker(task)}",
+            )
+        ]
+    return []
+
+
+def notifications_for_log(
+    task: TaskProgress, log: TaskLog, settings: Settings
+) -> list[Notification]:
+    if log.level not in (LogLevel.ERROR, LogLevel.CRITICAL):
+        return []
+    critical = log.level == LogLevel.CRITICAL
+    channels = channels_for("on_critical_log" if critical else "on_error_log", task, settings)
+    if not channels:
+        return []
+    return [
+        Notification.create_error_notification(
+            task.user_id,
+            f"{task.task_type}: {'critical' if critical else 'error'} log",
+            log.message[:10_000],
+            channels=channels,
+            priority=Priority.URGENT if critical else Priority.HIGH,
+            related_task_id=task.task_id,
+            metadata={"task_id": task.task_id, "log_id": str(log.id), "level": log.level},
+            dedupe_key=f"log:{log.id}",
+        )
+    ]

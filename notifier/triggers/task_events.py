@@ -1,0 +1,72 @@
+"""Apply a producer's task update or log to the stored task, and say which notifications it
+triggers. Pure functions over the ORM objects; the caller writes everything in one transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from notifier.models.log import TaskLog
+from notifier.models.notification import Notification
+from notifier.models.task import TERMINAL_TASK_STATUSES, TaskProgress, TaskStatus
+from notifier.schemas.task import TaskUpdate
+from notifier.settings import Settings
+from notifier.triggers.rules import notifications_for_log, notifications_for_transition
+from notifier.triggers.task_states import check_transition, is_restart
+
+
+def apply_task_update(
+    task: TaskProgress, update: TaskUpdate, settings: Settings, now: datetime
+) -> list[Notification]:
+    """Mutate ``task`` by ``update``; raises ``IllegalTransition`` before changing anything."""
+    current = TaskStatus(task.status)
+    requested = update.status
+    transition = requested is not None and check_transition(current, requested)
+    if transition and requested is not None and is_restart(current, requested):
+        _reset_for_restart(task, now)
+    _copy_reported_fields(task, update)
+    if update.progress is not None and not task.is_finished:
+        # Reports can arrive out of order; progress only moves forward within a run.
+        task.progress = max(task.progress or 0.0, update.progress)
+        if requested is None and current == TaskStatus.PENDING:
+            requested, transition = TaskStatus.RUNNING, True
+    task.updated_at = now
+    if not transition or requested is None:
+        return []
+    _enter_status(task, requested, now)
+    return notifications_for_transition(task, requested, settings)
+
+
+def _reset_for_restart(task: TaskProgress, now: datetime) -> None:
+    task.progress = 0.0
+    task.started_at = now
+    task.completed_at = None
+    task.error_message = None
+    task.error_details = None
+    task.result = None
+
+
+def _copy_reported_fields(task: TaskProgress, update: TaskUpdate) -> None:
+    if update.current_step is not None:
+        task.current_step = update.current_step
+    if update.result is not None:
+        task.result = update.result
+    if update.error_message is not None:
+        task.error_message = update.error_message
+    if update.error_details is not None:
+        task.error_details = update.error_details
+
+
+def _enter_status(task: TaskProgress, status: TaskStatus, now: datetime) -> None:
+    task.status = status.value
+    if task.started_at is None and status in (TaskStatus.RUNNING, *TERMINAL_TASK_STATUSES):
+        task.started_at = now
+    if status in TERMINAL_TASK_STATUSES:
+        task.completed_at = now
+    if status == TaskStatus.COMPLETED:
+        task.progress = 100.0
+
+
+def notifications_for_new_log(
+    task: TaskProgress, log: TaskLog, settings: Settings
+) -> list[Notification]:
+    return notifications_for_log(task, log, settings)

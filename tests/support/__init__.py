@@ -1,0 +1,1 @@
+"""Test support: databases and running services, shared by every test package."""
