@@ -11,7 +11,7 @@ from notifier import __version__
 from notifier.api.body_limit import BodySizeLimit
 from notifier.api.context import ServiceContext
 from notifier.api.errors import install_error_handlers
-from notifier.api.routes import health, notifications, tasks, users
+from notifier.api.routes import health, notifications, tasks, users, ws
 from notifier.settings import Settings
 
 
@@ -23,6 +23,7 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = context is None
         app.state.context = context or ServiceContext.from_settings(settings)
+        await app.state.context.start()
         try:
             yield
         finally:
@@ -36,7 +37,7 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (notifications, users, tasks, health):
+    for module in (notifications, users, tasks, ws, health):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -3,15 +3,21 @@ when API and worker share a process)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from notifier.auth import ApiKeyRing, UserTokens
+from notifier.realtime.fanout import Fanout, LocalFanout, PostgresFanout, PostgresListener
+from notifier.realtime.frames import notification_frame_for
+from notifier.realtime.hub import ConnectionHub
 from notifier.settings import Settings
 from notifier.storage.db import create_engine, create_session_factory
+from notifier.storage.notifications import get_notification
 
 
 @dataclass
@@ -21,12 +27,15 @@ class ServiceContext:
     sessions: async_sessionmaker[AsyncSession]
     api_keys: ApiKeyRing
     tokens: UserTokens
+    hub: ConnectionHub
+    fanout: Fanout
     vapid_private_key: str | None = None
     # Called after a commit that made rows due, for an in-process worker to wake up (on
     # PostgreSQL the same wake-up travels as NOTIFY inside the transaction).
     after_enqueue: list[Callable[[], None]] = field(default_factory=list)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     owns_engine: bool = False
+    listener: PostgresListener | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceContext:
@@ -35,6 +44,7 @@ class ServiceContext:
         if settings.token_secret is None:
             raise ValueError("NOTIFIER_TOKEN_SECRET is not set: user tokens cannot be signed")
         engine = create_engine(settings.database_url)
+        hub = ConnectionHub()
         return cls(
             settings=settings,
             engine=engine,
@@ -44,6 +54,8 @@ class ServiceContext:
                 settings.token_secret.get_secret_value(),
                 default_ttl_seconds=settings.token_ttl_seconds,
             ),
+            hub=hub,
+            fanout=LocalFanout(hub) if settings.is_sqlite else PostgresFanout(engine),
             vapid_private_key=(
                 settings.vapid_private_key.get_secret_value()
                 if settings.vapid_private_key
@@ -56,6 +68,20 @@ class ServiceContext:
         for callback in self.after_enqueue:
             callback()
 
+    async def _load_frame(self, notification_id: uuid.UUID) -> dict[str, Any] | None:
+        async with self.sessions() as session:
+            row = await get_notification(session, notification_id)
+            return notification_frame_for(row) if row is not None else None
+
+    async def start(self) -> None:
+        """Start listening for frames from other processes (PostgreSQL only)."""
+        if isinstance(self.fanout, PostgresFanout) and self.listener is None:
+            self.listener = PostgresListener(self.settings.database_url, self.hub, self._load_frame)
+            self.listener.start()
+
     async def aclose(self) -> None:
+        if self.listener is not None:
+            await self.listener.stop()
+            self.listener = None
         if self.owns_engine:
             await self.engine.dispose()

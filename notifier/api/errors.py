@@ -24,8 +24,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from notifier.storage.db import is_database_unavailable
 
 log = logging.getLogger("notifier.api")
 
@@ -93,18 +94,6 @@ def _validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
         {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type"))}
         for e in errors
     ]
-
-
-def is_database_unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError | sa_exc.ProgrammingError):
-        return False
-    if isinstance(exc, sa_exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(
-            exc, sa_exc.OperationalError | sa_exc.InterfaceError
-        )
-    return isinstance(
-        exc, sa_exc.TimeoutError | sa_exc.DisconnectionError | ConnectionError | TimeoutError
-    ) or (isinstance(exc, OSError) and exc.errno is not None)
 
 
 def install_error_handlers(app: FastAPI) -> None:

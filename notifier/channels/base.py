@@ -19,6 +19,7 @@ at the channel's boundary):
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
@@ -116,6 +117,10 @@ class SendResult:
     status: ChannelStatus
     provider_id: str | None = None
     detail: str | None = None
+    # Work to run once the outcome is durably recorded. The WebSocket channel publishes here:
+    # recording `sent` before the frame goes out means a client that connects in between finds
+    # the notification in its replay instead of missing it.
+    after_recorded: Callable[[], Awaitable[None]] | None = None
 
 
 class DeliveryChannel(Protocol):

@@ -130,12 +130,19 @@ class Notification(Base):
         Index("idx_notifications_user_created", "user_id", "created_at", "id"),
         Index("idx_notifications_related_task_id", "related_task_id"),
         # Dispatch claims only rows with work left: once a notification is settled its
-        # next_attempt_at is NULL and it drops out of this index, so millions of delivered rows
-        # never slow a claim.
+        # next_attempt_at is NULL and it drops out of these partial indexes, so millions of
+        # delivered rows never slow a claim. The first serves the claim's order (priority, then
+        # when due); the second finds the next due time while idle.
+        Index(
+            "idx_notifications_claim",
+            "priority_rank",
+            "next_attempt_at",
+            postgresql_where=text("next_attempt_at IS NOT NULL"),
+            sqlite_where=text("next_attempt_at IS NOT NULL"),
+        ),
         Index(
             "idx_notifications_due",
             "next_attempt_at",
-            "priority_rank",
             postgresql_where=text("next_attempt_at IS NOT NULL"),
             sqlite_where=text("next_attempt_at IS NOT NULL"),
         ),
@@ -243,6 +250,7 @@ class Notification(Base):
                     status=ChannelStatus.PENDING.value,
                     attempts=0,
                     attempts_at_requeue=0,
+                    unknown_outcomes=0,
                     updated_at=now,
                 )
                 for channel in unique_channels
@@ -330,6 +338,9 @@ class NotificationDelivery(Base):
     attempts_at_requeue: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_id: Mapped[str | None] = mapped_column(String(255))
+    # Sends whose outcome was unknown (the peer may hold the message); the next send is told so,
+    # and a second unknown outcome ends the channel rather than risk a third copy.
+    unknown_outcomes: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Connection, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -24,6 +25,7 @@ def create_engine(database_url: str, *, pool_size: int = 10, echo: bool = False)
             connect_args={"timeout": 30},
         )
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
     return create_async_engine(
         database_url,
@@ -38,6 +40,8 @@ def create_engine(database_url: str, *, pool_size: int = 10, echo: bool = False)
 
 
 def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    # Let SQLAlchemy's "begin" event open transactions itself (see below).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets the API read while the in-process worker writes.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -46,9 +50,31 @@ def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
     cursor.close()
 
 
+def _sqlite_begin_immediate(connection: Connection) -> None:
+    # Take SQLite's write lock when a transaction starts, not at its first write: two
+    # read-modify-write transactions (an outcome being recorded while an ack arrives) then queue
+    # one after the other instead of one failing with a stale snapshot. This is SQLite's
+    # stand-in for PostgreSQL's SELECT ... FOR UPDATE, which SQLite does not have.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
 def dialect_name(engine: AsyncEngine | Any) -> str:
     return str(engine.dialect.name)
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True for failures to reach the database (down, restarting, connection lost), as
+    opposed to errors in what was asked of it."""
+    if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError | sa_exc.ProgrammingError):
+        return False
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, sa_exc.OperationalError | sa_exc.InterfaceError
+        )
+    return isinstance(
+        exc, sa_exc.TimeoutError | sa_exc.DisconnectionError | ConnectionError | TimeoutError
+    ) or (isinstance(exc, OSError) and exc.errno is not None)

@@ -53,7 +53,8 @@ def _build(payload: NotificationCreate) -> Notification:
             title=payload.title,
             message=payload.message,
             action_url=payload.action_url,
-            notification_id=uuid.uuid4(),
+            notification_type=payload.notification_type,
+            priority=payload.priority,
         ):
             raise Unprocessable(
                 "the notification is too large for a Web Push message (3993 bytes after "
@@ -126,8 +127,11 @@ async def _enqueue(
             )
         )
     session.add_all(rows)
-    await wake_dispatchers(session)
     try:
+        # Flush before anything else runs a query: the insert that loses the race on the
+        # idempotency key fails here (or at commit), never in an autoflush outside this block.
+        await session.flush()
+        await wake_dispatchers(session)
         await session.commit()
     except IntegrityError:
         await session.rollback()

@@ -76,8 +76,15 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("notifications", schema=None) as batch_op:
         batch_op.create_index(
+            "idx_notifications_claim",
+            ["priority_rank", "next_attempt_at"],
+            unique=False,
+            postgresql_where=sa.text("next_attempt_at IS NOT NULL"),
+            sqlite_where=sa.text("next_attempt_at IS NOT NULL"),
+        )
+        batch_op.create_index(
             "idx_notifications_due",
-            ["next_attempt_at", "priority_rank"],
+            ["next_attempt_at"],
             unique=False,
             postgresql_where=sa.text("next_attempt_at IS NOT NULL"),
             sqlite_where=sa.text("next_attempt_at IS NOT NULL"),
@@ -261,6 +268,7 @@ def upgrade() -> None:
         sa.Column("attempts_at_requeue", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("provider_id", sa.String(length=255), nullable=True),
+        sa.Column("unknown_outcomes", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -325,6 +333,11 @@ def downgrade() -> None:
         batch_op.drop_index("idx_notifications_is_read")
         batch_op.drop_index(
             "idx_notifications_due",
+            postgresql_where=sa.text("next_attempt_at IS NOT NULL"),
+            sqlite_where=sa.text("next_attempt_at IS NOT NULL"),
+        )
+        batch_op.drop_index(
+            "idx_notifications_claim",
             postgresql_where=sa.text("next_attempt_at IS NOT NULL"),
             sqlite_where=sa.text("next_attempt_at IS NOT NULL"),
         )

@@ -1,0 +1,58 @@
+"""The ``websocket`` channel: live in-app delivery through the API processes' sockets.
+
+The worker holds no sockets. ``send`` returns ``sent`` and hands back the publish as
+``after_recorded``: the frame goes out (through the fan-out, to every API process) only once
+``sent`` is durable, so a client connecting in between finds the notification in its replay.
+The channel becomes ``delivered`` when a client acks the frame (``api/routes/ws.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from notifier.channels.base import Destination, OutgoingMessage, SendResult
+from notifier.models.base import iso
+from notifier.models.notification import Channel, ChannelStatus
+from notifier.realtime.fanout import Fanout
+from notifier.realtime.frames import notification_frame
+
+
+def message_frame(message: OutgoingMessage) -> dict[str, Any]:
+    return notification_frame(
+        {
+            "id": str(message.notification_id),
+            "user_id": message.user_id,
+            "title": message.title,
+            "message": message.message,
+            "notification_type": message.notification_type,
+            "priority": message.priority,
+            "action_url": message.action_url,
+            "related_task_id": message.related_task_id,
+            "metadata": message.metadata,
+            "is_read": False,
+            "created_at": iso(message.created_at),
+            "expires_at": iso(message.expires_at),
+        }
+    )
+
+
+class WebSocketChannel:
+    name: ClassVar[Channel] = Channel.WEBSOCKET
+
+    def __init__(self, fanout: Fanout) -> None:
+        self._fanout = fanout
+
+    @property
+    def configured(self) -> bool:
+        return True
+
+    async def send(self, message: OutgoingMessage, destination: Destination) -> SendResult:
+        frame = message_frame(message)
+
+        async def publish() -> None:
+            await self._fanout.publish(message.user_id, frame)
+
+        return SendResult(ChannelStatus.SENT, after_recorded=publish)
+
+    async def aclose(self) -> None:
+        return None

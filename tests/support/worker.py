@@ -1,0 +1,44 @@
+"""A real dispatcher running inside the test's event loop, with the real channels."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from notifier.realtime.fanout import Fanout, PostgresFanout
+from notifier.settings import Settings
+from notifier.storage.db import create_engine, create_session_factory
+from workers.dispatcher import Dispatcher
+from workers.runner import build_channels, close_channels
+from workers.wakeup import PostgresWakeupListener, Wakeup
+
+
+@contextlib.asynccontextmanager
+async def running_dispatcher(
+    settings: Settings, *, fanout: Fanout | None = None, wakeup: Wakeup | None = None
+) -> AsyncIterator[Dispatcher]:
+    """Run one dispatcher until the block ends. On SQLite pass the service's ``LocalFanout``
+    and a ``Wakeup`` hooked to its ``after_enqueue``; on PostgreSQL it LISTENs like a worker
+    process does."""
+    engine = create_engine(settings.database_url)
+    sessions = create_session_factory(engine)
+    wakeup = wakeup or Wakeup()
+    listener = None
+    if not settings.is_sqlite:
+        listener = PostgresWakeupListener(settings.database_url, wakeup)
+        listener.start()
+        await asyncio.wait_for(listener.listening.wait(), 10)
+    channels = build_channels(settings, sessions, fanout or PostgresFanout(engine))
+    dispatcher = Dispatcher(settings=settings, sessions=sessions, channels=channels, wakeup=wakeup)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    try:
+        yield dispatcher
+    finally:
+        stop.set()
+        await task
+        if listener is not None:
+            await listener.stop()
+        await close_channels(channels)
+        await engine.dispose()

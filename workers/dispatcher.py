@@ -1,0 +1,426 @@
+"""The dispatch loop: claim due notifications, send their channels, record each outcome.
+
+    while not stopping:
+        claim up to min(batch, free slots) due rows under a lease   (storage.dispatch.claim_due)
+        for each: send every due channel concurrently, record each outcome in its own short
+                  transaction the moment it is known, then release the lease
+        idle? wait for a NOTIFY wake-up, the next due time, the poll interval, or the stop
+
+A background task renews the leases of rows still in flight. On stop the loop claims nothing
+more, lets in-flight sends finish for up to ``drain_seconds``, and hands back what remains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Mapping
+from typing import Protocol
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from notifier.channels.base import (
+    DeliveryChannel,
+    DeliveryError,
+    Destination,
+    OutgoingMessage,
+    ProviderAuthError,
+    RecipientOptedOut,
+    SendResult,
+    UnknownOutcomeError,
+)
+from notifier.models.base import utcnow
+from notifier.models.notification import (
+    AWAITING_SEND,
+    ChannelStatus,
+    Notification,
+    NotificationDelivery,
+)
+from notifier.models.recipient import Recipient
+from notifier.settings import Settings
+from notifier.storage import dispatch as queries
+from notifier.storage.db import is_database_unavailable
+from workers.breaker import ChannelBreaker
+from workers.retry import GiveUp, RetryAt, RetryPolicy, decide, in_process_retrying
+from workers.rules import Defer, Skip, destination_for, precheck
+from workers.wakeup import Wakeup
+
+log = logging.getLogger("notifier.worker")
+
+
+class DispatchObserver(Protocol):
+    """Hooks for metrics; every method must be cheap and must not raise."""
+
+    def outcome(self, channel: str, status: ChannelStatus, seconds: float, tries: int) -> None: ...
+
+    def claimed(self, count: int) -> None: ...
+
+
+class _NoObserver:
+    def outcome(self, channel: str, status: ChannelStatus, seconds: float, tries: int) -> None:
+        return None
+
+    def claimed(self, count: int) -> None:
+        return None
+
+
+def policy_from(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.max_attempts,
+        base_seconds=settings.retry_base_seconds,
+        max_seconds=settings.retry_max_seconds,
+    )
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        channels: Mapping[str, DeliveryChannel],
+        wakeup: Wakeup,
+        worker_id: str | None = None,
+        policy: RetryPolicy | None = None,
+        observer: DispatchObserver | None = None,
+        rng: random.Random | None = None,
+        send_timeout: float = 60.0,
+        drain_seconds: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.channels = channels
+        self.wakeup = wakeup
+        self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
+        self.policy = policy or policy_from(settings)
+        self.observer: DispatchObserver = observer or _NoObserver()
+        self.rng = rng or random.Random()
+        self.breaker = ChannelBreaker(pause_seconds=self.policy.pause_seconds)
+        self.send_timeout = send_timeout
+        self.drain_seconds = (
+            drain_seconds if drain_seconds is not None else min(settings.lease_seconds, 25.0)
+        )
+        self._in_flight: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self.idle = asyncio.Event()
+
+    # --- the loop ---------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        renewer = asyncio.create_task(self._renew_leases_forever(), name="lease-renewer")
+        try:
+            while not stop.is_set():
+                claimed = await self._claim_some()
+                if claimed:
+                    continue
+                self.idle.set() if not self._in_flight else self.idle.clear()
+                await self._wait(stop)
+        finally:
+            await self._drain()
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def _claim_some(self) -> int:
+        free = self.settings.worker_concurrency - len(self._in_flight)
+        if free <= 0:
+            return 0
+        try:
+            async with self.sessions() as session, session.begin():
+                ids = await queries.claim_due(
+                    session,
+                    worker_id=self.worker_id,
+                    batch_size=min(self.settings.worker_batch_size, free),
+                    lease_seconds=self.settings.lease_seconds,
+                )
+            if not ids:
+                return 0
+            async with self.sessions() as session:
+                work = await queries.load_claimed(session, ids, worker_id=self.worker_id)
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            log.warning("database unavailable while claiming (%s); retrying", type(exc).__name__)
+            return 0
+        self.idle.clear()
+        self.observer.claimed(len(work))
+        for item in work:
+            task = asyncio.create_task(self._process(item), name=f"notify-{item.notification.id}")
+            self._in_flight[item.notification.id] = task
+            task.add_done_callback(self._forget)
+        return len(work)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        for key, running in list(self._in_flight.items()):
+            if running is task:
+                del self._in_flight[key]
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        timeout = self.settings.poll_interval_seconds
+        with contextlib.suppress(Exception):
+            async with self.sessions() as session:
+                due = await queries.next_due_at(session)
+            if due is not None:
+                timeout = min(timeout, max((due - utcnow()).total_seconds(), 0.0))
+        waiters: list[asyncio.Future[object]] = [
+            asyncio.ensure_future(self.wakeup.wait(timeout)),
+            asyncio.ensure_future(stop.wait()),
+        ]
+        if len(self._in_flight) >= self.settings.worker_concurrency:
+            # Full: the next thing worth doing is claiming again once a slot frees up.
+            waiters.append(
+                asyncio.ensure_future(
+                    asyncio.wait(
+                        list(self._in_flight.values()), return_when=asyncio.FIRST_COMPLETED
+                    )
+                )
+            )
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _drain(self) -> None:
+        """Let in-flight work finish for a bounded time; hand back the rest at once."""
+        if self._in_flight:
+            log.info(
+                "stopping: waiting up to %.0fs for %d in flight",
+                self.drain_seconds,
+                len(self._in_flight),
+            )
+            await asyncio.wait(list(self._in_flight.values()), timeout=self.drain_seconds)
+        for notification_id, task in list(self._in_flight.items()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            with contextlib.suppress(Exception):
+                await queries.release(
+                    self.sessions, notification_id, worker_id=self.worker_id, immediately=True
+                )
+
+    async def _renew_leases_forever(self) -> None:
+        interval = max(self.settings.lease_seconds / 3, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self._in_flight)
+            if not ids:
+                continue
+            try:
+                async with self.sessions() as session, session.begin():
+                    await queries.renew_leases(
+                        session,
+                        ids,
+                        worker_id=self.worker_id,
+                        lease_seconds=self.settings.lease_seconds,
+                    )
+            except Exception as exc:  # the next renewal tries again; records are lease-guarded
+                log.warning("could not renew leases: %s", type(exc).__name__)
+
+    # --- one notification -------------------------------------------------------------------
+    async def _process(self, work: queries.ClaimedWork) -> None:
+        notification = work.notification
+        try:
+            now = utcnow()
+            if notification.expires_at is not None and notification.expires_at <= now:
+                await self._expire(notification)
+            else:
+                due = [
+                    d
+                    for d in notification.deliveries
+                    if d.status in AWAITING_SEND
+                    and (d.next_attempt_at is None or d.next_attempt_at <= now)
+                ]
+                await asyncio.gather(*(self._deliver(work, d) for d in due))
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                log.exception("dispatch of %s failed", notification.id)
+            # The lease runs out and the row is claimed again; sent channels stay sent.
+            return
+        await queries.release(self.sessions, notification.id, worker_id=self.worker_id)
+
+    async def _expire(self, notification: Notification) -> None:
+        for delivery in notification.deliveries:
+            if delivery.status in AWAITING_SEND:
+                await self._record(
+                    notification.id,
+                    delivery.channel,
+                    queries.ChannelChange(
+                        ChannelStatus.EXPIRED, last_error="expired before it was sent"
+                    ),
+                )
+
+    async def _deliver(self, work: queries.ClaimedWork, delivery: NotificationDelivery) -> None:
+        notification, now = work.notification, utcnow()
+        channel = self.channels.get(delivery.channel)
+        verdict = precheck(
+            delivery.channel,
+            notification,
+            work.recipient,
+            configured=channel is not None and channel.configured,
+            now=now,
+        )
+        if isinstance(verdict, Skip):
+            await self._record(
+                notification.id,
+                delivery.channel,
+                queries.ChannelChange(ChannelStatus.SKIPPED, last_error=verdict.reason),
+            )
+            return
+        if isinstance(verdict, Defer):
+            change = queries.ChannelChange(
+                ChannelStatus.PENDING, last_error=verdict.reason, next_attempt_at=verdict.until
+            )
+            await self._record(notification.id, delivery.channel, change)
+            return
+        assert channel is not None
+        paused_until = self.breaker.paused_until(delivery.channel, now)
+        if paused_until is not None:
+            change = queries.ChannelChange(
+                ChannelStatus.RETRYING,
+                last_error="channel paused: provider refused our credentials",
+                next_attempt_at=paused_until,
+            )
+            await self._record(notification.id, delivery.channel, change)
+            return
+        await self._attempt(work, delivery, channel)
+
+    async def _attempt(
+        self, work: queries.ClaimedWork, delivery: NotificationDelivery, channel: DeliveryChannel
+    ) -> None:
+        notification = work.notification
+        message = _outgoing(notification, delivery)
+        destination = destination_for(notification, work.recipient, work.push_subscriptions)
+        attempts_in_round = delivery.attempts - delivery.attempts_at_requeue
+        tries = 0
+        started = asyncio.get_running_loop().time()
+        try:
+            async for attempt in in_process_retrying(
+                self.policy, tries_left=self.policy.max_attempts - attempts_in_round
+            ):
+                with attempt:
+                    tries += 1
+                    result = await self._send_once(channel, message, destination)
+        except DeliveryError as error:
+            await self._record_failure(work, delivery, error, tries, attempts_in_round + tries)
+            self.observer.outcome(
+                delivery.channel,
+                ChannelStatus(delivery.status),
+                asyncio.get_running_loop().time() - started,
+                tries,
+            )
+            return
+        change = queries.ChannelChange(
+            result.status, attempts=tries, provider_id=result.provider_id
+        )
+        recorded = await self._record(notification.id, delivery.channel, change)
+        self.observer.outcome(
+            delivery.channel, result.status, asyncio.get_running_loop().time() - started, tries
+        )
+        if recorded and result.after_recorded is not None:
+            await result.after_recorded()
+
+    async def _send_once(
+        self, channel: DeliveryChannel, message: OutgoingMessage, destination: Destination
+    ) -> SendResult:
+        try:
+            return await asyncio.wait_for(channel.send(message, destination), self.send_timeout)
+        except TimeoutError:
+            raise UnknownOutcomeError(f"no answer within {self.send_timeout:.0f}s") from None
+
+    async def _record_failure(
+        self,
+        work: queries.ClaimedWork,
+        delivery: NotificationDelivery,
+        error: DeliveryError,
+        tries: int,
+        attempts_in_round: int,
+    ) -> None:
+        now = utcnow()
+        decision = decide(
+            self.policy,
+            attempts_in_round=attempts_in_round,
+            unknown_outcomes=delivery.unknown_outcomes,
+            error=error,
+            now=now,
+            rng=self.rng,
+        )
+        if isinstance(error, ProviderAuthError):
+            paused_until = self.breaker.trip(delivery.channel, now, str(error))
+            decision = RetryAt(paused_until, f"channel paused: {error}")
+        if isinstance(error, RecipientOptedOut):
+            await self._mark_sms_opt_out(work.notification.user_id)
+        unknown = isinstance(error, UnknownOutcomeError)
+        provider_id = error.provider_id if isinstance(error, UnknownOutcomeError) else None
+        if isinstance(decision, RetryAt):
+            change = queries.ChannelChange(
+                ChannelStatus.RETRYING,
+                attempts=tries,
+                last_error=_describe(error),
+                next_attempt_at=decision.when,
+                unknown_outcome=unknown,
+                provider_id=provider_id,
+            )
+        else:
+            status = ChannelStatus.SKIPPED if decision.skipped else ChannelStatus.FAILED
+            change = queries.ChannelChange(
+                status,
+                attempts=tries,
+                last_error=_reason(decision, error),
+                unknown_outcome=unknown,
+                provider_id=provider_id,
+            )
+        delivery.status = change.status.value  # for the observer
+        await self._record(work.notification.id, delivery.channel, change)
+
+    async def _mark_sms_opt_out(self, user_id: str) -> None:
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(Recipient)
+                .where(Recipient.user_id == user_id)
+                .values(sms_opted_out=True, updated_at=utcnow())
+            )
+
+    async def _record(
+        self, notification_id: uuid.UUID, channel: str, change: queries.ChannelChange
+    ) -> bool:
+        recorded = await queries.record_outcome(
+            self.sessions, notification_id, channel, change, worker_id=self.worker_id
+        )
+        if not recorded:
+            log.warning(
+                "lease on %s was taken over; outcome of %s not recorded", notification_id, channel
+            )
+        return recorded
+
+
+def _describe(error: DeliveryError) -> str:
+    return f"{type(error).__name__}: {error}"[:2000]
+
+
+def _reason(decision: GiveUp, error: DeliveryError) -> str:
+    return (
+        decision.reason[:2000]
+        if decision.skipped
+        else f"{type(error).__name__}: {decision.reason}"[:2000]
+    )
+
+
+def _outgoing(notification: Notification, delivery: NotificationDelivery) -> OutgoingMessage:
+    return OutgoingMessage(
+        notification_id=notification.id,
+        user_id=notification.user_id,
+        title=notification.title,
+        message=notification.message,
+        notification_type=notification.notification_type,
+        priority=notification.priority,
+        created_at=notification.created_at,
+        action_url=notification.action_url,
+        related_task_id=notification.related_task_id,
+        expires_at=notification.expires_at,
+        metadata=dict(notification.notification_metadata or {}),
+        previous_attempts=delivery.attempts,
+        after_unknown_outcome=delivery.unknown_outcomes > 0,
+    )

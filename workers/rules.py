@@ -1,0 +1,120 @@
+"""Recipient rules, applied before a channel is tried: where to send, and whether to send now.
+
+- The address comes from the notification's ``recipient`` override, else the stored Recipient.
+- ``skipped`` (with the reason in ``last_error``): channel not configured; the recipient opted
+  out of the channel (``preferences["channels"][channel] is False``) or of this channel for this
+  notification type (``preferences["types"][type][channel] is False``); SMS after the number
+  replied STOP at Twilio (21610).
+- Quiet hours (``quiet_hours = {"start": "22:00", "end": "07:00", "defer": false}`` in the
+  recipient's time zone) hold back email, SMS and push, never the in-app websocket and never
+  an ``urgent`` notification. By default such a channel is ``skipped`` ("quiet hours"); with
+  ``"defer": true`` on the recipient, or ``metadata.quiet_hours = "defer"`` on the notification,
+  it waits until the window ends instead.
+Missing addresses are the channels' own call (``NotDeliverable`` → ``skipped``).
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+
+from notifier.channels.base import Destination, PushTarget
+from notifier.models.notification import Channel, Notification, Priority
+from notifier.models.recipient import PushSubscription, Recipient
+
+QUIET_CHANNELS = frozenset({Channel.EMAIL.value, Channel.SMS.value, Channel.BROWSER.value})
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Defer:
+    until: datetime
+    reason: str
+
+
+def destination_for(
+    notification: Notification,
+    recipient: Recipient | None,
+    subscriptions: tuple[PushSubscription, ...],
+) -> Destination:
+    override = notification.recipient or {}
+    return Destination(
+        user_id=notification.user_id,
+        email=override.get("email") or (recipient.email if recipient else None),
+        phone=override.get("phone") or (recipient.phone if recipient else None),
+        locale=recipient.locale if recipient else None,
+        push_targets=tuple(PushTarget(s.endpoint, s.p256dh, s.auth) for s in subscriptions),
+    )
+
+
+def precheck(
+    channel: str,
+    notification: Notification,
+    recipient: Recipient | None,
+    *,
+    configured: bool,
+    now: datetime,
+) -> Skip | Defer | None:
+    """None when the channel may be tried now."""
+    if not configured:
+        return Skip("channel not configured")
+    if recipient is None:
+        return None
+    preferences = recipient.preferences or {}
+    channel_prefs = preferences.get("channels", {})
+    if isinstance(channel_prefs, dict) and channel_prefs.get(channel) is False:
+        return Skip(f"recipient opted out of {channel}")
+    type_prefs = preferences.get("types", {}).get(notification.notification_type, {})
+    if isinstance(type_prefs, dict) and type_prefs.get(channel) is False:
+        return Skip(f"recipient opted out of {channel} for {notification.notification_type}")
+    if channel == Channel.SMS.value and recipient.sms_opted_out:
+        return Skip("recipient opted out of SMS (replied STOP)")
+    return _quiet_hours(channel, notification, recipient, now)
+
+
+def _quiet_hours(
+    channel: str, notification: Notification, recipient: Recipient, now: datetime
+) -> Skip | Defer | None:
+    window = recipient.quiet_hours
+    if not window or channel not in QUIET_CHANNELS or notification.priority == Priority.URGENT:
+        return None
+    tz = zoneinfo.ZoneInfo(recipient.timezone or "UTC")
+    end_local = quiet_window_end(now.astimezone(tz), window["start"], window["end"])
+    if end_local is None:
+        return None
+    defer = (
+        window.get("defer")
+        or (notification.notification_metadata or {}).get("quiet_hours") == "defer"
+    )
+    if defer:
+        return Defer(end_local.astimezone(now.tzinfo), "deferred: quiet hours")
+    return Skip("quiet hours")
+
+
+def _hhmm(value: str) -> time:
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+def quiet_window_end(local_now: datetime, start: str, end: str) -> datetime | None:
+    """If ``local_now`` lies in the daily window [start, end), when the window ends."""
+    start_t, end_t = _hhmm(start), _hhmm(end)
+    if start_t == end_t:
+        return None
+    today = local_now.date()
+    clock = local_now.timetz().replace(tzinfo=None)
+    if start_t < end_t:  # same-day window, e.g. 12:00-14:00
+        if start_t <= clock < end_t:
+            return datetime.combine(today, end_t, local_now.tzinfo)
+        return None
+    # Window across midnight, e.g. 22:00-07:00.
+    if clock >= start_t:
+        return datetime.combine(today + timedelta(days=1), end_t, local_now.tzinfo)
+    if clock < end_t:
+        return datetime.combine(today, end_t, local_now.tzinfo)
+    return None

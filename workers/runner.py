@@ -1,0 +1,122 @@
+"""Assemble and run a worker: as its own process on PostgreSQL (`notifier worker`), or inside
+the API's process on the embedded default (`notifier run`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Mapping
+
+import uvicorn
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from notifier.api.context import ServiceContext
+from notifier.channels.base import DeliveryChannel
+from notifier.channels.browser import BrowserChannel
+from notifier.channels.email import EmailChannel
+from notifier.channels.sms import SmsChannel
+from notifier.channels.websocket import WebSocketChannel
+from notifier.models.recipient import PushSubscription
+from notifier.realtime.fanout import Fanout, PostgresFanout
+from notifier.settings import Settings
+from notifier.storage.db import create_engine, create_session_factory
+from workers.dispatcher import Dispatcher, DispatchObserver
+from workers.wakeup import PostgresWakeupListener, Wakeup
+
+log = logging.getLogger("notifier.worker")
+
+TWILIO_STATUS_PATH = "/v1/webhooks/twilio/status"
+
+
+def build_channels(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], fanout: Fanout
+) -> dict[str, DeliveryChannel]:
+    async def forget_subscription(endpoint: str) -> None:
+        async with sessions() as session, session.begin():
+            await session.execute(
+                delete(PushSubscription).where(PushSubscription.endpoint == endpoint)
+            )
+        log.info("deleted a push subscription its push service reported gone")
+
+    callback = (
+        f"{settings.public_base_url.rstrip('/')}{TWILIO_STATUS_PATH}"
+        if settings.public_base_url
+        else None
+    )
+    channels: list[DeliveryChannel] = [
+        WebSocketChannel(fanout),
+        EmailChannel(settings),
+        BrowserChannel(settings, on_subscription_gone=forget_subscription),
+        SmsChannel(settings, status_callback_url=callback),
+    ]
+    return {channel.name.value: channel for channel in channels}
+
+
+async def close_channels(channels: Mapping[str, DeliveryChannel]) -> None:
+    for channel in channels.values():
+        with contextlib.suppress(Exception):
+            await channel.aclose()
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run_worker_process(
+    settings: Settings, *, observer: DispatchObserver | None = None
+) -> None:
+    """`notifier worker`: claim and send until SIGTERM/SIGINT, then drain and return."""
+    engine = create_engine(
+        settings.database_url, pool_size=max(4, settings.worker_concurrency // 4)
+    )
+    sessions = create_session_factory(engine)
+    wakeup = Wakeup()
+    listener = None if settings.is_sqlite else PostgresWakeupListener(settings.database_url, wakeup)
+    channels = build_channels(settings, sessions, PostgresFanout(engine))
+    dispatcher = Dispatcher(
+        settings=settings, sessions=sessions, channels=channels, wakeup=wakeup, observer=observer
+    )
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    if listener is not None:
+        listener.start()
+    log.info("worker %s started", dispatcher.worker_id)
+    try:
+        await dispatcher.run(stop)
+    finally:
+        if listener is not None:
+            await listener.stop()
+        await close_channels(channels)
+        await engine.dispose()
+        log.info("worker %s stopped", dispatcher.worker_id)
+
+
+async def run_in_process_worker(
+    settings: Settings, context: ServiceContext, server: uvicorn.Server
+) -> None:
+    """`notifier run`: the API server and one worker in this process, sharing the engine; the
+    API wakes the worker directly and the worker publishes straight to the API's sockets."""
+    wakeup = Wakeup()
+    context.after_enqueue.append(wakeup.notify)
+    listener = None if settings.is_sqlite else PostgresWakeupListener(settings.database_url, wakeup)
+    channels = build_channels(settings, context.sessions, context.fanout)
+    dispatcher = Dispatcher(
+        settings=settings, sessions=context.sessions, channels=channels, wakeup=wakeup
+    )
+    stop = asyncio.Event()
+    if listener is not None:
+        listener.start()
+    worker = asyncio.create_task(dispatcher.run(stop), name="in-process-worker")
+    try:
+        await server.serve()  # returns after SIGTERM/SIGINT (uvicorn handles the signals)
+    finally:
+        stop.set()
+        await worker
+        if listener is not None:
+            await listener.stop()
+        await close_channels(channels)
