@@ -39,5 +39,6 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
     install_error_handlers(app)
     for module in (notifications, users, tasks, ws, health):
         app.include_router(module.router)
+    app.include_router(tasks.user_tasks_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

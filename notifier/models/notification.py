@@ -193,6 +193,10 @@ class Notification(Base):
     def is_settled(self) -> bool:
         return all(d.status in SETTLED for d in self.deliveries)
 
+    def with_message(self, message: str) -> Notification:
+        self.message = message
+        return self
+
     def mark_read(self, now: datetime | None = None) -> None:
         if not self.is_read:
             self.is_read = True

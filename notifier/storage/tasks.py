@@ -12,7 +12,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.models.log import LEVEL_RANK, LogLevel, TaskLog
-from notifier.models.task import TaskProgress
+from notifier.models.task import TaskProgress, TaskStatus
 from notifier.storage.notifications import InvalidCursor
 
 
@@ -23,6 +23,16 @@ async def get_task(
     if for_update:
         query = query.with_for_update()
     return (await session.execute(query)).scalar_one_or_none()
+
+
+async def tasks_of_user(
+    session: AsyncSession, user_id: str, *, status: TaskStatus | None, limit: int
+) -> Sequence[TaskProgress]:
+    query = select(TaskProgress).where(TaskProgress.user_id == user_id)
+    if status is not None:
+        query = query.where(TaskProgress.status == status.value)
+    query = query.order_by(TaskProgress.updated_at.desc()).limit(limit)
+    return list((await session.execute(query)).scalars())
 
 
 def _encode(timestamp: datetime, log_id: uuid.UUID) -> str:

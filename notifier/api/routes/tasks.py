@@ -8,11 +8,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from notifier.api.deps import ContextDep, PrincipalDep, ProducerDep, SessionDep
+from notifier.api.deps import ContextDep, PrincipalDep, ProducerDep, SessionDep, UserAccessDep
 from notifier.api.errors import Conflict, NotFound, Unprocessable
 from notifier.models.base import utcnow
 from notifier.models.log import LogLevel, TaskLog
 from notifier.models.task import TaskProgress, TaskStatus
+from notifier.realtime.frames import task_progress_frame
 from notifier.schemas.task import (
     TaskCreate,
     TaskLogCreate,
@@ -22,11 +23,13 @@ from notifier.schemas.task import (
     TaskUpdate,
 )
 from notifier.storage.notifications import InvalidCursor, wake_dispatchers
-from notifier.storage.tasks import get_task, task_logs_page
+from notifier.storage.tasks import get_task, task_logs_page, tasks_of_user
+from notifier.triggers.progress import coalesce_progress_notification
 from notifier.triggers.task_events import apply_task_update, notifications_for_new_log
 from notifier.triggers.task_states import IllegalTransition
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+user_tasks_router = APIRouter(prefix="/v1/users/{user_id}/tasks", tags=["tasks"])
 
 
 def _public(task: TaskProgress) -> TaskPublic:
@@ -90,9 +93,16 @@ async def update_task(
             str(exc),
             details={"current": exc.current, "requested": exc.requested, "allowed": exc.allowed},
         ) from None
+    now = task.updated_at
+    if payload.progress is not None and not task.is_finished:
+        coalesced = await coalesce_progress_notification(session, task, context.settings, now)
+        if coalesced is not None:
+            triggered.append(coalesced)
     session.add_all(triggered)
     if triggered:
         await wake_dispatchers(session)
+    # Live progress for the owner's open sockets, sent when (and only if) this commits.
+    await context.fanout.publish(task.user_id, task_progress_frame(task), session=session)
     await session.commit()
     if triggered:
         context.enqueued()
@@ -151,3 +161,16 @@ async def list_task_logs(
     return TaskLogPage(
         items=[TaskLogPublic.model_validate(r.to_dict()) for r in rows], next_cursor=next_cursor
     )
+
+
+@user_tasks_router.get("", response_model=list[TaskPublic])
+async def list_user_tasks(
+    user_id: str,
+    _: UserAccessDep,
+    session: SessionDep,
+    status_: Annotated[TaskStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[TaskPublic]:
+    """The user's most recently updated tasks (the inbox shows the running ones)."""
+    rows = await tasks_of_user(session, user_id, status=status_, limit=limit)
+    return [_public(task) for task in rows]
