@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=32, ge=1, le=1024)
     worker_batch_size: int = Field(default=50, ge=1, le=1000)
     lease_seconds: float = Field(default=30.0, ge=1.0)
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=100)
     retry_base_seconds: float = Field(default=2.0, gt=0)

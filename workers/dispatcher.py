@@ -55,16 +55,37 @@ log = logging.getLogger("notifier.worker")
 class DispatchObserver(Protocol):
     """Hooks for metrics; every method must be cheap and must not raise."""
 
-    def outcome(self, channel: str, status: ChannelStatus, seconds: float, tries: int) -> None: ...
-
     def claimed(self, count: int) -> None: ...
+
+    def outcome(
+        self,
+        channel: str,
+        status: ChannelStatus,
+        *,
+        send_seconds: float,
+        waited_seconds: float,
+        tries: int,
+    ) -> None: ...
+
+    def channel_paused(self, channel: str) -> None: ...
 
 
 class _NoObserver:
-    def outcome(self, channel: str, status: ChannelStatus, seconds: float, tries: int) -> None:
+    def claimed(self, count: int) -> None:
         return None
 
-    def claimed(self, count: int) -> None:
+    def outcome(
+        self,
+        channel: str,
+        status: ChannelStatus,
+        *,
+        send_seconds: float,
+        waited_seconds: float,
+        tries: int,
+    ) -> None:
+        return None
+
+    def channel_paused(self, channel: str) -> None:
         return None
 
 
@@ -268,6 +289,7 @@ class Dispatcher:
                 delivery.channel,
                 queries.ChannelChange(ChannelStatus.SKIPPED, last_error=verdict.reason),
             )
+            self._observe(notification, delivery.channel, ChannelStatus.SKIPPED)
             return
         if isinstance(verdict, Defer):
             change = queries.ChannelChange(
@@ -304,23 +326,37 @@ class Dispatcher:
                     tries += 1
                     result = await self._send_once(channel, message, destination)
         except DeliveryError as error:
-            await self._record_failure(work, delivery, error, tries, attempts_in_round + tries)
-            self.observer.outcome(
-                delivery.channel,
-                ChannelStatus(delivery.status),
-                asyncio.get_running_loop().time() - started,
-                tries,
+            status = await self._record_failure(
+                work, delivery, error, tries, attempts_in_round + tries
             )
+            self._observe(notification, delivery.channel, status, started=started, tries=tries)
             return
         change = queries.ChannelChange(
             result.status, attempts=tries, provider_id=result.provider_id
         )
         recorded = await self._record(notification.id, delivery.channel, change)
-        self.observer.outcome(
-            delivery.channel, result.status, asyncio.get_running_loop().time() - started, tries
-        )
+        self._observe(notification, delivery.channel, result.status, started=started, tries=tries)
         if recorded and result.after_recorded is not None:
             await result.after_recorded()
+
+    def _observe(
+        self,
+        notification: Notification,
+        channel: str,
+        status: ChannelStatus,
+        *,
+        started: float | None = None,
+        tries: int = 0,
+    ) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        due_since = notification.send_at or notification.created_at
+        self.observer.outcome(
+            channel,
+            status,
+            send_seconds=loop_now - started if started is not None else 0.0,
+            waited_seconds=(utcnow() - due_since).total_seconds(),
+            tries=tries,
+        )
 
     async def _send_once(
         self, channel: DeliveryChannel, message: OutgoingMessage, destination: Destination
@@ -337,7 +373,7 @@ class Dispatcher:
         error: DeliveryError,
         tries: int,
         attempts_in_round: int,
-    ) -> None:
+    ) -> ChannelStatus:
         now = utcnow()
         decision = decide(
             self.policy,
@@ -349,6 +385,7 @@ class Dispatcher:
         )
         if isinstance(error, ProviderAuthError):
             paused_until = self.breaker.trip(delivery.channel, now, str(error))
+            self.observer.channel_paused(delivery.channel)
             decision = RetryAt(paused_until, f"channel paused: {error}")
         if isinstance(error, RecipientOptedOut):
             await self._mark_sms_opt_out(work.notification.user_id)
@@ -372,8 +409,8 @@ class Dispatcher:
                 unknown_outcome=unknown,
                 provider_id=provider_id,
             )
-        delivery.status = change.status.value  # for the observer
         await self._record(work.notification.id, delivery.channel, change)
+        return change.status
 
     async def _mark_sms_opt_out(self, user_id: str) -> None:
         async with self.sessions() as session, session.begin():

@@ -10,25 +10,28 @@ import signal
 from collections.abc import Mapping
 
 import uvicorn
+from prometheus_client import start_http_server
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notifier.api.context import ServiceContext
+from notifier.api.routes.webhooks import TWILIO_STATUS_PATH
 from notifier.channels.base import DeliveryChannel
 from notifier.channels.browser import BrowserChannel
 from notifier.channels.email import EmailChannel
 from notifier.channels.sms import SmsChannel
 from notifier.channels.websocket import WebSocketChannel
+from notifier.metrics.instruments import ServiceMetrics
+from notifier.metrics.recorder import MetricRecorder
 from notifier.models.recipient import PushSubscription
 from notifier.realtime.fanout import Fanout, PostgresFanout
 from notifier.settings import Settings
 from notifier.storage.db import create_engine, create_session_factory
-from workers.dispatcher import Dispatcher, DispatchObserver
+from workers.dispatcher import Dispatcher
+from workers.observer import MetricsObserver
 from workers.wakeup import PostgresWakeupListener, Wakeup
 
 log = logging.getLogger("notifier.worker")
-
-TWILIO_STATUS_PATH = "/v1/webhooks/twilio/status"
 
 
 def build_channels(
@@ -67,14 +70,17 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def run_worker_process(
-    settings: Settings, *, observer: DispatchObserver | None = None
-) -> None:
+async def run_worker_process(settings: Settings) -> None:
     """`notifier worker`: claim and send until SIGTERM/SIGINT, then drain and return."""
     engine = create_engine(
         settings.database_url, pool_size=max(4, settings.worker_concurrency // 4)
     )
     sessions = create_session_factory(engine)
+    metrics = ServiceMetrics()
+    recorder = MetricRecorder(sessions)
+    observer = MetricsObserver(metrics, recorder)
+    if settings.worker_metrics_port is not None:
+        start_http_server(settings.worker_metrics_port, registry=metrics.registry)
     wakeup = Wakeup()
     listener = None if settings.is_sqlite else PostgresWakeupListener(settings.database_url, wakeup)
     channels = build_channels(settings, sessions, PostgresFanout(engine))
@@ -85,10 +91,12 @@ async def run_worker_process(
     _stop_on_signals(stop)
     if listener is not None:
         listener.start()
+    recorder.start()
     log.info("worker %s started", dispatcher.worker_id)
     try:
         await dispatcher.run(stop)
     finally:
+        await recorder.stop()
         if listener is not None:
             await listener.stop()
         await close_channels(channels)
@@ -106,7 +114,11 @@ async def run_in_process_worker(
     listener = None if settings.is_sqlite else PostgresWakeupListener(settings.database_url, wakeup)
     channels = build_channels(settings, context.sessions, context.fanout)
     dispatcher = Dispatcher(
-        settings=settings, sessions=context.sessions, channels=channels, wakeup=wakeup
+        settings=settings,
+        sessions=context.sessions,
+        channels=channels,
+        wakeup=wakeup,
+        observer=MetricsObserver(context.metrics, context.recorder),
     )
     stop = asyncio.Event()
     if listener is not None:

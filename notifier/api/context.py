@@ -8,10 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from notifier.auth import ApiKeyRing, UserTokens
+from notifier.metrics.instruments import ServiceMetrics
+from notifier.metrics.recorder import MetricRecorder
+from notifier.models.metric import ProgressMetric
 from notifier.realtime.fanout import Fanout, LocalFanout, PostgresFanout, PostgresListener
 from notifier.realtime.frames import notification_frame_for
 from notifier.realtime.hub import ConnectionHub
@@ -33,7 +35,8 @@ class ServiceContext:
     # Called after a commit that made rows due, for an in-process worker to wake up (on
     # PostgreSQL the same wake-up travels as NOTIFY inside the transaction).
     after_enqueue: list[Callable[[], None]] = field(default_factory=list)
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
+    recorder: MetricRecorder | None = None
     owns_engine: bool = False
     listener: PostgresListener | None = None
 
@@ -45,10 +48,12 @@ class ServiceContext:
             raise ValueError("NOTIFIER_TOKEN_SECRET is not set: user tokens cannot be signed")
         engine = create_engine(settings.database_url)
         hub = ConnectionHub()
+        sessions = create_session_factory(engine)
         return cls(
             settings=settings,
             engine=engine,
-            sessions=create_session_factory(engine),
+            sessions=sessions,
+            recorder=MetricRecorder(sessions),
             api_keys=ApiKeyRing([k.get_secret_value() for k in settings.api_keys]),
             tokens=UserTokens(
                 settings.token_secret.get_secret_value(),
@@ -74,12 +79,20 @@ class ServiceContext:
             return notification_frame_for(row) if row is not None else None
 
     async def start(self) -> None:
-        """Start listening for frames from other processes (PostgreSQL only)."""
+        """Start the metric recorder, and listening for frames from other processes."""
+        if self.recorder is not None and not self.recorder.running:
+            self.recorder.before_flush(self._connection_sample)
+            self.recorder.start()
         if isinstance(self.fanout, PostgresFanout) and self.listener is None:
             self.listener = PostgresListener(self.settings.database_url, self.hub, self._load_frame)
             self.listener.start()
 
+    def _connection_sample(self) -> list[ProgressMetric]:
+        return [ProgressMetric.create_websocket_connection_metric(self.hub.connection_count)]
+
     async def aclose(self) -> None:
+        if self.recorder is not None:
+            await self.recorder.stop()
         if self.listener is not None:
             await self.listener.stop()
             self.listener = None

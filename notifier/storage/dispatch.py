@@ -98,6 +98,16 @@ async def next_due_at(session: AsyncSession) -> datetime | None:
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def queue_depth(session: AsyncSession) -> dict[str, int]:
+    """Unsettled notifications by status (the partial index keeps this cheap)."""
+    query = (
+        select(Notification.status, func.count())
+        .where(Notification.next_attempt_at.is_not(None))
+        .group_by(Notification.status)
+    )
+    return {status: int(count) for status, count in (await session.execute(query)).all()}
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimedWork:
     notification: Notification

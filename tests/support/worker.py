@@ -9,14 +9,18 @@ from collections.abc import AsyncIterator
 from notifier.realtime.fanout import Fanout, PostgresFanout
 from notifier.settings import Settings
 from notifier.storage.db import create_engine, create_session_factory
-from workers.dispatcher import Dispatcher
+from workers.dispatcher import Dispatcher, DispatchObserver
 from workers.runner import build_channels, close_channels
 from workers.wakeup import PostgresWakeupListener, Wakeup
 
 
 @contextlib.asynccontextmanager
 async def running_dispatcher(
-    settings: Settings, *, fanout: Fanout | None = None, wakeup: Wakeup | None = None
+    settings: Settings,
+    *,
+    fanout: Fanout | None = None,
+    wakeup: Wakeup | None = None,
+    observer: DispatchObserver | None = None,
 ) -> AsyncIterator[Dispatcher]:
     """Run one dispatcher until the block ends. On SQLite pass the service's ``LocalFanout``
     and a ``Wakeup`` hooked to its ``after_enqueue``; on PostgreSQL it LISTENs like a worker
@@ -30,7 +34,9 @@ async def running_dispatcher(
         listener.start()
         await asyncio.wait_for(listener.listening.wait(), 10)
     channels = build_channels(settings, sessions, fanout or PostgresFanout(engine))
-    dispatcher = Dispatcher(settings=settings, sessions=sessions, channels=channels, wakeup=wakeup)
+    dispatcher = Dispatcher(
+        settings=settings, sessions=sessions, channels=channels, wakeup=wakeup, observer=observer
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
     try:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from notifier.api.deps import ContextDep
 from notifier.api.errors import NotFound, error_body
 from notifier.schemas.user import VapidPublicKey
+from notifier.storage.dispatch import queue_depth
 from notifier.storage.migrate import SchemaBehindError, ensure_schema_current
 from notifier.vapid import public_key_b64
 
@@ -44,6 +46,15 @@ async def vapid_public_key(context: ContextDep) -> VapidPublicKey:
 
 @router.get("/metrics", response_class=Response, tags=["health"])
 async def metrics(context: ContextDep) -> Response:
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    return Response(generate_latest(context.registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text format. Queue depth is sampled from the database at each scrape."""
+    instruments = context.metrics
+    instruments.websocket_connections.set(context.hub.connection_count)
+    try:
+        async with context.sessions() as session:
+            depth = await queue_depth(session)
+    except Exception:  # a scrape during an outage still reports the in-process figures
+        depth = None
+    if depth is not None:
+        for status in ("pending", "dispatching", "retrying"):
+            instruments.queue_depth.labels(status=status).set(depth.get(status, 0))
+    return Response(generate_latest(instruments.registry), media_type=CONTENT_TYPE_LATEST)

@@ -12,6 +12,7 @@ from notifier.api.deps import ContextDep, PrincipalDep, ProducerDep, SessionDep,
 from notifier.api.errors import Conflict, NotFound, Unprocessable
 from notifier.models.base import utcnow
 from notifier.models.log import LogLevel, TaskLog
+from notifier.models.metric import ProgressMetric
 from notifier.models.task import TaskProgress, TaskStatus
 from notifier.realtime.frames import task_progress_frame
 from notifier.schemas.task import (
@@ -101,6 +102,13 @@ async def update_task(
     session.add_all(triggered)
     if triggered:
         await wake_dispatchers(session)
+    if context.recorder is not None:
+        context.recorder.keep_latest(
+            f"task:{task.task_id}",
+            ProgressMetric.create_task_progress_metric(
+                task.task_id, task.progress_percentage, related_user_id=task.user_id
+            ),
+        )
     # Live progress for the owner's open sockets, sent when (and only if) this commits.
     await context.fanout.publish(task.user_id, task_progress_frame(task), session=session)
     await session.commit()

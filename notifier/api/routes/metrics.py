@@ -1,0 +1,112 @@
+"""``GET /v1/metrics``: stored ``ProgressMetric`` rows, aggregated over a time window."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime, BaseModel
+from sqlalchemy import select
+
+from notifier.api.deps import ProducerDep, SessionDep
+from notifier.api.errors import Unprocessable
+from notifier.models.base import utcnow
+from notifier.models.metric import ProgressMetric
+
+router = APIRouter(prefix="/v1/metrics", tags=["metrics"])
+
+MAX_ROWS = 100_000
+
+
+class MetricPoint(BaseModel):
+    timestamp: AwareDatetime
+    value: float
+    labels: dict[str, Any]
+    aggregation_type: str | None
+
+
+class MetricSummary(BaseModel):
+    name: str
+    unit: str | None
+    since: AwareDatetime
+    until: AwareDatetime
+    count: int
+    avg: float | None
+    p95: float | None
+    max: float | None
+    min: float | None
+    points: list[MetricPoint]
+
+
+def _percentile(ordered: list[float], fraction: float) -> float:
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+@router.get("", response_model=MetricSummary)
+async def read_metrics(
+    _: ProducerDep,
+    session: SessionDep,
+    name: Annotated[str, Query(min_length=1, max_length=255)],
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    task_id: Annotated[str | None, Query(max_length=255)] = None,
+    label: Annotated[
+        list[str] | None, Query(description="key:value, e.g. channel:email; repeatable")
+    ] = None,
+    aggregation_type: Annotated[str | None, Query(max_length=20)] = None,
+    points: Annotated[int, Query(ge=0, le=1000, description="newest points to list")] = 100,
+) -> MetricSummary:
+    """avg / p95 / max / min of ``name`` between ``since`` (default: an hour ago) and ``until``
+    (default: now), optionally for one task, some labels, or one stored aggregation type."""
+    end = until or utcnow()
+    start = since or end - timedelta(hours=1)
+    if start > end:
+        raise Unprocessable("since must not be later than until")
+    wanted = _parse_labels(label or [])
+    query = select(ProgressMetric).where(
+        ProgressMetric.metric_name == name,
+        ProgressMetric.timestamp >= start,
+        ProgressMetric.timestamp <= end,
+    )
+    if task_id is not None:
+        query = query.where(ProgressMetric.related_task_id == task_id)
+    if aggregation_type is not None:
+        query = query.where(ProgressMetric.aggregation_type == aggregation_type)
+    query = query.order_by(ProgressMetric.timestamp.desc()).limit(MAX_ROWS)
+    rows = [
+        r
+        for r in (await session.execute(query)).scalars()
+        if all(str((r.labels or {}).get(k)) == v for k, v in wanted.items())
+    ]
+    values = sorted(r.value for r in rows)
+    return MetricSummary(
+        name=name,
+        unit=rows[0].unit if rows else None,
+        since=start,
+        until=end,
+        count=len(values),
+        avg=sum(values) / len(values) if values else None,
+        p95=_percentile(values, 0.95) if values else None,
+        max=values[-1] if values else None,
+        min=values[0] if values else None,
+        points=[
+            MetricPoint(
+                timestamp=r.timestamp,
+                value=r.value,
+                labels=r.labels or {},
+                aggregation_type=r.aggregation_type,
+            )
+            for r in rows[:points]
+        ],
+    )
+
+
+def _parse_labels(pairs: list[str]) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition(":")
+        if not sep or not key:
+            raise Unprocessable(f"label must look like key:value, got {pair!r}")
+        parsed[key] = value
+    return parsed

@@ -1,0 +1,61 @@
+"""Prometheus instruments, one registry per process (never the global default registry, so
+tests and embedded runs do not collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class ServiceMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.deliveries = Counter(
+            "notifier_deliveries",
+            "Channel outcomes recorded by dispatch workers",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "notifier_delivery_attempts", "Tries to send on a channel", ["channel"], registry=r
+        )
+        self.retries = Counter(
+            "notifier_delivery_retries",
+            "Tries beyond the first for one notification's channel",
+            ["channel"],
+            registry=r,
+        )
+        self.dispatch_latency = Histogram(
+            "notifier_dispatch_latency_seconds",
+            "From when a notification was due to its channel's outcome",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.send_duration = Histogram(
+            "notifier_send_duration_seconds",
+            "Time spent in a channel's send, in-process retries included",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.claimed = Counter(
+            "notifier_claimed_notifications", "Notifications leased by workers", registry=r
+        )
+        self.queue_depth = Gauge(
+            "notifier_queue_depth",
+            "Notifications by status (sampled at scrape)",
+            ["status"],
+            registry=r,
+        )
+        self.websocket_connections = Gauge(
+            "notifier_websocket_connections", "Open WebSockets on this API process", registry=r
+        )
+        self.channel_paused = Counter(
+            "notifier_channel_paused",
+            "Times a channel paused because the provider refused our credentials",
+            ["channel"],
+            registry=r,
+        )

@@ -1,0 +1,93 @@
+"""Dispatch metrics: Prometheus instruments per outcome, and ``ProgressMetric`` rollups per
+channel (delivery latency avg/p95, throughput, error rate) written once per recorder flush."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+
+from notifier.metrics.instruments import ServiceMetrics
+from notifier.metrics.recorder import MetricRecorder
+from notifier.models.metric import ProgressMetric
+from notifier.models.notification import ChannelStatus
+
+_ERRORS = frozenset({ChannelStatus.FAILED, ChannelStatus.RETRYING})
+
+
+class MetricsObserver:
+    def __init__(self, metrics: ServiceMetrics, recorder: MetricRecorder | None = None) -> None:
+        self.metrics = metrics
+        self._latencies: dict[str, list[float]] = defaultdict(list)
+        self._outcomes: dict[str, int] = defaultdict(int)
+        self._errors: dict[str, int] = defaultdict(int)
+        self._window_start = time.monotonic()
+        if recorder is not None:
+            recorder.before_flush(self.rollups)
+
+    def claimed(self, count: int) -> None:
+        self.metrics.claimed.inc(count)
+
+    def outcome(
+        self,
+        channel: str,
+        status: ChannelStatus,
+        *,
+        send_seconds: float,
+        waited_seconds: float,
+        tries: int,
+    ) -> None:
+        m = self.metrics
+        m.deliveries.labels(channel=channel, outcome=status.value).inc()
+        if tries:
+            m.attempts.labels(channel=channel).inc(tries)
+            m.send_duration.labels(channel=channel).observe(send_seconds)
+        if tries > 1:
+            m.retries.labels(channel=channel).inc(tries - 1)
+        m.dispatch_latency.labels(channel=channel).observe(max(waited_seconds, 0.0))
+        self._latencies[channel].append(waited_seconds * 1000.0)
+        self._outcomes[channel] += 1
+        if status in _ERRORS:
+            self._errors[channel] += 1
+
+    def channel_paused(self, channel: str) -> None:
+        self.metrics.channel_paused.labels(channel=channel).inc()
+
+    def rollups(self) -> list[ProgressMetric]:
+        """The rows for the window since the last call, then start a new window."""
+        now = time.monotonic()
+        elapsed = max(now - self._window_start, 1e-6)
+        rows: list[ProgressMetric] = []
+        for channel, latencies in self._latencies.items():
+            labels = {"channel": channel}
+            avg = ProgressMetric.create_response_time_metric(
+                "delivery_latency", statistics.fmean(latencies), labels=labels
+            )
+            avg.is_aggregated, avg.aggregation_type = True, "avg"
+            p95 = ProgressMetric.create_response_time_metric(
+                "delivery_latency", _p95(latencies), labels=labels
+            )
+            p95.is_aggregated, p95.aggregation_type = True, "p95"
+            rows += [
+                avg,
+                p95,
+                ProgressMetric.create_throughput_metric(
+                    "delivery_throughput", self._outcomes[channel] / elapsed, labels=labels
+                ),
+                ProgressMetric.create_error_rate_metric(
+                    "delivery_error_rate",
+                    self._errors[channel],
+                    self._outcomes[channel],
+                    labels=labels,
+                ),
+            ]
+        self._latencies.clear()
+        self._outcomes.clear()
+        self._errors.clear()
+        self._window_start = now
+        return rows
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
