@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     # At most one `progress` notification per task per this many seconds (the last always wins).
     progress_notify_interval_seconds: float = Field(default=5.0, ge=0)
 
+    # Rate limits (0 disables): producer requests per API key, and notifications enqueued per
+    # recipient (user_id). Per API process; see notifier/api/rate_limit.py.
+    rate_limit_key_per_second: float = Field(default=200.0, ge=0)
+    rate_limit_key_burst: int = Field(default=400, ge=1)
+    rate_limit_recipient_per_minute: float = Field(default=120.0, ge=0)
+    rate_limit_recipient_burst: int = Field(default=1000, ge=1)
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from notifier.api.rate_limit import TokenBuckets
 from notifier.auth import ApiKeyRing, UserTokens
 from notifier.metrics.instruments import ServiceMetrics
 from notifier.metrics.recorder import MetricRecorder
@@ -37,6 +38,8 @@ class ServiceContext:
     after_enqueue: list[Callable[[], None]] = field(default_factory=list)
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
     recorder: MetricRecorder | None = None
+    key_limits: TokenBuckets = field(default_factory=lambda: TokenBuckets(rate=0, burst=1))
+    recipient_limits: TokenBuckets = field(default_factory=lambda: TokenBuckets(rate=0, burst=1))
     owns_engine: bool = False
     listener: PostgresListener | None = None
 
@@ -54,6 +57,13 @@ class ServiceContext:
             engine=engine,
             sessions=sessions,
             recorder=MetricRecorder(sessions),
+            key_limits=TokenBuckets(
+                rate=settings.rate_limit_key_per_second, burst=settings.rate_limit_key_burst
+            ),
+            recipient_limits=TokenBuckets(
+                rate=settings.rate_limit_recipient_per_minute / 60.0,
+                burst=settings.rate_limit_recipient_burst,
+            ),
             api_keys=ApiKeyRing([k.get_secret_value() for k in settings.api_keys]),
             tokens=UserTokens(
                 settings.token_secret.get_secret_value(),

@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.api.context import ServiceContext
-from notifier.api.errors import Forbidden, NotFound, Unauthorized
+from notifier.api.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
+from notifier.api.rate_limit import retry_after_header
 from notifier.auth import InvalidCredentials, Principal
 
 
@@ -40,6 +41,12 @@ def get_principal(request: Request, context: ContextDep) -> Principal:
     credential = bearer_credential(request)
     key_id = context.api_keys.identify(credential)
     if key_id is not None:
+        wait = context.key_limits.take(key_id)
+        if wait is not None:
+            raise TooManyRequests(
+                "too many requests for this API key; slow down",
+                headers={"Retry-After": retry_after_header(wait)},
+            )
         return Principal(kind="api_key", api_key_id=key_id)
     try:
         return Principal(kind="user", user_id=context.tokens.verify(credential))

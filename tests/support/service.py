@@ -34,6 +34,9 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "host": "127.0.0.1",
         "port": free_port(),
         "log_level": "warning",
+        # Suites fire requests as fast as they can; the limiter has its own tests.
+        "rate_limit_key_per_second": 0,
+        "rate_limit_recipient_per_minute": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, status
@@ -13,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.api.context import ServiceContext
 from notifier.api.deps import ContextDep, PrincipalDep, ProducerDep, SessionDep
-from notifier.api.errors import Conflict, NotFound, Unprocessable
+from notifier.api.errors import Conflict, NotFound, TooManyRequests, Unprocessable
+from notifier.api.rate_limit import retry_after_header
 from notifier.models.base import utcnow
 from notifier.models.idempotency import IdempotencyRecord
 from notifier.models.notification import Channel, Notification
@@ -92,6 +94,28 @@ def _replay(record: IdempotencyRecord, fingerprint: str) -> JSONResponse:
     return JSONResponse(record.response_body, status_code=status.HTTP_200_OK)
 
 
+def _charge_recipients(context: ServiceContext, rows: list[Notification]) -> dict[str, int]:
+    """Spend each recipient's rate-limit tokens, all or none; 429 if any recipient is over."""
+    wanted = Counter(row.user_id for row in rows)
+    charged: dict[str, int] = {}
+    for user_id, count in wanted.items():
+        wait = context.recipient_limits.take(user_id, count)
+        if wait is not None:
+            _refund(context, charged)
+            raise TooManyRequests(
+                f"too many notifications for user {user_id!r}; try again later",
+                details={"user_id": user_id},
+                headers={"Retry-After": retry_after_header(wait)},
+            )
+        charged[user_id] = count
+    return charged
+
+
+def _refund(context: ServiceContext, charged: dict[str, int]) -> None:
+    for user_id, count in charged.items():
+        context.recipient_limits.refund(user_id, count)
+
+
 async def _enqueue(
     *,
     request: Request,
@@ -126,6 +150,7 @@ async def _enqueue(
                 created_at=utcnow(),
             )
         )
+    charged = _charge_recipients(context, rows)
     session.add_all(rows)
     try:
         # Flush before anything else runs a query: the insert that loses the race on the
@@ -135,6 +160,7 @@ async def _enqueue(
         await session.commit()
     except IntegrityError:
         await session.rollback()
+        _refund(context, charged)
         if idempotency_key is None:
             raise
         earlier = await idempotency.find(session, principal_key_id, idempotency_key)

@@ -1,0 +1,71 @@
+"""Token-bucket rate limits, per API key (every producer request) and per recipient (the
+notifications enqueued for one user). Refusals are 429 with ``Retry-After``.
+
+The buckets live in each API process's memory: with N processes behind a load balancer a
+producer may reach N times the limit. That keeps the limiter off the database's hot path; the
+limits are a guard against a runaway producer, not a billing meter.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class TokenBuckets:
+    """``rate`` tokens per second, up to ``burst``; at most ``max_keys`` buckets are kept (the
+    least recently used go first, which only ever forgives)."""
+
+    def __init__(
+        self,
+        *,
+        rate: float,
+        burst: float,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._max_keys = max_keys
+        self._clock = clock
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def take(self, key: str, cost: float = 1.0) -> float | None:
+        """Spend ``cost`` tokens; None if allowed, else the seconds until it would be."""
+        if not self.enabled:
+            return None
+        now = self._clock()
+        bucket = self._buckets.pop(key, None) or _Bucket(self.burst, now)
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+        bucket.updated = now
+        self._buckets[key] = bucket
+        while len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)
+        if cost > self.burst:
+            return math.inf  # can never pass: the caller must split the request
+        if bucket.tokens >= cost:
+            bucket.tokens -= cost
+            return None
+        return (cost - bucket.tokens) / self.rate
+
+    def refund(self, key: str, cost: float) -> None:
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.tokens = min(self.burst, bucket.tokens + cost)
+
+
+def retry_after_header(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))
