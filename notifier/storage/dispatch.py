@@ -40,16 +40,19 @@ async def claim_due(
 
     Rendered on PostgreSQL as::
 
-        UPDATE notifications SET lease_owner = :worker, lease_expires_at = :until,
-               next_attempt_at = :until, status = CASE … END
-        WHERE id IN (SELECT id FROM notifications
-                     WHERE next_attempt_at <= :now
+        WITH due AS (SELECT id FROM notifications
+                     WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= :now
                      ORDER BY priority_rank, next_attempt_at
                      LIMIT :batch
                      FOR UPDATE SKIP LOCKED)
-        RETURNING id
+        UPDATE notifications SET lease_owner = :worker, lease_expires_at = :until,
+               next_attempt_at = :until, status = CASE … END
+        FROM due WHERE notifications.id = due.id
+        RETURNING notifications.id
 
     ``SKIP LOCKED`` lets concurrent workers take disjoint rows without waiting on one another.
+    The locking SELECT sits in a CTE (which PostgreSQL evaluates exactly once) rather than in
+    ``WHERE id IN (subquery)``, which the planner may re-run and so lock more than ``LIMIT``.
     A claimed row's ``next_attempt_at`` becomes its lease expiry: should this worker die, the
     row is due again when the lease runs out and another worker claims it. Settled rows have a
     NULL ``next_attempt_at`` and sit outside the partial index this scans.
@@ -62,10 +65,11 @@ async def claim_due(
         .order_by(Notification.priority_rank, Notification.next_attempt_at)
         .limit(batch_size)
         .with_for_update(skip_locked=True)
+        .cte("due")
     )
     claim = (
         update(Notification)
-        .where(Notification.id.in_(due.scalar_subquery()))
+        .where(Notification.id == due.c.id)
         .values(
             lease_owner=worker_id,
             lease_expires_at=until,
