@@ -11,7 +11,7 @@ from notifier import __version__
 from notifier.api.body_limit import BodySizeLimit
 from notifier.api.context import ServiceContext
 from notifier.api.errors import install_error_handlers
-from notifier.api.routes import health, metrics, notifications, tasks, users, webhooks, ws
+from notifier.api.routes import health, inbox, metrics, notifications, tasks, users, webhooks, ws
 from notifier.settings import Settings
 
 
@@ -40,5 +40,6 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
     for module in (notifications, users, tasks, metrics, webhooks, ws, health):
         app.include_router(module.router)
     app.include_router(tasks.user_tasks_router)
+    app.include_router(inbox.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

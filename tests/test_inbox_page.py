@@ -1,0 +1,531 @@
+"""The end-user inbox page (``GET /inbox``) in a real browser: Debian's Chromium driven by
+Playwright, against a real service and a real dispatch worker.
+
+Runs on both databases (the ``database_url`` parameter of the shared fixtures): a browser run
+takes a few seconds per database, which is affordable. The page is driven only through what a
+user does (clicks) and checked through the DOM and the public API; DOM conditions are awaited
+with Playwright's ``expect``, never with fixed sleeps.
+
+Two things a headless browser cannot do for real are stood in for by the browser's own test
+hooks, not by changes to our server: ``PushManager.subscribe`` (Chromium refuses Web Push in a
+headless, incognito profile, and there is no push service to talk to) is replaced by an init
+script, and a push message is delivered to the service worker with the DevTools protocol's
+``ServiceWorker.deliverPushMessage``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import secrets
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from playwright.async_api import Browser, CDPSession, ConsoleMessage, Page, async_playwright, expect
+
+from notifier.vapid import generate_private_key, public_key_b64
+from tests.support.service import RunningService, make_settings, running_service
+from tests.support.worker import running_dispatcher
+from workers.dispatcher import Dispatcher
+from workers.wakeup import Wakeup
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+DOCS_SCREENSHOT = ROOT / "docs" / "inbox.png"
+XSS_TITLE = "<img src=x onerror=window.__xss=1>"
+
+expect.set_options(timeout=10_000)
+
+
+def chromium_installed() -> bool:
+    return Path(CHROMIUM).exists()
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def inbox_service(database_url: str) -> AsyncIterator[RunningService]:
+    """A service of its own, with Web Push configured (the page asks for the VAPID key)."""
+    settings = make_settings(
+        database_url,
+        vapid_private_key=generate_private_key(),
+        vapid_subject="mailto:inbox-test@example.com",
+        push_allow_private_endpoints=True,  # the stand-in subscription points at loopback
+    )
+    async with running_service(settings) as running:
+        if running.context.listener is not None:
+            await asyncio.wait_for(running.context.listener.listening.wait(), 10)
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def dispatcher(inbox_service: RunningService) -> AsyncIterator[Dispatcher]:
+    service = inbox_service
+    wakeup = Wakeup()
+    service.context.after_enqueue.append(wakeup.notify)
+    fanout = service.context.fanout if service.settings.is_sqlite else None
+    async with running_dispatcher(service.settings, fanout=fanout, wakeup=wakeup) as running:
+        yield running
+    service.context.after_enqueue.remove(wakeup.notify)
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    if not chromium_installed():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        await browser.close()
+
+
+@dataclass
+class Producer:
+    """The producer-side API calls a test makes for one user."""
+
+    service: RunningService
+    user: str
+
+    async def notify(self, title: str, message: str = "", **fields: Any) -> dict[str, Any]:
+        body = {"user_id": self.user, "title": title, "message": message or title, **fields}
+        async with self.service.client() as client:
+            response = await client.post("/v1/notifications", json=body)
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
+    async def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        async with self.service.client() as client:
+            response = await client.request(method, path, **kwargs)
+        assert response.status_code < 300, response.text
+        return response.json() if response.content else None
+
+    async def inbox(self) -> dict[str, Any]:
+        return dict(await self.api("GET", f"/v1/users/{self.user}/notifications"))
+
+    async def wait_for_channel(self, notification_id: str, status: str) -> None:
+        body: dict[str, Any] = {}
+        for _ in range(200):
+            body = await self.api("GET", f"/v1/notifications/{notification_id}")
+            if body["delivery_status"]["websocket"]["status"] == status:
+                return
+            await asyncio.sleep(0.05)  # polling the public API: there is no event to await
+        raise AssertionError(f"websocket never became {status}: {body}")
+
+
+@dataclass
+class Inbox(Producer):
+    """One user's inbox page, open in its own browser context."""
+
+    page: Page
+    token: str
+    console_errors: list[str] = field(default_factory=list)
+
+    def item(self, notification_id: str) -> Any:
+        return self.page.locator(f'#notifications li[data-id="{notification_id}"]')
+
+    def badge(self) -> Any:
+        return self.page.locator("#badge")
+
+    def task_bar(self, task_id: str) -> Any:
+        return self.page.locator(f'#tasks li[data-task-id="{task_id}"] progress')
+
+
+def inbox_url(service: RunningService, token: str, user: str) -> str:
+    return f"{service.base_url}/inbox#" + urlencode({"token": token, "user": user})
+
+
+async def open_inbox(
+    service: RunningService, browser: Browser, user: str, *, init_script: str | None = None
+) -> tuple[Inbox, Any]:
+    token = await service.user_token(user)
+    context = await browser.new_context(viewport={"width": 760, "height": 600})
+    await context.grant_permissions(["notifications"], origin=service.base_url)
+    if init_script:
+        await context.add_init_script(init_script)
+    page = await context.new_page()
+    inbox = Inbox(service, user, page, token)
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            inbox.console_errors.append(message.text)
+
+    page.on("console", on_console)
+    await page.goto(inbox_url(service, token, user))
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    return inbox, context
+
+
+@pytest.fixture
+async def inbox(
+    inbox_service: RunningService, dispatcher: Dispatcher, browser: Browser
+) -> AsyncIterator[Inbox]:
+    page, context = await open_inbox(inbox_service, browser, f"web-{uuid.uuid4().hex[:8]}")
+    yield page
+    await context.close()
+    # Any CSP violation (inline script or style, a foreign connection) shows up here.
+    assert page.console_errors == []
+
+
+# --- the page itself ----------------------------------------------------------------------------
+
+
+async def test_page_and_assets_are_served_with_a_strict_policy(
+    inbox_service: RunningService,
+) -> None:
+    async with inbox_service.client() as client:
+        page = await client.get("/inbox")
+        script = await client.get("/inbox/inbox.js")
+        worker = await client.get("/inbox/sw.js")
+        missing = await client.get("/inbox/../settings.py")
+        other = await client.get("/inbox/inbox.html")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+    assert directives["script-src"] == "'self'"
+    assert directives["default-src"] == "'none'"
+    host = f"{inbox_service.settings.host}:{inbox_service.settings.port}"
+    assert directives["connect-src"] == f"'self' ws://{host} wss://{host}"
+    assert "unsafe" not in policy
+    assert "<script>" not in page.text and 'src="/inbox/inbox.js"' in page.text
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert ".innerHTML" not in script.text and "insertAdjacentHTML" not in script.text
+    assert worker.headers["service-worker-allowed"] == "/inbox"
+    assert missing.status_code == 404 and other.status_code == 404
+
+
+async def test_live_notification_badge_ack_and_mark_read(inbox: Inbox) -> None:
+    await expect(inbox.badge()).to_have_text("0")
+    created = await inbox.notify(
+        "Build finished",
+        "main is green",
+        action_url="https://ci.example.com/builds/42",
+    )
+    item = inbox.item(created["id"])
+    await expect(item).to_have_count(1)
+    await expect(item.locator(".title")).to_have_text("Build finished")
+    await expect(item).to_have_class(re.compile(r"\bunread\b"))
+    await expect(inbox.badge()).to_have_text("1")
+    link = item.locator("a.action")
+    await expect(link).to_have_attribute("href", "https://ci.example.com/builds/42")
+    await expect(link).to_have_attribute("rel", "noopener noreferrer")
+    # The page acked the frame: the websocket channel is delivered.
+    await inbox.wait_for_channel(created["id"], "delivered")
+
+    await item.locator(".title").click()
+    await expect(inbox.badge()).to_have_text("0")
+    await expect(item).to_have_class(re.compile(r"\bread\b"))
+    stored = await inbox.api("GET", f"/v1/notifications/{created['id']}")
+    assert stored["is_read"] is True and stored["read_at"] is not None
+    assert (await inbox.inbox())["unread_count"] == 0
+    await expect(inbox.page.locator("#notifications li")).to_have_count(1)
+
+
+async def test_xss_title_renders_as_text(inbox: Inbox) -> None:
+    created = await inbox.notify(XSS_TITLE, "<script>window.__xss=2</script><b>bold?</b>")
+    item = inbox.item(created["id"])
+    await expect(item.locator(".title")).to_have_text(XSS_TITLE)
+    await expect(item.locator(".message")).to_have_text(
+        "<script>window.__xss=2</script><b>bold?</b>"
+    )
+    await expect(inbox.page.locator("#notifications img, #notifications script")).to_have_count(0)
+    await expect(item.locator("a")).to_have_count(0)  # no action_url, no link
+    assert await inbox.page.evaluate("typeof window.__xss") == "undefined"
+
+
+async def test_task_progress_bars_follow_the_task(inbox: Inbox) -> None:
+    running_id, live_id = f"t-{uuid.uuid4().hex[:8]}", f"t-{uuid.uuid4().hex[:8]}"
+    # A task that was already running before the page opened comes from the initial list.
+    await inbox.api(
+        "POST", "/v1/tasks", json={"task_id": running_id, "user_id": inbox.user, "task_type": "a"}
+    )
+    await inbox.api("PATCH", f"/v1/tasks/{running_id}", json={"status": "running", "progress": 5})
+    await inbox.page.reload()
+    await expect(inbox.page.locator("#connection")).to_have_attribute("data-state", "live")
+    await expect(inbox.task_bar(running_id)).to_have_attribute("value", "5")
+
+    await inbox.api(
+        "POST",
+        "/v1/tasks",
+        json={"task_id": live_id, "user_id": inbox.user, "task_type": "export"},
+    )
+    await inbox.api("PATCH", f"/v1/tasks/{live_id}", json={"status": "running"})
+    bar = inbox.task_bar(live_id)
+    await expect(bar).to_have_attribute("value", "0")
+    await inbox.api(
+        "PATCH", f"/v1/tasks/{live_id}", json={"progress": 30, "current_step": "reading"}
+    )
+    await expect(bar).to_have_attribute("value", "30")
+    step = inbox.page.locator(f'#tasks li[data-task-id="{live_id}"] .step')
+    await expect(step).to_contain_text("reading")
+    await inbox.api("PATCH", f"/v1/tasks/{live_id}", json={"progress": 70})
+    await expect(bar).to_have_attribute("value", "70")
+    assert await bar.evaluate("el => el.value") == 70
+
+    # Completed: the bar fills, then goes away; the success notification arrives live.
+    await inbox.api("PATCH", f"/v1/tasks/{live_id}", json={"status": "completed"})
+    await expect(bar).to_have_count(0)
+    success = inbox.page.locator("#notifications li.type-success")
+    await expect(success).to_have_count(1)
+    # Failed: the other bar goes away too, and an error notification arrives.
+    await inbox.api(
+        "PATCH", f"/v1/tasks/{running_id}", json={"status": "failed", "error_message": "disk full"}
+    )
+    failed = inbox.page.locator(f'#tasks li[data-task-id="{running_id}"]')
+    await expect(failed).to_have_class(re.compile(r"\bfailed\b"))
+    await expect(failed.locator(".step")).to_have_text("disk full")
+    await expect(failed).to_have_count(0)
+    await expect(inbox.page.locator("#tasks-section")).to_be_hidden()
+    await expect(inbox.page.locator("#notifications li.type-error")).to_have_count(1)
+
+
+async def test_mark_all_read_and_replayed_frames_are_not_doubled(
+    inbox_service: RunningService, dispatcher: Dispatcher, browser: Browser
+) -> None:
+    user = f"web-{uuid.uuid4().hex[:8]}"
+    producer = Producer(inbox_service, user)
+    created = [await producer.notify(f"Earlier {i}") for i in range(3)]
+    # Published while no socket was open, never acked: the page gets each one twice, from the
+    # inbox API and from the replay on connect.
+    for n in created:
+        await producer.wait_for_channel(n["id"], "sent")
+    inbox, context = await open_inbox(inbox_service, browser, user)
+    try:
+        rows = inbox.page.locator("#notifications li")
+        await expect(rows).to_have_count(3)
+        await expect(inbox.badge()).to_have_text("3")
+        titles = [await t.text_content() for t in await rows.locator(".title").all()]
+        assert titles == ["Earlier 2", "Earlier 1", "Earlier 0"]  # newest first
+        for n in created:  # the replayed copies were acked
+            await inbox.wait_for_channel(n["id"], "delivered")
+
+        await inbox.page.get_by_role("button", name="Mark all read").click()
+        await expect(inbox.badge()).to_have_text("0")
+        await expect(inbox.page.locator("#notifications li.unread")).to_have_count(0)
+        body = await inbox.inbox()
+        assert body["unread_count"] == 0 and all(n["is_read"] for n in body["items"])
+        await expect(rows).to_have_count(3)
+        assert inbox.console_errors == []
+    finally:
+        await context.close()
+
+
+# A stand-in for the browser's push service (see the module docstring): it records what the page
+# asked for and returns a subscription whose endpoint is on loopback.
+PUSH_STUB = """
+(() => {
+  window.__subscribeCalls = [];
+  PushManager.prototype.getSubscription = async function () { return null; };
+  PushManager.prototype.subscribe = async function (options) {
+    window.__subscribeCalls.push({
+      userVisibleOnly: options.userVisibleOnly,
+      key: Array.from(new Uint8Array(options.applicationServerKey)),
+    });
+    const json = SUBSCRIPTION;
+    return { endpoint: json.endpoint, options, toJSON: () => json, unsubscribe: async () => true };
+  };
+})();
+"""
+
+
+def browser_like_subscription(endpoint: str) -> dict[str, Any]:
+    """What ``PushSubscription.toJSON()`` gives: a P-256 public key and a 16-byte secret."""
+    point = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    )
+    return {
+        "endpoint": endpoint,
+        "expirationTime": None,
+        "keys": {"p256dh": b64url(point), "auth": b64url(secrets.token_bytes(16))},
+    }
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+async def test_enable_push_subscribes_and_the_worker_shows_pushes(
+    inbox_service: RunningService, dispatcher: Dispatcher, browser: Browser
+) -> None:
+    user = f"web-{uuid.uuid4().hex[:8]}"
+    endpoint = f"http://127.0.0.1:9/push/{uuid.uuid4().hex}"
+    stub = PUSH_STUB.replace("SUBSCRIPTION", json.dumps(browser_like_subscription(endpoint)))
+    inbox, context = await open_inbox(inbox_service, browser, user, init_script=stub)
+    try:
+        cdp: CDPSession = await context.new_cdp_session(inbox.page)
+        registrations: dict[str, str] = {}
+        cdp.on(
+            "ServiceWorker.workerRegistrationUpdated",
+            lambda event: registrations.update(
+                {r["scopeURL"]: r["registrationId"] for r in event["registrations"]}
+            ),
+        )
+        await cdp.send("ServiceWorker.enable")
+
+        await inbox.page.get_by_role("button", name="Enable browser notifications").click()
+        await expect(inbox.page.locator("#status")).to_have_text("Browser notifications are on.")
+        calls = await inbox.page.evaluate("window.__subscribeCalls")
+        assert len(calls) == 1 and calls[0]["userVisibleOnly"] is True
+        vapid = inbox_service.context.vapid_private_key
+        assert vapid is not None
+        expected_key = public_key_b64(vapid)
+        raw = bytes(calls[0]["key"])
+        assert len(raw) == 65 and raw[0] == 4  # an uncompressed P-256 point, from base64url
+        assert b64url(raw) == expected_key
+        scope = await inbox.page.evaluate(
+            "navigator.serviceWorker.getRegistration('/inbox').then(r => r && r.scope)"
+        )
+        assert scope == f"{inbox_service.base_url}/inbox"
+
+        # The subscription was stored for this user: deleting it by endpoint finds it.
+        async with inbox_service.client(token=inbox.token) as client:
+            gone = await client.delete(
+                f"/v1/users/{user}/push-subscriptions", params={"endpoint": endpoint}
+            )
+        assert gone.status_code == 204
+
+        # The service worker turns a push message into a system notification, as plain text.
+        payload = {"id": "n-1", "title": XSS_TITLE, "message": "pushed", "priority": "normal"}
+        await cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {
+                "origin": inbox_service.base_url,
+                "registrationId": registrations[f"{inbox_service.base_url}/inbox"],
+                "data": json.dumps(payload),
+            },
+        )
+        shown = await asyncio.wait_for(
+            inbox.page.evaluate(
+                """() => new Promise((resolve) => {
+                     const look = async () => {
+                       const reg = await navigator.serviceWorker.getRegistration('/inbox');
+                       const list = await reg.getNotifications();
+                       if (list.length) resolve(list.map((n) => [n.title, n.body, n.tag]));
+                       else setTimeout(look, 50);
+                     };
+                     look();
+                   })"""
+            ),
+            10,
+        )
+        assert shown == [[XSS_TITLE, "pushed", "n-1"]]
+        assert inbox.console_errors == []
+    finally:
+        await context.close()
+
+
+async def test_socket_reconnects_after_the_server_restarts(
+    database_url: str, browser: Browser
+) -> None:
+    settings = make_settings(database_url)
+    user, task_id = f"web-{uuid.uuid4().hex[:8]}", f"t-{uuid.uuid4().hex[:8]}"
+    async with running_service(settings) as service:
+        inbox, context = await open_inbox(service, browser, user)
+        await inbox.api(
+            "POST", "/v1/tasks", json={"task_id": task_id, "user_id": user, "task_type": "x"}
+        )
+    try:
+        # The server is gone: the page notices and keeps trying, with backoff.
+        await expect(inbox.page.locator("#connection")).to_have_attribute(
+            "data-state", "reconnecting"
+        )
+        async with running_service(settings) as service:
+            if service.context.listener is not None:
+                await asyncio.wait_for(service.context.listener.listening.wait(), 10)
+            inbox.service = service
+            await expect(inbox.page.locator("#connection")).to_have_attribute(
+                "data-state", "live", timeout=20_000
+            )
+            # Live frames flow again on the new socket.
+            await inbox.api(
+                "PATCH", f"/v1/tasks/{task_id}", json={"status": "running", "progress": 40}
+            )
+            await expect(inbox.task_bar(task_id)).to_have_attribute("value", "40")
+    finally:
+        await context.close()
+    # Only the failed connection attempts while the server was down may be logged.
+    assert all("WebSocket" in e or "ERR_CONNECTION_REFUSED" in e for e in inbox.console_errors)
+
+
+# --- screenshot for the README ------------------------------------------------------------------
+
+
+async def test_screenshot(
+    inbox_service: RunningService, dispatcher: Dispatcher, browser: Browser
+) -> None:
+    user = f"web-{uuid.uuid4().hex[:8]}"
+    inbox, context = await open_inbox(inbox_service, browser, user)
+    try:
+        await inbox.api(
+            "POST",
+            "/v1/tasks",
+            json={"task_id": f"{user}-e", "user_id": user, "task_type": "export"},
+        )
+        await inbox.api(
+            "PATCH",
+            f"/v1/tasks/{user}-e",
+            json={"status": "running", "progress": 70, "current_step": "writing rows"},
+        )
+        examples = [
+            ("Nightly backup finished", "4.2 GB in 3 min", "success", None),
+            ("Disk usage at 85%", "Volume /data is filling up.", "warning", None),
+            ("Import failed", "Row 7: malformed date '31/02'.", "error", None),
+            (
+                "New comment on PR #214",
+                "Ada: looks good to me!",
+                "info",
+                "https://example.com/pr/214",
+            ),
+        ]
+        first = None
+        for title, message, kind, url in examples:
+            created = await inbox.notify(title, message, notification_type=kind, action_url=url)
+            first = first or created
+            await expect(inbox.item(created["id"])).to_have_count(1)
+        assert first is not None
+        await expect(inbox.page.locator("#notifications li.type-progress")).to_have_count(1)
+        await inbox.item(first["id"]).click()
+        await expect(inbox.item(first["id"])).to_have_class(re.compile(r"\bread\b"))
+        await expect(inbox.badge()).to_have_text(str((await inbox.inbox())["unread_count"]))
+        await expect(inbox.task_bar(f"{user}-e")).to_have_attribute("value", "70")
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "inbox.png"
+        await inbox.page.screenshot(path=str(shot), animations="disabled")
+        assert shot.stat().st_size > 1000
+        # The README's copy: written on the SQLite run when missing (or asked for), so that
+        # every test run does not rewrite a committed file with new timestamps.
+        if inbox_service.settings.is_sqlite and (
+            not DOCS_SCREENSHOT.exists() or os.environ.get("NOTIFIER_UPDATE_SCREENSHOTS")
+        ):
+            DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
+            shutil.copyfile(shot, DOCS_SCREENSHOT)
+    finally:
+        await context.close()
