@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 import uvicorn
 
@@ -87,6 +89,24 @@ async def _check_schema(settings: Settings) -> None:
         await engine.dispose()
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising the caught SIGTERM/SIGINT once it has shut down:
+    that would kill this process before the worker drains and the engine closes."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
 def _uvicorn(app: object, settings: Settings) -> uvicorn.Server:
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
@@ -98,7 +118,7 @@ def _uvicorn(app: object, settings: Settings) -> uvicorn.Server:
         proxy_headers=True,
         ws_max_size=65_536,
     )
-    return uvicorn.Server(config)
+    return _Server(config)
 
 
 async def _serve(settings: Settings) -> None:

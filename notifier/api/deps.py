@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.api.context import ServiceContext
@@ -37,7 +38,17 @@ def bearer_credential(request: Request) -> str:
     return credential.strip()
 
 
-def get_principal(request: Request, context: ContextDep) -> Principal:
+# Declares the credential in the OpenAPI document (every operation that needs one names it);
+# it never refuses anything itself: ``get_principal`` does, with our 401 envelope.
+bearer_scheme = HTTPBearer(
+    scheme_name="bearer",
+    description="A producer API key, or a user token minted by POST /v1/users/{user_id}/tokens",
+    auto_error=False,
+)
+DocumentedBearer = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+
+
+def get_principal(request: Request, context: ContextDep, _: DocumentedBearer) -> Principal:
     credential = bearer_credential(request)
     key_id = context.api_keys.identify(credential)
     if key_id is not None:
@@ -66,7 +77,14 @@ def require_producer(principal: PrincipalDep) -> Principal:
 ProducerDep = Annotated[Principal, Depends(require_producer)]
 
 
-def require_user_access(user_id: str, principal: PrincipalDep) -> Principal:
+# A user or task id in a URL: the limits a body's ids have (1-255 characters, no control
+# characters), so a path cannot carry what the database columns refuse (a 500) or store.
+_PATH_ID = r"^[^\x00-\x1f\x7f]{1,255}$"
+UserIdPath = Annotated[str, Path(min_length=1, max_length=255, pattern=_PATH_ID)]
+TaskIdPath = Annotated[str, Path(min_length=1, max_length=255, pattern=_PATH_ID)]
+
+
+def require_user_access(user_id: UserIdPath, principal: PrincipalDep) -> Principal:
     """A producer reaches every user; a user token only its own (others look absent: 404)."""
     if not principal.may_access_user(user_id):
         raise NotFound("no such user")

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from notifier.models.notification import (
     Channel,
@@ -15,7 +24,15 @@ from notifier.models.notification import (
     NotificationType,
     Priority,
 )
-from notifier.schemas.common import HttpUrlStr, Identifier, MessageText, Metadata, PhoneE164, Title
+from notifier.schemas.common import (
+    HttpUrlStr,
+    Identifier,
+    IsoDatetime,
+    MessageText,
+    Metadata,
+    PhoneE164,
+    Title,
+)
 
 MAX_BATCH = 1000
 
@@ -43,16 +60,24 @@ class NotificationCreate(BaseModel):
     action_url: HttpUrlStr | None = None
     metadata: Metadata = Field(default_factory=dict)
     recipient: RecipientOverride | None = None
-    send_at: AwareDatetime | None = None
-    expires_at: AwareDatetime | None = None
+    send_at: IsoDatetime | None = None
+    expires_at: IsoDatetime | None = None
 
-    @model_validator(mode="after")
-    def _check_consistency(self) -> NotificationCreate:
-        if len(set(self.channels)) != len(self.channels):
+    # Field validators (not a model validator) so that the error's ``loc`` names the field.
+    @field_validator("channels")
+    @classmethod
+    def _channels_unique(cls, value: list[Channel]) -> list[Channel]:
+        if len(set(value)) != len(value):
             raise ValueError("channels must not repeat")
-        if self.send_at and self.expires_at and self.expires_at <= self.send_at:
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _expires_after_send(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        send_at = info.data.get("send_at")
+        if value is not None and send_at is not None and value <= send_at:
             raise ValueError("expires_at must be later than send_at")
-        return self
+        return value
 
 
 class NotificationBatchCreate(BaseModel):

@@ -7,11 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
-from notifier.api.deps import ContextDep, ProducerDep, SessionDep, UserAccessDep
+from notifier.api.deps import ContextDep, ProducerDep, SessionDep, UserAccessDep, UserIdPath
 from notifier.api.errors import NotFound, Unprocessable
 from notifier.models.base import utcnow
 from notifier.models.recipient import PushSubscription, Recipient
+from notifier.schemas.errors import AUTHENTICATED, error_responses
 from notifier.schemas.notification import InboxPage, NotificationPublic, ReadAllResult
 from notifier.schemas.user import (
     PushSubscriptionCreate,
@@ -29,12 +31,14 @@ from notifier.storage.notifications import (
     unread_count,
 )
 
-router = APIRouter(prefix="/v1/users/{user_id}", tags=["users"])
+router = APIRouter(
+    prefix="/v1/users/{user_id}", tags=["users"], responses=error_responses(*AUTHENTICATED)
+)
 
 
 @router.get("/notifications", response_model=InboxPage)
 async def inbox(
-    user_id: str,
+    user_id: UserIdPath,
     _: UserAccessDep,
     session: SessionDep,
     unread_only: bool = False,
@@ -56,7 +60,7 @@ async def inbox(
 
 @router.post("/notifications/{notification_id}/read", response_model=NotificationPublic)
 async def mark_read(
-    user_id: str, notification_id: uuid.UUID, _: UserAccessDep, session: SessionDep
+    user_id: UserIdPath, notification_id: uuid.UUID, _: UserAccessDep, session: SessionDep
 ) -> NotificationPublic:
     row = await get_notification(session, notification_id, for_update=True)
     if row is None or row.user_id != user_id:
@@ -67,7 +71,7 @@ async def mark_read(
 
 
 @router.post("/notifications/read-all", response_model=ReadAllResult)
-async def read_all(user_id: str, _: UserAccessDep, session: SessionDep) -> ReadAllResult:
+async def read_all(user_id: UserIdPath, _: UserAccessDep, session: SessionDep) -> ReadAllResult:
     updated = await mark_all_read(session, user_id)
     await session.commit()
     return ReadAllResult(updated=updated, unread_count=await unread_count(session, user_id))
@@ -75,28 +79,40 @@ async def read_all(user_id: str, _: UserAccessDep, session: SessionDep) -> ReadA
 
 @router.put("/recipient", response_model=RecipientPublic)
 async def put_recipient(
-    user_id: str, payload: RecipientUpsert, _: ProducerDep, session: SessionDep
+    user_id: UserIdPath, payload: RecipientUpsert, _: ProducerDep, session: SessionDep
 ) -> RecipientPublic:
-    row = await session.get(Recipient, user_id, with_for_update=True)
-    now = utcnow()
-    if row is None:
-        row = Recipient(user_id=user_id, created_at=now, sms_opted_out=False)
-        session.add(row)
-    elif payload.phone != row.phone:
-        row.sms_opted_out = False  # an opt-out belongs to the old number
-    row.email = payload.email
-    row.phone = payload.phone
-    row.locale = payload.locale
-    row.timezone = payload.timezone
-    row.preferences = payload.preferences
-    row.quiet_hours = payload.quiet_hours.model_dump() if payload.quiet_hours else None
-    row.updated_at = now
-    await session.commit()
-    return RecipientPublic.model_validate(row.to_dict())
+    # Two first PUTs for one user may both find no row and both insert; the loser of that race
+    # (primary key) goes round again and updates the winner's row.
+    for attempt in (1, 2):
+        row = await session.get(Recipient, user_id, with_for_update=True, populate_existing=True)
+        now = utcnow()
+        if row is None:
+            row = Recipient(user_id=user_id, created_at=now, sms_opted_out=False)
+            session.add(row)
+        elif payload.phone != row.phone:
+            row.sms_opted_out = False  # an opt-out belongs to the old number
+        row.email = payload.email
+        row.phone = payload.phone
+        row.locale = payload.locale
+        row.timezone = payload.timezone
+        row.preferences = payload.preferences
+        row.quiet_hours = payload.quiet_hours.model_dump() if payload.quiet_hours else None
+        row.updated_at = now
+        try:
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
+            if attempt == 2:
+                raise
+            continue
+        return RecipientPublic.model_validate(row.to_dict())
+    raise AssertionError("unreachable")
 
 
 @router.get("/recipient", response_model=RecipientPublic)
-async def get_recipient(user_id: str, _: UserAccessDep, session: SessionDep) -> RecipientPublic:
+async def get_recipient(
+    user_id: UserIdPath, _: UserAccessDep, session: SessionDep
+) -> RecipientPublic:
     row = await session.get(Recipient, user_id)
     if row is None:
         raise NotFound("this user has no recipient profile")
@@ -105,7 +121,7 @@ async def get_recipient(user_id: str, _: UserAccessDep, session: SessionDep) -> 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenPublic)
 async def mint_token(
-    user_id: str, _: ProducerDep, context: ContextDep, payload: TokenCreate | None = None
+    user_id: UserIdPath, _: ProducerDep, context: ContextDep, payload: TokenCreate | None = None
 ) -> TokenPublic:
     minted = context.tokens.mint(user_id, ttl_seconds=payload.ttl_seconds if payload else None)
     return TokenPublic(token=minted.token, expires_at=minted.expires_at)
@@ -118,7 +134,7 @@ async def mint_token(
     responses={200: {"model": PushSubscriptionPublic, "description": "Already subscribed"}},
 )
 async def subscribe_push(
-    user_id: str,
+    user_id: UserIdPath,
     payload: PushSubscriptionCreate,
     _: UserAccessDep,
     context: ContextDep,
@@ -137,30 +153,44 @@ async def subscribe_push(
             details=[{"loc": ["body", "endpoint"], "msg": str(exc), "type": "unsafe_endpoint"}],
         ) from None
     query = select(PushSubscription).where(PushSubscription.endpoint == payload.endpoint)
-    row = (await session.execute(query.with_for_update())).scalar_one_or_none()
-    if row is None:
-        row = PushSubscription(
-            id=uuid.uuid4(), user_id=user_id, endpoint=payload.endpoint, created_at=utcnow()
+    # The same browser subscribing twice at once: both may find no row and both insert; the
+    # loser of that race (unique endpoint) goes round again and updates the winner's row.
+    for attempt in (1, 2):
+        found = await session.execute(
+            query.with_for_update().execution_options(populate_existing=True)
         )
-        session.add(row)
-    else:
-        # A browser profile has one endpoint; whoever subscribes with it last owns it.
-        response.status_code = status.HTTP_200_OK
-        row.user_id = user_id
-    row.p256dh = payload.keys.p256dh
-    row.auth = payload.keys.auth
-    await session.commit()
-    return PushSubscriptionPublic(
-        id=row.id, user_id=row.user_id, endpoint=row.endpoint, created_at=row.created_at
-    )
+        row = found.scalar_one_or_none()
+        if row is None:
+            row = PushSubscription(
+                id=uuid.uuid4(), user_id=user_id, endpoint=payload.endpoint, created_at=utcnow()
+            )
+            session.add(row)
+            response.status_code = status.HTTP_201_CREATED
+        else:
+            # A browser profile has one endpoint; whoever subscribes with it last owns it.
+            response.status_code = status.HTTP_200_OK
+            row.user_id = user_id
+        row.p256dh = payload.keys.p256dh
+        row.auth = payload.keys.auth
+        try:
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
+            if attempt == 2:
+                raise
+            continue
+        return PushSubscriptionPublic(
+            id=row.id, user_id=row.user_id, endpoint=row.endpoint, created_at=row.created_at
+        )
+    raise AssertionError("unreachable")
 
 
 @router.delete("/push-subscriptions", status_code=status.HTTP_204_NO_CONTENT)
 async def unsubscribe_push(
-    user_id: str,
+    user_id: UserIdPath,
     _: UserAccessDep,
     session: SessionDep,
-    endpoint: Annotated[str, Query(min_length=1, max_length=2048)],
+    endpoint: Annotated[str, Query(min_length=1, max_length=2048, pattern=r"^[^\x00-\x1f\x7f]+$")],
 ) -> Response:
     result = await session.execute(
         delete(PushSubscription).where(
