@@ -18,7 +18,6 @@ import logging
 import random
 import uuid
 from collections.abc import Mapping
-from typing import Protocol
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -43,58 +42,22 @@ from notifier.models.notification import (
 from notifier.models.recipient import Recipient
 from notifier.settings import Settings
 from notifier.storage import dispatch as queries
-from notifier.storage.db import is_database_unavailable
 from workers.breaker import ChannelBreaker
-from workers.retry import GiveUp, RetryAt, RetryPolicy, decide, in_process_retrying
+from workers.outcomes import (
+    DispatchObserver,
+    NoObserver,
+    describe,
+    is_transient_db_error,
+    outgoing,
+    policy_from,
+    reason,
+    with_db_retries,
+)
+from workers.retry import RetryAt, RetryPolicy, decide, in_process_retrying
 from workers.rules import Defer, Skip, destination_for, precheck
 from workers.wakeup import Wakeup
 
 log = logging.getLogger("notifier.worker")
-
-
-class DispatchObserver(Protocol):
-    """Hooks for metrics; every method must be cheap and must not raise."""
-
-    def claimed(self, count: int) -> None: ...
-
-    def outcome(
-        self,
-        channel: str,
-        status: ChannelStatus,
-        *,
-        send_seconds: float,
-        waited_seconds: float,
-        tries: int,
-    ) -> None: ...
-
-    def channel_paused(self, channel: str) -> None: ...
-
-
-class _NoObserver:
-    def claimed(self, count: int) -> None:
-        return None
-
-    def outcome(
-        self,
-        channel: str,
-        status: ChannelStatus,
-        *,
-        send_seconds: float,
-        waited_seconds: float,
-        tries: int,
-    ) -> None:
-        return None
-
-    def channel_paused(self, channel: str) -> None:
-        return None
-
-
-def policy_from(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(
-        max_attempts=settings.max_attempts,
-        base_seconds=settings.retry_base_seconds,
-        max_seconds=settings.retry_max_seconds,
-    )
 
 
 class Dispatcher:
@@ -118,7 +81,7 @@ class Dispatcher:
         self.wakeup = wakeup
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
         self.policy = policy or policy_from(settings)
-        self.observer: DispatchObserver = observer or _NoObserver()
+        self.observer: DispatchObserver = observer or NoObserver()
         self.rng = rng or random.Random()
         self.breaker = ChannelBreaker(pause_seconds=self.policy.pause_seconds)
         self.send_timeout = send_timeout
@@ -161,7 +124,7 @@ class Dispatcher:
             async with self.sessions() as session:
                 work = await queries.load_claimed(session, ids, worker_id=self.worker_id)
         except Exception as exc:
-            if not is_database_unavailable(exc):
+            if not is_transient_db_error(exc):
                 raise
             log.warning("database unavailable while claiming (%s); retrying", type(exc).__name__)
             return 0
@@ -256,11 +219,14 @@ class Dispatcher:
                 ]
                 await asyncio.gather(*(self._deliver(work, d) for d in due))
         except Exception as exc:
-            if not is_database_unavailable(exc):
+            if not is_transient_db_error(exc):
                 log.exception("dispatch of %s failed", notification.id)
             # The lease runs out and the row is claimed again; sent channels stay sent.
             return
-        await queries.release(self.sessions, notification.id, worker_id=self.worker_id)
+        await with_db_retries(
+            lambda: queries.release(self.sessions, notification.id, worker_id=self.worker_id),
+            within=self.settings.lease_seconds,
+        )
 
     async def _expire(self, notification: Notification) -> None:
         for delivery in notification.deliveries:
@@ -313,7 +279,7 @@ class Dispatcher:
         self, work: queries.ClaimedWork, delivery: NotificationDelivery, channel: DeliveryChannel
     ) -> None:
         notification = work.notification
-        message = _outgoing(notification, delivery)
+        message = outgoing(notification, delivery)
         destination = destination_for(notification, work.recipient, work.push_subscriptions)
         attempts_in_round = delivery.attempts - delivery.attempts_at_requeue
         tries = 0
@@ -395,7 +361,7 @@ class Dispatcher:
             change = queries.ChannelChange(
                 ChannelStatus.RETRYING,
                 attempts=tries,
-                last_error=_describe(error),
+                last_error=describe(error),
                 next_attempt_at=decision.when,
                 unknown_outcome=unknown,
                 provider_id=provider_id,
@@ -405,7 +371,7 @@ class Dispatcher:
             change = queries.ChannelChange(
                 status,
                 attempts=tries,
-                last_error=_reason(decision, error),
+                last_error=reason(decision, error),
                 unknown_outcome=unknown,
                 provider_id=provider_id,
             )
@@ -423,41 +389,15 @@ class Dispatcher:
     async def _record(
         self, notification_id: uuid.UUID, channel: str, change: queries.ChannelChange
     ) -> bool:
-        recorded = await queries.record_outcome(
-            self.sessions, notification_id, channel, change, worker_id=self.worker_id
+        # Retried through a brief database outage: an unrecorded success would be sent again.
+        recorded = await with_db_retries(
+            lambda: queries.record_outcome(
+                self.sessions, notification_id, channel, change, worker_id=self.worker_id
+            ),
+            within=self.settings.lease_seconds,
         )
         if not recorded:
             log.warning(
                 "lease on %s was taken over; outcome of %s not recorded", notification_id, channel
             )
         return recorded
-
-
-def _describe(error: DeliveryError) -> str:
-    return f"{type(error).__name__}: {error}"[:2000]
-
-
-def _reason(decision: GiveUp, error: DeliveryError) -> str:
-    return (
-        decision.reason[:2000]
-        if decision.skipped
-        else f"{type(error).__name__}: {decision.reason}"[:2000]
-    )
-
-
-def _outgoing(notification: Notification, delivery: NotificationDelivery) -> OutgoingMessage:
-    return OutgoingMessage(
-        notification_id=notification.id,
-        user_id=notification.user_id,
-        title=notification.title,
-        message=notification.message,
-        notification_type=notification.notification_type,
-        priority=notification.priority,
-        created_at=notification.created_at,
-        action_url=notification.action_url,
-        related_task_id=notification.related_task_id,
-        expires_at=notification.expires_at,
-        metadata=dict(notification.notification_metadata or {}),
-        previous_attempts=delivery.attempts,
-        after_unknown_outcome=delivery.unknown_outcomes > 0,
-    )

@@ -102,7 +102,11 @@ def _hhmm(value: str) -> time:
 
 
 def quiet_window_end(local_now: datetime, start: str, end: str) -> datetime | None:
-    """If ``local_now`` lies in the daily window [start, end), when the window ends."""
+    """If ``local_now`` lies in the daily window [start, end), when the window ends.
+
+    The window is wall-clock time in ``local_now``'s zone. Where DST repeats an hour, an end
+    inside the repeated hour is its occurrence after ``local_now``, never one already past.
+    """
     start_t, end_t = _hhmm(start), _hhmm(end)
     if start_t == end_t:
         return None
@@ -110,11 +114,20 @@ def quiet_window_end(local_now: datetime, start: str, end: str) -> datetime | No
     clock = local_now.timetz().replace(tzinfo=None)
     if start_t < end_t:  # same-day window, e.g. 12:00-14:00
         if start_t <= clock < end_t:
-            return datetime.combine(today, end_t, local_now.tzinfo)
+            return _after(local_now, datetime.combine(today, end_t, local_now.tzinfo))
         return None
     # Window across midnight, e.g. 22:00-07:00.
     if clock >= start_t:
-        return datetime.combine(today + timedelta(days=1), end_t, local_now.tzinfo)
+        return _after(
+            local_now, datetime.combine(today + timedelta(days=1), end_t, local_now.tzinfo)
+        )
     if clock < end_t:
-        return datetime.combine(today, end_t, local_now.tzinfo)
+        return _after(local_now, datetime.combine(today, end_t, local_now.tzinfo))
     return None
+
+
+def _after(local_now: datetime, end: datetime) -> datetime:
+    # Aware datetimes that share a tzinfo compare by wall clock (fold ignored): compare instants.
+    if end.timestamp() <= local_now.timestamp():
+        return end.replace(fold=1)
+    return end

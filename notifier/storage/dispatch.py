@@ -24,6 +24,7 @@ from notifier.models.base import utcnow
 from notifier.models.notification import (
     AWAITING_SEND,
     SETTLED,
+    SUCCEEDED,
     ChannelStatus,
     Notification,
     NotificationDelivery,
@@ -210,16 +211,22 @@ async def record_outcome(
     worker_id: str,
 ) -> bool:
     """Record one channel's outcome in its own short transaction, the moment it is known.
-    Returns False (and writes nothing) if this worker no longer holds the lease."""
+    Returns False (and writes nothing) if this worker no longer holds the lease, except for a
+    success: a message that went out is recorded whoever holds the row now (``apply_change``
+    never moves a channel backwards), so that the new holder does not send it a second time."""
+    succeeded = change.status in SUCCEEDED
     async with sessions() as session, session.begin():
-        notification = await _locked(session, notification_id, worker_id)
+        notification = await _locked(session, notification_id, None if succeeded else worker_id)
         if notification is None:
             return False
+        leased = notification.lease_owner is not None
         now = utcnow()
         for delivery in notification.deliveries:
             if delivery.channel == channel:
                 apply_change(delivery, change, now)
-        refresh_summary(notification, now, leased=True)
+        refresh_summary(notification, now, leased=leased)
+        if not leased:  # released meanwhile: due again only if other channels still wait
+            notification.next_attempt_at = next_attempt_for(notification, now)
     return True
 
 

@@ -39,7 +39,9 @@ async def next_frame(socket: websockets.ClientConnection, kind: str) -> dict[str
             return dict(frame)
 
 
-async def wait_for_status(service: RunningService, notification_id: str, channel: str, status: str) -> dict[str, object]:
+async def wait_for_status(
+    service: RunningService, notification_id: str, channel: str, status: str
+) -> dict[str, object]:
     async with service.client() as client:
         for _ in range(200):
             body = (await client.get(f"/v1/notifications/{notification_id}")).json()
@@ -49,12 +51,22 @@ async def wait_for_status(service: RunningService, notification_id: str, channel
     raise AssertionError(f"{channel} never became {status}: {body}")
 
 
-async def test_live_delivery_ack_and_replay(service: RunningService, dispatcher: Dispatcher) -> None:
+async def test_live_delivery_ack_and_replay(
+    service: RunningService, dispatcher: Dispatcher
+) -> None:
     user = f"ws-{uuid.uuid4().hex[:8]}"
     token = await service.user_token(user)
-    async with websockets.connect(ws_url(service, token)) as tab1, websockets.connect(ws_url(service, token)) as tab2:
+    async with (
+        websockets.connect(ws_url(service, token)) as tab1,
+        websockets.connect(ws_url(service, token)) as tab2,
+    ):
         async with service.client() as client:
-            created = (await client.post("/v1/notifications", json={"user_id": user, "title": "Build done", "message": "ok"})).json()
+            created = (
+                await client.post(
+                    "/v1/notifications",
+                    json={"user_id": user, "title": "Build done", "message": "ok"},
+                )
+            ).json()
         frame1 = await next_frame(tab1, "notification")
         frame2 = await next_frame(tab2, "notification")
         assert frame1["notification"]["id"] == created["id"] == frame2["notification"]["id"]  # type: ignore[index]

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 from notifier.realtime.fanout import Fanout, PostgresFanout
 from notifier.settings import Settings
 from notifier.storage.db import create_engine, create_session_factory
-from workers.dispatcher import Dispatcher, DispatchObserver
+from workers.dispatcher import Dispatcher
+from workers.outcomes import DispatchObserver
 from workers.runner import build_channels, close_channels
 from workers.wakeup import PostgresWakeupListener, Wakeup
 
@@ -25,7 +26,11 @@ async def running_dispatcher(
     """Run one dispatcher until the block ends. On SQLite pass the service's ``LocalFanout``
     and a ``Wakeup`` hooked to its ``after_enqueue``; on PostgreSQL it LISTENs like a worker
     process does."""
-    engine = create_engine(settings.database_url)
+    # Sized like `notifier worker` sizes its pool (workers/runner.py), so a test with several
+    # dispatchers needs no more PostgreSQL connections than as many worker processes would.
+    engine = create_engine(
+        settings.database_url, pool_size=max(4, settings.worker_concurrency // 4)
+    )
     sessions = create_session_factory(engine)
     wakeup = wakeup or Wakeup()
     listener = None

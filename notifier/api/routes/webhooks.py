@@ -4,24 +4,52 @@ Authenticated by ``X-Twilio-Signature`` over the exact public URL (``NOTIFIER_PU
 + path when set, else the URL as this server saw it) and the form fields; anything else is 403.
 A callback only moves the sms channel forward from ``sent`` to ``delivered`` or ``failed``;
 duplicates and out-of-order reports (``sent`` after ``delivered``) change nothing.
+
+A callback can overtake the worker: Twilio may report on a message before the worker has
+recorded its SID (Twilio's answer to the POST was slow, or the worker's commit was). Twilio does
+not send a callback twice, so an unknown SID is looked up again for a few seconds (well within
+Twilio's 15 s webhook timeout) before the callback is taken for someone else's.
 """
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import select
 
+from notifier.api.context import ServiceContext
 from notifier.api.deps import ContextDep, SessionDep
 from notifier.api.errors import Forbidden, NotFound
 from notifier.channels.sms import twilio_status_to_channel_status, validate_twilio_signature
 from notifier.models.notification import Channel, ChannelStatus, NotificationDelivery
+from notifier.schemas.errors import error_responses
 from notifier.storage.dispatch import settle_channel_externally
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 TWILIO_STATUS_PATH = "/v1/webhooks/twilio/status"
+# How long a callback waits for the worker to record an SID it does not know yet.
+UNKNOWN_SID_WAIT_SECONDS = 8.0
+_UNKNOWN_SID_POLL_SECONDS = 0.1
+
+
+async def _notification_for_sid(context: ServiceContext, sid: str) -> uuid.UUID | None:
+    query = select(NotificationDelivery.notification_id).where(
+        NotificationDelivery.channel == Channel.SMS.value,
+        NotificationDelivery.provider_id == sid,
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + UNKNOWN_SID_WAIT_SECONDS
+    while True:
+        # A new session each time: each look sees what has been committed since.
+        async with context.sessions() as session:
+            notification_id = await session.scalar(query)
+        if notification_id is not None or loop.time() >= deadline:
+            return notification_id
+        await asyncio.sleep(_UNKNOWN_SID_POLL_SECONDS)
 
 
 def _public_url(request: Request, public_base_url: str | None) -> str:
@@ -34,7 +62,8 @@ def _public_url(request: Request, public_base_url: str | None) -> str:
 @router.post(
     "/twilio/status",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={403: {"description": "Missing or invalid X-Twilio-Signature"}},
+    # 403: a missing or invalid X-Twilio-Signature; 404: SMS is not configured here.
+    responses=error_responses(400, 403, 404, 413, 503),
 )
 async def twilio_status_callback(
     request: Request, context: ContextDep, session: SessionDep
@@ -55,12 +84,7 @@ async def twilio_status_callback(
     sid = params.get("MessageSid", "")
     if new_status is None or not sid:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    notification_id = await session.scalar(
-        select(NotificationDelivery.notification_id).where(
-            NotificationDelivery.channel == Channel.SMS.value,
-            NotificationDelivery.provider_id == sid,
-        )
-    )
+    notification_id = await _notification_for_sid(context, sid)
     if notification_id is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)  # not ours, or already gone
     error = None

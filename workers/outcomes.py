@@ -1,0 +1,143 @@
+"""What the dispatcher writes down, and how it gets it written through a brief database outage.
+
+Recording an outcome is the one write that must not be lost: a success that is not recorded is
+sent again once the lease runs out (a duplicate email for the recipient). So an outcome's short
+transaction is retried, with Tenacity, on errors that say "the database cannot take this right
+now" (connection lost or refused, too many connections, shutting down, a deadlock or
+serialization failure) for as long as the lease would keep the row ours anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
+
+from notifier.channels.base import DeliveryError, OutgoingMessage
+from notifier.models.notification import ChannelStatus, Notification, NotificationDelivery
+from notifier.settings import Settings
+from notifier.storage.db import is_database_unavailable
+from workers.retry import GiveUp, RetryPolicy
+
+T = TypeVar("T")
+
+# SQLSTATE classes and codes worth another try: connection exception, insufficient resources
+# (e.g. 53300 too many connections), operator intervention (57P01-57P03: shutdown, crash,
+# cannot connect now), serialization failure and deadlock.
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P0", "40001", "40P01")
+
+
+class DispatchObserver(Protocol):
+    """Hooks for metrics; every method must be cheap and must not raise."""
+
+    def claimed(self, count: int) -> None: ...
+
+    def outcome(
+        self,
+        channel: str,
+        status: ChannelStatus,
+        *,
+        send_seconds: float,
+        waited_seconds: float,
+        tries: int,
+    ) -> None: ...
+
+    def channel_paused(self, channel: str) -> None: ...
+
+
+class NoObserver:
+    def claimed(self, count: int) -> None:
+        return None
+
+    def outcome(
+        self,
+        channel: str,
+        status: ChannelStatus,
+        *,
+        send_seconds: float,
+        waited_seconds: float,
+        tries: int,
+    ) -> None:
+        return None
+
+    def channel_paused(self, channel: str) -> None:
+        return None
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(code, str):
+            return code
+        current = getattr(current, "orig", None) or current.__cause__
+    return None
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    if is_database_unavailable(exc):
+        return True
+    code = _sqlstate(exc)
+    return code is not None and code.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+
+
+async def with_db_retries(operation: Callable[[], Awaitable[T]], *, within: float) -> T:
+    """Run ``operation`` (one short transaction), again on transient database errors, for up
+    to ``within`` seconds; the last error is raised."""
+    retrying = AsyncRetrying(
+        stop=stop_after_delay(within),
+        wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),
+        retry=retry_if_exception(is_transient_db_error),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await operation()
+    raise AssertionError("unreachable")  # reraise=True: the loop returns or raises
+
+
+def policy_from(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.max_attempts,
+        base_seconds=settings.retry_base_seconds,
+        max_seconds=settings.retry_max_seconds,
+    )
+
+
+def describe(error: DeliveryError) -> str:
+    return f"{type(error).__name__}: {error}"[:2000]
+
+
+def reason(decision: GiveUp, error: DeliveryError) -> str:
+    return (
+        decision.reason[:2000]
+        if decision.skipped
+        else f"{type(error).__name__}: {decision.reason}"[:2000]
+    )
+
+
+def outgoing(notification: Notification, delivery: NotificationDelivery) -> OutgoingMessage:
+    return OutgoingMessage(
+        notification_id=notification.id,
+        user_id=notification.user_id,
+        title=notification.title,
+        message=notification.message,
+        notification_type=notification.notification_type,
+        priority=notification.priority,
+        created_at=notification.created_at,
+        action_url=notification.action_url,
+        related_task_id=notification.related_task_id,
+        expires_at=notification.expires_at,
+        metadata=dict(notification.notification_metadata or {}),
+        previous_attempts=delivery.attempts,
+        after_unknown_outcome=delivery.unknown_outcomes > 0,
+    )
