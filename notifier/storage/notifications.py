@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
 
 from notifier.models.base import utcnow
 from notifier.models.notification import (
@@ -44,8 +45,13 @@ async def get_notification(
 ) -> Notification | None:
     query = select(Notification).where(Notification.id == notification_id)
     if for_update:
-        query = query.with_for_update()
-    return (await session.execute(query)).scalar_one_or_none()
+        # Every writer of the channels holds this row's lock, so the channels that the
+        # relationship loads next cannot move under us.
+        return (await session.execute(query.with_for_update())).scalar_one_or_none()
+    # One statement for the row and its channels: two would read two snapshots under READ
+    # COMMITTED, and could pair a status from before an outcome with channels from after it.
+    query = query.options(joinedload(Notification.deliveries))
+    return (await session.execute(query)).unique().scalar_one_or_none()
 
 
 def _visible_to_user(user_id: str, now: datetime) -> list[ColumnElement[bool]]:
