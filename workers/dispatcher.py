@@ -128,6 +128,10 @@ class Dispatcher:
                 raise
             log.warning("database unavailable while claiming (%s); retrying", type(exc).__name__)
             return 0
+        # A row still in flight here can come back in a claim if its lease lapsed while the
+        # database was unreachable (renewals failed). The task that holds it carries on and
+        # records; a second task on the same row would send its channels again.
+        work = [item for item in work if item.notification.id not in self._in_flight]
         self.idle.clear()
         self.observer.claimed(len(work))
         for item in work:
@@ -223,10 +227,13 @@ class Dispatcher:
                 log.exception("dispatch of %s failed", notification.id)
             # The lease runs out and the row is claimed again; sent channels stay sent.
             return
-        await with_db_retries(
-            lambda: queries.release(self.sessions, notification.id, worker_id=self.worker_id),
-            within=self.settings.lease_seconds,
-        )
+        try:
+            await with_db_retries(
+                lambda: queries.release(self.sessions, notification.id, worker_id=self.worker_id),
+                within=self.settings.lease_seconds,
+            )
+        except Exception as exc:  # the lease runs out and another claim picks the row up
+            log.warning("could not release %s: %s", notification.id, type(exc).__name__)
 
     async def _expire(self, notification: Notification) -> None:
         for delivery in notification.deliveries:

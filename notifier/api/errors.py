@@ -17,13 +17,15 @@ stack trace to the caller.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from notifier.storage.db import is_database_unavailable
@@ -96,6 +98,20 @@ def _validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
     ]
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    # SQLSTATE classes included (too many connections, starting up, …): see storage/db.py.
+    return is_database_unavailable(exc)
+
+
+def _unavailable(exc: BaseException) -> JSONResponse:
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return JSONResponse(
+        error_body("unavailable", "the database is unavailable; try again shortly"),
+        status_code=503,
+        headers={"Retry-After": "2"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -116,21 +132,42 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        known = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+        code = known.get(exc.status_code, "http_error")
         return JSONResponse(
             error_body(code, str(exc.detail)),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
 
+    async def on_database_error(conn: Request, exc: Exception) -> JSONResponse | None:
+        # Answered here rather than in the catch-all below: that one runs in Starlette's
+        # outermost middleware, which logs a traceback and re-raises after answering.
+        if not database_unavailable(exc):
+            raise exc
+        if conn.scope["type"] == "websocket":
+            # A socket is past its handshake: no HTTP answer can go out. Close it with 1013
+            # (try again later); the client reconnects and gets its replay.
+            log.warning("database unavailable; closing a websocket: %s", type(exc).__name__)
+            with contextlib.suppress(Exception):
+                await cast(WebSocket, conn).close(code=1013, reason="database unavailable")
+            return None
+        return _unavailable(exc)
+
+    for kind in (
+        sa_exc.DBAPIError,
+        sa_exc.TimeoutError,
+        sa_exc.DisconnectionError,
+        ConnectionError,
+        TimeoutError,
+        OSError,
+    ):
+        # Serves HTTP (a 503) and WebSocket (a close, None) scopes alike.
+        app.add_exception_handler(kind, on_database_error)  # type: ignore[arg-type]
+
     @app.exception_handler(Exception)
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
-        if is_database_unavailable(exc):
-            log.warning("database unavailable: %s", type(exc).__name__)
-            return JSONResponse(
-                error_body("unavailable", "the database is unavailable; try again shortly"),
-                status_code=503,
-                headers={"Retry-After": "2"},
-            )
+        if database_unavailable(exc):
+            return _unavailable(exc)
         log.exception("unhandled error")
         return JSONResponse(error_body("internal_error", "internal error"), status_code=500)

@@ -24,11 +24,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from notifier.realtime.hub import ConnectionHub
+from notifier.storage.db import is_database_unavailable
 
 log = logging.getLogger("notifier.realtime")
 
 REALTIME_CHANNEL = "notifier_realtime"
 MAX_NOTIFY_PAYLOAD = 7900
+PUBLISH_RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 2.0)  # about 6 s in all
 
 
 class Fanout(Protocol):
@@ -68,8 +70,17 @@ def _payload(user_id: str, frame: dict[str, Any]) -> str:
 
 
 class PostgresFanout:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """Without a session, ``publish`` runs its own short transaction, and tries again for a few
+    seconds while the database is unreachable (restarting, out of connections): the worker
+    calls it after recording ``sent``, and a frame that never goes out reaches a user whose
+    socket stays open only on their next reconnect. A repeat is harmless: clients de-duplicate
+    frames by id."""
+
+    def __init__(
+        self, engine: AsyncEngine, *, retry_delays: tuple[float, ...] = PUBLISH_RETRY_DELAYS
+    ) -> None:
         self.engine = engine
+        self.retry_delays = retry_delays
 
     async def publish(
         self, user_id: str, frame: dict[str, Any], *, session: AsyncSession | None = None
@@ -78,9 +89,17 @@ class PostgresFanout:
         if session is not None:
             await session.execute(notify)
             return
-        async with self.engine.connect() as connection:
-            await connection.execute(notify)
-            await connection.commit()
+        for delay in (*self.retry_delays, None):
+            try:
+                async with self.engine.connect() as connection:
+                    await connection.execute(notify)
+                    await connection.commit()
+                return
+            except Exception as exc:
+                if delay is None or not is_database_unavailable(exc):
+                    raise
+                log.warning("could not publish a frame (%s); trying again", type(exc).__name__)
+            await asyncio.sleep(delay)
 
 
 FrameLoader = Callable[[uuid.UUID], Awaitable[dict[str, Any] | None]]
@@ -90,10 +109,25 @@ def asyncpg_dsn(database_url: str) -> str:
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+# The websocket notifications of some users that went out (``sent``) but were never acked,
+# oldest first: what a socket that stayed open may have missed while the LISTEN connection was
+# down. Same selection as the replay on connect (storage/realtime.py).
+_UNACKED_FOR_USERS = """
+SELECT n.id, n.user_id FROM notifications n
+JOIN notification_deliveries d ON d.notification_id = n.id
+WHERE n.user_id = ANY($1::text[]) AND d.channel = 'websocket' AND d.status = 'sent'
+ORDER BY n.created_at, n.id
+LIMIT $2
+"""
+CATCH_UP_LIMIT = 5000
+
+
 class PostgresListener:
     """LISTENs on a dedicated connection and forwards frames to this process's hub. Reconnects
-    after the database restarts; frames sent while it was away are recovered by the clients'
-    replay on reconnect (the hub drops their sockets only if they break)."""
+    after the database restarts. NOTIFYs sent while it was away are lost to it, and a socket that
+    stayed open meanwhile would never see those frames (the replay runs only when a client
+    connects), so after every reconnect it sends its connected users their unacked websocket
+    notifications again, as the replay on connect would (clients de-duplicate by id)."""
 
     def __init__(
         self, database_url: str, hub: ConnectionHub, load_frame: FrameLoader, *, retry: float = 1.0
@@ -105,15 +139,18 @@ class PostgresListener:
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
         self._loading: set[asyncio.Task[None]] = set()
+        self._connections = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="realtime-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [t for t in (self._task, *self._loading) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     async def _run(self) -> None:
         while True:
@@ -130,6 +167,11 @@ class PostgresListener:
         connection.add_termination_listener(lambda _c: lost.set())
         try:
             await connection.add_listener(REALTIME_CHANNEL, self._on_notify)
+            self._connections += 1
+            if self._connections > 1:
+                # Listening again: whatever is published from now on arrives live; what was
+                # published while we were away is still `sent` in the table.
+                await self._catch_up(connection)
             self.listening.set()
             while not lost.is_set():
                 # A cheap heartbeat notices a dead server that never closed the socket.
@@ -140,6 +182,30 @@ class PostgresListener:
         finally:
             with contextlib.suppress(Exception):
                 await connection.close(timeout=2)
+
+    async def _catch_up(self, connection: asyncpg.Connection) -> None:
+        users = self._hub.connected_users()
+        if not users:
+            return
+        rows = await connection.fetch(_UNACKED_FOR_USERS, users, CATCH_UP_LIMIT)
+        if not rows:
+            return
+        log.info("re-sending %d unacked websocket notifications after reconnecting", len(rows))
+        task = asyncio.get_running_loop().create_task(
+            self._deliver_all([(str(r["user_id"]), r["id"]) for r in rows])
+        )
+        self._loading.add(task)
+        task.add_done_callback(self._loading.discard)
+
+    async def _deliver_all(self, items: list[tuple[str, uuid.UUID]]) -> None:
+        for user_id, notification_id in items:
+            if not self._hub.has_user(user_id):
+                continue
+            try:
+                await self._load_and_deliver(user_id, notification_id)
+            except Exception as exc:  # the database went away again: the next reconnect retries
+                log.warning("could not re-send unacked notifications: %s", type(exc).__name__)
+                return
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         message = json.loads(payload)

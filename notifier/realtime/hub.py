@@ -38,6 +38,9 @@ class ConnectionHub:
             if not sockets:
                 del self._sockets[user_id]
 
+    def connected_users(self) -> list[str]:
+        return list(self._sockets)
+
     def has_user(self, user_id: str) -> bool:
         return user_id in self._sockets
 

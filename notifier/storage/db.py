@@ -66,15 +66,38 @@ def dialect_name(engine: AsyncEngine | Any) -> str:
     return str(engine.dialect.name)
 
 
+# SQLSTATEs that mean "the database cannot serve us right now", not "this request is wrong":
+# connection exceptions (08), insufficient resources (53: too many connections, disk full),
+# operator intervention (57P: admin shutdown, crash shutdown, "the database system is starting
+# up"), the database itself gone (3D000) and a login the server refuses (28). asyncpg reports
+# these while connecting as a plain DBAPIError, neither an OperationalError nor a disconnect.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "3D000", "28")
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(state, str) and state:
+            return state
+        current = getattr(current, "orig", None) or current.__cause__
+    return None
+
+
 def is_database_unavailable(exc: BaseException) -> bool:
-    """True for failures to reach the database (down, restarting, connection lost), as
-    opposed to errors in what was asked of it."""
+    """True for failures to reach the database (down, restarting, connection lost, out of
+    connections), as opposed to errors in what was asked of it."""
     if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError | sa_exc.ProgrammingError):
         return False
     if isinstance(exc, sa_exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(
+        if exc.connection_invalidated or isinstance(
             exc, sa_exc.OperationalError | sa_exc.InterfaceError
-        )
+        ):
+            return True
+        state = _sqlstate(exc)
+        return state is not None and state.startswith(_UNAVAILABLE_SQLSTATES)
     return isinstance(
         exc, sa_exc.TimeoutError | sa_exc.DisconnectionError | ConnectionError | TimeoutError
     ) or (isinstance(exc, OSError) and exc.errno is not None)
