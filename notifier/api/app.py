@@ -11,6 +11,7 @@ from notifier import __version__
 from notifier.api.body_limit import BodySizeLimit
 from notifier.api.context import ServiceContext
 from notifier.api.errors import install_error_handlers
+from notifier.api.redaction import RedactSecretsInServerLogs, install_log_redaction
 from notifier.api.routes import health, inbox, metrics, notifications, tasks, users, webhooks, ws
 from notifier.settings import Settings
 
@@ -22,6 +23,7 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = context is None
+        install_log_redaction()
         app.state.context = context or ServiceContext.from_settings(settings)
         await app.state.context.start()
         try:
@@ -42,4 +44,5 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
     app.include_router(tasks.user_tasks_router)
     app.include_router(inbox.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RedactSecretsInServerLogs)  # outermost: before anything logs a URL
     return app

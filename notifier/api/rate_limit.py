@@ -67,5 +67,9 @@ class TokenBuckets:
             bucket.tokens = min(self.burst, bucket.tokens + cost)
 
 
+MAX_RETRY_AFTER_SECONDS = 24 * 3600
+
+
 def retry_after_header(seconds: float) -> str:
-    return str(max(1, math.ceil(seconds)))
+    """Whole seconds, at least 1; capped, so that "never" (inf) is still a number."""
+    return str(max(1, math.ceil(min(seconds, MAX_RETRY_AFTER_SECONDS))))

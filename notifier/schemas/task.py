@@ -26,15 +26,16 @@ class TaskCreate(BaseModel):
     task_id: Identifier
     user_id: Identifier
     task_type: ShortName
-    total_steps: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    estimated_duration: Annotated[int, Field(ge=0, le=30 * 24 * 3600)] | None = None
+    # strict: JSON true/false are not numbers (lax validation took false for 0).
+    total_steps: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] | None = None
+    estimated_duration: Annotated[int, Field(strict=True, ge=0, le=30 * 24 * 3600)] | None = None
     tags: Annotated[list[Tag], Field(max_length=50)] = Field(default_factory=list)
     task_metadata: JsonObject = Field(default_factory=dict)
 
 
 class TaskUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    progress: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+    progress: Annotated[float, Field(strict=True, ge=0.0, le=100.0)] | None = None
     status: TaskStatus | None = None
     current_step: (
         Annotated[str, StringConstraints(max_length=500), AfterValidator(_no_nul)] | None

@@ -45,7 +45,12 @@ class RecipientUpsert(BaseModel):
     email: EmailStr | None = None
     phone: PhoneE164 | None = None
     locale: (
-        Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")] | None
+        Annotated[
+            str,
+            # A BCP 47 tag; 35 characters is the column (and RFC 5646's advice).
+            StringConstraints(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"),
+        ]
+        | None
     ) = None
     timezone: Annotated[str, AfterValidator(_timezone)] | None = None
     preferences: JsonObject = Field(default_factory=dict)
@@ -67,7 +72,7 @@ class RecipientPublic(BaseModel):
 
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ttl_seconds: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] | None = None
+    ttl_seconds: Annotated[int, Field(strict=True, ge=60, le=7 * 24 * 3600)] | None = None
 
 
 class TokenPublic(BaseModel):

@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from notifier.api.deps import ContextDep
 from notifier.api.errors import NotFound, error_body
+from notifier.schemas.errors import error_responses
 from notifier.schemas.user import VapidPublicKey
 from notifier.storage.dispatch import queue_depth
 from notifier.storage.migrate import SchemaBehindError, ensure_schema_current
@@ -22,7 +23,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Database unreachable or behind"}})
+@router.get("/readyz", responses=error_responses(503))
 async def readyz(context: ContextDep) -> JSONResponse:
     try:
         async with context.engine.connect() as connection:
@@ -37,7 +38,12 @@ async def readyz(context: ContextDep) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
-@router.get("/v1/push/vapid-public-key", response_model=VapidPublicKey, tags=["push"])
+@router.get(
+    "/v1/push/vapid-public-key",
+    response_model=VapidPublicKey,
+    tags=["push"],
+    responses=error_responses(404),
+)
 async def vapid_public_key(context: ContextDep) -> VapidPublicKey:
     if not context.vapid_private_key:
         raise NotFound("Web Push is not configured on this server (NOTIFIER_VAPID_PRIVATE_KEY)")

@@ -13,10 +13,16 @@ from notifier.api.deps import ProducerDep, SessionDep
 from notifier.api.errors import Unprocessable
 from notifier.models.base import utcnow
 from notifier.models.metric import ProgressMetric
+from notifier.schemas.common import IsoDatetime
+from notifier.schemas.errors import AUTHENTICATED, error_responses
 
-router = APIRouter(prefix="/v1/metrics", tags=["metrics"])
+router = APIRouter(
+    prefix="/v1/metrics", tags=["metrics"], responses=error_responses(*AUTHENTICATED)
+)
 
 MAX_ROWS = 100_000
+# Text compared with stored columns: no control characters (PostgreSQL refuses NUL: a 500).
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 
 
 class MetricPoint(BaseModel):
@@ -47,14 +53,14 @@ def _percentile(ordered: list[float], fraction: float) -> float:
 async def read_metrics(
     _: ProducerDep,
     session: SessionDep,
-    name: Annotated[str, Query(min_length=1, max_length=255)],
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
-    task_id: Annotated[str | None, Query(max_length=255)] = None,
+    name: Annotated[str, Query(min_length=1, max_length=255, pattern=_NO_CONTROL)],
+    since: IsoDatetime | None = None,
+    until: IsoDatetime | None = None,
+    task_id: Annotated[str | None, Query(max_length=255, pattern=_NO_CONTROL)] = None,
     label: Annotated[
         list[str] | None, Query(description="key:value, e.g. channel:email; repeatable")
     ] = None,
-    aggregation_type: Annotated[str | None, Query(max_length=20)] = None,
+    aggregation_type: Annotated[str | None, Query(max_length=20, pattern=_NO_CONTROL)] = None,
     points: Annotated[int, Query(ge=0, le=1000, description="newest points to list")] = 100,
 ) -> MetricSummary:
     """avg / p95 / max / min of ``name`` between ``since`` (default: an hour ago) and ``until``

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections import Counter
@@ -19,6 +20,7 @@ from notifier.api.rate_limit import retry_after_header
 from notifier.models.base import utcnow
 from notifier.models.idempotency import IdempotencyRecord
 from notifier.models.notification import Channel, Notification
+from notifier.schemas.errors import AUTHENTICATED, error_responses
 from notifier.schemas.notification import (
     NotificationBatchCreate,
     NotificationBatchPublic,
@@ -33,7 +35,11 @@ from notifier.storage.notifications import (
     wake_dispatchers,
 )
 
-router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
+router = APIRouter(
+    prefix="/v1/notifications",
+    tags=["notifications"],
+    responses=error_responses(*AUTHENTICATED, 409),
+)
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -100,6 +106,19 @@ def _charge_recipients(context: ServiceContext, rows: list[Notification]) -> dic
     charged: dict[str, int] = {}
     for user_id, count in wanted.items():
         wait = context.recipient_limits.take(user_id, count)
+        if wait == math.inf:  # more than the burst at once: waiting would never help
+            _refund(context, charged)
+            raise Unprocessable(
+                f"this batch holds {count} notifications for user {user_id!r}, more than the "
+                f"{context.recipient_limits.burst:g} one recipient may get at once; split it",
+                details=[
+                    {
+                        "loc": ["body", "notifications"],
+                        "msg": "too many for one recipient",
+                        "type": "recipient_burst_exceeded",
+                    }
+                ],
+            )
         if wait is not None:
             _refund(context, charged)
             raise TooManyRequests(

@@ -7,14 +7,24 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from sqlalchemy.exc import IntegrityError
 
-from notifier.api.deps import ContextDep, PrincipalDep, ProducerDep, SessionDep, UserAccessDep
+from notifier.api.deps import (
+    ContextDep,
+    PrincipalDep,
+    ProducerDep,
+    SessionDep,
+    TaskIdPath,
+    UserAccessDep,
+    UserIdPath,
+)
 from notifier.api.errors import Conflict, NotFound, Unprocessable
 from notifier.models.base import utcnow
 from notifier.models.log import LogLevel, TaskLog
 from notifier.models.metric import ProgressMetric
 from notifier.models.task import TaskProgress, TaskStatus
 from notifier.realtime.frames import task_progress_frame
+from notifier.schemas.errors import AUTHENTICATED, error_responses
 from notifier.schemas.task import (
     TaskCreate,
     TaskLogCreate,
@@ -29,8 +39,12 @@ from notifier.triggers.progress import coalesce_progress_notification
 from notifier.triggers.task_events import apply_task_update, notifications_for_new_log
 from notifier.triggers.task_states import IllegalTransition
 
-router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
-user_tasks_router = APIRouter(prefix="/v1/users/{user_id}/tasks", tags=["tasks"])
+router = APIRouter(
+    prefix="/v1/tasks", tags=["tasks"], responses=error_responses(*AUTHENTICATED, 409)
+)
+user_tasks_router = APIRouter(
+    prefix="/v1/users/{user_id}/tasks", tags=["tasks"], responses=error_responses(*AUTHENTICATED)
+)
 
 
 def _public(task: TaskProgress) -> TaskPublic:
@@ -68,12 +82,28 @@ async def create_task(
         updated_at=now,
     )
     session.add(task)
-    await session.commit()
+    try:
+        await session.commit()
+    except IntegrityError:
+        # The same create arriving twice at once: the unique task_id lets one insert win; the
+        # other answers as a retried create would (or 409 if it was not the same task).
+        await session.rollback()
+        existing = await get_task(session, payload.task_id)
+        if existing is None:
+            raise
+        if existing.user_id == payload.user_id and existing.task_type == payload.task_type:
+            response.status_code = status.HTTP_200_OK
+            return _public(existing)
+        raise Conflict(
+            f"task {payload.task_id!r} already exists for another user or type"
+        ) from None
     return _public(task)
 
 
 @router.get("/{task_id}", response_model=TaskPublic)
-async def read_task(task_id: str, principal: PrincipalDep, session: SessionDep) -> TaskPublic:
+async def read_task(
+    task_id: TaskIdPath, principal: PrincipalDep, session: SessionDep
+) -> TaskPublic:
     task = await get_task(session, task_id)
     if task is None or not principal.may_access_user(task.user_id):
         raise NotFound("no such task")
@@ -82,7 +112,11 @@ async def read_task(task_id: str, principal: PrincipalDep, session: SessionDep) 
 
 @router.patch("/{task_id}", response_model=TaskPublic)
 async def update_task(
-    task_id: str, payload: TaskUpdate, _: ProducerDep, context: ContextDep, session: SessionDep
+    task_id: TaskIdPath,
+    payload: TaskUpdate,
+    _: ProducerDep,
+    context: ContextDep,
+    session: SessionDep,
 ) -> TaskPublic:
     task = await get_task(session, task_id, for_update=True)
     if task is None:
@@ -119,7 +153,7 @@ async def update_task(
 
 @router.post("/{task_id}/logs", status_code=status.HTTP_201_CREATED, response_model=TaskLogPublic)
 async def add_task_log(
-    task_id: str,
+    task_id: TaskIdPath,
     payload: TaskLogCreate,
     _: ProducerDep,
     context: ContextDep,
@@ -150,7 +184,7 @@ async def add_task_log(
 
 @router.get("/{task_id}/logs", response_model=TaskLogPage)
 async def list_task_logs(
-    task_id: str,
+    task_id: TaskIdPath,
     principal: PrincipalDep,
     session: SessionDep,
     level: Annotated[LogLevel | None, Query(description="this level and above")] = None,
@@ -173,7 +207,7 @@ async def list_task_logs(
 
 @user_tasks_router.get("", response_model=list[TaskPublic])
 async def list_user_tasks(
-    user_id: str,
+    user_id: UserIdPath,
     _: UserAccessDep,
     session: SessionDep,
     status_: Annotated[TaskStatus | None, Query(alias="status")] = None,

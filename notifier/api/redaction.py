@@ -1,0 +1,81 @@
+"""Keep user tokens out of the server's own log lines.
+
+A browser cannot set headers on a WebSocket, so ``GET /v1/ws`` takes the user token in its
+query string. uvicorn logs every WebSocket handshake with its path and query string, at INFO on
+``uvicorn.error`` (``"WebSocket /v1/ws?token=…" [accepted]``), whatever ``access_log`` says; the
+access log, when on, prints the query string of HTTP requests too. Both read the scope that
+uvicorn handed to the app: ``RedactSecretsInServerLogs`` gives the app its own copy of that
+scope, and blanks ``token`` in uvicorn's.
+
+At DEBUG, the websockets library (logging through ``uvicorn.error``) also prints the handshake's
+raw request line and headers; ``RedactTokensFilter`` rewrites those records, and
+``install_log_redaction`` puts it on uvicorn's loggers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+SECRET_PARAMETERS = frozenset({"token"})
+REDACTED = "[redacted]"
+
+
+def redact_query_string(query_string: bytes) -> bytes:
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    return urlencode(
+        [(k, REDACTED if k in SECRET_PARAMETERS else v) for k, v in pairs], safe="[]"
+    ).encode("latin-1", "replace")
+
+
+class RedactSecretsInServerLogs:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query_string = scope.get("query_string", b"")
+        secret_maybe = b"oken" in query_string.lower() or b"%" in query_string
+        if scope["type"] in ("http", "websocket") and secret_maybe:
+            own = dict(scope)  # what the app reads: the query string as sent
+            scope["query_string"] = redact_query_string(query_string)  # what uvicorn logs
+            await self.app(own, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+# ``token=<value>`` in a URL, and the value of an ``Authorization`` header line.
+_SECRET_IN_TEXT = re.compile(
+    r"(?P<key>[?&]token=)[^&\s\"']*|(?P<header>\bauthorization:\s*)\S+(?:[ \t]+\S+)?",
+    re.IGNORECASE,
+)
+LOGGERS_WITH_URLS = ("uvicorn.error", "uvicorn.access")
+
+
+def redact_text(text: str) -> str:
+    return _SECRET_IN_TEXT.sub(lambda m: (m.group("key") or m.group("header")) + REDACTED, text)
+
+
+class RedactTokensFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record is the handler's to report, not ours
+            return True
+        redacted = redact_text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_FILTER = RedactTokensFilter()
+
+
+def install_log_redaction() -> None:
+    """Idempotent: one filter per logger, however many apps this process builds."""
+    for name in LOGGERS_WITH_URLS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
