@@ -384,13 +384,27 @@ class _NotifierApi(Generic[R, L]):
             error_details=dict(error_details) if error_details is not None else None,
         )
 
-    def log(self, task_id: str, level: str, message: str, **fields: Any) -> R:
+    def log(
+        self,
+        task_id: str,
+        level: str,
+        message: str,
+        *,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> R:
         """Add a task log (``level``: DEBUG, INFO, WARNING, ERROR, CRITICAL); ``fields``:
-        ``source``, ``context``, ``stack_trace``, ``attachments``. Not replayed after an unknown
-        outcome (see the module docstring)."""
+        ``source``, ``context``, ``stack_trace``, ``attachments``. One Idempotency-Key per call
+        (reused by its retries), so a retried ERROR log is stored and notified once."""
         body = {"level": level, "message": message, **_drop_none(fields)}
+        key = idempotency_key or str(uuid.uuid4())
         return self._object(
-            Call("POST", f"/v1/tasks/{_segment(task_id)}/logs", body, replay_safe=False)
+            Call(
+                "POST",
+                f"/v1/tasks/{_segment(task_id)}/logs",
+                body,
+                headers={"Idempotency-Key": key},
+            )
         )
 
 

@@ -136,7 +136,9 @@ async def test_async_retry_after_lost_answer_replays_instead_of_duplicating(
     assert [item["id"] for item in inbox["items"]] == [created["id"]]
 
 
-async def test_log_is_not_replayed_after_an_unknown_outcome(service: RunningService) -> None:
+async def test_error_log_retried_after_lost_answer_is_stored_and_notified_once(
+    service: RunningService,
+) -> None:
     user, task_id = _user(), f"t-{uuid.uuid4().hex[:10]}"
     transport = FlakyAsyncTransport(lose_first_answer=True)
     async with AsyncNotifierClient(service.base_url, service.api_key) as client:
@@ -144,12 +146,16 @@ async def test_log_is_not_replayed_after_an_unknown_outcome(service: RunningServ
     async with AsyncNotifierClient(
         service.base_url, service.api_key, transport=transport, backoff=0.01
     ) as client:
-        with pytest.raises(httpx.ReadError):
-            await client.log(task_id, "INFO", "stored once")
-    assert len(transport.requests) == 1
+        entry = await client.log(task_id, "ERROR", "stored once")
+    keys = [r.headers["Idempotency-Key"] for r in transport.requests]
+    assert len(keys) == 2 and keys[0] == keys[1]
     async with service.client() as http:
         logs = (await http.get(f"/v1/tasks/{task_id}/logs")).json()
-    assert [entry["message"] for entry in logs["items"]] == ["stored once"]
+    assert [item["id"] for item in logs["items"]] == [entry["id"]]
+    errors = [
+        n for n in (await _inbox(service, user))["items"] if n["notification_type"] == "error"
+    ]
+    assert len(errors) == 1
 
 
 async def test_validation_error_is_typed(service: RunningService) -> None:

@@ -227,6 +227,26 @@ async def test_logs_trigger_by_level(service: RunningService) -> None:
     assert await logs_of(service, task["task_id"]) == 4
 
 
+async def test_a_retried_error_log_with_its_key_is_stored_and_notified_once(
+    service: RunningService,
+) -> None:
+    user = new_user()
+    async with service.client() as client:
+        task = await create_task(client, user)
+        path = f"/v1/tasks/{task['task_id']}/logs"
+        body = {"level": "ERROR", "message": "row 9 rejected"}
+        headers = {"Idempotency-Key": f"log-{task['task_id']}"}
+        first = await client.post(path, json=body, headers=headers)
+        again = await client.post(path, json=body, headers=headers)
+        other = await client.post(path, json={**body, "message": "other"}, headers=headers)
+    assert first.status_code == 201, first.text
+    assert again.status_code == 200 and again.json() == first.json()
+    assert_error(other, 409, "conflict")
+    assert await logs_of(service, task["task_id"]) == 1
+    triggered = await notifications_for_task(service, task["task_id"])
+    assert [n.message for n in triggered] == ["row 9 rejected"]
+
+
 async def test_logs_oldest_first_with_level_filter_and_cursor(service: RunningService) -> None:
     user = new_user()
     levels = ["DEBUG", "INFO", "ERROR", "WARNING", "CRITICAL", "INFO", "ERROR"]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import re
 import uuid
 from collections import Counter
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notifier.api.context import ServiceContext
 from notifier.api.deps import ContextDep, PrincipalDep, ProducerDep, SessionDep
 from notifier.api.errors import Conflict, NotFound, TooManyRequests, Unprocessable
+from notifier.api.idempotency import IdempotencyKeyHeader, IdempotentRequest
 from notifier.api.rate_limit import retry_after_header
 from notifier.models.base import utcnow
-from notifier.models.idempotency import IdempotencyRecord
 from notifier.models.notification import Channel, Notification
 from notifier.schemas.errors import AUTHENTICATED, error_responses
 from notifier.schemas.notification import (
@@ -27,7 +26,6 @@ from notifier.schemas.notification import (
     NotificationCreate,
     NotificationPublic,
 )
-from notifier.storage import idempotency
 from notifier.storage.notifications import (
     cancel_unsent_channels,
     get_notification,
@@ -40,17 +38,6 @@ router = APIRouter(
     tags=["notifications"],
     responses=error_responses(*AUTHENTICATED, 409),
 )
-
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        description="Retry-safe enqueue: the same key and body answer 200 with the first "
-        "response; the same key with another body answers 409.",
-    ),
-]
 
 
 def _build(payload: NotificationCreate) -> Notification:
@@ -89,15 +76,6 @@ def _build(payload: NotificationCreate) -> Notification:
         send_at=payload.send_at,
         expires_at=payload.expires_at,
     )
-
-
-def _replay(record: IdempotencyRecord, fingerprint: str) -> JSONResponse:
-    if record.request_hash != fingerprint:
-        raise Conflict(
-            "this Idempotency-Key was already used with a different request body; "
-            "use a new key for a new notification"
-        )
-    return JSONResponse(record.response_body, status_code=status.HTTP_200_OK)
 
 
 def _charge_recipients(context: ServiceContext, rows: list[Notification]) -> dict[str, int]:
@@ -151,24 +129,11 @@ async def _enqueue(
     Concurrent requests with one key race on the idempotency table's primary key: the loser's
     insert fails, and it answers with the winner's stored response.
     """
-    fingerprint = ""
-    if idempotency_key is not None:
-        if not _IDEMPOTENCY_KEY.match(idempotency_key):
-            raise Unprocessable("Idempotency-Key must be 1-255 visible ASCII characters")
-        fingerprint = idempotency.request_fingerprint(request.method, request.url.path, body)
-        earlier = await idempotency.find(session, principal_key_id, idempotency_key)
-        if earlier is not None:
-            return _replay(earlier, fingerprint)
-        session.add(
-            IdempotencyRecord(
-                api_key_id=principal_key_id,
-                key=idempotency_key,
-                request_hash=fingerprint,
-                response_status=status.HTTP_202_ACCEPTED,
-                response_body=response,
-                created_at=utcnow(),
-            )
-        )
+    guard = IdempotentRequest(request, api_key_id=principal_key_id, key=idempotency_key, body=body)
+    earlier = await guard.earlier_response(session)
+    if earlier is not None:
+        return earlier
+    guard.remember(session, status.HTTP_202_ACCEPTED, response)
     charged = _charge_recipients(context, rows)
     session.add_all(rows)
     try:
@@ -180,12 +145,10 @@ async def _enqueue(
     except IntegrityError:
         await session.rollback()
         _refund(context, charged)
-        if idempotency_key is None:
-            raise
-        earlier = await idempotency.find(session, principal_key_id, idempotency_key)
+        earlier = await guard.earlier_response(session)
         if earlier is None:
             raise
-        return _replay(earlier, fingerprint)
+        return earlier
     context.enqueued()
     return JSONResponse(response, status_code=status.HTTP_202_ACCEPTED)
 

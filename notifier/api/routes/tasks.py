@@ -6,7 +6,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
 from notifier.api.deps import (
@@ -19,6 +20,7 @@ from notifier.api.deps import (
     UserIdPath,
 )
 from notifier.api.errors import Conflict, NotFound, Unprocessable
+from notifier.api.idempotency import IdempotencyKeyHeader, IdempotentRequest
 from notifier.models.base import utcnow
 from notifier.models.log import LogLevel, TaskLog
 from notifier.models.metric import ProgressMetric
@@ -151,14 +153,32 @@ async def update_task(
     return _public(task)
 
 
-@router.post("/{task_id}/logs", status_code=status.HTTP_201_CREATED, response_model=TaskLogPublic)
+@router.post(
+    "/{task_id}/logs",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TaskLogPublic,
+    responses={200: {"model": TaskLogPublic, "description": "Idempotent replay"}},
+)
 async def add_task_log(
     task_id: TaskIdPath,
     payload: TaskLogCreate,
-    _: ProducerDep,
+    request: Request,
+    principal: ProducerDep,
     context: ContextDep,
     session: SessionDep,
-) -> TaskLogPublic:
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """Store a log line; ERROR and CRITICAL notify. A producer that may retry sends an
+    ``Idempotency-Key``, so the retried line is stored (and notifies) once."""
+    guard = IdempotentRequest(
+        request,
+        api_key_id=principal.api_key_id or "",
+        key=idempotency_key,
+        body=payload.model_dump(mode="json"),
+    )
+    earlier = await guard.earlier_response(session)
+    if earlier is not None:
+        return earlier
     task = await get_task(session, task_id)
     if task is None:
         raise NotFound("no such task")
@@ -172,14 +192,24 @@ async def add_task_log(
         attachments=payload.attachments,
     )
     triggered = notifications_for_new_log(task, log, context.settings)
+    body = TaskLogPublic.model_validate(log.to_dict()).model_dump(mode="json")
+    guard.remember(session, status.HTTP_201_CREATED, body)
     session.add(log)
     session.add_all(triggered)
-    if triggered:
-        await wake_dispatchers(session)
-    await session.commit()
+    try:
+        await session.flush()  # a concurrent retry with the same key loses here
+        if triggered:
+            await wake_dispatchers(session)
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        earlier = await guard.earlier_response(session)
+        if earlier is None:
+            raise
+        return earlier
     if triggered:
         context.enqueued()
-    return TaskLogPublic.model_validate(log.to_dict())
+    return JSONResponse(body, status_code=status.HTTP_201_CREATED)
 
 
 @router.get("/{task_id}/logs", response_model=TaskLogPage)
