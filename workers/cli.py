@@ -13,7 +13,8 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
+from typing import Any
 
 import uvicorn
 
@@ -54,13 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "migrate":
-            asyncio.run(_migrate(settings))
+            _run(_migrate(settings))
         elif args.command == "serve":
-            asyncio.run(_serve(settings))
+            _run(_serve(settings))
         elif args.command == "worker":
-            asyncio.run(_worker(settings))
+            _run(_worker(settings))
         elif args.command == "run":
-            asyncio.run(_run_embedded(settings))
+            _run(_run_embedded(settings))
     except SchemaBehindError as exc:
         print(f"notifier: {exc}", file=sys.stderr)
         return 2
@@ -70,6 +71,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (uvicorn[standard] brings it), as uvicorn would."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 async def _migrate(settings: Settings) -> None:
@@ -117,6 +129,9 @@ def _uvicorn(app: object, settings: Settings) -> uvicorn.Server:
         access_log=False,
         proxy_headers=True,
         ws_max_size=65_536,
+        # Frames are a few hundred bytes: compression buys nothing, and its per-socket zlib
+        # state was most of a socket's memory (bench/RESULTS.md, scenario 4).
+        ws_per_message_deflate=False,
     )
     return _Server(config)
 

@@ -97,7 +97,7 @@ class Dispatcher:
         try:
             while not stop.is_set():
                 claimed = await self._claim_some()
-                if claimed:
+                if claimed and len(self._in_flight) < self.settings.worker_concurrency:
                     continue
                 self.idle.set() if not self._in_flight else self.idle.clear()
                 await self._wait(stop)
@@ -145,31 +145,49 @@ class Dispatcher:
             if running is task:
                 del self._in_flight[key]
 
+    @property
+    def _refill_at(self) -> int:
+        # Claim in chunks (half a batch, or half the slots) rather than one row per freed slot:
+        # one claim query per notification would cost more than the notification itself.
+        return max(1, min(self.settings.worker_batch_size, self.settings.worker_concurrency) // 2)
+
     async def _wait(self, stop: asyncio.Event) -> None:
+        """Wait until claiming again is worth it: enough slots free, or (with slots free) new
+        work announced, the next row coming due, the poll interval, or the stop."""
+        free = self.settings.worker_concurrency - len(self._in_flight)
+        if self._in_flight and free < self._refill_at:
+            await self._wait_for_slots(stop)
+            return
         timeout = self.settings.poll_interval_seconds
         with contextlib.suppress(Exception):
             async with self.sessions() as session:
                 due = await queries.next_due_at(session)
             if due is not None:
-                timeout = min(timeout, max((due - utcnow()).total_seconds(), 0.0))
+                # Due rows that the claim did not return are held by other workers right now;
+                # a short pause keeps this loop from spinning on them.
+                timeout = min(timeout, max((due - utcnow()).total_seconds(), 0.05))
         waiters: list[asyncio.Future[object]] = [
             asyncio.ensure_future(self.wakeup.wait(timeout)),
             asyncio.ensure_future(stop.wait()),
         ]
-        if len(self._in_flight) >= self.settings.worker_concurrency:
-            # Full: the next thing worth doing is claiming again once a slot frees up.
-            waiters.append(
-                asyncio.ensure_future(
-                    asyncio.wait(
-                        list(self._in_flight.values()), return_when=asyncio.FIRST_COMPLETED
-                    )
-                )
-            )
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
+
+    async def _wait_for_slots(self, stop: asyncio.Event) -> None:
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set() and self._in_flight:
+                free = self.settings.worker_concurrency - len(self._in_flight)
+                if free >= self._refill_at:
+                    return
+                await asyncio.wait(
+                    [*self._in_flight.values(), stopping], return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            stopping.cancel()
 
     async def _drain(self) -> None:
         """Let in-flight work finish for a bounded time; hand back the rest at once."""
@@ -221,7 +239,11 @@ class Dispatcher:
                     if d.status in AWAITING_SEND
                     and (d.next_attempt_at is None or d.next_attempt_at <= now)
                 ]
-                await asyncio.gather(*(self._deliver(work, d) for d in due))
+                if len(due) == 1:  # the common case: record and release in one transaction
+                    if await self._deliver(work, due[0], release=True):
+                        return
+                else:
+                    await asyncio.gather(*(self._deliver(work, d) for d in due))
         except Exception as exc:
             if not is_transient_db_error(exc):
                 log.exception("dispatch of %s failed", notification.id)
@@ -246,7 +268,10 @@ class Dispatcher:
                     ),
                 )
 
-    async def _deliver(self, work: queries.ClaimedWork, delivery: NotificationDelivery) -> None:
+    async def _deliver(
+        self, work: queries.ClaimedWork, delivery: NotificationDelivery, *, release: bool = False
+    ) -> bool:
+        """Decide, send and record one channel; True if the record also released the lease."""
         notification, now = work.notification, utcnow()
         channel = self.channels.get(delivery.channel)
         verdict = precheck(
@@ -257,19 +282,22 @@ class Dispatcher:
             now=now,
         )
         if isinstance(verdict, Skip):
-            await self._record(
+            recorded = await self._record(
                 notification.id,
                 delivery.channel,
                 queries.ChannelChange(ChannelStatus.SKIPPED, last_error=verdict.reason),
+                release=release,
             )
             self._observe(notification, delivery.channel, ChannelStatus.SKIPPED)
-            return
+            return recorded and release
         if isinstance(verdict, Defer):
             change = queries.ChannelChange(
                 ChannelStatus.PENDING, last_error=verdict.reason, next_attempt_at=verdict.until
             )
-            await self._record(notification.id, delivery.channel, change)
-            return
+            return (
+                await self._record(notification.id, delivery.channel, change, release=release)
+                and release
+            )
         assert channel is not None
         paused_until = self.breaker.paused_until(delivery.channel, now)
         if paused_until is not None:
@@ -278,13 +306,20 @@ class Dispatcher:
                 last_error="channel paused: provider refused our credentials",
                 next_attempt_at=paused_until,
             )
-            await self._record(notification.id, delivery.channel, change)
-            return
-        await self._attempt(work, delivery, channel)
+            return (
+                await self._record(notification.id, delivery.channel, change, release=release)
+                and release
+            )
+        return await self._attempt(work, delivery, channel, release=release)
 
     async def _attempt(
-        self, work: queries.ClaimedWork, delivery: NotificationDelivery, channel: DeliveryChannel
-    ) -> None:
+        self,
+        work: queries.ClaimedWork,
+        delivery: NotificationDelivery,
+        channel: DeliveryChannel,
+        *,
+        release: bool,
+    ) -> bool:
         notification = work.notification
         message = outgoing(notification, delivery)
         destination = destination_for(notification, work.recipient, work.push_subscriptions)
@@ -299,18 +334,19 @@ class Dispatcher:
                     tries += 1
                     result = await self._send_once(channel, message, destination)
         except DeliveryError as error:
-            status = await self._record_failure(
-                work, delivery, error, tries, attempts_in_round + tries
+            status, recorded = await self._record_failure(
+                work, delivery, error, tries, attempts_in_round + tries, release=release
             )
             self._observe(notification, delivery.channel, status, started=started, tries=tries)
-            return
+            return recorded and release
         change = queries.ChannelChange(
             result.status, attempts=tries, provider_id=result.provider_id
         )
-        recorded = await self._record(notification.id, delivery.channel, change)
+        recorded = await self._record(notification.id, delivery.channel, change, release=release)
         self._observe(notification, delivery.channel, result.status, started=started, tries=tries)
         if recorded and result.after_recorded is not None:
             await result.after_recorded()
+        return recorded and release
 
     def _observe(
         self,
@@ -346,7 +382,9 @@ class Dispatcher:
         error: DeliveryError,
         tries: int,
         attempts_in_round: int,
-    ) -> ChannelStatus:
+        *,
+        release: bool = False,
+    ) -> tuple[ChannelStatus, bool]:
         now = utcnow()
         decision = decide(
             self.policy,
@@ -382,8 +420,10 @@ class Dispatcher:
                 unknown_outcome=unknown,
                 provider_id=provider_id,
             )
-        await self._record(work.notification.id, delivery.channel, change)
-        return change.status
+        recorded = await self._record(
+            work.notification.id, delivery.channel, change, release=release
+        )
+        return change.status, recorded
 
     async def _mark_sms_opt_out(self, user_id: str) -> None:
         async with self.sessions() as session, session.begin():
@@ -394,12 +434,22 @@ class Dispatcher:
             )
 
     async def _record(
-        self, notification_id: uuid.UUID, channel: str, change: queries.ChannelChange
+        self,
+        notification_id: uuid.UUID,
+        channel: str,
+        change: queries.ChannelChange,
+        *,
+        release: bool = False,
     ) -> bool:
         # Retried through a brief database outage: an unrecorded success would be sent again.
         recorded = await with_db_retries(
             lambda: queries.record_outcome(
-                self.sessions, notification_id, channel, change, worker_id=self.worker_id
+                self.sessions,
+                notification_id,
+                channel,
+                change,
+                worker_id=self.worker_id,
+                release=release,
             ),
             within=self.settings.lease_seconds,
         )

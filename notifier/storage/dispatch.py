@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import joinedload
 
 from notifier.models.base import utcnow
 from notifier.models.notification import (
@@ -196,10 +197,17 @@ def refresh_summary(notification: Notification, now: datetime, *, leased: bool) 
 async def _locked(
     session: AsyncSession, notification_id: uuid.UUID, worker_id: str | None
 ) -> Notification | None:
-    query = select(Notification).where(Notification.id == notification_id)
+    # One statement for the row and its channels; only the notification row is locked (every
+    # writer of the channels takes that lock first), which PostgreSQL allows with the join.
+    query = (
+        select(Notification)
+        .where(Notification.id == notification_id)
+        .options(joinedload(Notification.deliveries))
+        .with_for_update(of=Notification)
+    )
     if worker_id is not None:
         query = query.where(Notification.lease_owner == worker_id)
-    return (await session.execute(query.with_for_update())).scalar_one_or_none()
+    return (await session.execute(query)).unique().scalar_one_or_none()
 
 
 async def record_outcome(
@@ -209,8 +217,11 @@ async def record_outcome(
     change: ChannelChange,
     *,
     worker_id: str,
+    release: bool = False,
 ) -> bool:
     """Record one channel's outcome in its own short transaction, the moment it is known.
+    With ``release`` (the last channel this worker had to send) the same transaction also gives
+    the lease up, saving a round of statements per notification.
     Returns False (and writes nothing) if this worker no longer holds the lease, except for a
     success: a message that went out is recorded whoever holds the row now (``apply_change``
     never moves a channel backwards), so that the new holder does not send it a second time."""
@@ -219,6 +230,9 @@ async def record_outcome(
         notification = await _locked(session, notification_id, None if succeeded else worker_id)
         if notification is None:
             return False
+        if release and notification.lease_owner == worker_id:
+            notification.lease_owner = None
+            notification.lease_expires_at = None
         leased = notification.lease_owner is not None
         now = utcnow()
         for delivery in notification.deliveries:

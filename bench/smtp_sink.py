@@ -1,0 +1,77 @@
+"""``python -m bench.smtp_sink PORT``: an SMTP server on 127.0.0.1 that accepts every message
+at once (aiosmtpd, no TLS, no AUTH) and counts them.
+
+stdout: ``{"event": "ready"}`` once listening, ``{"event": "done", "t": ..., "received": n}``
+after ``expect N GEN`` on stdin once N messages arrived since, ``{"event": "count", ...}`` after
+``count``; ``quit`` ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.received = 0
+        self.expect: int | None = None
+        self.generation = 0
+
+    def emit(self, event: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.received += 1
+        if self.expect is not None and self.received >= self.expect:
+            self.expect = None
+            self.emit(
+                {
+                    "event": "done",
+                    "gen": self.generation,
+                    "t": time.time(),
+                    "received": self.received,
+                }
+            )
+        return "250 2.0.0 OK"
+
+
+async def _main(port: int) -> None:
+    sink = Sink()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(sink, hostname="sink.bench", ident="bench-sink"), "127.0.0.1", port
+    )
+    sink.emit({"event": "ready"})
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        while True:
+            line = (await reader.readline()).decode().strip()
+            if not line or line == "quit":
+                return
+            command, _, arg = line.partition(" ")
+            if command == "expect":
+                count, _, generation = arg.partition(" ")
+                sink.received = 0
+                sink.expect = int(count)
+                sink.generation = int(generation or 0)
+            elif command == "count":
+                sink.emit({"event": "count", "received": sink.received})
+    finally:
+        server.close()
+
+
+def main() -> int:
+    asyncio.run(_main(int(sys.argv[1])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
