@@ -93,7 +93,9 @@ async def _wait_mid_dispatch(url: str, smtp: TimedSmtpPeer) -> set[str]:
     async def saturated() -> tuple[bool, object]:
         in_flight = await _db(url, "in_flight")
         assert isinstance(in_flight, list)
-        full = smtp.held >= WORKERS * SMTP_CONNECTIONS and len(in_flight) >= WORKERS * CONCURRENCY
+        # A worker refills its slots in chunks (half a batch), so "busy" is half full or more.
+        busy = len(in_flight) >= WORKERS * CONCURRENCY // 2
+        full = smtp.held >= WORKERS * SMTP_CONNECTIONS and busy
         state = {"received": len(smtp.messages), "held": smtp.held, "leased": len(in_flight)}
         return full, state
 
