@@ -4,7 +4,6 @@ in /metrics (Prometheus, parsed with prometheus-client's parser) and GET /v1/met
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -18,26 +17,17 @@ from sqlalchemy import func, select
 from notifier.models import Notification, TaskProgress
 from tests.dispatch.test_websocket_flow import next_frame, wait_for_status, ws_url
 from tests.support.service import RunningService
-from tests.support.worker import running_dispatcher
+from tests.support.worker import dispatcher_beside
 from workers.dispatcher import Dispatcher
 from workers.observer import MetricsObserver
-from workers.wakeup import Wakeup
 
 
 @pytest.fixture(scope="module")
 async def dispatcher(service: RunningService) -> AsyncIterator[Dispatcher]:
     """A dispatcher that reports into the service's own metrics, as `notifier run` does."""
-    wakeup = Wakeup()
-    service.context.after_enqueue.append(wakeup.notify)
-    fanout = service.context.fanout if service.settings.is_sqlite else None
-    if service.context.listener is not None:
-        await asyncio.wait_for(service.context.listener.listening.wait(), 10)
     observer = MetricsObserver(service.context.metrics, service.context.recorder)
-    async with running_dispatcher(
-        service.settings, fanout=fanout, wakeup=wakeup, observer=observer
-    ) as running:
+    async with dispatcher_beside(service, observer=observer) as running:
         yield running
-    service.context.after_enqueue.remove(wakeup.notify)
 
 
 def _ids() -> tuple[str, str]:

@@ -11,21 +11,14 @@ import pytest
 import websockets
 
 from tests.support.service import RunningService
-from tests.support.worker import running_dispatcher
+from tests.support.worker import dispatcher_beside
 from workers.dispatcher import Dispatcher
-from workers.wakeup import Wakeup
 
 
 @pytest.fixture(scope="module")
 async def dispatcher(service: RunningService) -> AsyncIterator[Dispatcher]:
-    wakeup = Wakeup()
-    service.context.after_enqueue.append(wakeup.notify)
-    fanout = service.context.fanout if service.settings.is_sqlite else None
-    if service.context.listener is not None:
-        await asyncio.wait_for(service.context.listener.listening.wait(), 10)
-    async with running_dispatcher(service.settings, fanout=fanout, wakeup=wakeup) as running:
+    async with dispatcher_beside(service) as running:
         yield running
-    service.context.after_enqueue.remove(wakeup.notify)
 
 
 def ws_url(service: RunningService, token: str) -> str:

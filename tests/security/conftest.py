@@ -19,9 +19,8 @@ import pytest
 import websockets
 
 from tests.support.service import RunningService
-from tests.support.worker import running_dispatcher
+from tests.support.worker import dispatcher_beside
 from workers.dispatcher import Dispatcher
-from workers.wakeup import Wakeup
 
 # Reachable without a credential (DESIGN "HTTP API"); the Twilio webhook checks a signature.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/push/vapid-public-key"})
@@ -171,11 +170,5 @@ async def next_frame(socket: websockets.ClientConnection, kind: str) -> dict[str
 @pytest.fixture(scope="module")
 async def dispatcher(service: RunningService) -> AsyncIterator[Dispatcher]:
     """A dispatcher delivering the service's notifications (websocket channel included)."""
-    wakeup = Wakeup()
-    service.context.after_enqueue.append(wakeup.notify)
-    fanout = service.context.fanout if service.settings.is_sqlite else None
-    if service.context.listener is not None:
-        await asyncio.wait_for(service.context.listener.listening.wait(), 10)
-    async with running_dispatcher(service.settings, fanout=fanout, wakeup=wakeup) as running:
+    async with dispatcher_beside(service) as running:
         yield running
-    service.context.after_enqueue.remove(wakeup.notify)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from notifier.realtime.fanout import Fanout, PostgresFanout
 from notifier.settings import Settings
 from notifier.storage.db import create_engine, create_session_factory
+from tests.support.service import RunningService
 from workers.dispatcher import Dispatcher
 from workers.outcomes import DispatchObserver
 from workers.runner import build_channels, close_channels
@@ -53,3 +54,23 @@ async def running_dispatcher(
             await listener.stop()
         await close_channels(channels)
         await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def dispatcher_beside(
+    service: RunningService, *, observer: DispatchObserver | None = None
+) -> AsyncIterator[Dispatcher]:
+    """A dispatcher delivering a running service's notifications, wired like `notifier run`:
+    woken by the service's enqueues, and on SQLite publishing straight to its sockets."""
+    wakeup = Wakeup()
+    service.context.after_enqueue.append(wakeup.notify)
+    fanout = service.context.fanout if service.settings.is_sqlite else None
+    try:
+        if service.context.listener is not None:
+            await asyncio.wait_for(service.context.listener.listening.wait(), 10)
+        async with running_dispatcher(
+            service.settings, fanout=fanout, wakeup=wakeup, observer=observer
+        ) as running:
+            yield running
+    finally:
+        service.context.after_enqueue.remove(wakeup.notify)
