@@ -86,7 +86,7 @@ notification_bodies = st.fixed_dictionaries(
         ),
         "related_task_id": single_line,
         "action_url": st.sampled_from(["https://example.com/a", "http://example.org/b?c=d"]),
-        "metadata": st.dictionaries(st.text(max_size=8), json_scalars, max_size=4),
+        "metadata": st.dictionaries(json_keys, json_scalars, max_size=4),
     },
 )
 
