@@ -129,6 +129,16 @@ class Notification(Base):
         # The inbox pages newest-first by (created_at, id) per user.
         Index("idx_notifications_user_created", "user_id", "created_at", "id"),
         Index("idx_notifications_related_task_id", "related_task_id"),
+        # The inbox's unread count reads only this index (an index-only scan): a user's read
+        # and cancelled rows are not in it, and send_at is in it for the "due yet" test. The
+        # count's predicates must be literals, as here, for the planner to pick it.
+        Index(
+            "idx_notifications_user_unread",
+            "user_id",
+            "send_at",
+            postgresql_where=text("is_read = false AND status <> 'cancelled'"),
+            sqlite_where=text("is_read = 0 AND status <> 'cancelled'"),
+        ),
         # Dispatch claims only rows with work left: once a notification is settled its
         # next_attempt_at is NULL and it drops out of these partial indexes, so millions of
         # delivered rows never slow a claim. The first serves the claim's order (priority, then
