@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from notifier.realtime.hub import ConnectionHub
-from notifier.storage.db import is_database_unavailable
+from notifier.realtime.publisher import NotifyBatcher
 
 log = logging.getLogger("notifier.realtime")
 
@@ -70,36 +70,27 @@ def _payload(user_id: str, frame: dict[str, Any]) -> str:
 
 
 class PostgresFanout:
-    """Without a session, ``publish`` runs its own short transaction, and tries again for a few
-    seconds while the database is unreachable (restarting, out of connections): the worker
-    calls it after recording ``sent``, and a frame that never goes out reaches a user whose
-    socket stays open only on their next reconnect. A repeat is harmless: clients de-duplicate
-    frames by id."""
+    """Without a session, ``publish`` sends the NOTIFY itself, batched with the frames other
+    tasks publish at the same moment (``NotifyBatcher``), and tries again for a few seconds
+    while the database is unreachable (restarting, out of connections): the worker calls it
+    after recording ``sent``, and a frame that never goes out reaches a user whose socket stays
+    open only on their next reconnect. A repeat is harmless: clients de-duplicate frames by
+    id."""
 
     def __init__(
         self, engine: AsyncEngine, *, retry_delays: tuple[float, ...] = PUBLISH_RETRY_DELAYS
     ) -> None:
         self.engine = engine
-        self.retry_delays = retry_delays
+        self._batcher = NotifyBatcher(engine, REALTIME_CHANNEL, retry_delays=retry_delays)
 
     async def publish(
         self, user_id: str, frame: dict[str, Any], *, session: AsyncSession | None = None
     ) -> None:
-        notify = select(func.pg_notify(REALTIME_CHANNEL, _payload(user_id, frame)))
+        payload = _payload(user_id, frame)
         if session is not None:
-            await session.execute(notify)
+            await session.execute(select(func.pg_notify(REALTIME_CHANNEL, payload)))
             return
-        for delay in (*self.retry_delays, None):
-            try:
-                async with self.engine.connect() as connection:
-                    await connection.execute(notify)
-                    await connection.commit()
-                return
-            except Exception as exc:
-                if delay is None or not is_database_unavailable(exc):
-                    raise
-                log.warning("could not publish a frame (%s); trying again", type(exc).__name__)
-            await asyncio.sleep(delay)
+        await self._batcher.publish(payload)
 
 
 FrameLoader = Callable[[uuid.UUID], Awaitable[dict[str, Any] | None]]
