@@ -118,14 +118,15 @@ async def test_preferences_opt_out(db_url: str, smtp_peer: DispatchSmtpPeer) -> 
 async def test_quiet_hours_skip_defer_and_urgent(db_url: str, smtp_peer: DispatchSmtpPeer) -> None:
     skip_user, defer_user, calm_user = new_user(), new_user(), new_user()
     async with running_stack(db_url, **smtp_peer.settings()) as stack:
+        quiet = window_around_now(ZONE)
         await stack.put_recipient(
-            skip_user, email="skip@example.com", timezone=ZONE, quiet_hours=window_around_now(ZONE)
+            skip_user, email="skip@example.com", timezone=ZONE, quiet_hours=quiet
         )
         await stack.put_recipient(
             defer_user,
             email="defer@example.com",
             timezone=ZONE,
-            quiet_hours={**window_around_now(ZONE), "defer": True},
+            quiet_hours={**quiet, "defer": True},
         )
         # The same clock times, read in another zone, are not quiet now.
         await stack.put_recipient(
@@ -166,8 +167,15 @@ async def test_quiet_hours_skip_defer_and_urgent(db_url: str, smtp_peer: Dispatc
     assert urgent_body["delivery_status"]["email"]["status"] == "delivered"
     assert calm_body["delivery_status"]["email"]["status"] == "delivered"
 
+    # The window's end as the recipient rows store it ("HH:MM", today or, past midnight, the next
+    # day), not recomputed from a clock that may have crossed a minute since.
     local_now = datetime.now(UTC).astimezone(zoneinfo.ZoneInfo(ZONE))
-    window_end = (local_now + timedelta(hours=2)).replace(second=0, microsecond=0)
+    end_clock = datetime.strptime(quiet["end"], "%H:%M").time()
+    window_end = local_now.replace(
+        hour=end_clock.hour, minute=end_clock.minute, second=0, microsecond=0
+    )
+    if window_end < local_now:
+        window_end += timedelta(days=1)
     for body in (deferred_body, asked_body):
         email = body["delivery_status"]["email"]
         assert email["status"] == "pending"
