@@ -6,8 +6,8 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Row, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from notifier.models.idempotency import IdempotencyRecord
 
@@ -18,8 +18,14 @@ def request_fingerprint(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 
-async def find(session: AsyncSession, api_key_id: str, key: str) -> IdempotencyRecord | None:
-    query = select(IdempotencyRecord).where(
+async def find(
+    connection: AsyncSession | AsyncConnection, api_key_id: str, key: str
+) -> Row[tuple[str, dict[str, Any]]] | None:
+    """``(request_hash, response_body)`` of the first answer to this key, or None.
+
+    Columns rather than the mapped object, so that the ORM-free enqueue path can ask on a bare
+    connection, and the ORM paths (task logs) on their session, with the same query."""
+    query = select(IdempotencyRecord.request_hash, IdempotencyRecord.response_body).where(
         IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key
     )
-    return (await session.execute(query)).scalar_one_or_none()
+    return (await connection.execute(query)).one_or_none()
