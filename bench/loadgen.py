@@ -1,4 +1,10 @@
-"""``python -m bench.loadgen``: HTTP load from its own process (httpx, async).
+"""``python -m bench.loadgen``: HTTP load from its own process.
+
+The client is a minimal HTTP/1.1 keep-alive client on asyncio streams (``--client raw``, the
+default): one connection per concurrent worker, a request is one write, a response is its status
+line, its headers and ``Content-Length`` bytes. httpx (``--client httpx``, what this used
+before) spends about as much CPU per request as the server it measures, and with both on the
+same 2 cores the bare baseline measured the client, not the server (see bench/README.md).
 
 ``closed``: ``--concurrency`` workers post back to back for ``--seconds`` (after ``--warmup``)
 or for ``--requests`` requests in all; the body is one notification, or with
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import sys
@@ -26,6 +33,118 @@ from typing import Any
 import httpx
 
 from bench.wsclients import run as run_loop
+
+# What a failed exchange counts as in ``statuses`` (connection refused, reset, malformed).
+FAILED = 0
+
+
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection that POSTs and reads back the status and body.
+
+    Enough HTTP for our servers' answers (uvicorn: ``Content-Length`` or chunked); reconnects
+    when the server closes, or after an error (the exchange counts as failed)."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        parsed = httpx.URL(url)
+        self._host = parsed.host
+        self._port = parsed.port or 80
+        lines = [f"Host: {self._host}:{self._port}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        self._headers = ("\r\n".join(lines) + "\r\n").encode()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> int:
+        try:
+            return await self._exchange(path, body)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            await self.close()
+            return FAILED
+
+    async def _exchange(self, path: str, body: bytes) -> int:
+        reader, writer = self._reader, self._writer
+        if reader is None or writer is None:
+            reader, writer = await asyncio.open_connection(self._host, self._port)
+            self._reader, self._writer = reader, writer
+        writer.write(
+            b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s"
+            % (path.encode(), self._headers, len(body), body)
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length, chunked, close = 0, False, False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                close = b"close" in value.lower()
+        if chunked:
+            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                await reader.readexactly(size + 2)
+            await reader.readuntil(b"\r\n")
+        elif length:
+            await reader.readexactly(length)
+        if close:
+            await self.close()
+        return status
+
+    async def close(self) -> None:
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+class Client:
+    """``post(path, body) -> status`` over at most ``connections`` connections at once."""
+
+    def __init__(self, args: argparse.Namespace, connections: int) -> None:
+        self._headers = {"Authorization": f"Bearer {args.key}", "Content-Type": "application/json"}
+        self._kind = args.client
+        self._url = args.url
+        self._idle: list[RawConnection] = []
+        self._all: list[RawConnection] = []
+        self._httpx: httpx.AsyncClient | None = None
+        if self._kind == "httpx":
+            self._httpx = httpx.AsyncClient(
+                base_url=args.url,
+                headers=self._headers,
+                limits=httpx.Limits(
+                    max_connections=connections, max_keepalive_connections=connections
+                ),
+                timeout=httpx.Timeout(120.0),
+            )
+
+    async def post(self, path: str, body: bytes) -> int:
+        if self._httpx is not None:
+            try:
+                return (await self._httpx.post(path, content=body)).status_code
+            except httpx.HTTPError:
+                return FAILED
+        # Callers bound their own concurrency, so a free connection is there or one is made.
+        connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = RawConnection(self._url, self._headers)
+            self._all.append(connection)
+        # Back to the idle list only after a whole exchange: one cancelled halfway (``rate``
+        # gives up on late answers) has a response in flight and is not reused.
+        status = await connection.post(path, body)
+        self._idle.append(connection)
+        return status
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._httpx is not None:
+            await self._httpx.aclose()
+        for connection in self._all:
+            await connection.close()
 
 
 def notification(user: str, **extra: Any) -> dict[str, Any]:
@@ -38,15 +157,6 @@ def notification(user: str, **extra: Any) -> dict[str, Any]:
         "channels": ["websocket"],
         **extra,
     }
-
-
-def _client(args: argparse.Namespace, connections: int) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=args.url,
-        headers={"Authorization": f"Bearer {args.key}", "Content-Type": "application/json"},
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-        timeout=httpx.Timeout(120.0),
-    )
 
 
 async def closed(args: argparse.Namespace) -> dict[str, Any]:
@@ -72,18 +182,14 @@ async def closed(args: argparse.Namespace) -> dict[str, Any]:
     budget = itertools.count()
     cycle = itertools.cycle(bodies)
 
-    async with _client(args, args.concurrency) as client:
+    async with Client(args, args.concurrency) as client:
 
         async def worker(stop_at: float) -> None:
             nonlocal ok
             while time.monotonic() < stop_at:
                 if args.requests and next(budget) >= args.requests:
                     return
-                try:
-                    response = await client.post(args.path, content=next(cycle))
-                    status = response.status_code
-                except httpx.HTTPError:
-                    status = 0
+                status = await client.post(args.path, next(cycle))
                 if counting:
                     statuses[status] += 1
                     if 200 <= status < 300:
@@ -111,9 +217,8 @@ async def rate(args: argparse.Namespace) -> dict[str, Any]:
     statuses: Counter[int] = Counter()
     total = int(args.rate * args.seconds)
     late = 0
-    async with _client(args, args.concurrency) as client:
-        # Requests beyond the connection count queue here (O(1) each) rather than in
-        # httpcore's pool, whose queue handling is quadratic in the number of waiters.
+    async with Client(args, args.concurrency) as client:
+        # Requests beyond the connection count queue here (O(1) each), not in a client's pool.
         gate = asyncio.Semaphore(args.concurrency)
 
         async def post(index: int, due: float) -> None:
@@ -121,11 +226,7 @@ async def rate(args: argparse.Namespace) -> dict[str, Any]:
                 f"{args.user_prefix}{index % args.users}", metadata={"bench_t": due}
             )
             async with gate:
-                try:
-                    response = await client.post(args.path, content=json.dumps(body).encode())
-                    statuses[response.status_code] += 1
-                except httpx.HTTPError:
-                    statuses[0] += 1
+                statuses[await client.post(args.path, json.dumps(body).encode())] += 1
 
         tasks: list[asyncio.Task[None]] = []
         start = time.time() + 0.2
@@ -180,6 +281,9 @@ def main() -> int:
     parser.add_argument("--drain", type=float, default=5.0, help="rate: wait after the load")
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--user-prefix", default="load-")
+    parser.add_argument(
+        "--client", choices=["raw", "httpx"], default="raw", help="HTTP client (see above)"
+    )
     args = parser.parse_args()
     run_loop(_main(args))
     return 0
