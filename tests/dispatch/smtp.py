@@ -58,11 +58,3 @@ class DispatchSmtpPeer(SmtpPeer):
     async def wait_for_accepted(self, n: int, within: float = 10.0) -> list[str]:
         await self.wait_until(lambda: len(self.accepted) >= n, within)
         return list(self.accepted)
-
-    async def wait_until(self, predicate: Any, within: float = 10.0) -> None:
-        async with asyncio.timeout(within):
-            while True:
-                self._changed.clear()
-                if predicate():
-                    return
-                await self._changed.wait()

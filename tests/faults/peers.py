@@ -6,6 +6,10 @@ in flight.
 A gated SMTP peer lets the first ``gate_after`` messages through, then holds every further DATA
 until ``open_gate()`` (or its own bounded timeout), and only then takes the message and answers
 250: the client sits inside DATA meanwhile, exactly the "sent, not yet recorded" window.
+
+Per-address RCPT scripts (``script_rcpt("flaky@x", "451 ...", "451 ...")``, or ``"stall"``: never
+answer, until the client gives up) make one recipient misbehave while the others flow; every
+RCPT is logged with its arrival time (``rcpt_log``).
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from typing import Any
 
-from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.peers import PushPeer, SmtpPeer
@@ -30,9 +34,42 @@ class TimedSmtpPeer(SmtpPeer):
         self.held = 0  # DATA commands waiting at the gate right now
         self._gate_open = threading.Event()
         self._gate_lock = threading.Lock()
+        self.rcpt_log: list[tuple[str, float]] = []  # (address, time.time()) per RCPT
+        self.stalled = 0  # RCPTs left unanswered right now (scripted "stall")
+        self._rcpt_scripts: dict[str, deque[str]] = {}
 
     def open_gate(self) -> None:
         self._gate_open.set()
+
+    def script_rcpt(self, address: str, *responses: str) -> None:
+        """Answer the next RCPTs for ``address`` with these, in order; then as usual."""
+        with self._gate_lock:
+            self._rcpt_scripts.setdefault(address.lower(), deque()).extend(responses)
+
+    def rcpts_for(self, address: str) -> list[float]:
+        """When each RCPT for ``address`` arrived."""
+        return [at for rcpt, at in self.rcpt_log if rcpt.lower() == address.lower()]
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        with self._gate_lock:
+            self.rcpt_log.append((address, time.time()))
+            queue = self._rcpt_scripts.get(address.lower())
+            scripted = queue.popleft() if queue else None
+            if scripted == "stall":
+                self.stalled += 1
+        self._notify()
+        if scripted == "stall":
+            try:
+                await asyncio.Event().wait()  # cancelled when the client hangs up
+            finally:
+                with self._gate_lock:
+                    self.stalled -= 1
+                self._notify()
+        if scripted is not None:
+            return scripted
+        return await super().handle_RCPT(server, session, envelope, address, options)
 
     def message_ids(self) -> list[str]:
         return [str(m.message["Message-ID"]) for m in self.messages]
@@ -44,6 +81,7 @@ class TimedSmtpPeer(SmtpPeer):
                 if gated:
                     self.held += 1
             if gated:
+                self._notify()
                 try:
                     loop = asyncio.get_running_loop()
                     await loop.run_in_executor(None, self._gate_open.wait, self.gate_timeout)
@@ -60,22 +98,15 @@ class TimedSmtpPeer(SmtpPeer):
 
 
 class TimedPushPeer(PushPeer):
-    def __init__(self) -> None:
-        super().__init__()
-        self.received_at: list[float] = []  # parallel to ``pushes``
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        # The parent appends to ``pushes`` and returns without awaiting in between (no scripted
-        # resets here), so the stamp lands at the same index.
-        arrived = time.time()  # before the reply: see TimedSmtpPeer
-        response = await super()._handle(request)
-        self.received_at.append(arrived)
-        return response
+    @property
+    def received_at(self) -> list[float]:
+        """Parallel to ``pushes``: time.time() of each arrival."""
+        return [push.at for push in self.pushes]
 
     def accepted(self) -> list[tuple[Any, float]]:
         """(push, arrival time) for the pushes answered 201, payload decrypted."""
         return [
-            (push, at)
-            for push, at in zip(self.pushes, self.received_at, strict=False)
+            (push, push.at)
+            for push in self.pushes
             if push.status == 201 and push.payload is not None
         ]

@@ -6,15 +6,18 @@ All traffic goes to 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import Sequence
-from typing import Any
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, cast
 
 import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from tests.faults.processes import base_env
+from tests.faults.processes import base_env, poll_until
+from tests.support.service import make_settings, running_service
 
 API_KEY = "fault-key-1"
 VAPID_SUBJECT = "mailto:ops@notifier.test"
@@ -84,6 +87,11 @@ class Producer:
         )
         assert response.status_code in (200, 201), response.text
 
+    async def enqueue(self, item: dict[str, Any]) -> dict[str, Any]:
+        response = await self.http.post("/v1/notifications", json=item)
+        assert response.status_code == 202, f"{response.status_code}: {response.text[:500]}"
+        return dict(response.json())
+
     async def enqueue_batch(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         response = await self.http.post("/v1/notifications/batch", json={"notifications": items})
         assert response.status_code == 202, f"{response.status_code}: {response.text[:500]}"
@@ -145,3 +153,103 @@ async def deliveries(connection: asyncpg.Connection) -> dict[tuple[str, str], di
         }
         for r in rows
     }
+
+
+class RowReader:
+    """Reads one test's rows over a single connection, kept open between reads (the shared
+    server's connections are for every suite running at the moment). When the server refuses
+    a connection or drops this one, a read answers None and the next read reconnects, so a
+    probe of ``poll_until`` simply tries again.
+
+        async with RowReader(url) as rows:
+            state = await rows.notification(nid)   # None while the database is unreachable
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._connection: asyncpg.Connection | None = None
+        self.last_error: str | None = None
+
+    async def _connected(self) -> asyncpg.Connection | None:
+        if self._connection is None or self._connection.is_closed():
+            try:
+                self._connection = await db_connect(self.database_url)
+            except AssertionError as exc:
+                self.last_error = str(exc)
+                return None
+        return self._connection
+
+    async def notification(self, notification_id: str) -> dict[str, Any] | None:
+        """Status, retry_count, lease_owner, and per channel status, attempts, last_error,
+        next_attempt_at."""
+        connection = await self._connected()
+        if connection is None:
+            return None
+        key = uuid.UUID(notification_id)
+        try:
+            row = await connection.fetchrow(
+                "SELECT status, retry_count, lease_owner FROM notifications WHERE id = $1", key
+            )
+            channels = await connection.fetch(
+                "SELECT channel, status, attempts, last_error, next_attempt_at "
+                "FROM notification_deliveries WHERE notification_id = $1",
+                key,
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            await self.close()
+            return None
+        assert row is not None, f"no notification {notification_id}"
+        return {**dict(row), "channels": {c["channel"]: dict(c) for c in channels}}
+
+    async def wait(
+        self,
+        notification_id: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        *,
+        what: str,
+        timeout: float = 30.0,  # noqa: ASYNC109
+        logs: Callable[[], str] | None = None,
+    ) -> dict[str, Any]:
+        """Poll (bounded) until the notification's rows satisfy ``predicate``; a failure quotes
+        the last state and ``logs()`` (the service processes' logs)."""
+
+        async def probe() -> tuple[bool, Any]:
+            state = await self.notification(notification_id)
+            if state is None:
+                return False, self.last_error
+            return predicate(state), state
+
+        try:
+            return cast(
+                dict[str, Any],
+                await poll_until(probe, timeout=timeout, interval=0.1, what=what),
+            )
+        except AssertionError as exc:
+            if logs is None:
+                raise
+            raise AssertionError(f"{exc}\n{logs()}") from None
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.terminate()
+
+    async def __aenter__(self) -> RowReader:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+@contextlib.asynccontextmanager
+async def local_api(database_url: str, **settings: Any) -> AsyncIterator[Producer]:
+    """The real API served in the test's own process (uvicorn on a loopback port), and a
+    producer calling it over HTTP: cheaper than a ``serve`` subprocess where the API is not
+    the process a fault strikes."""
+    async with running_service(make_settings(database_url, api_keys=API_KEY, **settings)) as api:
+        producer = Producer(api.base_url)
+        try:
+            yield producer
+        finally:
+            await producer.aclose()

@@ -46,6 +46,8 @@ class HttpPeer:
     """
 
     host = "127.0.0.1"
+    # aiohttp's switch: cancel a handler when its client disconnects (default: let it run on).
+    handler_cancellation = False
 
     def __init__(self) -> None:
         self.port = 0
@@ -63,7 +65,11 @@ class HttpPeer:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> Self:
-        self._runner = web.AppRunner(self.build_app(), handle_signals=False)
+        self._runner = web.AppRunner(
+            self.build_app(),
+            handle_signals=False,
+            handler_cancellation=self.handler_cancellation,
+        )
         await self._runner.setup()
         handler_factory = self._runner.server
         assert handler_factory is not None

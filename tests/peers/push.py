@@ -5,6 +5,8 @@ subscription's private key, records what arrived, and answers as scripted.
         sub = peer.subscribe()                   # a browser-like subscription on this peer
         target = sub.target                      # notifier.channels.base.PushTarget
         peer.reply(sub.id, PushReply(410))       # scripted answer for that endpoint
+        peer.reply(sub.id, PushReply(hold=gate)) # answer only once ``gate`` (an Event) is set
+        await peer.wait_for_holding(1)           # a request is held open right now
         ...
         [push] = await peer.wait_for_pushes(1)
         push.payload, push.ttl, push.urgency, push.topic, push.vapid_claims
@@ -12,12 +14,14 @@ subscription's private key, records what arrived, and answers as scripted.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,20 +81,27 @@ def make_subscription(endpoint: str, sub_id: str | None = None) -> BrowserSubscr
     )
 
 
+# Recorded as the status of a push whose client went away while the peer held it: the peer
+# never answered it, so it was not accepted (nginx's "client closed request").
+CLIENT_GONE = 499
+
+
 @dataclass
 class PushReply:
-    """A scripted answer. ``reset`` drops the connection; ``location`` makes a redirect."""
+    """A scripted answer. ``reset`` drops the connection; ``location`` makes a redirect;
+    ``hold`` keeps the request open, unanswered, until that event is set (or the peer stops)."""
 
     status: int = 201
     retry_after: str | None = None
     location: str | None = None
     reset: bool = False
+    hold: asyncio.Event | None = None
 
 
 @dataclass
 class ReceivedPush:
     sub_id: str
-    status: int  # what the peer answered
+    status: int  # what the peer answered (CLIENT_GONE: nothing, the client left first)
     ttl: str | None
     urgency: str | None
     topic: str | None
@@ -100,6 +111,7 @@ class ReceivedPush:
     vapid_error: str | None
     payload: bytes | None  # decrypted
     headers: dict[str, str] = field(default_factory=dict)
+    at: float = 0.0  # time.time() when the request arrived (before any scripted hold)
 
     def json(self) -> Any:
         assert self.payload is not None
@@ -138,6 +150,9 @@ def verify_vapid(authorization: str, origin: str) -> tuple[dict[str, Any], str]:
 
 
 class PushPeer(HttpPeer):
+    # A held request whose client hangs up is cancelled, so the peer learns of it at once.
+    handler_cancellation = True
+
     def __init__(self) -> None:
         super().__init__()
         self.subscriptions: dict[str, BrowserSubscription] = {}
@@ -145,6 +160,7 @@ class PushPeer(HttpPeer):
         self._replies: dict[str, deque[PushReply]] = {}
         self._default_replies: dict[str, PushReply] = {}
         self._recorder = Recorder()
+        self.holding = 0  # requests held open, unanswered, right now
 
     def build_app(self) -> web.Application:
         app = web.Application()
@@ -175,6 +191,26 @@ class PushPeer(HttpPeer):
         await self._recorder.wait_until(lambda: len(self.pushes) >= n, timeout)
         return list(self.pushes)
 
+    async def wait_for_holding(self, n: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Until at least ``n`` requests are held open (scripted ``hold``)."""
+        await self._recorder.wait_until(lambda: self.holding >= n, timeout)
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Until ``predicate`` holds; re-checked whenever a request arrives, is held or ends."""
+        await self._recorder.wait_until(predicate, timeout)
+
+    async def _hold(self, gate: asyncio.Event) -> None:
+        self.holding += 1
+        self._recorder.notify()
+        waiters = [asyncio.ensure_future(gate.wait()), asyncio.ensure_future(self.hang())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            self.holding -= 1
+            self._recorder.notify()
+
     def _next_reply(self, sub_id: str) -> PushReply:
         queue = self._replies.get(sub_id)
         if queue:
@@ -182,6 +218,7 @@ class PushPeer(HttpPeer):
         return self._default_replies.get(sub_id, PushReply())
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.time()  # before anything that could be delayed: see ReceivedPush.at
         sub_id = request.match_info["sub_id"]
         body = await request.read()
         reply = self._next_reply(sub_id)
@@ -196,22 +233,31 @@ class PushPeer(HttpPeer):
             status = 401
         elif payload is None and status == 201:
             status = 400
-        self.pushes.append(
-            ReceivedPush(
-                sub_id=sub_id,
-                status=status,
-                ttl=request.headers.get("TTL"),
-                urgency=request.headers.get("Urgency"),
-                topic=request.headers.get("Topic"),
-                content_encoding=request.headers.get("Content-Encoding"),
-                vapid_claims=claims,
-                vapid_public_key=key,
-                vapid_error=vapid_error,
-                payload=payload,
-                headers=dict(request.headers),
-            )
+        push = ReceivedPush(
+            sub_id=sub_id,
+            status=status,
+            ttl=request.headers.get("TTL"),
+            urgency=request.headers.get("Urgency"),
+            topic=request.headers.get("Topic"),
+            content_encoding=request.headers.get("Content-Encoding"),
+            vapid_claims=claims,
+            vapid_public_key=key,
+            vapid_error=vapid_error,
+            payload=payload,
+            headers=dict(request.headers),
+            at=arrived,
         )
-        self._recorder.notify()
+        if reply.hold is not None:
+            try:
+                await self._hold(reply.hold)
+            except asyncio.CancelledError:
+                # aiohttp cancels the handler when the client hangs up: never answered.
+                push.status = CLIENT_GONE
+                self._record(push)
+                raise
+            if request.transport is None or request.transport.is_closing():
+                push.status = CLIENT_GONE
+        self._record(push)
         if reply.reset:
             reset_connection(request)
             await self.hang()
@@ -222,7 +268,11 @@ class PushPeer(HttpPeer):
             headers["Location"] = reply.location
         elif status == 201:
             headers["Location"] = f"{self.origin}/message/{uuid.uuid4().hex}"
-        return web.Response(status=status, headers=headers)
+        return web.Response(status=push.status, headers=headers)
+
+    def _record(self, push: ReceivedPush) -> None:
+        self.pushes.append(push)
+        self._recorder.notify()
 
     def _decrypt(self, sub_id: str, body: bytes, encoding: str | None) -> bytes | None:
         subscription = self.subscriptions.get(sub_id)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -137,11 +138,16 @@ class SmtpPeer:
             self._scripts[command].extend(responses)
 
     async def wait_for_messages(self, n: int, timeout: float = 5.0) -> list[ReceivedEmail]:  # noqa: ASYNC109
-        async with asyncio.timeout(timeout):
+        await self.wait_until(lambda: len(self.messages) >= n, within=timeout)
+        return list(self.messages)
+
+    async def wait_until(self, predicate: Callable[[], bool], within: float = 10.0) -> None:
+        """Until ``predicate`` holds; re-checked whenever the peer records something."""
+        async with asyncio.timeout(within):
             while True:
                 self._changed.clear()
-                if len(self.messages) >= n:
-                    return list(self.messages)
+                if predicate():
+                    return
                 await self._changed.wait()
 
     # -- lifecycle -----------------------------------------------------------------------------

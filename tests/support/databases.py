@@ -34,23 +34,29 @@ async def _admin_connection() -> asyncpg.Connection:
         )
 
 
-async def create_pg_database(prefix: str = "notifier_test") -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+async def _admin_execute(statement: str) -> None:
     connection = await _admin_connection()
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
+        await connection.execute(statement)
     finally:
         await connection.close()
+
+
+async def create_pg_database(prefix: str = "notifier_test") -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    await _admin_execute(f'CREATE DATABASE "{name}"')
     return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
 
+async def clone_pg_database(template_url: str, prefix: str = "notifier_test") -> str:
+    """A new database, a copy of ``template_url``'s (which nobody may be connected to)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    await _admin_execute(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(template_url).database}"')
+    return make_url(template_url).set(database=name).render_as_string(hide_password=False)
+
+
 async def drop_pg_database(url: str) -> None:
-    name = make_url(url).database
-    connection = await _admin_connection()
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
+    await _admin_execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
 def sqlite_url(directory: Path) -> str:
