@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 log = logging.getLogger("notifier.realtime")
@@ -22,7 +24,7 @@ class ConnectionHub:
     def __init__(self, *, send_timeout: float = 5.0) -> None:
         self._sockets: dict[str, set[FrameSink]] = defaultdict(set)
         self._send_timeout = send_timeout
-        self._pending: set[asyncio.Task[int]] = set()
+        self._pending: set[asyncio.Task[Any]] = set()
 
     @property
     def connection_count(self) -> int:
@@ -46,9 +48,7 @@ class ConnectionHub:
 
     def deliver_soon(self, user_id: str, frame: dict[str, Any]) -> None:
         """Schedule ``deliver`` from synchronous code (a commit hook, a LISTEN callback)."""
-        task = asyncio.get_running_loop().create_task(self.deliver(user_id, frame))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._spawn(self.deliver(user_id, frame))
 
     async def deliver(self, user_id: str, frame: dict[str, Any]) -> int:
         """Send ``frame`` to every socket of ``user_id``; returns how many took it."""
@@ -56,15 +56,38 @@ class ConnectionHub:
         if not sockets:
             return 0
         text = json.dumps(frame, separators=(",", ":"))
-        results = await asyncio.gather(
-            *(asyncio.wait_for(s.send_text(text), self._send_timeout) for s in sockets),
-            return_exceptions=True,
-        )
+        if len(sockets) == 1:  # the usual case: no gather, no extra task per frame
+            results: list[BaseException | None] = [await self._send(sockets[0], text)]
+        else:
+            results = await asyncio.gather(*(self._send(s, text) for s in sockets))
         delivered = 0
-        for sink, result in zip(sockets, results, strict=True):
-            if isinstance(result, BaseException):
-                log.info("dropping a websocket that failed a send: %s", type(result).__name__)
-                self.discard(user_id, sink)
-            else:
+        for sink, error in zip(sockets, results, strict=True):
+            if error is None:
                 delivered += 1
+                continue
+            log.info("dropping a websocket that failed a send: %s", type(error).__name__)
+            self.discard(user_id, sink)
+            # A socket left open but out of the hub would never get a frame again; closed,
+            # its client reconnects and gets the replay.
+            close = getattr(sink, "close", None)
+            if close is not None:
+                self._spawn(_close_quietly(close))
         return delivered
+
+    async def _send(self, sink: FrameSink, text: str) -> BaseException | None:
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await sink.send_text(text)
+        except Exception as exc:
+            return exc
+        return None
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+
+async def _close_quietly(close: Callable[..., Awaitable[None]]) -> None:
+    with contextlib.suppress(Exception):
+        await close(code=1011, reason="send failed")

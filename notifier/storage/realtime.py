@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.models.notification import (
@@ -53,3 +53,70 @@ async def acknowledge(session: AsyncSession, user_id: str, notification_id: uuid
         ChannelStatus.DELIVERED,
         allowed_from=frozenset({ChannelStatus.SENT, *AWAITING_SEND}),
     )
+
+
+async def unacked_for_users(
+    session: AsyncSession, user_ids: Sequence[str], *, limit: int = REPLAY_LIMIT
+) -> dict[str, list[Notification]]:
+    """``unacked_websocket_notifications`` for many users in two statements: the ids (at most
+    ``limit`` per user, oldest first), then, only if there are any, their rows."""
+    ranked = (
+        select(
+            Notification.id,
+            func.row_number()
+            .over(
+                partition_by=Notification.user_id,
+                order_by=(Notification.created_at, Notification.id),
+            )
+            .label("rank"),
+        )
+        .join(NotificationDelivery)
+        .where(
+            Notification.user_id.in_(set(user_ids)),
+            NotificationDelivery.channel == Channel.WEBSOCKET.value,
+            NotificationDelivery.status == ChannelStatus.SENT.value,
+        )
+        .subquery()
+    )
+    ids = list((await session.execute(select(ranked.c.id).where(ranked.c.rank <= limit))).scalars())
+    found: dict[str, list[Notification]] = {}
+    if not ids:
+        return found
+    rows = await session.execute(
+        select(Notification)
+        .where(Notification.id.in_(ids))
+        .order_by(Notification.created_at, Notification.id)
+    )
+    for row in rows.scalars():
+        found.setdefault(row.user_id, []).append(row)
+    return found
+
+
+async def acknowledge_many(
+    session: AsyncSession, acks: Sequence[tuple[str, uuid.UUID]]
+) -> list[bool]:
+    """``acknowledge`` for each (user id, notification id), in one transaction (the caller
+    commits) and one ownership query. Rows are locked in id order, as every batch here takes
+    them, so two batches never wait on each other in a cycle."""
+    owners = dict(
+        (
+            await session.execute(
+                select(Notification.id, Notification.user_id).where(
+                    Notification.id.in_({ident for _, ident in acks})
+                )
+            )
+        ).all()
+    )
+    settled: dict[tuple[str, uuid.UUID], bool] = {}
+    for user_id, ident in sorted(set(acks), key=lambda ack: ack[1]):
+        if owners.get(ident) != user_id:
+            settled[(user_id, ident)] = False
+            continue
+        settled[(user_id, ident)] = await settle_channel_externally(
+            session,
+            ident,
+            Channel.WEBSOCKET.value,
+            ChannelStatus.DELIVERED,
+            allowed_from=frozenset({ChannelStatus.SENT, *AWAITING_SEND}),
+        )
+    return [settled[ack] for ack in acks]

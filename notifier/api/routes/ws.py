@@ -8,7 +8,6 @@ The token is never logged.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -16,11 +15,14 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.datastructures import State
+from starlette.websockets import WebSocketDisconnected
 
 from notifier.api.context import ServiceContext
 from notifier.auth import InvalidCredentials
+from notifier.realtime.batching import Coalescer
 from notifier.realtime.frames import notification_frame_for
-from notifier.storage.realtime import acknowledge, unacked_websocket_notifications
+from notifier.storage.realtime import acknowledge_many, unacked_for_users
 
 router = APIRouter(tags=["websocket"])
 log = logging.getLogger("notifier.api.ws")
@@ -28,19 +30,45 @@ log = logging.getLogger("notifier.api.ws")
 CLOSE_UNAUTHORIZED = 4401
 
 
-class SerializedSocket:
-    """One writer at a time: the hub and the replay may both send to this socket."""
+class SocketQueries:
+    """The database work of all this app's sockets, coalesced (``Coalescer``): a wave of
+    connects costs one replay query per batch, and the acks that follow a fan-out one
+    transaction per batch, instead of a pooled connection and a transaction per socket."""
 
-    def __init__(self, websocket: WebSocket) -> None:
-        self._websocket = websocket
-        self._lock = asyncio.Lock()
+    def __init__(self, context: ServiceContext) -> None:
+        self._context = context
+        self.replay: Coalescer[str, list[dict[str, Any]]] = Coalescer(self._replay)
+        self.ack: Coalescer[tuple[str, uuid.UUID], bool] = Coalescer(self._ack)
 
-    async def send_text(self, data: str) -> None:
-        async with self._lock:
-            await self._websocket.send_text(data)
+    @staticmethod
+    def of(state: State, context: ServiceContext) -> SocketQueries:
+        queries = getattr(state, "socket_queries", None)
+        if not isinstance(queries, SocketQueries):
+            queries = state.socket_queries = SocketQueries(context)
+        return queries
 
-    async def send_json(self, frame: dict[str, Any]) -> None:
-        await self.send_text(json.dumps(frame, separators=(",", ":")))
+    async def _replay(self, users: list[str]) -> list[list[dict[str, Any]]]:
+        async with self._context.sessions() as session:
+            found = await unacked_for_users(session, users)
+            return [[notification_frame_for(row) for row in found.get(u, ())] for u in users]
+
+    async def _ack(self, acks: list[tuple[str, uuid.UUID]]) -> list[bool]:
+        try:
+            async with self._context.sessions() as session:
+                settled = await acknowledge_many(session, acks)
+                await session.commit()
+                return settled
+        except Exception:
+            if len(acks) == 1:
+                raise
+        # One ack of the batch failed it (or a lock cycle with a worker did): each on its own,
+        # so that only that one fails.
+        results = []
+        for ack in acks:
+            async with self._context.sessions() as session:
+                results.extend(await acknowledge_many(session, [ack]))
+                await session.commit()
+        return results
 
 
 @router.websocket("/v1/ws")
@@ -52,46 +80,52 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     except InvalidCredentials:
         await websocket.close(code=CLOSE_UNAUTHORIZED, reason="invalid or expired token")
         return
-    sink = SerializedSocket(websocket)
-    context.hub.add(user_id, sink)
+    queries = SocketQueries.of(websocket.app.state, context)
+    # The socket itself is the hub's sink: uvicorn writes each frame whole, so the hub and the
+    # replay may send at the same time without a lock of ours.
+    context.hub.add(user_id, websocket)
     try:
-        async with context.sessions() as session:
-            for row in await unacked_websocket_notifications(session, user_id):
-                await sink.send_json(notification_frame_for(row))
+        for frame in await queries.replay.submit(user_id):
+            await _send_json(websocket, frame)
         while True:
-            await _handle(context, sink, user_id, await websocket.receive_text())
-    except WebSocketDisconnect:
+            await _handle(queries, websocket, user_id, await websocket.receive_text())
+    except (WebSocketDisconnect, WebSocketDisconnected):
+        # WebSocketDisconnected: a send (the hub's, on another task) found the client gone.
         pass
     finally:
-        context.hub.discard(user_id, sink)
+        context.hub.discard(user_id, websocket)
 
 
-async def _handle(context: ServiceContext, sink: SerializedSocket, user_id: str, text: str) -> None:
+async def _send_json(websocket: WebSocket, frame: dict[str, Any]) -> None:
+    await websocket.send_text(json.dumps(frame, separators=(",", ":")))
+
+
+async def _handle(queries: SocketQueries, websocket: WebSocket, user_id: str, text: str) -> None:
     try:
         frame = json.loads(text)
         kind = frame.get("type") if isinstance(frame, dict) else None
     except json.JSONDecodeError:
         kind, frame = None, {}
     if kind == "ping":
-        await sink.send_json({"type": "pong"})
+        await _send_json(websocket, {"type": "pong"})
         return
     if kind != "ack":
-        await sink.send_json(
+        await _send_json(
+            websocket,
             {
                 "type": "error",
                 "error": {"code": "bad_frame", "message": 'expected {"type": "ack", "id": "..."}'},
-            }
+            },
         )
         return
     try:
         notification_id = uuid.UUID(str(frame.get("id")))
     except ValueError:
-        await sink.send_json(
-            {"type": "error", "error": {"code": "bad_frame", "message": "ack id is not a UUID"}}
+        await _send_json(
+            websocket,
+            {"type": "error", "error": {"code": "bad_frame", "message": "ack id is not a UUID"}},
         )
         return
-    async with context.sessions() as session:
-        await acknowledge(session, user_id, notification_id)
-        await session.commit()
+    await queries.ack.submit((user_id, notification_id))
     with contextlib.suppress(Exception):
-        await sink.send_json({"type": "acked", "id": str(notification_id)})
+        await _send_json(websocket, {"type": "acked", "id": str(notification_id)})
