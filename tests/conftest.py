@@ -15,6 +15,9 @@ import pytest
 from tests.support.databases import create_pg_database, drop_pg_database, sqlite_url
 from tests.support.service import RunningService, make_settings, migrate, running_service
 
+# The local peers' fixtures (smtp_peer, twilio_peer, push_peer), for every package.
+pytest_plugins = ["tests.peers.fixtures"]
+
 
 @pytest.fixture(scope="session")
 async def pg_url() -> AsyncIterator[str]:

@@ -36,9 +36,8 @@ from playwright.async_api import Browser, CDPSession, ConsoleMessage, Page, asyn
 
 from notifier.vapid import generate_private_key, public_key_b64
 from tests.support.service import RunningService, make_settings, running_service
-from tests.support.worker import running_dispatcher
+from tests.support.worker import dispatcher_beside
 from workers.dispatcher import Dispatcher
-from workers.wakeup import Wakeup
 
 pytestmark = pytest.mark.browser
 
@@ -84,13 +83,8 @@ async def inbox_service(database_url: str) -> AsyncIterator[RunningService]:
 
 @pytest.fixture(scope="module")
 async def dispatcher(inbox_service: RunningService) -> AsyncIterator[Dispatcher]:
-    service = inbox_service
-    wakeup = Wakeup()
-    service.context.after_enqueue.append(wakeup.notify)
-    fanout = service.context.fanout if service.settings.is_sqlite else None
-    async with running_dispatcher(service.settings, fanout=fanout, wakeup=wakeup) as running:
+    async with dispatcher_beside(inbox_service) as running:
         yield running
-    service.context.after_enqueue.remove(wakeup.notify)
 
 
 @pytest.fixture(scope="module")

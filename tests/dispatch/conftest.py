@@ -16,7 +16,6 @@ from sqlalchemy.engine import make_url
 
 from notifier.vapid import generate_private_key
 from tests.dispatch.smtp import DispatchSmtpPeer
-from tests.peers import PushPeer, TwilioPeer
 from tests.support.databases import create_pg_database, drop_pg_database, sqlite_url
 from tests.support.service import migrate
 
@@ -74,19 +73,9 @@ async def fresh_pg_url(pg_url: str, pg_scratch: str) -> str:
 
 @pytest.fixture
 async def smtp_peer() -> AsyncIterator[DispatchSmtpPeer]:
+    """Overrides the suite's ``smtp_peer`` (tests/peers/fixtures.py) with the dispatch peer;
+    ``twilio_peer`` and ``push_peer`` come from there as they are."""
     async with DispatchSmtpPeer() as peer:
-        yield peer
-
-
-@pytest.fixture
-async def twilio_peer() -> AsyncIterator[TwilioPeer]:
-    async with TwilioPeer() as peer:
-        yield peer
-
-
-@pytest.fixture
-async def push_peer() -> AsyncIterator[PushPeer]:
-    async with PushPeer() as peer:
         yield peer
 
 
