@@ -8,8 +8,9 @@ until ``open_gate()`` (or its own bounded timeout), and only then takes the mess
 250: the client sits inside DATA meanwhile, exactly the "sent, not yet recorded" window.
 
 Per-address RCPT scripts (``script_rcpt("flaky@x", "451 ...", "451 ...")``, or ``"stall"``: never
-answer, until the client gives up) make one recipient misbehave while the others flow; every
-RCPT is logged with its arrival time (``rcpt_log``).
+answer, until the client gives up) and DATA scripts (``script_data("drop@x", "drop")``: take the
+message, then drop the connection before the reply) make one recipient misbehave while the
+others flow; every RCPT is logged with its arrival time (``rcpt_log``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from tests.peers import PushPeer, SmtpPeer
 class TimedSmtpPeer(SmtpPeer):
     def __init__(self, *, gate_after: int | None = None, gate_timeout: float = 60.0) -> None:
         super().__init__()
-        self.received_at: list[float] = []  # parallel to ``messages``: time.time() of arrival
         self.gate_after = gate_after
         self.gate_timeout = gate_timeout
         self.held = 0  # DATA commands waiting at the gate right now
@@ -37,6 +37,7 @@ class TimedSmtpPeer(SmtpPeer):
         self.rcpt_log: list[tuple[str, float]] = []  # (address, time.time()) per RCPT
         self.stalled = 0  # RCPTs left unanswered right now (scripted "stall")
         self._rcpt_scripts: dict[str, deque[str]] = {}
+        self._data_scripts: dict[str, deque[str]] = {}
 
     def open_gate(self) -> None:
         self._gate_open.set()
@@ -45,6 +46,11 @@ class TimedSmtpPeer(SmtpPeer):
         """Answer the next RCPTs for ``address`` with these, in order; then as usual."""
         with self._gate_lock:
             self._rcpt_scripts.setdefault(address.lower(), deque()).extend(responses)
+
+    def script_data(self, address: str, *responses: str) -> None:
+        """Answer the next DATAs of messages to ``address`` with these (see SmtpPeer.script)."""
+        with self._gate_lock:
+            self._data_scripts.setdefault(address.lower(), deque()).extend(responses)
 
     def rcpts_for(self, address: str) -> list[float]:
         """When each RCPT for ``address`` arrived."""
@@ -88,13 +94,19 @@ class TimedSmtpPeer(SmtpPeer):
                 finally:
                     with self._gate_lock:
                         self.held -= 1
-        # Stamped before the parent takes the message (and before any reply), so a busy machine
-        # delaying this thread can never make a message look later than it was. No await
-        # between the parent's append and ours: the lists stay parallel.
-        arrived = time.time()
-        result = await super().handle_DATA(server, session, envelope)
-        self.received_at.append(arrived)
-        return result
+        with self._gate_lock:
+            queue = self._data_scripts.get(str(envelope.rcpt_tos[0]).lower())
+            scripted = queue.popleft() if queue else None
+        if scripted is not None:
+            # Handed to the parent's DATA script, which takes it before its first await: no
+            # other connection's DATA comes in between (all run on the controller's loop).
+            self.script("DATA", scripted)
+        return await super().handle_DATA(server, session, envelope)
+
+    @property
+    def received_at(self) -> list[float]:
+        """Parallel to ``messages``: time.time() of each, stamped before any reply."""
+        return [message.at for message in self.messages]
 
 
 class TimedPushPeer(PushPeer):

@@ -1,7 +1,9 @@
 """Fault case 1 through a real `notifier worker` process: SMTP answers that fail on cue.
 
+- 421 at the greeting, then a normal server → delivered on the second try;
 - 451 three times, then 250 → delivered, four attempts, retry_count 3, one message at the peer;
 - 550 on RCPT → failed at once, never retried (one RCPT at the peer);
+- the connection dropped after DATA, before the reply → resent once, with the same Message-ID;
 - a server that stalls on RCPT → the send times out, counts as transient and is retried (then
   delivered); meanwhile every other notification flows: the worker is not blocked;
 - 535 on AUTH → the email channel pauses with an alert (log line and metric), later recipients
@@ -53,6 +55,7 @@ def _email_retrying(state: dict[str, Any]) -> bool:
 
 async def test_smtp_faults_at_a_worker_process(fault_db: str, tmp_path: Path) -> None:
     flaky, nobody, stalling = "flaky@example.com", "nouser@example.com", "stall@example.com"
+    greeted, dropped = "greeted@example.com", "dropped@example.com"
     async with (
         TimedSmtpPeer() as smtp,
         ProcessSet(tmp_path / "logs") as procs,
@@ -61,6 +64,8 @@ async def test_smtp_faults_at_a_worker_process(fault_db: str, tmp_path: Path) ->
     ):
         smtp.script_rcpt(flaky, *["451 4.3.0 Try again later"] * 3)
         smtp.script_rcpt(stalling, "stall")
+        smtp.script_data(dropped, "drop")
+        smtp.script_greetings("421 4.3.2 Service not available, try later")  # the first one
         env = service_env(
             fault_db,
             **smtp.settings(),
@@ -69,6 +74,10 @@ async def test_smtp_faults_at_a_worker_process(fault_db: str, tmp_path: Path) ->
             retry_max_seconds=1,
         )
         await procs.worker(env)
+
+        # Alone, so that its connection is the first one the worker opens.
+        greeted_id = await _enqueue(producer, greeted, "421 at the greeting")
+        greeted_state = await rows.wait(greeted_id, _settled, what="greeted", logs=procs.logs)
 
         stalled_id = await _enqueue(producer, stalling, "stalls once")
         await smtp.wait_until(lambda: smtp.stalled == 1, within=30)
@@ -81,25 +90,35 @@ async def test_smtp_faults_at_a_worker_process(fault_db: str, tmp_path: Path) ->
         ]
         flaky_id = await _enqueue(producer, flaky, "451 three times")
         nobody_id = await _enqueue(producer, nobody, "550")
+        dropped_id = await _enqueue(producer, dropped, "dropped after DATA")
         others_in = {f"<{nid}@notifier.test>" for nid in others}
         await smtp.wait_until(lambda: others_in <= set(smtp.message_ids()), within=30)
         assert smtp.stalled == 1, "the stalled send ended before the others got through"
 
         states = {
             nid: await rows.wait(nid, _settled, what=f"{nid} settled", logs=procs.logs)
-            for nid in (stalled_id, flaky_id, nobody_id, *others)
+            for nid in (stalled_id, flaky_id, nobody_id, dropped_id, *others)
         }
 
-    # At the peer: every deliverable email exactly once; the refused one never.
+    # At the peer: every deliverable email exactly once, but the one whose reply was lost:
+    # twice, with one Message-ID; the refused one never.
     received = smtp.message_ids()
-    expected = {f"<{nid}@notifier.test>" for nid in (stalled_id, flaky_id, *others)}
-    assert sorted(received) == sorted(expected), received
+    once = [f"<{nid}@notifier.test>" for nid in (greeted_id, stalled_id, flaky_id, *others)]
+    twice = [f"<{dropped_id}@notifier.test>"] * 2
+    assert sorted(received) == sorted(once + twice), received
     assert len(smtp.rcpts_for(flaky)) == 4
     assert len(smtp.rcpts_for(nobody)) == 1  # 550: never asked again
     assert len(smtp.rcpts_for(stalling)) == 2  # the stalled try, then the retry
 
     def email(nid: str) -> dict[str, Any]:
         return dict(states[nid]["channels"]["email"])
+
+    states[greeted_id] = greeted_state
+    assert (email(greeted_id)["status"], email(greeted_id)["attempts"]) == ("delivered", 2)
+    assert greeted_state["retry_count"] == 1, greeted_state
+
+    assert (email(dropped_id)["status"], email(dropped_id)["attempts"]) == ("delivered", 2)
+    assert states[dropped_id]["status"] == "delivered", states[dropped_id]
 
     assert states[flaky_id]["status"] == "delivered" and states[flaky_id]["retry_count"] == 3
     assert (email(flaky_id)["status"], email(flaky_id)["attempts"]) == ("delivered", 4)

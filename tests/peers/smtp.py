@@ -4,7 +4,8 @@
         settings = Settings(**peer.settings(), ...)
         peer.script("RCPT", "451 4.3.0 Try again later", "451 4.3.0 Try again later")
         peer.script("DATA", "drop")         # take the message, then drop the connection
-        peer.greeting = "421 4.3.2 Service not available"
+        peer.greeting = "421 4.3.2 Service not available"   # every connection
+        peer.script_greetings("421 4.3.2 Try later")        # only the next connection
         peer.credentials = ("user", "pass")  # AUTH required; wrong ones get 535
         [mail] = await peer.wait_for_messages(1)
         mail.message["Subject"], mail.text, mail.html, peer.connections
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ class ReceivedEmail:
     raw: bytes
     message: EmailMessage
     connection: int  # which accepted connection carried it (1-based)
+    at: float = 0.0  # time.time() when the message was taken, before any reply
 
     def _part(self, subtype: str) -> str:
         part = self.message.get_body(preferencelist=(subtype,))
@@ -69,7 +72,7 @@ class _PeerSMTP(SMTP):
         self.connection = connection
 
     async def _handle_client(self) -> None:
-        greeting = self.peer.greeting
+        greeting = self.peer._next_greeting()
         if greeting is None:
             await super()._handle_client()
             return
@@ -108,6 +111,7 @@ class SmtpPeer:
         self.port = 0
         self.credentials = credentials
         self.greeting: str | None = None
+        self._greetings: deque[str] = deque()
         self.rules: dict[str, str] = dict(DEFAULT_RULES)
         self.messages: list[ReceivedEmail] = []
         self.connections = 0
@@ -131,6 +135,15 @@ class SmtpPeer:
             values["smtp_username"], values["smtp_password"] = self.credentials
         values.update(overrides)
         return values
+
+    def script_greetings(self, *greetings: str) -> None:
+        """Greet the next connections with these (e.g. a 421), in order; then as usual."""
+        with self._lock:
+            self._greetings.extend(greetings)
+
+    def _next_greeting(self) -> str | None:
+        with self._lock:
+            return self._greetings.popleft() if self._greetings else self.greeting
 
     def script(self, command: Command, *responses: str) -> None:
         """Answer the next ``command``s with these responses, in order."""
@@ -272,6 +285,7 @@ class SmtpPeer:
                 raw=raw,
                 message=message_from_bytes(raw, policy=policy.default),
                 connection=cast(_PeerSMTP, server).connection,
+                at=time.time(),
             )
         )
         self._notify()

@@ -4,6 +4,7 @@ async with TwilioPeer() as peer:
     settings = Settings(**peer.settings(), ...)   # sid, token, from number, base URL
     peer.fail_to("+15005550001", TwilioReply.error(400, 21211))   # per-number answer
     peer.script(TwilioReply.error(500))                            # next POSTs, in order
+    peer.script_to("+15005550002", TwilioReply.error(429, 20429))  # next POSTs to a number
     ...
     [msg] = await peer.wait_for_messages(1)
     await peer.send_status_callback(msg.sid, "delivered", url)    # signed, like Twilio
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -77,9 +78,11 @@ class TwilioPeer(HttpPeer):
         self.from_number = from_number
         self.messages: list[TwilioMessage] = []
         self.posts = 0  # every POST that reached the peer, whatever the answer
+        self.posts_to: Counter[str] = Counter()  # the same, by the To number
         self.list_requests: list[dict[str, str]] = []
         self._by_to: dict[str, TwilioReply] = {}
         self._queue: deque[TwilioReply] = deque()
+        self._queue_to: dict[str, deque[TwilioReply]] = {}
         self._recorder = Recorder()
 
     def settings(self) -> dict[str, Any]:
@@ -107,6 +110,10 @@ class TwilioPeer(HttpPeer):
         """The next POSTs (to any number) get these replies, in order; then 201 again."""
         self._queue.extend(replies)
 
+    def script_to(self, to: str, *replies: TwilioReply) -> None:
+        """The next POSTs to this number get these replies, in order; then as before."""
+        self._queue_to.setdefault(to, deque()).extend(replies)
+
     async def wait_for_messages(self, n: int, timeout: float = 5.0) -> list[TwilioMessage]:  # noqa: ASYNC109
         await self._recorder.wait_until(lambda: len(self.messages) >= n, timeout)
         return list(self.messages)
@@ -132,7 +139,14 @@ class TwilioPeer(HttpPeer):
             return self._error(401, 20003)
         form = await request.post()
         to, body = str(form.get("To", "")), str(form.get("Body", ""))
-        reply = self._queue.popleft() if self._queue else self._by_to.get(to, TwilioReply())
+        self.posts_to[to] += 1
+        for_number = self._queue_to.get(to)
+        if self._queue:
+            reply = self._queue.popleft()
+        elif for_number:
+            reply = for_number.popleft()
+        else:
+            reply = self._by_to.get(to, TwilioReply())
         message = TwilioMessage(
             sid="SM" + uuid.uuid4().hex,
             to=to,
