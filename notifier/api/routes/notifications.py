@@ -37,6 +37,7 @@ from notifier.schemas.notification import (
     NotificationPublic,
 )
 from notifier.storage.enqueue import (
+    GroupCommit,
     PreparedEnqueue,
     insert_prepared,
     prepare,
@@ -118,8 +119,17 @@ def _refund(context: ServiceContext, charged: dict[str, int]) -> None:
         context.recipient_limits.refund(user_id, count)
 
 
+def _group_commit(request: Request, context: ServiceContext) -> GroupCommit:
+    """This app's group writer (made on first use: the engine exists only after startup)."""
+    group: GroupCommit | None = getattr(request.app.state, "enqueue_group_commit", None)
+    if group is None or group.engine is not context.engine:
+        group = request.app.state.enqueue_group_commit = GroupCommit(context.engine)
+    return group
+
+
 async def _enqueue(
     *,
+    request: Request,
     context: ServiceContext,
     guard: IdempotentRequest,
     prepared: PreparedEnqueue,
@@ -127,19 +137,25 @@ async def _enqueue(
 ) -> JSONResponse:
     """Insert the prepared rows (and the idempotency record) in one transaction, then answer.
 
-    The 202 goes out only after the commit. Concurrent requests with one key race on the
-    idempotency table's primary key: the loser's insert fails, and it answers with the
-    winner's stored response. A replay is answered before any rate-limit token is spent.
+    The 202 goes out only after the commit. Without an Idempotency-Key the rows join whatever
+    other enqueues are waiting (``GroupCommit``). With one, the request writes alone:
+    concurrent requests with one key race on the idempotency table's primary key, the loser's
+    insert fails, and it answers with the winner's stored response. A replay is answered
+    before any rate-limit token is spent.
     """
     charged: dict[str, int] = {}
     try:
-        async with write_connection(context.engine) as connection:
-            earlier = await guard.earlier_response(connection)
-            if earlier is not None:
-                return earlier
+        if guard.key is None:
             charged = _charge_recipients(context, prepared.user_ids)
-            record = guard.record(status.HTTP_202_ACCEPTED, response)
-            await insert_prepared(connection, prepared, record=record)
+            await _group_commit(request, context).insert(prepared)
+        else:
+            async with write_connection(context.engine) as connection:
+                earlier = await guard.earlier_response(connection)
+                if earlier is not None:
+                    return earlier
+                charged = _charge_recipients(context, prepared.user_ids)
+                record = guard.record(status.HTTP_202_ACCEPTED, response)
+                await insert_prepared(connection, prepared, record=record)
     except IntegrityError:
         _refund(context, charged)
         async with context.engine.connect() as connection:
@@ -147,8 +163,10 @@ async def _enqueue(
         if earlier is None:
             raise
         return earlier
-    except BaseException:
-        _refund(context, charged)  # nothing was stored: the tokens were not used
+    except Exception:
+        # Nothing was stored: the tokens were not used. (Not on cancellation: a request
+        # cancelled while its group commits may well be stored.)
+        _refund(context, charged)
         raise
     context.enqueued()
     return JSONResponse(response, status_code=status.HTTP_202_ACCEPTED)
@@ -197,7 +215,11 @@ async def enqueue_notification(
     _check_push_size(payload)
     prepared = prepare([payload])
     return await _enqueue(
-        context=context, guard=guard, prepared=prepared, response=prepared.public[0]
+        request=request,
+        context=context,
+        guard=guard,
+        prepared=prepared,
+        response=prepared.public[0],
     )
 
 
@@ -219,6 +241,7 @@ async def enqueue_batch(
         _check_push_size(item)
     prepared = prepare(payload.notifications)
     return await _enqueue(
+        request=request,
         context=context,
         guard=guard,
         prepared=prepared,
