@@ -338,9 +338,10 @@ class GroupCommit:
     Under load every single enqueue paid for a pool checkout (with its pre-ping), a statement
     and a commit (a WAL flush) of its own, and with 64 concurrent producers most of a
     request's time was spent waiting for a pooled connection. Here the first request that
-    arrives while no group is being written starts a writer; requests that arrive while it
-    writes form the next group, written as one ``insert_prepared`` as soon as it is done. So
-    there is one statement in flight per process, and groups grow with the load.
+    arrives starts a writer (up to ``writers`` of them, so that one group is sent while another
+    commits); requests that arrive while they write form the next group, written as one
+    ``insert_prepared`` by the first writer free. So at most ``writers`` statements are in
+    flight per process, and groups grow with the load.
 
     Each caller awaits the commit of the group it joined, so its 202 still means committed.
     If a group fails for any reason but the database being unavailable, its members are
@@ -349,19 +350,20 @@ class GroupCommit:
     their own statement, reported to them alone.
     """
 
-    def __init__(self, engine: AsyncEngine, *, max_rows: int = 1000) -> None:
+    def __init__(self, engine: AsyncEngine, *, max_rows: int = 1000, writers: int = 2) -> None:
         self.engine = engine
         self.groups_written = 0  # for tests and curiosity: how much grouping happened
         self._max_rows = max_rows
         self._waiting: deque[_Member] = deque()
-        self._writer: asyncio.Task[None] | None = None
+        self._max_writers = writers
+        self._writers: set[asyncio.Task[None]] = set()
 
     async def insert(self, prepared: PreparedEnqueue) -> None:
         """Insert ``prepared`` with whatever else is waiting; returns once it is committed."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((prepared, future))
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_groups())
+        if len(self._writers) < self._max_writers:
+            self._writers.add(asyncio.create_task(self._write_groups()))
         await future
 
     async def _write_groups(self) -> None:
@@ -375,9 +377,11 @@ class GroupCommit:
                     rows += len(member[0].notifications)
                 await self._write(group)
         finally:
-            # No await between the loop's last check and here: a caller that arrives after
-            # this finds no writer and starts one.
-            self._writer = None
+            # No await between the loop's last check and here: a caller that comes later finds
+            # a free writer slot and starts one.
+            task = asyncio.current_task()
+            if task is not None:
+                self._writers.discard(task)
 
     async def _write(self, group: list[_Member]) -> None:
         try:
