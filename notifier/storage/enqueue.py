@@ -38,10 +38,13 @@ from notifier.models.base import utcnow
 from notifier.models.idempotency import IdempotencyRecord
 from notifier.models.notification import (
     PRIORITY_RANK,
+    Channel,
     ChannelStatus,
     Notification,
     NotificationDelivery,
     NotificationStatus,
+    NotificationType,
+    Priority,
 )
 from notifier.schemas.notification import NotificationCreate
 from notifier.storage.db import is_database_unavailable
@@ -49,6 +52,9 @@ from notifier.storage.notifications import DISPATCH_WAKEUP_CHANNEL
 
 _PENDING = NotificationStatus.PENDING.value
 _CHANNEL_PENDING = ChannelStatus.PENDING.value
+# Member -> plain str. ``Enum.value`` is a descriptor call, slow enough to show in the profile
+# of a 1000-row batch; a dict lookup is not. (Equal strings map to equal values.)
+_PLAIN: dict[str, str] = {m: m.value for e in (Channel, NotificationType, Priority) for m in e}
 
 # The notification columns that vary per row, in the order of the tuples ``prepare`` builds;
 # the others (is_read, status, retry_count, dedupe_key) are the same for every new row.
@@ -156,7 +162,7 @@ def prepare(payloads: Sequence[NotificationCreate]) -> PreparedEnqueue:
     for payload in payloads:
         now = utcnow()  # per row, as Notification.build does: batch order shows in created_at
         ident = uuid.uuid4()
-        channels = list(dict.fromkeys(c.value for c in payload.channels))
+        channels = list(dict.fromkeys(_PLAIN[c] for c in payload.channels))
         priority = payload.priority
         send_at, expires_at = payload.send_at, payload.expires_at
         recipient = payload.recipient.model_dump(exclude_none=True) if payload.recipient else None
@@ -166,8 +172,8 @@ def prepare(payloads: Sequence[NotificationCreate]) -> PreparedEnqueue:
                 payload.user_id,
                 payload.title,
                 payload.message,
-                payload.notification_type.value,
-                priority.value,
+                _PLAIN[payload.notification_type],
+                _PLAIN[priority],
                 PRIORITY_RANK[priority],
                 channels,
                 payload.related_task_id,
@@ -188,8 +194,8 @@ def prepare(payloads: Sequence[NotificationCreate]) -> PreparedEnqueue:
                 "user_id": payload.user_id,
                 "title": payload.title,
                 "message": payload.message,
-                "notification_type": payload.notification_type.value,
-                "priority": priority.value,
+                "notification_type": _PLAIN[payload.notification_type],
+                "priority": _PLAIN[priority],
                 "channels": channels,
                 "is_read": False,
                 "read_at": None,
