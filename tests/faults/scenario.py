@@ -202,6 +202,12 @@ class RowReader:
         assert row is not None, f"no notification {notification_id}"
         return {**dict(row), "channels": {c["channel"]: dict(c) for c in channels}}
 
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        """Any read; here the database must be reachable."""
+        connection = await self._connected()
+        assert connection is not None, self.last_error
+        return list(await connection.fetch(query, *args))
+
     async def wait(
         self,
         notification_id: str,
