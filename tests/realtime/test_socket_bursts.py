@@ -7,6 +7,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import websockets
@@ -28,8 +29,10 @@ def ws_url(service: RunningService, token: str) -> str:
     return f"ws://{service.settings.host}:{service.settings.port}/v1/ws?token={token}"
 
 
-async def frames(socket: websockets.ClientConnection, kind: str, count: int) -> list[dict]:
-    found = []
+async def frames(
+    socket: websockets.ClientConnection, kind: str, count: int
+) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
     while len(found) < count:
         frame = json.loads(await asyncio.wait_for(socket.recv(), 20))
         if frame["type"] == kind:
