@@ -2,9 +2,12 @@
 
     while not stopping:
         claim up to min(batch, free slots) due rows under a lease   (storage.dispatch.claim_due)
-        for each: send every due channel concurrently, record each outcome in its own short
-                  transaction the moment it is known, then release the lease
+        for each: send every due channel concurrently, record each outcome the moment it is
+                  known, then release the lease                       (outcome_writer)
         idle? wait for a NOTIFY wake-up, the next due time, the poll interval, or the stop
+
+Outcomes go through the ``OutcomeWriter``: each waits until it is committed, but the outcomes of
+all notifications finishing at about the same time share one transaction.
 
 A background task renews the leases of rows still in flight. On stop the loop claims nothing
 more, lets in-flight sends finish for up to ``drain_seconds``, and hands back what remains.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import uuid
@@ -25,11 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from notifier.channels.base import (
     DeliveryChannel,
     DeliveryError,
-    Destination,
-    OutgoingMessage,
     ProviderAuthError,
     RecipientOptedOut,
-    SendResult,
     UnknownOutcomeError,
 )
 from notifier.models.base import utcnow
@@ -43,6 +44,7 @@ from notifier.models.recipient import Recipient
 from notifier.settings import Settings
 from notifier.storage import dispatch as queries
 from workers.breaker import ChannelBreaker
+from workers.outcome_writer import OutcomeWriter
 from workers.outcomes import (
     DispatchObserver,
     NoObserver,
@@ -51,10 +53,10 @@ from workers.outcomes import (
     outgoing,
     policy_from,
     reason,
-    with_db_retries,
 )
-from workers.retry import RetryAt, RetryPolicy, decide, in_process_retrying
+from workers.retry import RetryAt, RetryPolicy, decide
 from workers.rules import Defer, Skip, destination_for, precheck
+from workers.sending import send_briefly_retrying
 from workers.wakeup import Wakeup
 
 log = logging.getLogger("notifier.worker")
@@ -88,6 +90,9 @@ class Dispatcher:
         self.drain_seconds = (
             drain_seconds if drain_seconds is not None else min(settings.lease_seconds, 25.0)
         )
+        self.outcomes = OutcomeWriter(
+            sessions, worker_id=self.worker_id, lease_seconds=settings.lease_seconds
+        )
         self._in_flight: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.idle = asyncio.Event()
 
@@ -113,16 +118,14 @@ class Dispatcher:
             return 0
         try:
             async with self.sessions() as session, session.begin():
-                ids = await queries.claim_due(
+                work = await queries.claim_due(
                     session,
                     worker_id=self.worker_id,
                     batch_size=min(self.settings.worker_batch_size, free),
                     lease_seconds=self.settings.lease_seconds,
                 )
-            if not ids:
+            if not work:
                 return 0
-            async with self.sessions() as session:
-                work = await queries.load_claimed(session, ids, worker_id=self.worker_id)
         except Exception as exc:
             if not is_transient_db_error(exc):
                 raise
@@ -135,15 +138,15 @@ class Dispatcher:
         self.idle.clear()
         self.observer.claimed(len(work))
         for item in work:
-            task = asyncio.create_task(self._process(item), name=f"notify-{item.notification.id}")
-            self._in_flight[item.notification.id] = task
-            task.add_done_callback(self._forget)
+            notification_id = item.notification.id
+            task = asyncio.create_task(self._process(item))
+            self._in_flight[notification_id] = task
+            task.add_done_callback(functools.partial(self._forget, notification_id))
         return len(work)
 
-    def _forget(self, task: asyncio.Task[None]) -> None:
-        for key, running in list(self._in_flight.items()):
-            if running is task:
-                del self._in_flight[key]
+    def _forget(self, notification_id: uuid.UUID, task: asyncio.Task[None]) -> None:
+        if self._in_flight.get(notification_id) is task:
+            del self._in_flight[notification_id]
 
     @property
     def _refill_at(self) -> int:
@@ -198,13 +201,19 @@ class Dispatcher:
                 len(self._in_flight),
             )
             await asyncio.wait(list(self._in_flight.values()), timeout=self.drain_seconds)
-        for notification_id, task in list(self._in_flight.items()):
+        unfinished = dict(self._in_flight)
+        for task in unfinished.values():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            with contextlib.suppress(Exception):
-                await queries.release(
-                    self.sessions, notification_id, worker_id=self.worker_id, immediately=True
+        await asyncio.gather(*unfinished.values(), return_exceptions=True)
+        # Outcomes already handed to the writer are recorded before the leases go back: a
+        # failure recorded after the release would be refused, and the channel sent again.
+        # Bounded, for a database that is down: then the leases run out by themselves.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.drain_seconds):
+                await self.outcomes.flushed()
+                await asyncio.gather(
+                    *(self.outcomes.release(i, immediately=True) for i in unfinished),
+                    return_exceptions=True,
                 )
 
     async def _renew_leases_forever(self) -> None:
@@ -250,10 +259,7 @@ class Dispatcher:
             # The lease runs out and the row is claimed again; sent channels stay sent.
             return
         try:
-            await with_db_retries(
-                lambda: queries.release(self.sessions, notification.id, worker_id=self.worker_id),
-                within=self.settings.lease_seconds,
-            )
+            await self.outcomes.release(notification.id)
         except Exception as exc:  # the lease runs out and another claim picks the row up
             log.warning("could not release %s: %s", notification.id, type(exc).__name__)
 
@@ -324,18 +330,18 @@ class Dispatcher:
         message = outgoing(notification, delivery)
         destination = destination_for(notification, work.recipient, work.push_subscriptions)
         attempts_in_round = delivery.attempts - delivery.attempts_at_requeue
-        tries = 0
         started = asyncio.get_running_loop().time()
-        try:
-            async for attempt in in_process_retrying(
-                self.policy, tries_left=self.policy.max_attempts - attempts_in_round
-            ):
-                with attempt:
-                    tries += 1
-                    result = await self._send_once(channel, message, destination)
-        except DeliveryError as error:
+        result, tries = await send_briefly_retrying(
+            channel,
+            message,
+            destination,
+            policy=self.policy,
+            tries_left=self.policy.max_attempts - attempts_in_round,
+            send_timeout=self.send_timeout,
+        )
+        if isinstance(result, DeliveryError):
             status, recorded = await self._record_failure(
-                work, delivery, error, tries, attempts_in_round + tries, release=release
+                work, delivery, result, tries, attempts_in_round + tries, release=release
             )
             self._observe(notification, delivery.channel, status, started=started, tries=tries)
             return recorded and release
@@ -366,14 +372,6 @@ class Dispatcher:
             waited_seconds=(utcnow() - due_since).total_seconds(),
             tries=tries,
         )
-
-    async def _send_once(
-        self, channel: DeliveryChannel, message: OutgoingMessage, destination: Destination
-    ) -> SendResult:
-        try:
-            return await asyncio.wait_for(channel.send(message, destination), self.send_timeout)
-        except TimeoutError:
-            raise UnknownOutcomeError(f"no answer within {self.send_timeout:.0f}s") from None
 
     async def _record_failure(
         self,
@@ -441,20 +439,5 @@ class Dispatcher:
         *,
         release: bool = False,
     ) -> bool:
-        # Retried through a brief database outage: an unrecorded success would be sent again.
-        recorded = await with_db_retries(
-            lambda: queries.record_outcome(
-                self.sessions,
-                notification_id,
-                channel,
-                change,
-                worker_id=self.worker_id,
-                release=release,
-            ),
-            within=self.settings.lease_seconds,
-        )
-        if not recorded:
-            log.warning(
-                "lease on %s was taken over; outcome of %s not recorded", notification_id, channel
-            )
-        return recorded
+        # Returns once the outcome is committed (with others of this moment: OutcomeWriter).
+        return await self.outcomes.record(notification_id, channel, change, release=release)

@@ -1,4 +1,6 @@
-"""The queries of dispatch: claim, load, record an outcome, renew and release leases.
+"""The queries of dispatch: claim (and load) due rows, renew leases, settle a channel from
+outside; and the rules every writer of a channel follows. Recording outcomes and releasing
+leases, in batches, is ``outcome_batch``.
 
 Every writer of a notification's delivery rows (a worker recording an outcome, a WebSocket ack,
 a Twilio callback, a retry or cancel request) first locks the notification row with
@@ -16,31 +18,38 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
-from sqlalchemy import ColumnElement, case, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import joinedload
+from sqlalchemy import Integer, Update, bindparam, case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from notifier.models.base import utcnow
+from notifier.models.base import UTCDateTime, utcnow
 from notifier.models.notification import (
     AWAITING_SEND,
     SETTLED,
-    SUCCEEDED,
     ChannelStatus,
     Notification,
-    NotificationDelivery,
     NotificationStatus,
     derive_status,
 )
 from notifier.models.recipient import PushSubscription, Recipient
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimedWork:
+    notification: Notification  # with its channels loaded
+    recipient: Recipient | None
+    push_subscriptions: tuple[PushSubscription, ...]
+
+
 async def claim_due(
     session: AsyncSession, *, worker_id: str, batch_size: int, lease_seconds: float
-) -> list[uuid.UUID]:
-    """Lease up to ``batch_size`` due notifications to this worker, most urgent first.
+) -> list[ClaimedWork]:
+    """Lease up to ``batch_size`` due notifications to this worker, most urgent first, and load
+    what sending them takes: their channels, recipients and (for ``browser``) push
+    subscriptions. The caller commits.
 
-    Rendered on PostgreSQL as::
+    The claim, rendered on PostgreSQL as::
 
         WITH due AS (SELECT id FROM notifications
                      WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= :now
@@ -50,7 +59,7 @@ async def claim_due(
         UPDATE notifications SET lease_owner = :worker, lease_expires_at = :until,
                next_attempt_at = :until, status = CASE … END
         FROM due WHERE notifications.id = due.id
-        RETURNING notifications.id
+        RETURNING notifications.*
 
     ``SKIP LOCKED`` lets concurrent workers take disjoint rows without waiting on one another.
     The locking SELECT sits in a CTE (which PostgreSQL evaluates exactly once) rather than in
@@ -58,42 +67,72 @@ async def claim_due(
     A claimed row's ``next_attempt_at`` becomes its lease expiry: should this worker die, the
     row is due again when the lease runs out and another worker claims it. Settled rows have a
     NULL ``next_attempt_at`` and sit outside the partial index this scans.
+
+    The ``RETURNING`` rows are the ``Notification`` objects themselves; their channels come
+    with the relationship's selectin load (``SELECT … FROM notification_deliveries WHERE
+    notification_id IN (…)``), in this transaction, which holds the rows' locks: no other
+    writer can change them in between. Then one ``SELECT`` each for recipients and
+    subscriptions: four statements for the whole batch.
     """
     now = utcnow()
     until = now + timedelta(seconds=lease_seconds)
+    params = {"now": now, "batch": batch_size, "worker": worker_id, "until": until}
+    options = {"synchronize_session": False}
+    notifications = list(await session.scalars(_CLAIM, params, execution_options=options))
+    return await _with_addresses(session, notifications) if notifications else []
+
+
+async def _with_addresses(
+    session: AsyncSession, notifications: list[Notification]
+) -> list[ClaimedWork]:
+    users = {n.user_id for n in notifications}
+    query = select(Recipient).where(Recipient.user_id.in_(users))
+    recipients = {r.user_id: r for r in await session.scalars(query)}
+    wants_push = {n.user_id for n in notifications if "browser" in n.channels}
+    subscriptions: dict[str, list[PushSubscription]] = {}
+    if wants_push:
+        query_push = select(PushSubscription).where(PushSubscription.user_id.in_(wants_push))
+        for sub in await session.scalars(query_push):
+            subscriptions.setdefault(sub.user_id, []).append(sub)
+    return [
+        ClaimedWork(n, recipients.get(n.user_id), tuple(subscriptions.get(n.user_id, ())))
+        for n in notifications
+    ]
+
+
+def _claim_statement() -> Update:
+    """``claim_due``'s statement, built once: its values are bound parameters."""
     due = (
         select(Notification.id)
-        .where(Notification.next_attempt_at.is_not(None), Notification.next_attempt_at <= now)
+        .where(
+            Notification.next_attempt_at.is_not(None),
+            Notification.next_attempt_at <= bindparam("now", type_=UTCDateTime()),
+        )
         .order_by(Notification.priority_rank, Notification.next_attempt_at)
-        .limit(batch_size)
+        .limit(bindparam("batch", type_=Integer()))
         .with_for_update(skip_locked=True)
         .cte("due")
     )
-    claim = (
+    pending_or_retrying = Notification.status.in_(
+        [NotificationStatus.PENDING.value, NotificationStatus.RETRYING.value]
+    )
+    return (
         update(Notification)
         .where(Notification.id == due.c.id)
         .values(
-            lease_owner=worker_id,
-            lease_expires_at=until,
-            next_attempt_at=until,
-            status=_dispatching_status(),
-        )
-        .returning(Notification.id)
-        .execution_options(synchronize_session=False)
-    )
-    return list((await session.execute(claim)).scalars())
-
-
-def _dispatching_status() -> ColumnElement[str]:
-    return case(
-        (
-            Notification.status.in_(
-                [NotificationStatus.PENDING.value, NotificationStatus.RETRYING.value]
+            lease_owner=bindparam("worker"),
+            lease_expires_at=bindparam("until"),
+            next_attempt_at=bindparam("until"),
+            status=case(
+                (pending_or_retrying, NotificationStatus.DISPATCHING.value),
+                else_=Notification.status,
             ),
-            NotificationStatus.DISPATCHING.value,
-        ),
-        else_=Notification.status,
+        )
+        .returning(Notification)
     )
+
+
+_CLAIM = _claim_statement()
 
 
 async def next_due_at(session: AsyncSession) -> datetime | None:
@@ -115,43 +154,6 @@ async def queue_depth(session: AsyncSession) -> dict[str, int]:
 
 
 @dataclass(frozen=True, slots=True)
-class ClaimedWork:
-    notification: Notification
-    recipient: Recipient | None
-    push_subscriptions: tuple[PushSubscription, ...]
-
-
-async def load_claimed(
-    session: AsyncSession, ids: Sequence[uuid.UUID], *, worker_id: str
-) -> list[ClaimedWork]:
-    rows = (
-        await session.execute(
-            select(Notification).where(
-                Notification.id.in_(ids), Notification.lease_owner == worker_id
-            )
-        )
-    ).scalars()
-    notifications = list(rows)
-    users = {n.user_id for n in notifications}
-    recipients = {
-        r.user_id: r
-        for r in (
-            await session.execute(select(Recipient).where(Recipient.user_id.in_(users)))
-        ).scalars()
-    }
-    wants_push = {n.user_id for n in notifications if "browser" in n.channels}
-    subscriptions: dict[str, list[PushSubscription]] = {}
-    if wants_push:
-        query = select(PushSubscription).where(PushSubscription.user_id.in_(wants_push))
-        for sub in (await session.execute(query)).scalars():
-            subscriptions.setdefault(sub.user_id, []).append(sub)
-    return [
-        ClaimedWork(n, recipients.get(n.user_id), tuple(subscriptions.get(n.user_id, ())))
-        for n in notifications
-    ]
-
-
-@dataclass(frozen=True, slots=True)
 class ChannelChange:
     """What one attempt (or decision) did to one channel."""
 
@@ -163,7 +165,33 @@ class ChannelChange:
     unknown_outcome: bool = False
 
 
-def apply_change(delivery: NotificationDelivery, change: ChannelChange, now: datetime) -> None:
+class DeliveryState(Protocol):
+    """What the rules below read and write of one channel: a ``NotificationDelivery``, or the
+    plain row the batched outcome writer loads (``outcome_batch``)."""
+
+    channel: str
+    status: str
+    attempts: int
+    last_error: str | None
+    provider_id: str | None
+    unknown_outcomes: int
+    next_attempt_at: datetime | None
+    updated_at: datetime
+
+
+class NotificationState(Protocol):
+    """What the rules below read and write of a notification (see ``DeliveryState``)."""
+
+    status: str
+    retry_count: int
+    updated_at: datetime
+    expires_at: datetime | None
+
+    @property
+    def deliveries(self) -> Sequence[DeliveryState]: ...
+
+
+def apply_change(delivery: DeliveryState, change: ChannelChange, now: datetime) -> None:
     """Write ``change`` onto ``delivery`` without ever moving it backwards: an ack that came
     first (``delivered``) outranks the worker's ``sent``, and a cancellation stands unless the
     message had already gone out."""
@@ -183,7 +211,7 @@ def apply_change(delivery: NotificationDelivery, change: ChannelChange, now: dat
     delivery.next_attempt_at = change.next_attempt_at if change.status in AWAITING_SEND else None
 
 
-def refresh_summary(notification: Notification, now: datetime, *, leased: bool) -> None:
+def refresh_summary(notification: NotificationState, now: datetime, *, leased: bool) -> None:
     """Recompute status and retry_count from the channels (DESIGN "Notification")."""
     states = [d.status for d in notification.deliveries]
     status = derive_status(states)
@@ -194,57 +222,7 @@ def refresh_summary(notification: Notification, now: datetime, *, leased: bool) 
     notification.updated_at = now
 
 
-async def _locked(
-    session: AsyncSession, notification_id: uuid.UUID, worker_id: str | None
-) -> Notification | None:
-    # One statement for the row and its channels; only the notification row is locked (every
-    # writer of the channels takes that lock first), which PostgreSQL allows with the join.
-    query = (
-        select(Notification)
-        .where(Notification.id == notification_id)
-        .options(joinedload(Notification.deliveries))
-        .with_for_update(of=Notification)
-    )
-    if worker_id is not None:
-        query = query.where(Notification.lease_owner == worker_id)
-    return (await session.execute(query)).unique().scalar_one_or_none()
-
-
-async def record_outcome(
-    sessions: async_sessionmaker[AsyncSession],
-    notification_id: uuid.UUID,
-    channel: str,
-    change: ChannelChange,
-    *,
-    worker_id: str,
-    release: bool = False,
-) -> bool:
-    """Record one channel's outcome in its own short transaction, the moment it is known.
-    With ``release`` (the last channel this worker had to send) the same transaction also gives
-    the lease up, saving a round of statements per notification.
-    Returns False (and writes nothing) if this worker no longer holds the lease, except for a
-    success: a message that went out is recorded whoever holds the row now (``apply_change``
-    never moves a channel backwards), so that the new holder does not send it a second time."""
-    succeeded = change.status in SUCCEEDED
-    async with sessions() as session, session.begin():
-        notification = await _locked(session, notification_id, None if succeeded else worker_id)
-        if notification is None:
-            return False
-        if release and notification.lease_owner == worker_id:
-            notification.lease_owner = None
-            notification.lease_expires_at = None
-        leased = notification.lease_owner is not None
-        now = utcnow()
-        for delivery in notification.deliveries:
-            if delivery.channel == channel:
-                apply_change(delivery, change, now)
-        refresh_summary(notification, now, leased=leased)
-        if not leased:  # released meanwhile: due again only if other channels still wait
-            notification.next_attempt_at = next_attempt_for(notification, now)
-    return True
-
-
-def next_attempt_for(notification: Notification, now: datetime) -> datetime | None:
+def next_attempt_for(notification: NotificationState, now: datetime) -> datetime | None:
     """When a worker must next look at this notification; None once nothing is left to send."""
     waiting = [d for d in notification.deliveries if d.status in AWAITING_SEND]
     if not waiting:
@@ -255,39 +233,44 @@ def next_attempt_for(notification: Notification, now: datetime) -> datetime | No
     return due
 
 
-async def release(
-    sessions: async_sessionmaker[AsyncSession],
-    notification_id: uuid.UUID,
-    *,
-    worker_id: str,
-    immediately: bool = False,
-) -> bool:
-    """Give the lease up. The row is due again when its earliest waiting channel is (or now,
-    with ``immediately``, for a worker that is shutting down mid-work)."""
-    async with sessions() as session, session.begin():
-        notification = await _locked(session, notification_id, worker_id)
-        if notification is None:
-            return False
-        now = utcnow()
-        notification.lease_owner = None
-        notification.lease_expires_at = None
-        notification.next_attempt_at = now if immediately else next_attempt_for(notification, now)
-        if immediately and notification.is_settled:
-            notification.next_attempt_at = None
-        refresh_summary(notification, now, leased=False)
-    return True
+async def _locked(session: AsyncSession, notification_id: uuid.UUID) -> Notification | None:
+    # Lock the notification row first (every writer of the channels takes that lock first),
+    # then read its channels in a statement of their own. Not one statement with a join: under
+    # READ COMMITTED, a SELECT … FOR UPDATE that waited for the lock returns the locked row as
+    # the previous holder committed it, but the joined channel rows as they were when the
+    # statement started, i.e. from before the previous holder's write. The relationship's
+    # selectin load is that second statement.
+    query = (
+        select(Notification)
+        .where(Notification.id == notification_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
 
 
 async def renew_leases(
     session: AsyncSession, ids: Sequence[uuid.UUID], *, worker_id: str, lease_seconds: float
 ) -> int:
-    """Extend the leases this worker still holds on ``ids`` (work still in flight)."""
+    """Extend the leases this worker still holds on ``ids`` (work still in flight).
+
+    The rows are locked in id order first, as the outcome writer locks its batches
+    (``outcome_batch``): two transactions that each lock several rows in the same order cannot
+    deadlock, whereas a bare ``UPDATE … WHERE id IN (…)`` locks in whatever order its plan
+    visits them."""
     if not ids:
         return 0
     until = utcnow() + timedelta(seconds=lease_seconds)
+    mine = (
+        select(Notification.id)
+        .where(Notification.id.in_(ids), Notification.lease_owner == worker_id)
+        .order_by(Notification.id)
+        .with_for_update()
+        .cte("mine")
+    )
     result = await session.execute(
         update(Notification)
-        .where(Notification.id.in_(ids), Notification.lease_owner == worker_id)
+        .where(Notification.id == mine.c.id)
         .values(lease_expires_at=until, next_attempt_at=until)
         .execution_options(synchronize_session=False)
     )
@@ -306,7 +289,7 @@ async def settle_channel_externally(
     """A confirmation from outside the worker (WebSocket ack, provider callback) moves a
     channel forward. Returns False if the channel was not in ``allowed_from`` (a duplicate, or
     an out-of-order report that would move it backwards). The caller commits."""
-    notification = await _locked(session, notification_id, None)
+    notification = await _locked(session, notification_id)
     if notification is None:
         return False
     delivery = next((d for d in notification.deliveries if d.channel == channel), None)

@@ -1,0 +1,265 @@
+"""Record many outcomes (and lease releases) of one worker in one transaction.
+
+A worker learns outcomes one channel at a time, but writing each in a transaction of its own
+costs five round trips and a commit per notification. ``record_outcomes`` takes whatever the
+worker has gathered meanwhile (``workers/outcome_writer.py`` groups them) and, in one
+transaction:
+
+1. locks every notification involved, in id order (``SELECT … ORDER BY id FOR UPDATE``), so
+   that two batches, or a batch and a lease renewal, cannot deadlock over the same rows;
+2. reads their channels in a second statement, which under READ COMMITTED sees every write
+   committed by whoever held a lock before us (see ``dispatch._locked``);
+3. applies the items in the order they were submitted, with the rules every writer of a
+   channel follows (``dispatch.apply_change``, ``refresh_summary``, ``next_attempt_for``) and
+   the lease check: an item is refused unless this worker still holds the lease, except for a
+   success, which is recorded whoever holds the row now (``apply_change`` never moves a channel
+   backwards), so that the new holder does not send it a second time;
+4. writes back the rows that changed, one ``UPDATE`` per table run as an executemany (asyncpg
+   pipelines it: one round trip for the whole batch).
+
+The rows are plain objects, not ORM instances: building, tracking and flushing those was most
+of the cost of recording an outcome.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+
+from notifier.models.base import utcnow
+from notifier.models.notification import (
+    SETTLED,
+    SUCCEEDED,
+    Notification,
+    NotificationDelivery,
+)
+from notifier.storage.dispatch import (
+    ChannelChange,
+    apply_change,
+    next_attempt_for,
+    refresh_summary,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOutcome:
+    """What happened to one channel; with ``release`` (the last channel this worker had to
+    send) the same transaction also gives the lease up."""
+
+    notification_id: uuid.UUID
+    channel: str
+    change: ChannelChange
+    release: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseLease:
+    """Give the lease up. The row is due again when its earliest waiting channel is (or now,
+    with ``immediately``, for a worker that is shutting down mid-work)."""
+
+    notification_id: uuid.UUID
+    immediately: bool = False
+
+
+Outcome = ChannelOutcome | ReleaseLease
+
+
+@dataclass(slots=True)
+class _Channel:
+    """One ``notification_deliveries`` row (a ``dispatch.DeliveryState``)."""
+
+    notification_id: uuid.UUID
+    channel: str
+    status: str
+    attempts: int
+    last_error: str | None
+    provider_id: str | None
+    unknown_outcomes: int
+    next_attempt_at: datetime | None
+    updated_at: datetime
+    changed: bool = False
+
+
+@dataclass(slots=True)
+class _Row:
+    """One locked ``notifications`` row and its channels (a ``dispatch.NotificationState``)."""
+
+    id: uuid.UUID
+    status: str
+    retry_count: int
+    updated_at: datetime
+    expires_at: datetime | None
+    next_attempt_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    deliveries: list[_Channel] = field(default_factory=list)
+    changed: bool = False
+
+
+async def record_outcomes(
+    sessions: async_sessionmaker[AsyncSession], items: Sequence[Outcome], *, worker_id: str
+) -> list[bool]:
+    """Apply ``items`` in one transaction; for each, whether it was recorded (False: the lease
+    was taken over, or the notification is gone)."""
+    ids = sorted({item.notification_id for item in items})
+    async with sessions() as session, session.begin():
+        connection = await session.connection()
+        rows = await _lock_and_load(connection, ids)
+        now = utcnow()
+        results = [_apply(item, rows.get(item.notification_id), worker_id, now) for item in items]
+        await _write_back(connection, [row for row in rows.values() if row.changed])
+    return results
+
+
+async def _lock_and_load(
+    connection: AsyncConnection, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, _Row]:
+    # SELECT id, status, … FROM notifications WHERE id IN (…) ORDER BY id FOR UPDATE
+    # (SQLite renders no FOR UPDATE: its BEGIN IMMEDIATE already holds the only write lock.)
+    lock = (
+        select(
+            Notification.id,
+            Notification.status,
+            Notification.retry_count,
+            Notification.updated_at,
+            Notification.expires_at,
+            Notification.next_attempt_at,
+            Notification.lease_owner,
+            Notification.lease_expires_at,
+        )
+        .where(Notification.id.in_(ids))
+        .order_by(Notification.id)
+        .with_for_update()
+    )
+    rows = {row.id: _Row(*row) for row in await connection.execute(lock)}  # fields in order
+    # SELECT notification_id, channel, status, … FROM notification_deliveries
+    # WHERE notification_id IN (…)   -- a statement of its own, after the lock: fresh rows
+    channels = select(
+        NotificationDelivery.notification_id,
+        NotificationDelivery.channel,
+        NotificationDelivery.status,
+        NotificationDelivery.attempts,
+        NotificationDelivery.last_error,
+        NotificationDelivery.provider_id,
+        NotificationDelivery.unknown_outcomes,
+        NotificationDelivery.next_attempt_at,
+        NotificationDelivery.updated_at,
+    ).where(NotificationDelivery.notification_id.in_(list(rows)))
+    if rows:
+        for channel in await connection.execute(channels):
+            rows[channel.notification_id].deliveries.append(_Channel(*channel))  # in order
+    return rows
+
+
+def _apply(item: Outcome, row: _Row | None, worker_id: str, now: datetime) -> bool:
+    """The effect of ``record_outcome``/``release`` of old, on the loaded row."""
+    if row is None:
+        return False
+    if isinstance(item, ReleaseLease):
+        if row.lease_owner != worker_id:
+            return False
+        _release(row, now, immediately=item.immediately)
+        return True
+    if row.lease_owner != worker_id and item.change.status not in SUCCEEDED:
+        return False
+    if item.release and row.lease_owner == worker_id:
+        row.lease_owner = row.lease_expires_at = None
+    for delivery in row.deliveries:
+        if delivery.channel == item.channel:
+            apply_change(delivery, item.change, now)
+            delivery.changed = True
+    leased = row.lease_owner is not None
+    refresh_summary(row, now, leased=leased)
+    if not leased:  # released meanwhile: due again only if other channels still wait
+        row.next_attempt_at = next_attempt_for(row, now)
+    row.changed = True
+    return True
+
+
+def _release(row: _Row, now: datetime, *, immediately: bool) -> None:
+    row.lease_owner = row.lease_expires_at = None
+    settled = all(d.status in SETTLED for d in row.deliveries)
+    if immediately and not settled:
+        row.next_attempt_at = now
+    else:
+        row.next_attempt_at = next_attempt_for(row, now)
+    refresh_summary(row, now, leased=False)
+    row.changed = True
+
+
+# UPDATE notification_deliveries SET status = :status, attempts = :attempts, …
+# WHERE notification_id = :notification_id AND channel = :channel   -- executemany
+_WRITE_CHANNEL = (
+    update(NotificationDelivery)
+    .where(
+        NotificationDelivery.notification_id == bindparam("k_notification_id"),
+        NotificationDelivery.channel == bindparam("k_channel"),
+    )
+    .values(
+        status=bindparam("v_status"),
+        attempts=bindparam("v_attempts"),
+        last_error=bindparam("v_last_error"),
+        provider_id=bindparam("v_provider_id"),
+        unknown_outcomes=bindparam("v_unknown_outcomes"),
+        next_attempt_at=bindparam("v_next_attempt_at"),
+        updated_at=bindparam("v_updated_at"),
+    )
+)
+
+# UPDATE notifications SET status = :status, retry_count = :retry_count, …
+# WHERE id = :id   -- executemany
+_WRITE_NOTIFICATION = (
+    update(Notification)
+    .where(Notification.id == bindparam("k_id"))
+    .values(
+        status=bindparam("v_status"),
+        retry_count=bindparam("v_retry_count"),
+        updated_at=bindparam("v_updated_at"),
+        next_attempt_at=bindparam("v_next_attempt_at"),
+        lease_owner=bindparam("v_lease_owner"),
+        lease_expires_at=bindparam("v_lease_expires_at"),
+    )
+)
+
+
+async def _write_back(connection: AsyncConnection, rows: list[_Row]) -> None:
+    channels: list[dict[str, Any]] = [
+        {
+            "k_notification_id": d.notification_id,
+            "k_channel": d.channel,
+            "v_status": d.status,
+            "v_attempts": d.attempts,
+            "v_last_error": d.last_error,
+            "v_provider_id": d.provider_id,
+            "v_unknown_outcomes": d.unknown_outcomes,
+            "v_next_attempt_at": d.next_attempt_at,
+            "v_updated_at": d.updated_at,
+        }
+        for row in rows
+        for d in row.deliveries
+        if d.changed
+    ]
+    if channels:
+        await connection.execute(_WRITE_CHANNEL, channels)
+    if rows:
+        await connection.execute(
+            _WRITE_NOTIFICATION,
+            [
+                {
+                    "k_id": row.id,
+                    "v_status": row.status,
+                    "v_retry_count": row.retry_count,
+                    "v_updated_at": row.updated_at,
+                    "v_next_attempt_at": row.next_attempt_at,
+                    "v_lease_owner": row.lease_owner,
+                    "v_lease_expires_at": row.lease_expires_at,
+                }
+                for row in rows
+            ],
+        )

@@ -1,0 +1,275 @@
+"""The batched outcome writer (workers/outcome_writer.py) against real SQLite and PostgreSQL:
+outcomes submitted together are committed together, each caller gets its own answer, the
+lease rules hold inside a batch, and a failed flush is retried (whole, or item by item)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from notifier.models.base import utcnow
+from notifier.models.notification import ChannelStatus, Notification
+from notifier.storage.db import create_engine, create_session_factory
+from notifier.storage.dispatch import ChannelChange
+from workers.outcome_writer import OutcomeWriter
+
+WORKER = "worker-under-test"
+LEASE = 10.0
+
+
+@dataclass
+class Db:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    commits: int = 0
+    statements: list[str] = field(default_factory=list)
+
+    def writer(self, worker_id: str = WORKER) -> OutcomeWriter:
+        return OutcomeWriter(self.sessions, worker_id=worker_id, lease_seconds=LEASE)
+
+    async def leased(self, channels: list[str], *, owner: str | None = WORKER) -> uuid.UUID:
+        """A notification in flight: claimed by ``owner`` (None: not leased)."""
+        now = utcnow()
+        notification = Notification.build(
+            user_id=f"u-{uuid.uuid4().hex[:6]}", title="t", message="m", channels=channels
+        )
+        if owner is not None:
+            notification.status = "dispatching"
+            notification.lease_owner = owner
+            notification.lease_expires_at = notification.next_attempt_at = now + timedelta(
+                seconds=LEASE
+            )
+        async with self.sessions() as session, session.begin():
+            session.add(notification)
+        return notification.id
+
+    async def row(self, notification_id: uuid.UUID) -> Notification:
+        async with self.sessions() as session:
+            query = select(Notification).where(Notification.id == notification_id)
+            found = (await session.execute(query)).scalar_one()
+            assert found.deliveries  # loaded (selectin) before the session closes
+            return found
+
+    @contextlib.contextmanager
+    def failing(self, fails: Callable[[str, Any], BaseException | None]) -> Iterator[None]:
+        """Make the database raise what ``fails(statement, parameters)`` returns, if anything,
+        in place of running a statement (the seam SQLAlchemy offers: an engine event)."""
+
+        def before(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
+            error = fails(statement, parameters)
+            if error is not None:
+                raise error
+
+        event.listen(self.engine.sync_engine, "before_cursor_execute", before)
+        try:
+            yield
+        finally:
+            event.remove(self.engine.sync_engine, "before_cursor_execute", before)
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Db]:
+    engine = create_engine(db_url)
+    found = Db(engine, create_session_factory(engine))
+
+    def committed(_connection: Any) -> None:
+        found.commits += 1
+
+    event.listen(engine.sync_engine, "commit", committed)
+    try:
+        yield found
+    finally:
+        await engine.dispose()
+
+
+def delivery(notification: Notification, channel: str) -> dict[str, Any]:
+    return next(d.to_dict() for d in notification.deliveries if d.channel == channel)
+
+
+async def test_outcomes_submitted_together_are_committed_together(db: Db) -> None:
+    ids = [await db.leased(["email"]) for _ in range(60)]
+    later = utcnow() + timedelta(minutes=5)
+    changes = {
+        0: ChannelChange(ChannelStatus.DELIVERED, attempts=1, provider_id="p-0"),
+        1: ChannelChange(
+            ChannelStatus.RETRYING, attempts=2, last_error="451", next_attempt_at=later
+        ),
+        2: ChannelChange(ChannelStatus.FAILED, attempts=1, last_error="550 no such user"),
+    }
+    writer = db.writer()
+    commits_before = db.commits
+
+    results = await asyncio.gather(
+        *(writer.record(i, "email", changes[n % 3], release=True) for n, i in enumerate(ids))
+    )
+
+    assert results == [True] * len(ids)
+    # One transaction for the lot: every record was pending before the first flush began.
+    assert db.commits - commits_before == 1
+    for n, notification_id in enumerate(ids):
+        row = await db.row(notification_id)
+        email = delivery(row, "email")
+        assert row.lease_owner is None and row.lease_expires_at is None
+        if n % 3 == 0:
+            assert (row.status, email["status"], email["provider_id"]) == (
+                "delivered",
+                "delivered",
+                "p-0",
+            )
+            assert row.next_attempt_at is None
+        elif n % 3 == 1:
+            assert (row.status, email["status"], email["attempts"]) == ("retrying", "retrying", 2)
+            assert row.retry_count == 1
+            assert _same_instant(row.next_attempt_at, later)
+        else:
+            assert (row.status, email["status"], email["last_error"]) == (
+                "failed",
+                "failed",
+                "550 no such user",
+            )
+            assert row.next_attempt_at is None
+
+
+async def test_channels_of_one_notification_in_one_batch(db: Db) -> None:
+    notification_id = await db.leased(["email", "websocket", "sms"])
+    writer = db.writer()
+
+    recorded = await asyncio.gather(
+        writer.record(notification_id, "email", ChannelChange(ChannelStatus.DELIVERED, 1)),
+        writer.record(notification_id, "websocket", ChannelChange(ChannelStatus.SENT, 1)),
+        writer.record(
+            notification_id, "sms", ChannelChange(ChannelStatus.FAILED, 3, last_error="gone")
+        ),
+        writer.release(notification_id),
+    )
+
+    assert recorded == [True, True, True, True]
+    row = await db.row(notification_id)
+    assert [delivery(row, c)["status"] for c in ("email", "sms", "websocket")] == [
+        "delivered",
+        "failed",
+        "sent",
+    ]
+    assert (row.status, row.retry_count, row.lease_owner, row.next_attempt_at) == (
+        "partially_failed",
+        2,
+        None,
+        None,
+    )
+
+
+async def test_a_lease_taken_over_refuses_failures_but_not_successes(db: Db) -> None:
+    taken = await db.leased(["email", "websocket"], owner="another-worker")
+    writer = db.writer()
+
+    failure, success, release = await asyncio.gather(
+        writer.record(taken, "email", ChannelChange(ChannelStatus.RETRYING, 1, last_error="x")),
+        writer.record(taken, "websocket", ChannelChange(ChannelStatus.SENT, 1), release=True),
+        writer.release(taken),
+    )
+
+    # The failure and the release would overwrite the new holder's state; the success must be
+    # recorded, or the new holder sends the message a second time.
+    assert (failure, success, release) == (False, True, False)
+    row = await db.row(taken)
+    assert delivery(row, "email")["status"] == "pending"
+    assert delivery(row, "websocket")["status"] == "sent"
+    assert (row.lease_owner, row.status) == ("another-worker", "dispatching")
+
+
+async def test_a_transient_error_retries_the_whole_flush(db: Db) -> None:
+    ids = [await db.leased(["email"]) for _ in range(5)]
+    writer = db.writer()
+    failures = iter([sa_exc.OperationalError("UPDATE …", None, ConnectionResetError())])
+
+    def once(statement: str, _parameters: Any) -> BaseException | None:
+        writes = statement.startswith("UPDATE notification_deliveries")
+        return next(failures, None) if writes else None
+
+    with db.failing(once):
+        results = await asyncio.gather(
+            *(
+                writer.record(i, "email", ChannelChange(ChannelStatus.DELIVERED, 1), release=True)
+                for i in ids
+            )
+        )
+
+    assert results == [True] * 5
+    for notification_id in ids:
+        row = await db.row(notification_id)
+        # Written once: the failed attempt was rolled back, not half-applied.
+        assert (row.status, delivery(row, "email")["attempts"]) == ("delivered", 1)
+
+
+async def test_a_bad_item_fails_alone(db: Db) -> None:
+    good = [await db.leased(["email"]) for _ in range(3)]
+    bad = await db.leased(["email"])
+    writer = db.writer()
+
+    def on_bad(statement: str, parameters: Any) -> BaseException | None:
+        if statement.startswith("UPDATE notification_deliveries") and _mentions(parameters, bad):
+            return sa_exc.IntegrityError(statement, None, ValueError("refused"))
+        return None
+
+    with db.failing(on_bad):
+        results = await asyncio.gather(
+            *(
+                writer.record(i, "email", ChannelChange(ChannelStatus.DELIVERED, 1), release=True)
+                for i in [*good, bad]
+            ),
+            return_exceptions=True,
+        )
+
+    assert results[:3] == [True, True, True]
+    assert isinstance(results[3], sa_exc.IntegrityError)
+    for notification_id in good:
+        assert (await db.row(notification_id)).status == "delivered"
+    unrecorded = await db.row(bad)
+    assert (unrecorded.status, unrecorded.lease_owner) == ("dispatching", WORKER)
+
+
+async def test_flushed_waits_for_what_is_pending_even_if_its_caller_gave_up(db: Db) -> None:
+    ids = [await db.leased(["websocket"]) for _ in range(3)]
+    writer = db.writer()
+    records = [
+        asyncio.create_task(writer.record(i, "websocket", ChannelChange(ChannelStatus.SENT, 1)))
+        for i in ids
+    ]
+
+    async def stop() -> None:
+        # Tasks start in the order they were created: every record is submitted by now.
+        records[0].cancel()  # as the dispatcher's drain cancels what did not finish
+        await writer.flushed()
+
+    await asyncio.create_task(stop())
+
+    # The message went out: its outcome is recorded although nobody waits for the answer.
+    for notification_id in ids:
+        assert delivery(await db.row(notification_id), "websocket")["status"] == "sent"
+    assert records[0].cancelled()
+    assert await asyncio.gather(*records[1:]) == [True, True]
+
+
+def _mentions(parameters: Any, notification_id: uuid.UUID) -> bool:
+    """Whether DB-API parameters (one row or many) carry this id, as either driver binds it."""
+    forms = {notification_id, str(notification_id), notification_id.hex}
+    rows = parameters if isinstance(parameters, list) else [parameters]
+    return any(value in forms for row in rows for value in _values(row))
+
+
+def _values(row: Any) -> list[Any]:
+    return list(row.values()) if isinstance(row, dict) else list(row)
+
+
+def _same_instant(a: datetime | None, b: datetime) -> bool:
+    return a is not None and abs((a - b).total_seconds()) < 0.001

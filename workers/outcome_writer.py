@@ -1,0 +1,152 @@
+"""Group commit for a worker's outcomes: many notifications' records, one transaction.
+
+    outcome = await writer.record(notification_id, channel, change, release=True)
+
+Each caller waits until its own outcome is committed and gets its own answer (False: the lease
+was taken over), exactly as with a transaction of its own; but the writer commits whatever is
+pending at once. While one flush is in the database, the outcomes that arrive queue up, and the
+next flush takes them all (up to ``max_batch``), right after the previous one: no timer, no
+added latency when the worker is quiet, and fewer, larger transactions as it gets busy.
+
+Failures:
+- a transient database error (connection lost, too many connections, deadlock…) retries the
+  whole flush through ``with_db_retries``, for as long as the oldest outcome's lease would keep
+  its row ours anyway; then every caller of the batch gets the error, and the rows come back
+  to a worker when their leases run out;
+- any other error (one bad item should not sink the rest) retries each item of the batch in a
+  transaction of its own, once: only the item at fault fails.
+
+A caller that is cancelled while it waits does not take its outcome back: the message went out,
+so it is still recorded. ``flushed()`` waits until everything submitted is written, which the
+dispatcher does before it hands its leases back on stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from notifier.storage.dispatch import ChannelChange
+from notifier.storage.outcome_batch import (
+    ChannelOutcome,
+    Outcome,
+    ReleaseLease,
+    record_outcomes,
+)
+from workers.outcomes import is_transient_db_error, with_db_retries
+
+log = logging.getLogger("notifier.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    item: Outcome
+    submitted_at: float  # loop time: the item's retry budget runs from here
+    result: asyncio.Future[bool]
+
+
+class OutcomeWriter:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        worker_id: str,
+        lease_seconds: float,
+        max_batch: int = 200,
+    ) -> None:
+        self.sessions = sessions
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.max_batch = max_batch
+        self._pending: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def record(
+        self,
+        notification_id: uuid.UUID,
+        channel: str,
+        change: ChannelChange,
+        *,
+        release: bool = False,
+    ) -> bool:
+        """Record one channel's outcome (and, with ``release``, give the lease up); returns once
+        it is committed. False if this worker's lease was taken over (a success is recorded
+        anyway: see ``outcome_batch``)."""
+        recorded = await self._submit(ChannelOutcome(notification_id, channel, change, release))
+        if not recorded:
+            log.warning(
+                "lease on %s was taken over; outcome of %s not recorded", notification_id, channel
+            )
+        return recorded
+
+    async def release(self, notification_id: uuid.UUID, *, immediately: bool = False) -> bool:
+        """Give the lease up; False if it was no longer this worker's."""
+        return await self._submit(ReleaseLease(notification_id, immediately))
+
+    async def flushed(self) -> None:
+        """Wait until everything submitted so far is written (or failed)."""
+        while self._flusher is not None:
+            await asyncio.shield(self._flusher)
+
+    async def _submit(self, item: Outcome) -> bool:
+        loop = asyncio.get_running_loop()
+        pending = _Pending(item, loop.time(), loop.create_future())
+        self._pending.append(pending)
+        if self._flusher is None:
+            # Started, not run: the callers that become ready in this same turn of the event
+            # loop join the first flush.
+            self._flusher = asyncio.create_task(self._flush_while_pending(), name="outcomes")
+        return await pending.result
+
+    async def _flush_while_pending(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                await self._flush(batch)
+        finally:
+            self._flusher = None
+
+    async def _flush(self, batch: list[_Pending]) -> None:
+        try:
+            results = await self._write(batch)
+        except asyncio.CancelledError:
+            for pending in batch:
+                pending.result.cancel()
+            raise
+        except Exception as exc:
+            if len(batch) > 1 and not is_transient_db_error(exc):
+                log.warning(
+                    "recording %d outcomes failed (%s); recording them one by one",
+                    len(batch),
+                    type(exc).__name__,
+                )
+                for pending in batch:
+                    await self._flush([pending])
+                return
+            log.warning(
+                "could not record %d outcome(s) (%s); their rows come back when the leases run out",
+                len(batch),
+                type(exc).__name__,
+            )
+            for pending in batch:
+                if not pending.result.done():
+                    pending.result.set_exception(exc)
+            return
+        for pending, recorded in zip(batch, results, strict=True):
+            if not pending.result.done():  # its caller may have been cancelled meanwhile
+                pending.result.set_result(recorded)
+
+    async def _write(self, batch: list[_Pending]) -> list[bool]:
+        # Retried through a brief database outage: an unrecorded success would be sent again.
+        oldest = min(pending.submitted_at for pending in batch)
+        within = self.lease_seconds - (asyncio.get_running_loop().time() - oldest)
+        items = [pending.item for pending in batch]
+        return await with_db_retries(
+            lambda: record_outcomes(self.sessions, items, worker_id=self.worker_id),
+            within=max(within, 0.0),
+        )

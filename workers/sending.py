@@ -1,0 +1,66 @@
+"""One channel's send: a timeout around it, and the brief in-process retries (Tenacity)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from notifier.channels.base import (
+    DeliveryChannel,
+    DeliveryError,
+    Destination,
+    OutgoingMessage,
+    SendResult,
+    UnknownOutcomeError,
+)
+from workers.retry import RetryPolicy, in_process_retrying
+
+
+async def send_briefly_retrying(
+    channel: DeliveryChannel,
+    message: OutgoingMessage,
+    destination: Destination,
+    *,
+    policy: RetryPolicy,
+    tries_left: int,
+    send_timeout: float,
+) -> tuple[SendResult | DeliveryError, int]:
+    """Send, retrying in-process where that may help; the result or the last error, and how
+    many tries were made.
+
+    The first try runs on its own: most sends succeed at once, and setting Tenacity's
+    controller up costs more than a no-op send. Only after a failure does Tenacity take over,
+    with that failure as its first attempt, so the schedule and the count of tries are the same
+    as if it had made the first try itself."""
+    try:
+        return await send_once(channel, message, destination, send_timeout=send_timeout), 1
+    except DeliveryError as error:
+        first: DeliveryError | None = error
+    tries = 1
+
+    async def again() -> SendResult:
+        nonlocal first, tries
+        if first is not None:
+            error, first = first, None
+            raise error  # attempt 1, already made
+        tries += 1
+        return await send_once(channel, message, destination, send_timeout=send_timeout)
+
+    try:
+        return await in_process_retrying(policy, tries_left=tries_left)(again), tries
+    except DeliveryError as error:
+        return error, tries
+
+
+async def send_once(
+    channel: DeliveryChannel,
+    message: OutgoingMessage,
+    destination: Destination,
+    *,
+    send_timeout: float,
+) -> SendResult:
+    # asyncio.timeout, not wait_for: wait_for runs the send as a task of its own (3.11).
+    try:
+        async with asyncio.timeout(send_timeout):
+            return await channel.send(message, destination)
+    except TimeoutError:
+        raise UnknownOutcomeError(f"no answer within {send_timeout:.0f}s") from None
