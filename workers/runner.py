@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Mapping
@@ -92,6 +93,10 @@ async def run_worker_process(settings: Settings) -> None:
     if listener is not None:
         listener.start()
     recorder.start()
+    # Everything allocated so far (modules, mappers, compiled SQL, the channels) lives as long
+    # as the process: move it out of the collector's sight, or every full collection walks it
+    # again; with a busy dispatcher that was a sixth of the worker's CPU.
+    gc.freeze()
     log.info("worker %s started", dispatcher.worker_id)
     try:
         await dispatcher.run(stop)
