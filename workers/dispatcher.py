@@ -117,13 +117,12 @@ class Dispatcher:
         if free <= 0:
             return 0
         try:
-            async with self.sessions() as session, session.begin():
-                work = await queries.claim_due(
-                    session,
-                    worker_id=self.worker_id,
-                    batch_size=min(self.settings.worker_batch_size, free),
-                    lease_seconds=self.settings.lease_seconds,
-                )
+            work = await queries.claim_due(
+                self.sessions,
+                worker_id=self.worker_id,
+                batch_size=min(self.settings.worker_batch_size, free),
+                lease_seconds=self.settings.lease_seconds,
+            )
             if not work:
                 return 0
         except Exception as exc:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import Integer, Update, bindparam, case, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notifier.models.base import UTCDateTime, utcnow
 from notifier.models.notification import (
@@ -43,11 +43,15 @@ class ClaimedWork:
 
 
 async def claim_due(
-    session: AsyncSession, *, worker_id: str, batch_size: int, lease_seconds: float
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    worker_id: str,
+    batch_size: int,
+    lease_seconds: float,
 ) -> list[ClaimedWork]:
     """Lease up to ``batch_size`` due notifications to this worker, most urgent first, and load
     what sending them takes: their channels, recipients and (for ``browser``) push
-    subscriptions. The caller commits.
+    subscriptions.
 
     The claim, rendered on PostgreSQL as::
 
@@ -70,13 +74,27 @@ async def claim_due(
 
     The ``RETURNING`` rows are the ``Notification`` objects themselves; their channels come
     with the relationship's selectin load (``SELECT … FROM notification_deliveries WHERE
-    notification_id IN (…)``), in this transaction, which holds the rows' locks: no other
-    writer can change them in between. Then one ``SELECT`` each for recipients and
-    subscriptions: four statements for the whole batch.
+    notification_id IN (…)``), then one ``SELECT`` each for recipients and subscriptions.
+
+    On PostgreSQL these run without a transaction around them (autocommit): the claim is one
+    statement, atomic by itself, and the reads after it need no lock, as the rows are leased to
+    this worker by then; what another writer may still do to their channels meanwhile (an ack,
+    a cancellation) is committed before our read or after it, and either is handled. That
+    saves the BEGIN and COMMIT round trips of every claim. On SQLite the claim and the reads
+    share one ``BEGIN IMMEDIATE`` transaction, SQLite's only kind of write lock.
     """
     now = utcnow()
     until = now + timedelta(seconds=lease_seconds)
     params = {"now": now, "batch": batch_size, "worker": worker_id, "until": until}
+    async with sessions() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            return await _claim(session, params)
+        async with session.begin():
+            return await _claim(session, params)
+
+
+async def _claim(session: AsyncSession, params: dict[str, object]) -> list[ClaimedWork]:
     options = {"synchronize_session": False}
     notifications = list(await session.scalars(_CLAIM, params, execution_options=options))
     return await _with_addresses(session, notifications) if notifications else []

@@ -14,8 +14,8 @@ transaction:
    the lease check: an item is refused unless this worker still holds the lease, except for a
    success, which is recorded whoever holds the row now (``apply_change`` never moves a channel
    backwards), so that the new holder does not send it a second time;
-4. writes back the rows that changed, one ``UPDATE`` per table run as an executemany (asyncpg
-   pipelines it: one round trip for the whole batch).
+4. writes back the rows that changed: on PostgreSQL in one statement (``unnest`` of arrays,
+   one round trip for both tables), on SQLite with one executemany ``UPDATE`` per table.
 
 The rows are plain objects, not ORM instances: building, tracking and flushing those was most
 of the cost of recording an outcome.
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from notifier.models.base import utcnow
@@ -228,38 +228,96 @@ _WRITE_NOTIFICATION = (
 )
 
 
+# The same two writes in one statement, one round trip, on PostgreSQL: ``unnest`` turns the
+# column arrays back into rows, and the channels' UPDATE runs as a data-modifying CTE (which
+# PostgreSQL executes whether or not the main statement reads it).
+_WRITE_BOTH_POSTGRES = text(
+    """
+WITH channels AS (
+    UPDATE notification_deliveries AS d
+    SET status = v.status, attempts = v.attempts, last_error = v.last_error,
+        provider_id = v.provider_id, unknown_outcomes = v.unknown_outcomes,
+        next_attempt_at = v.next_attempt_at, updated_at = v.updated_at
+    FROM unnest(CAST(:notification_id AS uuid[]), CAST(:channel AS text[]),
+                CAST(:status AS text[]), CAST(:attempts AS int[]), CAST(:last_error AS text[]),
+                CAST(:provider_id AS text[]), CAST(:unknown_outcomes AS int[]),
+                CAST(:next_attempt_at AS timestamptz[]), CAST(:updated_at AS timestamptz[]))
+         AS v(notification_id, channel, status, attempts, last_error, provider_id,
+              unknown_outcomes, next_attempt_at, updated_at)
+    WHERE d.notification_id = v.notification_id AND d.channel = v.channel
+)
+UPDATE notifications AS n
+SET status = v.status, retry_count = v.retry_count, updated_at = v.updated_at,
+    next_attempt_at = v.next_attempt_at, lease_owner = v.lease_owner,
+    lease_expires_at = v.lease_expires_at
+FROM unnest(CAST(:n_id AS uuid[]), CAST(:n_status AS text[]), CAST(:n_retry_count AS int[]),
+            CAST(:n_updated_at AS timestamptz[]), CAST(:n_next_attempt_at AS timestamptz[]),
+            CAST(:n_lease_owner AS text[]), CAST(:n_lease_expires_at AS timestamptz[]))
+     AS v(id, status, retry_count, updated_at, next_attempt_at, lease_owner, lease_expires_at)
+WHERE n.id = v.id
+"""
+)
+
+
 async def _write_back(connection: AsyncConnection, rows: list[_Row]) -> None:
-    channels: list[dict[str, Any]] = [
-        {
-            "k_notification_id": d.notification_id,
-            "k_channel": d.channel,
-            "v_status": d.status,
-            "v_attempts": d.attempts,
-            "v_last_error": d.last_error,
-            "v_provider_id": d.provider_id,
-            "v_unknown_outcomes": d.unknown_outcomes,
-            "v_next_attempt_at": d.next_attempt_at,
-            "v_updated_at": d.updated_at,
-        }
-        for row in rows
-        for d in row.deliveries
-        if d.changed
-    ]
+    if not rows:
+        return
+    channels = [d for row in rows for d in row.deliveries if d.changed]
+    if connection.dialect.name == "postgresql":
+        await connection.execute(_WRITE_BOTH_POSTGRES, _as_arrays(rows, channels))
+        return
     if channels:
-        await connection.execute(_WRITE_CHANNEL, channels)
-    if rows:
         await connection.execute(
-            _WRITE_NOTIFICATION,
+            _WRITE_CHANNEL,
             [
                 {
-                    "k_id": row.id,
-                    "v_status": row.status,
-                    "v_retry_count": row.retry_count,
-                    "v_updated_at": row.updated_at,
-                    "v_next_attempt_at": row.next_attempt_at,
-                    "v_lease_owner": row.lease_owner,
-                    "v_lease_expires_at": row.lease_expires_at,
+                    "k_notification_id": d.notification_id,
+                    "k_channel": d.channel,
+                    "v_status": d.status,
+                    "v_attempts": d.attempts,
+                    "v_last_error": d.last_error,
+                    "v_provider_id": d.provider_id,
+                    "v_unknown_outcomes": d.unknown_outcomes,
+                    "v_next_attempt_at": d.next_attempt_at,
+                    "v_updated_at": d.updated_at,
                 }
-                for row in rows
+                for d in channels
             ],
         )
+    await connection.execute(
+        _WRITE_NOTIFICATION,
+        [
+            {
+                "k_id": row.id,
+                "v_status": row.status,
+                "v_retry_count": row.retry_count,
+                "v_updated_at": row.updated_at,
+                "v_next_attempt_at": row.next_attempt_at,
+                "v_lease_owner": row.lease_owner,
+                "v_lease_expires_at": row.lease_expires_at,
+            }
+            for row in rows
+        ],
+    )
+
+
+def _as_arrays(rows: list[_Row], channels: list[_Channel]) -> dict[str, list[Any]]:
+    """``_WRITE_BOTH_POSTGRES``'s parameters: one array per column."""
+    return {
+        "notification_id": [d.notification_id for d in channels],
+        "channel": [d.channel for d in channels],
+        "status": [d.status for d in channels],
+        "attempts": [d.attempts for d in channels],
+        "last_error": [d.last_error for d in channels],
+        "provider_id": [d.provider_id for d in channels],
+        "unknown_outcomes": [d.unknown_outcomes for d in channels],
+        "next_attempt_at": [d.next_attempt_at for d in channels],
+        "updated_at": [d.updated_at for d in channels],
+        "n_id": [row.id for row in rows],
+        "n_status": [row.status for row in rows],
+        "n_retry_count": [row.retry_count for row in rows],
+        "n_updated_at": [row.updated_at for row in rows],
+        "n_next_attempt_at": [row.next_attempt_at for row in rows],
+        "n_lease_owner": [row.lease_owner for row in rows],
+        "n_lease_expires_at": [row.lease_expires_at for row in rows],
+    }

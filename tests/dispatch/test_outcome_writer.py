@@ -193,8 +193,7 @@ async def test_a_transient_error_retries_the_whole_flush(db: Db) -> None:
     failures = iter([sa_exc.OperationalError("UPDATE …", None, ConnectionResetError())])
 
     def once(statement: str, _parameters: Any) -> BaseException | None:
-        writes = statement.startswith("UPDATE notification_deliveries")
-        return next(failures, None) if writes else None
+        return next(failures, None) if _writes_channels(statement) else None
 
     with db.failing(once):
         results = await asyncio.gather(
@@ -217,7 +216,7 @@ async def test_a_bad_item_fails_alone(db: Db) -> None:
     writer = db.writer()
 
     def on_bad(statement: str, parameters: Any) -> BaseException | None:
-        if statement.startswith("UPDATE notification_deliveries") and _mentions(parameters, bad):
+        if _writes_channels(statement) and _mentions(parameters, bad):
             return sa_exc.IntegrityError(statement, None, ValueError("refused"))
         return None
 
@@ -260,15 +259,22 @@ async def test_flushed_waits_for_what_is_pending_even_if_its_caller_gave_up(db: 
     assert await asyncio.gather(*records[1:]) == [True, True]
 
 
+def _writes_channels(statement: str) -> bool:
+    # An UPDATE of its own (SQLite), or the CTE of the one write-back statement (PostgreSQL).
+    return "UPDATE notification_deliveries" in statement
+
+
 def _mentions(parameters: Any, notification_id: uuid.UUID) -> bool:
-    """Whether DB-API parameters (one row or many) carry this id, as either driver binds it."""
+    """Whether DB-API parameters (one row or many, values or arrays of values) carry this id,
+    as either driver binds it."""
     forms = {notification_id, str(notification_id), notification_id.hex}
     rows = parameters if isinstance(parameters, list) else [parameters]
-    return any(value in forms for row in rows for value in _values(row))
+    return any(value in forms for row in rows for value in _flat(row))
 
 
-def _values(row: Any) -> list[Any]:
-    return list(row.values()) if isinstance(row, dict) else list(row)
+def _flat(row: Any) -> list[Any]:
+    values = list(row.values()) if isinstance(row, dict) else list(row)
+    return [v for value in values for v in (value if isinstance(value, list) else [value])]
 
 
 def _same_instant(a: datetime | None, b: datetime) -> bool:
