@@ -1,4 +1,9 @@
-"""Request dependencies: the service context, a database session, and who is calling."""
+"""Request dependencies: the service context, a database session, and who is calling.
+
+Every dependency is a coroutine function even where it does no I/O: FastAPI runs a plain
+``def`` dependency in its thread pool, a thread hand-off per dependency per request that cost
+more than the checks themselves on the enqueue path (bench/RESULTS.md).
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,13 @@ from notifier.api.rate_limit import retry_after_header
 from notifier.auth import InvalidCredentials, Principal
 
 
-def get_context(request: Request) -> ServiceContext:
+def context_of(request: Request) -> ServiceContext:
     context: ServiceContext = request.app.state.context
     return context
+
+
+async def get_context(request: Request) -> ServiceContext:
+    return context_of(request)
 
 
 ContextDep = Annotated[ServiceContext, Depends(get_context)]
@@ -48,7 +57,7 @@ bearer_scheme = HTTPBearer(
 DocumentedBearer = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
-def get_principal(request: Request, context: ContextDep, _: DocumentedBearer) -> Principal:
+async def get_principal(request: Request, context: ContextDep, _: DocumentedBearer) -> Principal:
     credential = bearer_credential(request)
     key_id = context.api_keys.identify(credential)
     if key_id is not None:
@@ -68,7 +77,7 @@ def get_principal(request: Request, context: ContextDep, _: DocumentedBearer) ->
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require_producer(principal: PrincipalDep) -> Principal:
+async def require_producer(principal: PrincipalDep) -> Principal:
     if not principal.is_producer:
         raise Forbidden("this endpoint needs a producer API key, not a user token")
     return principal
@@ -84,7 +93,7 @@ UserIdPath = Annotated[str, Path(min_length=1, max_length=255, pattern=_PATH_ID)
 TaskIdPath = Annotated[str, Path(min_length=1, max_length=255, pattern=_PATH_ID)]
 
 
-def require_user_access(user_id: UserIdPath, principal: PrincipalDep) -> Principal:
+async def require_user_access(user_id: UserIdPath, principal: PrincipalDep) -> Principal:
     """A producer reaches every user; a user token only its own (others look absent: 404)."""
     if not principal.may_access_user(user_id):
         raise NotFound("no such user")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import uuid
 from collections import Counter
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
@@ -15,13 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from notifier.api.context import ServiceContext
 from notifier.api.deps import (
     ContextDep,
-    DocumentedBearer,
     PrincipalDep,
     ProducerDep,
     SessionDep,
-    get_context,
-    get_principal,
-    require_producer,
 )
 from notifier.api.errors import Conflict, NotFound, TooManyRequests, Unprocessable
 from notifier.api.idempotency import IdempotencyKeyHeader, IdempotentRequest
@@ -172,20 +168,6 @@ async def _enqueue(
     return JSONResponse(response, status_code=status.HTTP_202_ACCEPTED)
 
 
-async def _enqueuing_producer(request: Request, _: DocumentedBearer) -> Principal:
-    """``ProducerDep`` for the two enqueue endpoints, as a coroutine.
-
-    FastAPI runs a plain ``def`` dependency in its thread pool: ``ProducerDep`` and
-    ``ContextDep`` are three of those, three thread hand-offs per request, which cost the
-    enqueue path more than its own work. The checks are the same functions, called inline
-    (they do no I/O); ``DocumentedBearer`` keeps the operation's security in the OpenAPI.
-    """
-    return require_producer(get_principal(request, get_context(request), None))
-
-
-EnqueuingProducerDep = Annotated[Principal, Depends(_enqueuing_producer)]
-
-
 def _guard(
     request: Request, principal: Principal, key: str | None, payload: BaseModel
 ) -> IdempotentRequest:
@@ -207,10 +189,10 @@ def _guard(
 async def enqueue_notification(
     payload: NotificationCreate,
     request: Request,
-    principal: EnqueuingProducerDep,
+    principal: ProducerDep,
+    context: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
-    context = get_context(request)
     guard = _guard(request, principal, idempotency_key, payload)
     _check_push_size(payload)
     prepared = prepare([payload])
@@ -232,10 +214,10 @@ async def enqueue_notification(
 async def enqueue_batch(
     payload: NotificationBatchCreate,
     request: Request,
-    principal: EnqueuingProducerDep,
+    principal: ProducerDep,
+    context: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
-    context = get_context(request)
     guard = _guard(request, principal, idempotency_key, payload)
     for item in payload.notifications:
         _check_push_size(item)
