@@ -20,6 +20,7 @@ from starlette.datastructures import State
 from starlette.websockets import WebSocketDisconnected
 
 from notifier.api.context import ServiceContext
+from notifier.api.redaction import original_query_string
 from notifier.auth import InvalidCredentials
 from notifier.realtime.batching import Coalescer
 from notifier.realtime.frames import notification_frame_for
@@ -105,7 +106,7 @@ router.add_websocket_route("/v1/ws", websocket_endpoint)
 def _token(websocket: WebSocket) -> str:
     # Parsed here rather than through ``websocket.query_params``, which would keep the parsed
     # query on the socket for as long as it stays open.
-    query: bytes = websocket.scope.get("query_string", b"")
+    query = original_query_string(websocket.scope)
     tokens = parse_qs(query.decode("latin-1")).get("token", [""])
     return tokens[0]
 
