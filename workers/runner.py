@@ -73,8 +73,12 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 async def run_worker_process(settings: Settings) -> None:
     """`notifier worker`: claim and send until SIGTERM/SIGINT, then drain and return."""
+    # No pre-ping: it was a round trip per checkout, two per dispatch cycle (claim, outcome
+    # flush), and every worker transaction is retried on a lost connection anyway.
     engine = create_engine(
-        settings.database_url, pool_size=max(4, settings.worker_concurrency // 4)
+        settings.database_url,
+        pool_size=max(4, settings.worker_concurrency // 4),
+        pre_ping=False,
     )
     sessions = create_session_factory(engine)
     metrics = ServiceMetrics()

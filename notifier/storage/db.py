@@ -16,7 +16,13 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 
-def create_engine(database_url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+def create_engine(
+    database_url: str, *, pool_size: int = 10, echo: bool = False, pre_ping: bool = True
+) -> AsyncEngine:
+    """``pre_ping`` checks each pooled connection with a round trip before handing it out, so a
+    connection that died with a database restart is replaced instead of failing a request. A
+    caller that retries transient errors itself (the worker) can do without it: the first
+    failure after a restart invalidates the whole pool, and the retry gets a fresh connection."""
     if database_url.startswith("sqlite"):
         engine = create_async_engine(
             database_url,
@@ -32,8 +38,7 @@ def create_engine(database_url: str, *, pool_size: int = 10, echo: bool = False)
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
-        # A connection that died with a database restart is replaced instead of failing a request.
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_timeout=10,
         connect_args={"timeout": 5, "command_timeout": 30},
     )
