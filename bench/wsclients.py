@@ -97,7 +97,15 @@ class Clients:
         )
 
     async def read(self, socket: ClientConnection) -> None:
-        with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
+        try:
+            await self._read(socket)
+        except asyncio.CancelledError:
+            return
+        # The server closed it: say why (stderr, the bench keeps it in the run's log).
+        print(f"socket closed: {socket.close_code} {socket.close_reason!r}", file=sys.stderr)
+
+    async def _read(self, socket: ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
             async for raw in socket:
                 received = time.time()
                 frame = json.loads(raw)

@@ -15,27 +15,31 @@ Result = TypeVar("Result")
 class Coalescer(Generic[Item, Result]):
     """``submit(item)`` returns ``handle(batch)[i]`` for its item. The first item is handled at
     once; the items submitted while a batch is being handled make up the next one (at most
-    ``max_batch``). If ``handle`` raises, every caller of that batch gets the exception."""
+    ``max_batch``). Up to ``concurrency`` batches are handled at a time, so that one slow
+    transaction does not hold up the rest. If ``handle`` raises, every caller of that batch
+    gets the exception."""
 
     def __init__(
         self,
         handle: Callable[[list[Item]], Awaitable[Sequence[Result]]],
         *,
         max_batch: int = 200,
+        concurrency: int = 1,
     ) -> None:
         self._handle = handle
         self._max_batch = max_batch
+        self._concurrency = concurrency
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
-        self._drain: asyncio.Task[None] | None = None
+        self._drains: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
-        if self._drain is not None and self._drain.get_loop() is not loop:
-            self._drain, self._pending = None, []  # left over from a closed event loop
+        if any(task.get_loop() is not loop for task in self._drains):
+            self._drains, self._pending = set(), []  # left over from a closed event loop
         future: asyncio.Future[Result] = loop.create_future()
         self._pending.append((item, future))
-        if self._drain is None:
-            self._drain = loop.create_task(self._run())
+        if len(self._drains) < self._concurrency:
+            self._drains.add(loop.create_task(self._run()))
         return await future
 
     async def _run(self) -> None:
@@ -54,8 +58,18 @@ class Coalescer(Generic[Item, Result]):
                 for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():  # its caller may have gone meanwhile
                         future.set_result(result)
-        finally:
-            self._drain = None
-            for _, future in (*batch, *self._pending):  # only if this task was cancelled
+                batch = []
+        except asyncio.CancelledError:
+            for _, future in batch:
                 future.cancel()
-            self._pending = []
+            if len(self._drains) == 1:  # the last one: nobody is left to handle the rest
+                for _, future in self._pending:
+                    future.cancel()
+                self._pending = []
+            raise
+        finally:
+            # No await between the loop's last check and here: a later submit finds a free
+            # slot and starts a new task.
+            task = asyncio.current_task()
+            if task is not None:
+                self._drains.discard(task)

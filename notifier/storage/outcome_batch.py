@@ -36,6 +36,7 @@ from notifier.models.base import utcnow
 from notifier.models.notification import (
     SETTLED,
     SUCCEEDED,
+    ChannelStatus,
     Notification,
     NotificationDelivery,
 )
@@ -114,6 +115,48 @@ async def record_outcomes(
         now = utcnow()
         results = [_apply(item, rows.get(item.notification_id), worker_id, now) for item in items]
         await _write_back(connection, [row for row in rows.values() if row.changed])
+    return results
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalSettlement:
+    """A confirmation from outside the worker (a WebSocket ack) for one channel: the batch
+    form of ``dispatch.settle_channel_externally``, with the same rules."""
+
+    notification_id: uuid.UUID
+    channel: str
+    new_status: ChannelStatus
+    allowed_from: frozenset[ChannelStatus]
+
+
+async def settle_externally(
+    connection: AsyncConnection, items: Sequence[ExternalSettlement]
+) -> list[bool]:
+    """Apply ``items`` in the caller's transaction (the caller commits): four statements for
+    the batch (lock, read channels, write both tables) instead of four per item. For each,
+    whether it moved the channel (False: a duplicate, or a report that would move it back)."""
+    rows = await _lock_and_load(connection, sorted({i.notification_id for i in items}))
+    now = utcnow()
+    results = []
+    for item in items:
+        row = rows.get(item.notification_id)
+        deliveries = row.deliveries if row is not None else []
+        delivery = next((d for d in deliveries if d.channel == item.channel), None)
+        if row is None or delivery is None or delivery.status not in item.allowed_from:
+            results.append(False)
+            continue
+        delivery.status = item.new_status.value
+        delivery.last_error = None
+        delivery.next_attempt_at = None
+        delivery.updated_at = now
+        delivery.changed = True
+        leased = row.lease_owner is not None
+        if not leased:
+            row.next_attempt_at = next_attempt_for(row, now)
+        refresh_summary(row, now, leased=leased)
+        row.changed = True
+        results.append(True)
+    await _write_back(connection, [row for row in rows.values() if row.changed])
     return results
 
 

@@ -16,6 +16,7 @@ from notifier.models.notification import (
     NotificationDelivery,
 )
 from notifier.storage.dispatch import settle_channel_externally
+from notifier.storage.outcome_batch import ExternalSettlement, settle_externally
 
 REPLAY_LIMIT = 500
 
@@ -96,8 +97,8 @@ async def acknowledge_many(
     session: AsyncSession, acks: Sequence[tuple[str, uuid.UUID]]
 ) -> list[bool]:
     """``acknowledge`` for each (user id, notification id), in one transaction (the caller
-    commits) and one ownership query. Rows are locked in id order, as every batch here takes
-    them, so two batches never wait on each other in a cycle."""
+    commits): one ownership query, then ``settle_externally`` for the batch, which locks the
+    rows in id order, as every batch writer does, so two batches never wait in a cycle."""
     owners = dict(
         (
             await session.execute(
@@ -107,16 +108,16 @@ async def acknowledge_many(
             )
         ).all()
     )
-    settled: dict[tuple[str, uuid.UUID], bool] = {}
-    for user_id, ident in sorted(set(acks), key=lambda ack: ack[1]):
-        if owners.get(ident) != user_id:
-            settled[(user_id, ident)] = False
-            continue
-        settled[(user_id, ident)] = await settle_channel_externally(
-            session,
-            ident,
-            Channel.WEBSOCKET.value,
-            ChannelStatus.DELIVERED,
-            allowed_from=frozenset({ChannelStatus.SENT, *AWAITING_SEND}),
-        )
-    return [settled[ack] for ack in acks]
+    owned = sorted({(u, i) for u, i in acks if owners.get(i) == u}, key=lambda ack: ack[1])
+    moved = await settle_externally(
+        await session.connection(),
+        [
+            ExternalSettlement(ident, Channel.WEBSOCKET.value, ChannelStatus.DELIVERED, _ACKABLE)
+            for _, ident in owned
+        ],
+    )
+    settled = dict(zip(owned, moved, strict=True))
+    return [settled.get(ack, False) for ack in acks]
+
+
+_ACKABLE = frozenset({ChannelStatus.SENT, *AWAITING_SEND})

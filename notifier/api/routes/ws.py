@@ -8,6 +8,7 @@ The token is never logged.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -40,7 +41,10 @@ class SocketQueries:
     def __init__(self, context: ServiceContext) -> None:
         self._context = context
         self.replay: Coalescer[str, list[dict[str, Any]]] = Coalescer(self._replay)
-        self.ack: Coalescer[tuple[str, uuid.UUID], bool] = Coalescer(self._ack)
+        # Acks come in bursts after a fan-out (one per socket per frame): a few transactions
+        # at a time keep up with them, each locking its rows in id order (no lock cycles).
+        self.ack: Coalescer[tuple[str, uuid.UUID], bool] = Coalescer(self._ack, concurrency=4)
+        self._acking: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def of(state: State, context: ServiceContext) -> SocketQueries:
@@ -48,6 +52,35 @@ class SocketQueries:
         if not isinstance(queries, SocketQueries):
             queries = state.socket_queries = SocketQueries(context)
         return queries
+
+    def acknowledge_soon(
+        self, websocket: WebSocket, user_id: str, notification_id: uuid.UUID
+    ) -> None:
+        """Record the ack, then confirm it, off the socket's read loop: a loop that waited for
+        the database would stop reading the socket under load, and with it the pongs to the
+        server's keepalive pings (every socket closed "keepalive ping timeout"; bench
+        scenario 3). A client whose ack is lost gets the notification again on reconnect."""
+        task = asyncio.get_running_loop().create_task(
+            self._acknowledge(websocket, user_id, notification_id)
+        )
+        self._acking.add(task)
+        task.add_done_callback(self._acking.discard)
+
+    async def _acknowledge(
+        self, websocket: WebSocket, user_id: str, notification_id: uuid.UUID
+    ) -> None:
+        try:
+            await self.ack.submit((user_id, notification_id))
+        except Exception as exc:
+            log.warning("could not record an ack: %s", type(exc).__name__)
+            frame = {
+                "type": "error",
+                "error": {"code": "ack_failed", "message": "ack not recorded; send it again"},
+            }
+        else:
+            frame = {"type": "acked", "id": str(notification_id)}
+        with contextlib.suppress(Exception):  # the socket may have closed meanwhile
+            await _send_json(websocket, frame)
 
     async def _replay(self, users: list[str]) -> list[list[dict[str, Any]]]:
         async with self._context.sessions() as session:
@@ -141,6 +174,4 @@ async def _handle(queries: SocketQueries, websocket: WebSocket, user_id: str, te
             {"type": "error", "error": {"code": "bad_frame", "message": "ack id is not a UUID"}},
         )
         return
-    await queries.ack.submit((user_id, notification_id))
-    with contextlib.suppress(Exception):
-        await _send_json(websocket, {"type": "acked", "id": str(notification_id)})
+    queries.acknowledge_soon(websocket, user_id, notification_id)
