@@ -9,6 +9,13 @@
 Outcomes go through the ``OutcomeWriter``: each waits until it is committed, but the outcomes of
 all notifications finishing at about the same time share one transaction.
 
+A slot (``WORKER_CONCURRENCY``) bounds the notifications *sending*: it is taken at the claim and
+given back once the notification's last channel has its outcome, before that outcome is
+committed. So the next claim overlaps the commit of the last batch instead of waiting for it
+(the claim and the flush used to alternate, and a notification arriving meanwhile waited for
+both). Notifications whose outcomes are being recorded are bounded too, by one outcome batch
+more: past that, the records are what is slow, and claiming more would only queue them.
+
 A background task renews the leases of rows still in flight. On stop the loop claims nothing
 more, lets in-flight sends finish for up to ``drain_seconds``, and hands back what remains.
 """
@@ -94,6 +101,11 @@ class Dispatcher:
             sessions, worker_id=self.worker_id, lease_seconds=settings.lease_seconds
         )
         self._in_flight: dict[uuid.UUID, asyncio.Task[None]] = {}
+        # Of those, the ones still holding a send slot: how many of their channels are still
+        # to be sent (see the module's docstring).
+        self._sending: dict[uuid.UUID, int] = {}
+        self._max_in_flight = settings.worker_concurrency + self.outcomes.max_batch
+        self._progress = asyncio.Event()  # a slot was given back or a notification finished
         self.idle = asyncio.Event()
 
     # --- the loop ---------------------------------------------------------------------------
@@ -101,8 +113,9 @@ class Dispatcher:
         renewer = asyncio.create_task(self._renew_leases_forever(), name="lease-renewer")
         try:
             while not stop.is_set():
-                claimed = await self._claim_some()
-                if claimed and len(self._in_flight) < self.settings.worker_concurrency:
+                # A full claim may have left more due rows behind: claim again at once. After a
+                # partial one the wait below returns at once if new work was announced meanwhile.
+                if await self._claim_some() and self._free_slots() > 0:
                     continue
                 self.idle.set() if not self._in_flight else self.idle.clear()
                 await self._wait(stop)
@@ -112,24 +125,33 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
 
-    async def _claim_some(self) -> int:
-        free = self.settings.worker_concurrency - len(self._in_flight)
+    def _free_slots(self) -> int:
+        return min(
+            self.settings.worker_concurrency - len(self._sending),
+            self._max_in_flight - len(self._in_flight),
+        )
+
+    async def _claim_some(self) -> bool:
+        """Claim what the free slots allow; True if the claim was full (more may be due)."""
+        free = self._free_slots()
         if free <= 0:
-            return 0
+            return False
+        asked = min(self.settings.worker_batch_size, free)
         try:
             work = await queries.claim_due(
                 self.sessions,
                 worker_id=self.worker_id,
-                batch_size=min(self.settings.worker_batch_size, free),
+                batch_size=asked,
                 lease_seconds=self.settings.lease_seconds,
             )
             if not work:
-                return 0
+                return False
         except Exception as exc:
             if not is_transient_db_error(exc):
                 raise
             log.warning("database unavailable while claiming (%s); retrying", type(exc).__name__)
-            return 0
+            return False
+        full = len(work) == asked
         # A row still in flight here can come back in a claim if its lease lapsed while the
         # database was unreachable (renewals failed). The task that holds it carries on and
         # records; a second task on the same row would send its channels again.
@@ -138,14 +160,28 @@ class Dispatcher:
         self.observer.claimed(len(work))
         for item in work:
             notification_id = item.notification.id
+            self._sending[notification_id] = 1  # until _process knows its due channels
             task = asyncio.create_task(self._process(item))
             self._in_flight[notification_id] = task
             task.add_done_callback(functools.partial(self._forget, notification_id))
-        return len(work)
+        return full
 
     def _forget(self, notification_id: uuid.UUID, task: asyncio.Task[None]) -> None:
         if self._in_flight.get(notification_id) is task:
             del self._in_flight[notification_id]
+            self._sending.pop(notification_id, None)
+            self._progress.set()
+
+    def _sent(self, notification_id: uuid.UUID) -> None:
+        """One channel of the notification has its outcome: give the slot back after the last."""
+        left = self._sending.get(notification_id)
+        if left is None:
+            return
+        if left > 1:
+            self._sending[notification_id] = left - 1
+        else:
+            del self._sending[notification_id]
+            self._progress.set()
 
     @property
     def _refill_at(self) -> int:
@@ -156,10 +192,11 @@ class Dispatcher:
     async def _wait(self, stop: asyncio.Event) -> None:
         """Wait until claiming again is worth it: enough slots free, or (with slots free) new
         work announced, the next row coming due, the poll interval, or the stop."""
-        free = self.settings.worker_concurrency - len(self._in_flight)
-        if self._in_flight and free < self._refill_at:
+        if self._in_flight and self._free_slots() < self._refill_at:
             await self._wait_for_slots(stop)
             return
+        if self.wakeup.take():
+            return  # new work was announced while we claimed: claim again now
         timeout = self.settings.poll_interval_seconds
         with contextlib.suppress(Exception):
             async with self.sessions() as session:
@@ -182,12 +219,14 @@ class Dispatcher:
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set() and self._in_flight:
-                free = self.settings.worker_concurrency - len(self._in_flight)
-                if free >= self._refill_at:
+                if self._free_slots() >= self._refill_at:
                     return
-                await asyncio.wait(
-                    [*self._in_flight.values(), stopping], return_when=asyncio.FIRST_COMPLETED
-                )
+                self._progress.clear()
+                progress = asyncio.ensure_future(self._progress.wait())
+                try:
+                    await asyncio.wait([progress, stopping], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    progress.cancel()
         finally:
             stopping.cancel()
 
@@ -247,6 +286,10 @@ class Dispatcher:
                     if d.status in AWAITING_SEND
                     and (d.next_attempt_at is None or d.next_attempt_at <= now)
                 ]
+                if due:
+                    self._sending[notification.id] = len(due)
+                else:
+                    self._sent(notification.id)
                 if len(due) == 1:  # the common case: record and release in one transaction
                     if await self._deliver(work, due[0], release=True):
                         return
@@ -439,4 +482,6 @@ class Dispatcher:
         release: bool = False,
     ) -> bool:
         # Returns once the outcome is committed (with others of this moment: OutcomeWriter).
+        # The channel is done sending: its slot may serve the next claim meanwhile.
+        self._sent(notification_id)
         return await self.outcomes.record(notification_id, channel, change, release=release)

@@ -24,6 +24,12 @@ class Wakeup:
     def notify(self) -> None:
         self._event.set()
 
+    def take(self) -> bool:
+        """True if woken since the last ``wait`` or ``take`` (news to act on now); clears it."""
+        woken = self._event.is_set()
+        self._event.clear()
+        return woken
+
     async def wait(self, seconds: float) -> bool:
         """True if woken within ``seconds``, False otherwise. Clears the flag either way."""
         try:
