@@ -5,15 +5,46 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
+from starlette.types import Receive, Scope, Send
 
 from notifier import __version__
 from notifier.api.body_limit import BodySizeLimit
 from notifier.api.context import ServiceContext
 from notifier.api.errors import install_error_handlers
-from notifier.api.redaction import RedactSecretsInServerLogs, install_log_redaction
+from notifier.api.redaction import (
+    RedactSecretsInServerLogs,
+    install_log_redaction,
+    redact_websocket_scope,
+)
 from notifier.api.routes import health, inbox, metrics, notifications, tasks, users, webhooks, ws
 from notifier.settings import Settings
+
+
+class NotifierApp(FastAPI):
+    """FastAPI, except that ``/v1/ws`` goes straight to its endpoint.
+
+    Each open socket keeps the coroutine frame of every layer between uvicorn and the endpoint
+    alive for as long as it stays open, and 10k sockets stay open at once (bench/RESULTS.md,
+    scenario 4). The HTTP layers — error pages, body limits, exception handlers, routing,
+    FastAPI's telemetry — have nothing to do for this one socket route; log redaction does, and
+    stays.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and _route_path(scope) == ws.PATH:
+            scope["app"] = self  # what Starlette's own entry would set: websocket.app
+            redact_websocket_scope(scope)
+            await ws.websocket_endpoint(WebSocket(scope, receive, send))
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    # As Starlette's router sees it: the path below the root path the app is mounted at.
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def create_app(settings: Settings, *, context: ServiceContext | None = None) -> FastAPI:
@@ -32,7 +63,7 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
             if own:
                 await app.state.context.aclose()
 
-    app = FastAPI(
+    app = NotifierApp(
         title="notifier",
         version=__version__,
         summary="Notification delivery: WebSocket, email, Web Push and SMS, with task triggers.",

@@ -41,20 +41,33 @@ def original_query_string(scope: Scope) -> bytes:
     return query
 
 
+def _secret_maybe(query_string: bytes) -> bool:
+    return b"oken" in query_string.lower() or b"%" in query_string
+
+
+def redact_websocket_scope(scope: Scope) -> None:
+    """Blank the token in a WebSocket's scope, keeping the original under its own key.
+
+    A socket's scope lives as long as the socket (10k at once): rather than a copy per socket
+    (~1 KiB), the one endpoint that reads the token finds the original under
+    ``ORIGINAL_QUERY_STRING``, and uvicorn logs the redacted one."""
+    query_string = scope.get("query_string", b"")
+    if _secret_maybe(query_string) and ORIGINAL_QUERY_STRING not in scope:
+        scope[ORIGINAL_QUERY_STRING] = query_string
+        scope["query_string"] = redact_query_string(query_string)
+
+
 class RedactSecretsInServerLogs:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            redact_websocket_scope(scope)
+            await self.app(scope, receive, send)
+            return
         query_string = scope.get("query_string", b"")
-        secret_maybe = b"oken" in query_string.lower() or b"%" in query_string
-        if scope["type"] == "websocket" and secret_maybe:
-            # A socket's scope lives as long as the socket (10k at once): rather than a copy
-            # per socket (~1 KiB), the one endpoint that reads the token finds the original
-            # under its own key, and uvicorn logs the redacted one.
-            scope[ORIGINAL_QUERY_STRING] = query_string
-            scope["query_string"] = redact_query_string(query_string)
-        elif scope["type"] == "http" and secret_maybe:
+        if scope["type"] == "http" and _secret_maybe(query_string):
             own = dict(scope)  # what the app reads: the query string as sent
             scope["query_string"] = redact_query_string(query_string)  # what uvicorn logs
             await self.app(own, receive, send)

@@ -130,10 +130,12 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         context.hub.discard(user_id, websocket)
 
 
+PATH = "/v1/ws"
 # A plain Starlette route, not FastAPI's: this endpoint has no dependencies to solve, and
 # FastAPI's would keep two exit stacks (deques of 600 bytes each) per open socket; 10k sockets
-# are held at once (bench/RESULTS.md, scenario 4).
-router.add_websocket_route("/v1/ws", websocket_endpoint)
+# are held at once (bench/RESULTS.md, scenario 4). ``NotifierApp`` (api/app.py) sends this
+# path here directly, past the HTTP middleware; the route stays in the route table all the same.
+router.add_websocket_route(PATH, websocket_endpoint)
 
 
 def _token(websocket: WebSocket) -> str:
