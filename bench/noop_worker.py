@@ -10,7 +10,6 @@ NOTIFIER_* environment as ``notifier worker``, and the schema check runs first, 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from typing import ClassVar
@@ -22,7 +21,7 @@ from notifier.channels.base import DeliveryChannel, Destination, OutgoingMessage
 from notifier.models.notification import Channel, ChannelStatus
 from notifier.realtime.fanout import Fanout
 from notifier.settings import Settings
-from workers.cli import _check_schema
+from workers.cli import _check_schema, _run
 
 
 class NoopChannel:
@@ -58,7 +57,7 @@ def main() -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    asyncio.run(_main(settings))
+    _run(_main(settings))  # on uvloop, as `notifier worker` runs
     return 0
 
 

@@ -16,6 +16,8 @@ from pgqueuer import Job, QueueManager
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.queries import Queries
 
+from bench.wsclients import run
+
 ENTRYPOINT = "noop"
 
 
@@ -37,7 +39,8 @@ async def _main(dsn: str, batch_size: int) -> None:
 
 
 def main() -> int:
-    asyncio.run(_main(sys.argv[1], int(sys.argv[2])))
+    # On uvloop, like the notifier worker it is compared with (bench/noop_worker.py).
+    run(_main(sys.argv[1], int(sys.argv[2])))
     return 0
 
 

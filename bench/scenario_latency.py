@@ -92,6 +92,7 @@ async def _service_run(
     finally:
         await bench.stop(worker, grace=120 if profile_to else 30)
     latencies = [float(x) for x in stats["latencies_ms"]]
+    api_parts = [float(x) for x in stats["api_parts_ms"]] or [0.0]
     missing = max(scheduled - len(latencies), 0)
     if missing:
         floor = max([WAIT * 1000.0, *latencies])
@@ -102,7 +103,9 @@ async def _service_run(
         f"  service: {scheduled} scheduled, {result['count']} accepted ({result['errors']} "
         f"errors, {result['unanswered']} unanswered, {result['late_starts']} late "
         f"starts), received {len(stats['latencies_ms'])}, missing {missing}; p50 "
-        f"{percentile(latencies, 50):.1f} p99 {percentile(latencies, 99):.1f} ms"
+        f"{percentile(latencies, 50):.1f} p99 {percentile(latencies, 99):.1f} ms; of which "
+        f"until the API handled the POST: p50 {percentile(api_parts, 50):.1f} p99 "
+        f"{percentile(api_parts, 99):.1f} ms"
     )
     return latencies, (
         f"{missing} of {scheduled} not received in time ({result['errors']} POSTs refused, "

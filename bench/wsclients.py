@@ -8,7 +8,8 @@ stdout: JSON events, one a line::
 
     {"event": "connected", "count": n, "failed": f, "seconds": s}
     {"event": "done", "gen": GEN, "t": <time.time()>, "received": n, "duplicates": d}
-    {"event": "stats", "received": n, "duplicates": d, "latencies_ms": [...]}
+    {"event": "stats", "received": n, "duplicates": d, "latencies_ms": [...],
+     "api_parts_ms": [...]}   # POST sent -> the row's created_at, per latency sample
 
 stdin: ``expect N GEN`` (reset the counters; report ``done`` once N distinct notifications have
 arrived), ``stats``, ``quit``.
@@ -26,6 +27,7 @@ import json
 import sys
 import time
 from collections.abc import Coroutine
+from datetime import datetime
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -42,6 +44,8 @@ class Clients:
         self.seen: set[str] = set()
         self.duplicates = 0
         self.latencies: list[float] = []
+        # POST sent -> row created (the API's part of each latency, from the frame's created_at)
+        self.api_parts: list[float] = []
         self.expect: int | None = None
         self.generation = 0
         self.done_sent = False
@@ -120,6 +124,8 @@ class Clients:
                     sent = (notification.get("metadata") or {}).get("bench_t")
                     if isinstance(sent, int | float):
                         self.latencies.append(round((received - sent) * 1000, 3))
+                        created = datetime.fromisoformat(notification["created_at"]).timestamp()
+                        self.api_parts.append(round((created - sent) * 1000, 3))
                 if self.args.ack:
                     await socket.send(json.dumps({"type": "ack", "id": ident}))
                 self.check_done()
@@ -150,6 +156,7 @@ class Clients:
                 self.seen.clear()
                 self.duplicates = 0
                 self.latencies.clear()
+                self.api_parts.clear()
                 self.done_sent = False
                 count, _, generation = arg.partition(" ")
                 self.expect = int(count)
@@ -162,6 +169,7 @@ class Clients:
                         "received": len(self.seen),
                         "duplicates": self.duplicates,
                         "latencies_ms": self.latencies,
+                        "api_parts_ms": self.api_parts,
                     }
                 )
 
