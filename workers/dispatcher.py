@@ -41,12 +41,7 @@ from notifier.channels.base import (
     UnknownOutcomeError,
 )
 from notifier.models.base import utcnow
-from notifier.models.notification import (
-    AWAITING_SEND,
-    ChannelStatus,
-    Notification,
-    NotificationDelivery,
-)
+from notifier.models.notification import AWAITING_SEND, ChannelStatus
 from notifier.models.recipient import Recipient
 from notifier.settings import Settings
 from notifier.storage import dispatch as queries
@@ -305,7 +300,7 @@ class Dispatcher:
         except Exception as exc:  # the lease runs out and another claim picks the row up
             log.warning("could not release %s: %s", notification.id, type(exc).__name__)
 
-    async def _expire(self, notification: Notification) -> None:
+    async def _expire(self, notification: queries.ClaimedNotification) -> None:
         for delivery in notification.deliveries:
             if delivery.status in AWAITING_SEND:
                 await self._record(
@@ -317,7 +312,7 @@ class Dispatcher:
                 )
 
     async def _deliver(
-        self, work: queries.ClaimedWork, delivery: NotificationDelivery, *, release: bool = False
+        self, work: queries.ClaimedWork, delivery: queries.ClaimedDelivery, *, release: bool = False
     ) -> bool:
         """Decide, send and record one channel; True if the record also released the lease."""
         notification, now = work.notification, utcnow()
@@ -363,7 +358,7 @@ class Dispatcher:
     async def _attempt(
         self,
         work: queries.ClaimedWork,
-        delivery: NotificationDelivery,
+        delivery: queries.ClaimedDelivery,
         channel: DeliveryChannel,
         *,
         release: bool,
@@ -398,7 +393,7 @@ class Dispatcher:
 
     def _observe(
         self,
-        notification: Notification,
+        notification: queries.ClaimedNotification,
         channel: str,
         status: ChannelStatus,
         *,
@@ -418,7 +413,7 @@ class Dispatcher:
     async def _record_failure(
         self,
         work: queries.ClaimedWork,
-        delivery: NotificationDelivery,
+        delivery: queries.ClaimedDelivery,
         error: DeliveryError,
         tries: int,
         attempts_in_round: int,

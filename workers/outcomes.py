@@ -21,9 +21,10 @@ from tenacity import (
 )
 
 from notifier.channels.base import DeliveryError, OutgoingMessage
-from notifier.models.notification import ChannelStatus, Notification, NotificationDelivery
+from notifier.models.notification import ChannelStatus
 from notifier.settings import Settings
 from notifier.storage.db import is_database_unavailable
+from notifier.storage.dispatch import ClaimedDelivery, ClaimedNotification
 from workers.retry import GiveUp, RetryPolicy
 
 T = TypeVar("T")
@@ -125,7 +126,7 @@ def reason(decision: GiveUp, error: DeliveryError) -> str:
     )
 
 
-def outgoing(notification: Notification, delivery: NotificationDelivery) -> OutgoingMessage:
+def outgoing(notification: ClaimedNotification, delivery: ClaimedDelivery) -> OutgoingMessage:
     return OutgoingMessage(
         notification_id=notification.id,
         user_id=notification.user_id,

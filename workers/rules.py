@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from notifier.channels.base import Destination, PushTarget
-from notifier.models.notification import Channel, Notification, Priority
+from notifier.models.notification import Channel, Priority
 from notifier.models.recipient import PushSubscription, Recipient
+from notifier.storage.dispatch import ClaimedNotification
 
 QUIET_CHANNELS = frozenset({Channel.EMAIL.value, Channel.SMS.value, Channel.BROWSER.value})
 
@@ -38,7 +39,7 @@ class Defer:
 
 
 def destination_for(
-    notification: Notification,
+    notification: ClaimedNotification,
     recipient: Recipient | None,
     subscriptions: tuple[PushSubscription, ...],
 ) -> Destination:
@@ -54,7 +55,7 @@ def destination_for(
 
 def precheck(
     channel: str,
-    notification: Notification,
+    notification: ClaimedNotification,
     recipient: Recipient | None,
     *,
     configured: bool,
@@ -78,7 +79,7 @@ def precheck(
 
 
 def _quiet_hours(
-    channel: str, notification: Notification, recipient: Recipient, now: datetime
+    channel: str, notification: ClaimedNotification, recipient: Recipient, now: datetime
 ) -> Skip | Defer | None:
     window = recipient.quiet_hours
     if not window or channel not in QUIET_CHANNELS or notification.priority == Priority.URGENT:

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Integer, Update, bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,6 +29,7 @@ from notifier.models.notification import (
     SETTLED,
     ChannelStatus,
     Notification,
+    NotificationDelivery,
     NotificationStatus,
     derive_status,
 )
@@ -36,10 +37,66 @@ from notifier.models.recipient import PushSubscription, Recipient
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """One channel of a claimed notification, as it was when claimed (read-only: outcomes are
+    written by ``outcome_batch`` under the row's lock)."""
+
+    channel: str
+    status: str
+    attempts: int
+    attempts_at_requeue: int
+    unknown_outcomes: int
+    next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedNotification:
+    """What sending a claimed notification reads: the columns of its row, and its channels.
+
+    Plain objects, not ORM instances: loading 32 ``Notification``s with their channels through
+    the ORM cost 5 ms of the worker's CPU per claim, four times the database's own time."""
+
+    id: uuid.UUID
+    user_id: str
+    title: str
+    message: str
+    notification_type: str
+    priority: str
+    channels: list[str]
+    related_task_id: str | None
+    action_url: str | None
+    notification_metadata: dict[str, Any]
+    recipient: dict[str, Any] | None
+    send_at: datetime | None
+    expires_at: datetime | None
+    created_at: datetime
+    deliveries: tuple[ClaimedDelivery, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedWork:
-    notification: Notification  # with its channels loaded
+    notification: ClaimedNotification
     recipient: Recipient | None
     push_subscriptions: tuple[PushSubscription, ...]
+
+
+# The columns of a claimed row that sending reads, in ``ClaimedNotification``'s field order.
+_CLAIMED_COLUMNS = (
+    Notification.id,
+    Notification.user_id,
+    Notification.title,
+    Notification.message,
+    Notification.notification_type,
+    Notification.priority,
+    Notification.channels,
+    Notification.related_task_id,
+    Notification.action_url,
+    Notification.notification_metadata,
+    Notification.recipient,
+    Notification.send_at,
+    Notification.expires_at,
+    Notification.created_at,
+)
 
 
 async def claim_due(
@@ -72,9 +129,10 @@ async def claim_due(
     row is due again when the lease runs out and another worker claims it. Settled rows have a
     NULL ``next_attempt_at`` and sit outside the partial index this scans.
 
-    The ``RETURNING`` rows are the ``Notification`` objects themselves; their channels come
-    with the relationship's selectin load (``SELECT … FROM notification_deliveries WHERE
-    notification_id IN (…)``), then one ``SELECT`` each for recipients and subscriptions.
+    The ``RETURNING`` rows carry the columns sending reads; their channels come in a second
+    statement (``SELECT … FROM notification_deliveries WHERE notification_id IN (…)``), which
+    runs after the rows are ours and so reads their channels as they are now, then one
+    ``SELECT`` each for recipients and subscriptions.
 
     On PostgreSQL these run without a transaction around them (autocommit): the claim is one
     statement, atomic by itself, and the reads after it need no lock, as the rows are leased to
@@ -95,13 +153,37 @@ async def claim_due(
 
 
 async def _claim(session: AsyncSession, params: dict[str, object]) -> list[ClaimedWork]:
-    options = {"synchronize_session": False}
-    notifications = list(await session.scalars(_CLAIM, params, execution_options=options))
-    return await _with_addresses(session, notifications) if notifications else []
+    connection = await session.connection()
+    claimed = (await connection.execute(_CLAIM, params)).all()
+    if not claimed:
+        return []
+    channels: dict[uuid.UUID, list[ClaimedDelivery]] = {row[0]: [] for row in claimed}
+    for row in await connection.execute(_CHANNELS_OF, {"ids": list(channels)}):
+        channels[row[0]].append(ClaimedDelivery(*row[1:]))  # fields in order
+    # A claimed row holds _CLAIMED_COLUMNS: ClaimedNotification's fields, in order, but for
+    # the channels (mypy cannot count a Row's columns).
+    notifications = [
+        ClaimedNotification(*row, tuple(channels[row[0]]))  # type: ignore[call-arg]
+        for row in claimed
+    ]
+    return await _with_addresses(session, notifications)
+
+
+# SELECT notification_id, channel, status, … FROM notification_deliveries
+# WHERE notification_id IN (…)
+_CHANNELS_OF = select(
+    NotificationDelivery.notification_id,
+    NotificationDelivery.channel,
+    NotificationDelivery.status,
+    NotificationDelivery.attempts,
+    NotificationDelivery.attempts_at_requeue,
+    NotificationDelivery.unknown_outcomes,
+    NotificationDelivery.next_attempt_at,
+).where(NotificationDelivery.notification_id.in_(bindparam("ids", expanding=True)))
 
 
 async def _with_addresses(
-    session: AsyncSession, notifications: list[Notification]
+    session: AsyncSession, notifications: list[ClaimedNotification]
 ) -> list[ClaimedWork]:
     users = {n.user_id for n in notifications}
     query = select(Recipient).where(Recipient.user_id.in_(users))
@@ -146,7 +228,7 @@ def _claim_statement() -> Update:
                 else_=Notification.status,
             ),
         )
-        .returning(Notification)
+        .returning(*_CLAIMED_COLUMNS)
     )
 
 
