@@ -160,42 +160,47 @@ async def settle_externally(
     return results
 
 
+# SELECT id, status, … FROM notifications WHERE id IN (…) ORDER BY id FOR UPDATE
+# (SQLite renders no FOR UPDATE: its BEGIN IMMEDIATE already holds the only write lock.)
+_LOCK = (
+    select(
+        Notification.id,
+        Notification.status,
+        Notification.retry_count,
+        Notification.updated_at,
+        Notification.expires_at,
+        Notification.next_attempt_at,
+        Notification.lease_owner,
+        Notification.lease_expires_at,
+    )
+    .where(Notification.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Notification.id)
+    .with_for_update()
+)
+
+# SELECT notification_id, channel, status, … FROM notification_deliveries
+# WHERE notification_id IN (…)   -- a statement of its own, after the lock: fresh rows
+_CHANNELS = select(
+    NotificationDelivery.notification_id,
+    NotificationDelivery.channel,
+    NotificationDelivery.status,
+    NotificationDelivery.attempts,
+    NotificationDelivery.last_error,
+    NotificationDelivery.provider_id,
+    NotificationDelivery.unknown_outcomes,
+    NotificationDelivery.next_attempt_at,
+    NotificationDelivery.updated_at,
+).where(NotificationDelivery.notification_id.in_(bindparam("ids", expanding=True)))
+
+
 async def _lock_and_load(
     connection: AsyncConnection, ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, _Row]:
-    # SELECT id, status, … FROM notifications WHERE id IN (…) ORDER BY id FOR UPDATE
-    # (SQLite renders no FOR UPDATE: its BEGIN IMMEDIATE already holds the only write lock.)
-    lock = (
-        select(
-            Notification.id,
-            Notification.status,
-            Notification.retry_count,
-            Notification.updated_at,
-            Notification.expires_at,
-            Notification.next_attempt_at,
-            Notification.lease_owner,
-            Notification.lease_expires_at,
-        )
-        .where(Notification.id.in_(ids))
-        .order_by(Notification.id)
-        .with_for_update()
-    )
-    rows = {row.id: _Row(*row) for row in await connection.execute(lock)}  # fields in order
-    # SELECT notification_id, channel, status, … FROM notification_deliveries
-    # WHERE notification_id IN (…)   -- a statement of its own, after the lock: fresh rows
-    channels = select(
-        NotificationDelivery.notification_id,
-        NotificationDelivery.channel,
-        NotificationDelivery.status,
-        NotificationDelivery.attempts,
-        NotificationDelivery.last_error,
-        NotificationDelivery.provider_id,
-        NotificationDelivery.unknown_outcomes,
-        NotificationDelivery.next_attempt_at,
-        NotificationDelivery.updated_at,
-    ).where(NotificationDelivery.notification_id.in_(list(rows)))
+    # Both statements are built once, at import: building one per batch cost more than
+    # running it.
+    rows = {row.id: _Row(*row) for row in await connection.execute(_LOCK, {"ids": ids})}
     if rows:
-        for channel in await connection.execute(channels):
+        for channel in await connection.execute(_CHANNELS, {"ids": list(rows)}):
             rows[channel.notification_id].deliveries.append(_Channel(*channel))  # in order
     return rows
 
