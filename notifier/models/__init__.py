@@ -15,6 +15,7 @@ from notifier.models.notification import (
 )
 from notifier.models.recipient import PushSubscription, Recipient
 from notifier.models.task import TaskProgress, TaskStatus
+from notifier.models.unread import UserUnreadCount
 
 __all__ = [
     "Base",
@@ -33,5 +34,6 @@ __all__ = [
     "TaskLog",
     "TaskProgress",
     "TaskStatus",
+    "UserUnreadCount",
     "utcnow",
 ]
