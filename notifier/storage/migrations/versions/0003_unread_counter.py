@@ -56,7 +56,7 @@ table and must create them again.
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-30
+Create Date: 2026-11-29
 """
 
 from __future__ import annotations
