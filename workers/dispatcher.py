@@ -93,7 +93,11 @@ class Dispatcher:
             drain_seconds if drain_seconds is not None else min(settings.lease_seconds, 25.0)
         )
         self.outcomes = OutcomeWriter(
-            sessions, worker_id=self.worker_id, lease_seconds=settings.lease_seconds
+            sessions,
+            worker_id=self.worker_id,
+            lease_seconds=settings.lease_seconds,
+            # SQLite has one writer at a time: a second flush would only wait for its lock.
+            concurrency=1 if settings.is_sqlite else 2,
         )
         self._in_flight: dict[uuid.UUID, asyncio.Task[None]] = {}
         # Of those, the ones still holding a send slot: how many of their channels are still

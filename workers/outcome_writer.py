@@ -4,9 +4,14 @@
 
 Each caller waits until its own outcome is committed and gets its own answer (False: the lease
 was taken over), exactly as with a transaction of its own; but the writer commits whatever is
-pending at once. While one flush is in the database, the outcomes that arrive queue up, and the
-next flush takes them all (up to ``max_batch``), right after the previous one: no timer, no
-added latency when the worker is quiet, and fewer, larger transactions as it gets busy.
+pending at once. While a flush is in the database, the outcomes that arrive queue up, and the
+next flush takes them all (up to ``max_batch``): no timer, no added latency when the worker is
+quiet, and fewer, larger transactions as it gets busy. Up to ``concurrency`` flushes run at a
+time (two by default): with one, an outcome that arrived just after a flush began waited for
+all of it before its own could start, which was most of a websocket notification's time in the
+worker at 500/s (bench scenario 3). Concurrent flushes cannot deadlock: each locks its rows in
+id order. One notification's outcomes stay in order, since the dispatcher awaits each before
+it submits the next (its lease release comes after its channels).
 
 Failures:
 - a transient database error (connection lost, too many connections, deadlock…) retries the
@@ -57,13 +62,15 @@ class OutcomeWriter:
         worker_id: str,
         lease_seconds: float,
         max_batch: int = 200,
+        concurrency: int = 2,
     ) -> None:
         self.sessions = sessions
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self.max_batch = max_batch
+        self.concurrency = concurrency
         self._pending: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
 
     async def record(
         self,
@@ -89,27 +96,26 @@ class OutcomeWriter:
 
     async def flushed(self) -> None:
         """Wait until everything submitted so far is written (or failed)."""
-        while self._flusher is not None:
-            await asyncio.shield(self._flusher)
+        while self._flushers:
+            await asyncio.shield(next(iter(self._flushers)))
 
     async def _submit(self, item: Outcome) -> bool:
         loop = asyncio.get_running_loop()
         pending = _Pending(item, loop.time(), loop.create_future())
         self._pending.append(pending)
-        if self._flusher is None:
+        if len(self._flushers) < self.concurrency:
             # Started, not run: the callers that become ready in this same turn of the event
-            # loop join the first flush.
-            self._flusher = asyncio.create_task(self._flush_while_pending(), name="outcomes")
+            # loop join its first flush.
+            flusher = asyncio.create_task(self._flush_while_pending(), name="outcomes")
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
         return await pending.result
 
     async def _flush_while_pending(self) -> None:
-        try:
-            while self._pending:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                await self._flush(batch)
-        finally:
-            self._flusher = None
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            await self._flush(batch)
 
     async def _flush(self, batch: list[_Pending]) -> None:
         try:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -279,3 +279,49 @@ def _flat(row: Any) -> list[Any]:
 
 def _same_instant(a: datetime | None, b: datetime) -> bool:
     return a is not None and abs((a - b).total_seconds()) < 0.001
+
+
+@pytest.mark.postgres
+async def test_an_outcome_does_not_wait_for_a_flush_held_by_a_lock(fresh_pg_url: str) -> None:
+    """A second flush runs beside a slow one: here the first is held by another connection's
+    lock on its row, and an outcome submitted after it is still committed at once (with one
+    flush at a time it would wait for the lock). PostgreSQL only: SQLite's writers take turns
+    by design, and its writer flushes one batch at a time."""
+    engine = create_engine(fresh_pg_url)
+    db = Db(engine, create_session_factory(engine))
+    try:
+        held, free = await db.leased(["email"]), await db.leased(["email"])
+        writer = db.writer()
+        async with engine.connect() as locker, locker.begin():
+            await locker.execute(
+                select(Notification.id).where(Notification.id == held).with_for_update()
+            )
+            waiting = asyncio.create_task(
+                writer.record(held, "email", ChannelChange(ChannelStatus.DELIVERED, 1))
+            )
+            await _until_a_backend_waits_for_a_lock(engine)
+            recorded = await asyncio.wait_for(
+                writer.record(free, "email", ChannelChange(ChannelStatus.DELIVERED, 1)), 10
+            )
+            assert recorded is True
+            assert delivery(await db.row(free), "email")["status"] == "delivered"
+            assert not waiting.done()
+        assert await asyncio.wait_for(waiting, 10) is True
+        assert delivery(await db.row(held), "email")["status"] == "delivered"
+    finally:
+        await engine.dispose()
+
+
+async def _until_a_backend_waits_for_a_lock(engine: AsyncEngine) -> None:
+    """Until the first flush is in the database, queued behind the lock (PostgreSQL shows it in
+    pg_stat_activity; there is no event to await)."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    async with asyncio.timeout(10):
+        while True:
+            async with engine.connect() as connection:
+                if (await connection.execute(query)).scalar_one():
+                    return
+            await asyncio.sleep(0.01)
