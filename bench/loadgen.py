@@ -63,6 +63,11 @@ class RawConnection:
 
     async def _exchange(self, path: str, body: bytes) -> int:
         reader, writer = self._reader, self._writer
+        if reader is not None and reader.at_eof():
+            # Closed by the server while idle (uvicorn's keep-alive timeout): a new one, as
+            # HTTP clients check a pooled connection before they send on it.
+            await self.close()
+            reader = writer = None
         if reader is None or writer is None:
             reader, writer = await asyncio.open_connection(self._host, self._port)
             self._reader, self._writer = reader, writer

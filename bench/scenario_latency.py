@@ -106,6 +106,7 @@ async def _service_run(
         f"{percentile(latencies, 50):.1f} p99 {percentile(latencies, 99):.1f} ms; of which "
         f"until the API handled the POST: p50 {percentile(api_parts, 50):.1f} p99 "
         f"{percentile(api_parts, 99):.1f} ms"
+        + (f"; answers {result['statuses']}" if result["errors"] else "")
     )
     return latencies, (
         f"{missing} of {scheduled} not received in time ({result['errors']} POSTs refused, "
