@@ -127,3 +127,35 @@ async def any_unsettled(connection: asyncpg.Connection) -> bool:
             "SELECT EXISTS (SELECT 1 FROM notifications WHERE next_attempt_at IS NOT NULL)"
         )
     )
+
+
+# What autovacuum's ANALYZE covers for the tables the hot paths read.
+_QUEUE_TABLES = "notifications, notification_deliveries, user_unread_counts"
+
+
+async def prime_statistics(
+    connection: asyncpg.Connection,
+    n: int,
+    *,
+    channels: tuple[str, ...] = ("websocket",),
+    user_prefix: str = "user-",
+    users: int = 100,
+) -> None:
+    """Give the planner the statistics of a queue of ``n`` rows, as autovacuum would on a
+    default server, then empty the queue again (the statistics stay until the next ANALYZE).
+
+    This machine's PostgreSQL runs with ``autovacuum = off``: a bench database never got
+    statistics, and the planner, guessing, read ``notification_deliveries`` whole for every
+    claim, outcome batch and ack (10,867 sequential scans, 68 million rows read in one 30 s
+    latency run), more so as the table grew: the "latency grows from run to run" of the
+    earlier results. Call it with no worker running: the queued rows must not be claimed."""
+    await queue_notifications(
+        connection, n, channels=channels, user_prefix=user_prefix, users=users
+    )
+    await connection.execute(f"ANALYZE {_QUEUE_TABLES}")
+    await connection.execute("DELETE FROM notifications WHERE next_attempt_at IS NOT NULL")
+
+
+async def refresh_statistics(connection: asyncpg.Connection) -> None:
+    """Between runs: what autovacuum would have done meanwhile on a default server."""
+    await connection.execute(f"VACUUM ANALYZE {_QUEUE_TABLES}")

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import asyncpg
 from pgqueuer import AsyncpgDriver, Queries
 
-from bench.data import any_unsettled, queue_notifications, unsettled
+from bench.data import any_unsettled, prime_statistics, queue_notifications, unsettled
 from bench.harness import (
     PYTHON,
     Bench,
@@ -201,6 +201,7 @@ async def run(bench: Bench) -> list[Figure]:
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(connection.close)
             await install_pgqueuer(connection)
+            await prime_statistics(connection, n, users=users)
             api = await bench.start_api(url)
             stack.push_async_callback(bench.stop, api.child)
             clients = await _start_clients(bench, api.ws_url, users)

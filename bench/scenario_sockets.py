@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.data import prime_statistics, refresh_statistics
 from bench.harness import (
     API_KEY,
     PYTHON,
@@ -103,6 +104,10 @@ async def _side(bench: Bench, api: Api, prefix: str, *, bare: bool, db: str) -> 
     clients: list[tuple[Child, int]] = []
     connection = await connect(db)
     try:
+        if not bare:  # before any client connects: their replays must find nothing queued
+            await prime_statistics(
+                connection, sizes.sockets, user_prefix=prefix, users=sizes.sockets
+            )
         await asyncio.sleep(1.0)
         for wave in range(waves):
             first = wave * sizes.sockets // waves
@@ -131,6 +136,7 @@ async def _side(bench: Bench, api: Api, prefix: str, *, bare: bool, db: str) -> 
                 await connection.execute(
                     "DELETE FROM notifications WHERE next_attempt_at IS NOT NULL"
                 )
+                await refresh_statistics(connection)
     finally:
         await connection.close()
         for child, _ in clients:
