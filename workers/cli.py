@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -139,10 +140,20 @@ def _uvicorn(app: object, settings: Settings) -> uvicorn.Server:
 async def _serve(settings: Settings) -> None:
     await _check_schema(settings)
     context = ServiceContext.from_settings(settings)
+    server = _uvicorn(create_app(settings, context=context), settings)
+    _freeze_what_lives_forever()
     try:
-        await _uvicorn(create_app(settings, context=context), settings).serve()
+        await server.serve()
     finally:
         await context.aclose()
+
+
+def _freeze_what_lives_forever() -> None:
+    """Move everything allocated so far (modules, the app and its routes, pydantic's and
+    SQLAlchemy's caches) out of the cyclic collector's sight: a full collection walked all of
+    it again and held the event loop for tens of milliseconds, the slowest requests' wait
+    (bench/RESULTS.md, scenario 3). The worker does the same (runner.py)."""
+    gc.freeze()
 
 
 async def _worker(settings: Settings) -> None:
@@ -169,6 +180,7 @@ async def _run_embedded(settings: Settings) -> None:
             flush=True,
         )
     server = _uvicorn(create_app(settings, context=context), settings)
+    _freeze_what_lives_forever()
     try:
         from workers.runner import run_in_process_worker
 
