@@ -131,6 +131,15 @@ class Producer:
             await asyncio.sleep(0.05)  # polling the public API: there is no event to await
         raise AssertionError(f"websocket never became {status}: {body}")
 
+    async def wait_until_read(self, notification_id: str) -> None:
+        body: dict[str, Any] = {}
+        for _ in range(200):
+            body = await self.api("GET", f"/v1/notifications/{notification_id}")
+            if body["is_read"]:
+                return
+            await asyncio.sleep(0.05)  # polling the public API: there is no event to await
+        raise AssertionError(f"never marked read: {body}")
+
 
 @dataclass
 class Inbox(Producer):
@@ -508,6 +517,9 @@ async def test_screenshot(
         await expect(inbox.page.locator("#notifications li.type-progress")).to_have_count(1)
         await inbox.item(first["id"]).click()
         await expect(inbox.item(first["id"])).to_have_class(re.compile(r"\bread\b"))
+        # The page shows the item read at once; the count to compare with is the server's once
+        # the read is recorded.
+        await inbox.wait_until_read(first["id"])
         await expect(inbox.badge()).to_have_text(str((await inbox.inbox())["unread_count"]))
         await expect(inbox.task_bar(f"{user}-e")).to_have_attribute("value", "70")
         ARTIFACTS.mkdir(exist_ok=True)
