@@ -112,10 +112,16 @@ class OutcomeWriter:
         return await pending.result
 
     async def _flush_while_pending(self) -> None:
-        while self._pending:
-            batch = self._pending[: self.max_batch]
-            del self._pending[: self.max_batch]
-            await self._flush(batch)
+        try:
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                await self._flush(batch)
+        finally:
+            # Leave the set now, not in a done callback (which runs a turn of the loop later):
+            # an outcome submitted in between would find no room for a flusher, and none left
+            # to take it.
+            self._flushers.discard(asyncio.current_task())
 
     async def _flush(self, batch: list[_Pending]) -> None:
         try:
