@@ -244,6 +244,8 @@ async def test_live_notification_badge_ack_and_mark_read(inbox: Inbox) -> None:
     await item.locator(".title").click()
     await expect(inbox.badge()).to_have_text("0")
     await expect(item).to_have_class(re.compile(r"\bread\b"))
+    # The page shows it read at once (optimistic); the server has it once the POST is through.
+    await inbox.wait_until_read(created["id"])
     stored = await inbox.api("GET", f"/v1/notifications/{created['id']}")
     assert stored["is_read"] is True and stored["read_at"] is not None
     assert (await inbox.inbox())["unread_count"] == 0
