@@ -81,8 +81,8 @@ def write_results(
         f"- **Machine:** {machine['cpu']}, {machine['cores']} cores, {machine['ram']} RAM, "
         f"{machine['kernel']}, {machine['postgresql']}, Python {machine['python']}, "
         f"RLIMIT_NOFILE {machine['nofile']}",
-        "- **Noise:** other engineers' test suites (pytest, soak tests, container builds) ran "
-        "on this 2-core machine during the run, so absolute figures swing from run to run; "
+        "- **Noise:** this 2-core machine is shared (test suites, soak tests and container "
+        "builds may run beside the bench), so absolute figures swing from run to run; "
         "every figure is therefore also given as a ratio to a baseline measured in the same "
         "run, alternating with it where the scenario allows. Load average (1/5/15 min) "
         + (
