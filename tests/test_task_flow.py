@@ -69,6 +69,12 @@ async def test_task_run_end_to_end(service: RunningService, dispatcher: Dispatch
                 json={"progress": progress, "current_step": f"at {progress}"},
             )
             assert response.status_code == 200, response.text
+            if progress == reports[0]:
+                # The first report's notification goes out before the others come in; had the
+                # worker not claimed it yet, the next report would rightly rewrite it in place
+                # (coalescing), and there would be one notification, not two.
+                [first] = await _notifications(service, task_id)
+                await wait_for_status(service, str(first.id), "websocket", "sent")
 
         # Every report reaches the owner's socket as a task_progress frame, in order.
         seen: list[float] = []
