@@ -20,10 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from notifier.api.rate_limit import TokenBuckets, retry_after_header
+from notifier.api.rate_limit import MAX_RETRY_AFTER_SECONDS, TokenBuckets, retry_after_header
 from notifier.storage.idempotency import request_fingerprint
 from tests.support.service import RunningService
 from tests.support.threaded import threaded_service
@@ -219,6 +219,7 @@ def test_buckets_never_allow_more_than_burst_plus_rate_times_elapsed(
 
 
 @given(rate=rates, burst=bursts, spent=st.integers(0, 1000), cost=st.integers(1, 1000))
+@example(rate=0.01, burst=865, spent=865, cost=865)  # a wait of a day and 100 s: capped
 def test_buckets_retry_after_is_exact(rate: float, burst: int, spent: int, cost: int) -> None:
     clock = FakeClock()
     buckets = TokenBuckets(rate=rate, burst=burst, clock=clock)
@@ -236,7 +237,10 @@ def test_buckets_retry_after_is_exact(rate: float, burst: int, spent: int, cost:
     assert wait == pytest.approx((cost - (burst - spent)) / rate)
 
     header = int(retry_after_header(wait))
-    assert max(1, wait) <= header < max(1, wait) + 1  # whole seconds, never too early
+    if wait <= MAX_RETRY_AFTER_SECONDS:
+        assert max(1, wait) <= header < max(1, wait) + 1  # whole seconds, never too early
+    else:  # longer waits say a day, the cap: asked again then, it says how long is left
+        assert header == MAX_RETRY_AFTER_SECONDS
 
     if wait > 1e-3:  # a little earlier than told: still refused, and refusing spends nothing
         clock.now += wait * (1 - 1e-6)
