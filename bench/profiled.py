@@ -1,7 +1,9 @@
 """``python -m bench.profiled OUTFILE MODULE [ARGS…]``: run a service entry point under
 pyinstrument, profiling only from the call of its ``main`` (imports excluded) until it returns
 (SIGTERM makes ``notifier serve``/``worker`` return after a drain), then write the text report
-(frames under 1% of the time dropped) to OUTFILE.
+(frames under 1% of the time dropped) to OUTFILE. With ``BENCH_PROFILE_FLAT=1`` in the
+environment the report is flat (own time per function, the costliest first): it shows a cost
+spread thin over many call sites, such as SQL compilation, that the call tree hides.
 
 ``MODULE`` is ``workers`` (``notifier``'s CLI: ARGS are its command line) or a bench launcher
 with a ``main()`` (``bench.noop_worker``).
@@ -10,6 +12,7 @@ with a ``main()`` (``bench.noop_worker``).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +32,10 @@ def main() -> int:
     finally:
         profiler.stop()
         text = profiler.output_text(
-            unicode=True, color=False, processor_options={"filter_threshold": 0.01}
+            unicode=True,
+            color=False,
+            flat=os.environ.get("BENCH_PROFILE_FLAT") == "1",
+            processor_options={"filter_threshold": 0.01},
         )
         out.write_text(text)
     return int(code or 0)

@@ -14,13 +14,14 @@ late writes are refused, so it cannot overwrite newer state.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Integer, Update, bindparam, case, func, select, update
+from sqlalchemy import Integer, Select, Update, bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notifier.models.base import UTCDateTime, utcnow
@@ -34,6 +35,7 @@ from notifier.models.notification import (
     derive_status,
 )
 from notifier.models.recipient import PushSubscription, Recipient
+from notifier.storage.db import is_one_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +132,7 @@ async def claim_due(
     NULL ``next_attempt_at`` and sit outside the partial index this scans.
 
     The ``RETURNING`` rows carry the columns sending reads; their channels come in a second
-    statement (``SELECT … FROM notification_deliveries WHERE notification_id IN (…)``), which
+    statement (``SELECT … FROM notification_deliveries WHERE notification_id = ANY(…)``), which
     runs after the rows are ours and so reads their channels as they are now, then one
     ``SELECT`` each for recipients and subscriptions.
 
@@ -157,8 +159,9 @@ async def _claim(session: AsyncSession, params: dict[str, object]) -> list[Claim
     claimed = (await connection.execute(_CLAIM, params)).all()
     if not claimed:
         return []
+    dialect = connection.dialect.name
     channels: dict[uuid.UUID, list[ClaimedDelivery]] = {row[0]: [] for row in claimed}
-    for row in await connection.execute(_CHANNELS_OF, {"ids": list(channels)}):
+    for row in await connection.execute(_channels_of(dialect), {"ids": list(channels)}):
         channels[row[0]].append(ClaimedDelivery(*row[1:]))  # fields in order
     # A claimed row holds _CLAIMED_COLUMNS: ClaimedNotification's fields, in order, but for
     # the channels (mypy cannot count a Row's columns).
@@ -166,33 +169,46 @@ async def _claim(session: AsyncSession, params: dict[str, object]) -> list[Claim
         ClaimedNotification(*row, tuple(channels[row[0]]))  # type: ignore[call-arg]
         for row in claimed
     ]
-    return await _with_addresses(session, notifications)
+    return await _with_addresses(session, notifications, dialect)
 
 
 # SELECT notification_id, channel, status, … FROM notification_deliveries
 # WHERE notification_id IN (…)
-_CHANNELS_OF = select(
-    NotificationDelivery.notification_id,
-    NotificationDelivery.channel,
-    NotificationDelivery.status,
-    NotificationDelivery.attempts,
-    NotificationDelivery.attempts_at_requeue,
-    NotificationDelivery.unknown_outcomes,
-    NotificationDelivery.next_attempt_at,
-).where(NotificationDelivery.notification_id.in_(bindparam("ids", expanding=True)))
+@functools.cache
+def _channels_of(dialect: str) -> Select[*tuple[Any, ...]]:
+    return select(
+        NotificationDelivery.notification_id,
+        NotificationDelivery.channel,
+        NotificationDelivery.status,
+        NotificationDelivery.attempts,
+        NotificationDelivery.attempts_at_requeue,
+        NotificationDelivery.unknown_outcomes,
+        NotificationDelivery.next_attempt_at,
+    ).where(is_one_of(NotificationDelivery.notification_id, "ids", dialect))
+
+
+@functools.cache
+def _recipients_of(dialect: str) -> Select[Recipient]:
+    return select(Recipient).where(is_one_of(Recipient.user_id, "users", dialect))
+
+
+@functools.cache
+def _push_subscriptions_of(dialect: str) -> Select[PushSubscription]:
+    return select(PushSubscription).where(is_one_of(PushSubscription.user_id, "users", dialect))
 
 
 async def _with_addresses(
-    session: AsyncSession, notifications: list[ClaimedNotification]
+    session: AsyncSession, notifications: list[ClaimedNotification], dialect: str
 ) -> list[ClaimedWork]:
-    users = {n.user_id for n in notifications}
-    query = select(Recipient).where(Recipient.user_id.in_(users))
-    recipients = {r.user_id: r for r in await session.scalars(query)}
-    wants_push = {n.user_id for n in notifications if "browser" in n.channels}
+    users = list({n.user_id for n in notifications})
+    recipients = {
+        r.user_id: r for r in await session.scalars(_recipients_of(dialect), {"users": users})
+    }
+    wants_push = list({n.user_id for n in notifications if "browser" in n.channels})
     subscriptions: dict[str, list[PushSubscription]] = {}
     if wants_push:
-        query_push = select(PushSubscription).where(PushSubscription.user_id.in_(wants_push))
-        for sub in await session.scalars(query_push):
+        query_push = _push_subscriptions_of(dialect)
+        for sub in await session.scalars(query_push, {"users": wants_push}):
             subscriptions.setdefault(sub.user_id, []).append(sub)
     return [
         ClaimedWork(n, recipients.get(n.user_id), tuple(subscriptions.get(n.user_id, ())))

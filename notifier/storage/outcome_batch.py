@@ -23,13 +23,14 @@ of the cost of recording an outcome.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import Select, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from notifier.models.base import utcnow
@@ -40,6 +41,7 @@ from notifier.models.notification import (
     Notification,
     NotificationDelivery,
 )
+from notifier.storage.db import is_one_of
 from notifier.storage.dispatch import (
     ChannelChange,
     apply_change,
@@ -162,45 +164,53 @@ async def settle_externally(
 
 # SELECT id, status, … FROM notifications WHERE id IN (…) ORDER BY id FOR UPDATE
 # (SQLite renders no FOR UPDATE: its BEGIN IMMEDIATE already holds the only write lock.)
-_LOCK = (
-    select(
-        Notification.id,
-        Notification.status,
-        Notification.retry_count,
-        Notification.updated_at,
-        Notification.expires_at,
-        Notification.next_attempt_at,
-        Notification.lease_owner,
-        Notification.lease_expires_at,
+@functools.cache
+def _lock_statement(dialect: str) -> Select[*tuple[Any, ...]]:
+    return (
+        select(
+            Notification.id,
+            Notification.status,
+            Notification.retry_count,
+            Notification.updated_at,
+            Notification.expires_at,
+            Notification.next_attempt_at,
+            Notification.lease_owner,
+            Notification.lease_expires_at,
+        )
+        .where(is_one_of(Notification.id, "ids", dialect))
+        .order_by(Notification.id)
+        .with_for_update()
     )
-    .where(Notification.id.in_(bindparam("ids", expanding=True)))
-    .order_by(Notification.id)
-    .with_for_update()
-)
+
 
 # SELECT notification_id, channel, status, … FROM notification_deliveries
 # WHERE notification_id IN (…)   -- a statement of its own, after the lock: fresh rows
-_CHANNELS = select(
-    NotificationDelivery.notification_id,
-    NotificationDelivery.channel,
-    NotificationDelivery.status,
-    NotificationDelivery.attempts,
-    NotificationDelivery.last_error,
-    NotificationDelivery.provider_id,
-    NotificationDelivery.unknown_outcomes,
-    NotificationDelivery.next_attempt_at,
-    NotificationDelivery.updated_at,
-).where(NotificationDelivery.notification_id.in_(bindparam("ids", expanding=True)))
+@functools.cache
+def _channels_statement(dialect: str) -> Select[*tuple[Any, ...]]:
+    return select(
+        NotificationDelivery.notification_id,
+        NotificationDelivery.channel,
+        NotificationDelivery.status,
+        NotificationDelivery.attempts,
+        NotificationDelivery.last_error,
+        NotificationDelivery.provider_id,
+        NotificationDelivery.unknown_outcomes,
+        NotificationDelivery.next_attempt_at,
+        NotificationDelivery.updated_at,
+    ).where(is_one_of(NotificationDelivery.notification_id, "ids", dialect))
 
 
 async def _lock_and_load(
     connection: AsyncConnection, ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, _Row]:
-    # Both statements are built once, at import: building one per batch cost more than
+    # Both statements are built once per dialect: building one per batch cost more than
     # running it.
-    rows = {row.id: _Row(*row) for row in await connection.execute(_LOCK, {"ids": ids})}
+    dialect = connection.dialect.name
+    locked = await connection.execute(_lock_statement(dialect), {"ids": ids})
+    rows = {row.id: _Row(*row) for row in locked}
     if rows:
-        for channel in await connection.execute(_CHANNELS, {"ids": list(rows)}):
+        channels = await connection.execute(_channels_statement(dialect), {"ids": list(rows)})
+        for channel in channels:
             rows[channel.notification_id].deliveries.append(_Channel(*channel))  # in order
     return rows
 
