@@ -153,7 +153,7 @@ async def test_a_scheduled_notification_counts_once_due(service: RunningService)
         deadline = time.monotonic() + 30
         while (count := await unread(client, user)) == 1:
             assert time.monotonic() < deadline, "the scheduled notification never became due"
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # polling the public API while time passes: no event to await
         seen_at = datetime.now(UTC)
     assert count == 2
     assert seen_at >= due_at, "counted before its send_at"
