@@ -12,11 +12,11 @@ Baseline: raw PostgreSQL on the same machine: at the same rate, one asyncpg conn
 row and ``pg_notify``s its send time in one transaction; another LISTENs; latency = wake-up
 time - send time.
 
-Where the time goes: besides the end-to-end figure, each run splits it at two points it can see
-without instrumenting the service: the row's ``created_at`` in the frame (the API handled the
-POST), and the worker's own ``notifier_dispatch_latency_seconds`` histogram, scraped before the
-worker stops (``created_at`` -> the websocket channel's outcome known, before it is recorded and
-published).
+Where the time goes: besides the end-to-end figure, each run splits it at three points it can
+see without instrumenting the service: the row's ``created_at`` in the frame (the API handled the
+POST), and two of the worker's own histograms, scraped before it stops: ``created_at`` -> claimed
+(``notifier_claim_wait_seconds``) and ``created_at`` -> the websocket channel's outcome recorded,
+before its publish (``notifier_dispatch_latency_seconds``).
 """
 
 from __future__ import annotations
@@ -51,38 +51,53 @@ from bench.scenario_enqueue import UNLIMITED
 SCENARIO = "3. End-to-end latency"
 WAIT = 5.0
 BASELINE_SECONDS = 5.0
-WORKER_HISTOGRAM = "notifier_dispatch_latency_seconds"
+CLAIM_HISTOGRAM = "notifier_claim_wait_seconds"
+OUTCOME_HISTOGRAM = "notifier_dispatch_latency_seconds"
+
+Buckets = list[tuple[float, float]]
 
 
 @dataclass(frozen=True, slots=True)
 class Stages:
     """One run's p50 and p99 (ms) up to each point the bench can see."""
 
-    api: tuple[float, float]  # POST sent -> the row's created_at
-    worker: tuple[float, float]  # created_at -> the worker knew the outcome (histogram)
+    api: tuple[float, float]  # POST due -> the row's created_at
+    claimed: tuple[float, float]  # created_at -> claimed by the worker (histogram)
+    recorded: tuple[float, float]  # created_at -> the outcome recorded (histogram)
     end_to_end: tuple[float, float]
 
-    def describe(self) -> str:
-        return " / ".join(
-            f"{p50:.1f}, {p99:.1f}" for p50, p99 in (self.api, self.worker, self.end_to_end)
+    @classmethod
+    def of(
+        cls, api: list[float], claimed: Buckets, recorded: Buckets, end_to_end: list[float]
+    ) -> Stages:
+        return cls(
+            api=(percentile(api, 50), percentile(api, 99)),
+            claimed=(histogram_quantile(claimed, 50), histogram_quantile(claimed, 99)),
+            recorded=(histogram_quantile(recorded, 50), histogram_quantile(recorded, 99)),
+            end_to_end=(percentile(end_to_end, 50), percentile(end_to_end, 99)),
         )
 
+    def describe(self) -> str:
+        stages = (self.api, self.claimed, self.recorded, self.end_to_end)
+        return " / ".join(f"{p50:.1f}, {p99:.1f}" for p50, p99 in stages)
 
-async def _worker_buckets(port: int) -> list[tuple[float, float]]:
+
+async def _worker_exposition(port: int) -> str:
     async with httpx.AsyncClient() as http:
         response = await http.get(f"http://{HOST}:{port}/metrics", timeout=10)
-    return websocket_buckets(response.raise_for_status().text)
+    return response.raise_for_status().text
 
 
-def websocket_buckets(exposition: str) -> list[tuple[float, float]]:
-    """The websocket series of the worker's outcome latency histogram, from its /metrics text:
-    (upper bound in ms, cumulative count), in order."""
+def histogram_buckets(exposition: str, name: str, **labels: str) -> Buckets:
+    """One series of a histogram in a /metrics text: (upper bound in ms, cumulative count), in
+    order; ``labels`` pick the series (besides ``le``)."""
     buckets = [
         (float(sample.labels["le"]) * 1000.0, sample.value)
         for family in text_string_to_metric_families(exposition)
-        if family.name == WORKER_HISTOGRAM
+        if family.name == name
         for sample in family.samples
-        if sample.name.endswith("_bucket") and sample.labels.get("channel") == "websocket"
+        if sample.name.endswith("_bucket")
+        and all(sample.labels.get(k) == v for k, v in labels.items())
     ]
     return sorted(buckets)
 
@@ -161,7 +176,7 @@ async def _service_run(
             await clients.event("done", timeout=max(horizon - time.time(), 0.1), gen=generation)
         await clients.send("stats")
         stats = await clients.event("stats", timeout=60)
-        worker_buckets = await _worker_buckets(metrics_port)
+        exposition = await _worker_exposition(metrics_port)
     finally:
         await bench.stop(worker, grace=120 if profile_to else 30)
     latencies = [float(x) for x in stats["latencies_ms"]]
@@ -178,16 +193,16 @@ async def _service_run(
         f"starts), received {len(stats['latencies_ms'])}, missing {missing}; p50 "
         f"{percentile(latencies, 50):.1f} p99 {percentile(latencies, 99):.1f} ms; of which "
         f"until the API handled the POST: p50 {percentile(api_parts, 50):.1f} p99 "
-        f"{percentile(api_parts, 99):.1f} ms; until the worker knew the outcome (its "
-        f"histogram): p50 {histogram_quantile(worker_buckets, 50):.1f} p99 "
-        f"{histogram_quantile(worker_buckets, 99):.1f} ms"
+        f"{percentile(api_parts, 99):.1f} ms"
         + (f"; answers {result['statuses']}" if result["errors"] else "")
     )
-    stages = Stages(
-        api=(percentile(api_parts, 50), percentile(api_parts, 99)),
-        worker=(histogram_quantile(worker_buckets, 50), histogram_quantile(worker_buckets, 99)),
-        end_to_end=(percentile(latencies, 50), percentile(latencies, 99)),
+    stages = Stages.of(
+        api_parts,
+        histogram_buckets(exposition, CLAIM_HISTOGRAM),
+        histogram_buckets(exposition, OUTCOME_HISTOGRAM, channel="websocket"),
+        latencies,
     )
+    bench.log(f"  stages (p50, p99 ms: API / claimed / recorded / end to end): {stages.describe()}")
     lost = (
         f"{missing} of {scheduled} not received in time ({result['errors']} POSTs refused, "
         f"{result['unanswered']} unanswered within {WAIT:.0f} s)"
@@ -323,14 +338,15 @@ async def run(bench: Bench) -> list[Figure]:
     )
     bench.note(
         SCENARIO,
-        "Where the time goes, per run, as each stage's p50, p99 in ms: from the moment the "
-        "POST was due until the API handled it (the row's `created_at`, in the frame) / from "
-        "`created_at` until the worker knew the websocket outcome (the group commit, the "
-        "NOTIFY wake-up, the claim and the send; the worker's own "
-        f"`{WORKER_HISTOGRAM}` histogram, scraped before it stops, interpolated within its "
-        "buckets as Prometheus' `histogram_quantile` does: 5, 10, 25, 50, 100 ms …) / end to "
-        "end (due until the frame arrived). What the first two leave of the end-to-end time "
-        "is recording `sent`, the publish through the fan-out, the API's hub and the client: "
+        "Where the time goes, per run, as the p50, p99 in ms from the moment the POST was due "
+        "until: the API handled it (the row's `created_at`, in the frame) / from `created_at`, "
+        "the worker had claimed it (the group commit's NOTIFY, the wake-up, the claim and the "
+        f"reads after it: `{CLAIM_HISTOGRAM}`) / from `created_at`, the worker had recorded "
+        "`sent` (besides the claim, the send and the outcome's group commit: "
+        f"`{OUTCOME_HISTOGRAM}`) / end to end, until the frame arrived (besides the above, the "
+        "publish through the fan-out, the API's hub and the client). The worker's histograms "
+        "are scraped before it stops and interpolated within their buckets (1, 2.5, 5, 10, 25, "
+        "50, 100 ms …) as Prometheus' `histogram_quantile` does: "
         + "; ".join(f"run {i + 1}: {s.describe()}" for i, s in enumerate(stages))
         + ". The worker path is profiled under dispatch_websocket, the API's under "
         "enqueue_single.",

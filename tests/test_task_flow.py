@@ -173,6 +173,8 @@ async def test_metrics_show_what_the_run_caused(
     assert delta >= 3  # other tests' dispatches may add to it, never subtract
     assert _sample(during, "notifier_websocket_connections") >= 1
     assert _sample(during, "notifier_dispatch_latency_seconds_count", channel="websocket") >= 3
+    claimed = "notifier_claim_wait_seconds_count"
+    assert _sample(during, claimed) - _sample(before, claimed) >= 3
     assert any(f.name == "notifier_queue_depth" for f in text_string_to_metric_families(during))
 
     # The ProgressMetric rows (written in batches off the hot path) read back aggregated.

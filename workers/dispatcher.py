@@ -29,6 +29,7 @@ import logging
 import random
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -156,7 +157,8 @@ class Dispatcher:
         # records; a second task on the same row would send its channels again.
         work = [item for item in work if item.notification.id not in self._in_flight]
         self.idle.clear()
-        self.observer.claimed(len(work))
+        now = utcnow()
+        self.observer.claimed([(now - _due_since(i.notification)).total_seconds() for i in work])
         for item in work:
             notification_id = item.notification.id
             self._sending[notification_id] = 1  # until _process knows its due channels
@@ -405,12 +407,11 @@ class Dispatcher:
         tries: int = 0,
     ) -> None:
         loop_now = asyncio.get_running_loop().time()
-        due_since = notification.send_at or notification.created_at
         self.observer.outcome(
             channel,
             status,
             send_seconds=loop_now - started if started is not None else 0.0,
-            waited_seconds=(utcnow() - due_since).total_seconds(),
+            waited_seconds=(utcnow() - _due_since(notification)).total_seconds(),
             tries=tries,
         )
 
@@ -484,3 +485,8 @@ class Dispatcher:
         # The channel is done sending: its slot may serve the next claim meanwhile.
         self._sent(notification_id)
         return await self.outcomes.record(notification_id, channel, change, release=release)
+
+
+def _due_since(notification: queries.ClaimedNotification) -> datetime:
+    """When the notification first became due: the metrics' latencies run from here."""
+    return notification.send_at or notification.created_at

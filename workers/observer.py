@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
@@ -41,8 +42,11 @@ class MetricsObserver:
         if recorder is not None:
             recorder.before_flush(self.rollups)
 
-    def claimed(self, count: int) -> None:
-        self.metrics.claimed.inc(count)
+    def claimed(self, waited_seconds: Sequence[float]) -> None:
+        self.metrics.claimed.inc(len(waited_seconds))
+        claim_wait = self.metrics.claim_wait
+        for seconds in waited_seconds:
+            claim_wait.observe(max(seconds, 0.0))
 
     def outcome(
         self,

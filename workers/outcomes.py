@@ -9,7 +9,7 @@ serialization failure) for as long as the lease would keep the row ours anyway.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 from tenacity import (
@@ -38,7 +38,8 @@ _TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P0", "40001", "40P01")
 class DispatchObserver(Protocol):
     """Hooks for metrics; every method must be cheap and must not raise."""
 
-    def claimed(self, count: int) -> None: ...
+    def claimed(self, waited_seconds: Sequence[float]) -> None:
+        """One entry per notification just claimed: how long it had been due."""
 
     def outcome(
         self,
@@ -54,7 +55,7 @@ class DispatchObserver(Protocol):
 
 
 class NoObserver:
-    def claimed(self, count: int) -> None:
+    def claimed(self, waited_seconds: Sequence[float]) -> None:
         return None
 
     def outcome(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+# From 1 ms: a websocket notification's stages take a few milliseconds each.
+_SUB_SECOND = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
+LATENCY_BUCKETS = (*_SUB_SECOND, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class ServiceMetrics:
@@ -43,6 +45,12 @@ class ServiceMetrics:
         )
         self.claimed = Counter(
             "notifier_claimed_notifications", "Notifications leased by workers", registry=r
+        )
+        self.claim_wait = Histogram(
+            "notifier_claim_wait_seconds",
+            "From when a notification was due to a worker's claim of it (time in the queue)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge(
             "notifier_queue_depth",
