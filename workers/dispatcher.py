@@ -106,6 +106,7 @@ class Dispatcher:
         self._sending: dict[uuid.UUID, int] = {}
         self._max_in_flight = settings.worker_concurrency + self.outcomes.max_batch
         self._progress = asyncio.Event()  # a slot was given back or a notification finished
+        self._next_due: asyncio.Task[datetime | None] | None = None
         self.idle = asyncio.Event()
 
     # --- the loop ---------------------------------------------------------------------------
@@ -121,9 +122,11 @@ class Dispatcher:
                 await self._wait(stop)
         finally:
             await self._drain()
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            for task in (renewer, self._next_due):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     def _free_slots(self) -> int:
         return min(
@@ -198,23 +201,39 @@ class Dispatcher:
             return
         if self.wakeup.take():
             return  # new work was announced while we claimed: claim again now
-        timeout = self.settings.poll_interval_seconds
-        with contextlib.suppress(Exception):
-            async with self.sessions() as session:
-                due = await queries.next_due_at(session)
-            if due is not None:
-                # Due rows that the claim did not return are held by other workers right now;
-                # a short pause keeps this loop from spinning on them.
-                timeout = min(timeout, max((due - utcnow()).total_seconds(), 0.05))
+        # Whichever comes first. The next due time is asked for while we already listen: a
+        # wake-up arriving meanwhile does not wait for that round trip.
         waiters: list[asyncio.Future[object]] = [
-            asyncio.ensure_future(self.wakeup.wait(timeout)),
+            asyncio.ensure_future(self.wakeup.wait(self.settings.poll_interval_seconds)),
             asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self._sleep_until_next_due()),
         ]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
+
+    async def _sleep_until_next_due(self) -> None:
+        """Return when the earliest scheduled row comes due (never, if none or unknown)."""
+        # The query runs in a task of its own, shielded: a wake-up cancels only the sleep, as a
+        # query cancelled in flight could cost the pooled connection. A later wait reuses it.
+        if self._next_due is None or self._next_due.done():
+            self._next_due = asyncio.create_task(self._read_next_due(), name="next-due")
+        due = await asyncio.shield(self._next_due)
+        if due is None:
+            await asyncio.Event().wait()  # the other waiters decide
+            return
+        # Due rows that the claim did not return are held by other workers right now; a short
+        # pause keeps this loop from spinning on them.
+        await asyncio.sleep(max((due - utcnow()).total_seconds(), 0.05))
+
+    async def _read_next_due(self) -> datetime | None:
+        try:
+            async with self.sessions() as session:
+                return await queries.next_due_at(session)
+        except Exception:  # the poll interval wakes us instead
+            return None
 
     async def _wait_for_slots(self, stop: asyncio.Event) -> None:
         stopping = asyncio.ensure_future(stop.wait())

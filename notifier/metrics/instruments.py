@@ -31,7 +31,7 @@ class ServiceMetrics:
         )
         self.dispatch_latency = Histogram(
             "notifier_dispatch_latency_seconds",
-            "From when a notification was due to its channel's outcome",
+            "From when a notification was due to its channel's outcome, recorded",
             ["channel"],
             buckets=LATENCY_BUCKETS,
             registry=r,

@@ -132,9 +132,10 @@ async def claim_due(
     NULL ``next_attempt_at`` and sit outside the partial index this scans.
 
     The ``RETURNING`` rows carry the columns sending reads; their channels come in a second
-    statement (``SELECT … FROM notification_deliveries WHERE notification_id = ANY(…)``), which
-    runs after the rows are ours and so reads their channels as they are now, then one
-    ``SELECT`` each for recipients and subscriptions.
+    statement (``SELECT … FROM notification_deliveries … WHERE notification_id = ANY(…)``),
+    which runs after the rows are ours and so reads their channels as they are now. It brings
+    each row's recipient along (a left join: one round trip less per claim); a third
+    ``SELECT`` reads push subscriptions, only when a claimed row has the ``browser`` channel.
 
     On PostgreSQL these run without a transaction around them (autocommit): the claim is one
     statement, atomic by itself, and the reads after it need no lock, as the rows are leased to
@@ -161,35 +162,43 @@ async def _claim(session: AsyncSession, params: dict[str, object]) -> list[Claim
         return []
     dialect = connection.dialect.name
     channels: dict[uuid.UUID, list[ClaimedDelivery]] = {row[0]: [] for row in claimed}
-    for row in await connection.execute(_channels_of(dialect), {"ids": list(channels)}):
-        channels[row[0]].append(ClaimedDelivery(*row[1:]))  # fields in order
+    recipients: dict[str, Recipient] = {}
+    loaded = await session.execute(_channels_and_recipients_of(dialect), {"ids": list(channels)})
+    for *delivery, recipient in loaded:
+        channels[delivery[0]].append(ClaimedDelivery(*delivery[1:]))  # fields in order
+        if recipient is not None:
+            recipients[recipient.user_id] = recipient
     # A claimed row holds _CLAIMED_COLUMNS: ClaimedNotification's fields, in order, but for
     # the channels (mypy cannot count a Row's columns).
     notifications = [
         ClaimedNotification(*row, tuple(channels[row[0]]))  # type: ignore[call-arg]
         for row in claimed
     ]
-    return await _with_addresses(session, notifications, dialect)
+    return await _with_push_subscriptions(session, notifications, recipients, dialect)
 
 
-# SELECT notification_id, channel, status, … FROM notification_deliveries
-# WHERE notification_id IN (…)
+# SELECT d.notification_id, d.channel, d.status, …, r.*
+# FROM notification_deliveries d JOIN notifications n ON n.id = d.notification_id
+#      LEFT JOIN recipients r ON r.user_id = n.user_id
+# WHERE d.notification_id IN (…)
 @functools.cache
-def _channels_of(dialect: str) -> Select[*tuple[Any, ...]]:
-    return select(
-        NotificationDelivery.notification_id,
-        NotificationDelivery.channel,
-        NotificationDelivery.status,
-        NotificationDelivery.attempts,
-        NotificationDelivery.attempts_at_requeue,
-        NotificationDelivery.unknown_outcomes,
-        NotificationDelivery.next_attempt_at,
-    ).where(is_one_of(NotificationDelivery.notification_id, "ids", dialect))
-
-
-@functools.cache
-def _recipients_of(dialect: str) -> Select[Recipient]:
-    return select(Recipient).where(is_one_of(Recipient.user_id, "users", dialect))
+def _channels_and_recipients_of(dialect: str) -> Select[*tuple[Any, ...]]:
+    return (
+        select(
+            NotificationDelivery.notification_id,
+            NotificationDelivery.channel,
+            NotificationDelivery.status,
+            NotificationDelivery.attempts,
+            NotificationDelivery.attempts_at_requeue,
+            NotificationDelivery.unknown_outcomes,
+            NotificationDelivery.next_attempt_at,
+            Recipient,
+        )
+        .select_from(NotificationDelivery)
+        .join(Notification, Notification.id == NotificationDelivery.notification_id)
+        .outerjoin(Recipient, Recipient.user_id == Notification.user_id)
+        .where(is_one_of(NotificationDelivery.notification_id, "ids", dialect))
+    )
 
 
 @functools.cache
@@ -197,13 +206,12 @@ def _push_subscriptions_of(dialect: str) -> Select[PushSubscription]:
     return select(PushSubscription).where(is_one_of(PushSubscription.user_id, "users", dialect))
 
 
-async def _with_addresses(
-    session: AsyncSession, notifications: list[ClaimedNotification], dialect: str
+async def _with_push_subscriptions(
+    session: AsyncSession,
+    notifications: list[ClaimedNotification],
+    recipients: dict[str, Recipient],
+    dialect: str,
 ) -> list[ClaimedWork]:
-    users = list({n.user_id for n in notifications})
-    recipients = {
-        r.user_id: r for r in await session.scalars(_recipients_of(dialect), {"users": users})
-    }
     wants_push = list({n.user_id for n in notifications if "browser" in n.channels})
     subscriptions: dict[str, list[PushSubscription]] = {}
     if wants_push:
