@@ -79,6 +79,26 @@ async def test_send_at_is_kept(db_url: str, smtp_peer: DispatchSmtpPeer) -> None
     assert mail.rcpt_tos == ["later@example.com"]
 
 
+async def test_an_idle_worker_wakes_when_a_scheduled_notification_comes_due(
+    db_url: str, smtp_peer: DispatchSmtpPeer
+) -> None:
+    # Polling once a minute: only the worker's own wait for the next due time can send this on
+    # time (the enqueue's wake-up comes before it is due, and nothing else happens meanwhile).
+    user = new_user()
+    async with running_stack(db_url, poll_interval_seconds=60, **smtp_peer.settings()) as stack:
+        await stack.put_recipient(user, email="due@example.com")
+        send_at = datetime.now(UTC) + timedelta(seconds=1.5)
+        created = await stack.notify(
+            user_id=user, title="t", message="m", channels=["email"], send_at=send_at.isoformat()
+        )
+        await smtp_peer.wait_for_messages(1, timeout=15)
+        body = await stack.wait_settled(created["id"])
+
+    [(_, arrived)] = smtp_peer.arrivals
+    assert send_at.timestamp() <= arrived <= send_at.timestamp() + 1.5
+    assert body["status"] == "delivered"
+
+
 async def test_expired_before_dispatch(db_url: str, smtp_peer: DispatchSmtpPeer) -> None:
     user = new_user()
     # Enough attempts that the busy mailbox below outlives its notification.
