@@ -14,7 +14,7 @@ import contextlib
 import json
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -46,7 +46,7 @@ async def row_locked(database_url: str, notification_id: str) -> AsyncIterator[N
     """Hold what the ack's transaction must take: the notification's row lock on PostgreSQL,
     the database's write lock on SQLite."""
     if database_url.startswith("sqlite"):
-        with _sqlite_write_lock(database_url.split("///", 1)[1]):
+        async with _sqlite_write_lock(database_url.split("///", 1)[1]):
             yield
         return
     connection = await asyncpg.connect(asyncpg_dsn(database_url))
@@ -60,13 +60,16 @@ async def row_locked(database_url: str, notification_id: str) -> AsyncIterator[N
         await connection.close()
 
 
-@contextlib.contextmanager
-def _sqlite_write_lock(path: str) -> Iterator[None]:
-    connection = sqlite3.connect(path, isolation_level=None)
+@contextlib.asynccontextmanager
+async def _sqlite_write_lock(path: str) -> AsyncIterator[None]:
+    # Taken off the event loop: the worker beside us may be mid-transaction (recording the
+    # frame as sent), and it needs this loop to reach its COMMIT. Waiting for the lock on the
+    # loop itself would deadlock until the busy timeout ("database is locked").
+    connection = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
     try:
-        connection.execute("BEGIN IMMEDIATE")
+        await asyncio.to_thread(connection.execute, "BEGIN IMMEDIATE")
         yield
-        connection.execute("ROLLBACK")
+        await asyncio.to_thread(connection.execute, "ROLLBACK")
     finally:
         connection.close()
 
