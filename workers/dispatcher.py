@@ -3,7 +3,7 @@
     while not stopping:
         claim up to min(batch, free slots) due rows under a lease   (storage.dispatch.claim_due)
         for each: send every due channel concurrently, record each outcome the moment it is
-                  known, then release the lease                       (outcome_writer)
+                  known, then release the lease          (delivery, outcome_writer)
         idle? wait for a NOTIFY wake-up, the next due time, the poll interval, or the stop
 
 Outcomes go through the ``OutcomeWriter``: each waits until it is committed, but the outcomes of
@@ -31,35 +31,16 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from notifier.channels.base import (
-    DeliveryChannel,
-    DeliveryError,
-    ProviderAuthError,
-    RecipientOptedOut,
-    UnknownOutcomeError,
-)
+from notifier.channels.base import DeliveryChannel
 from notifier.models.base import utcnow
-from notifier.models.notification import AWAITING_SEND, ChannelStatus
-from notifier.models.recipient import Recipient
 from notifier.settings import Settings
 from notifier.storage import dispatch as queries
-from workers.breaker import ChannelBreaker
+from workers.delivery import NotificationDelivery, due_since
 from workers.outcome_writer import OutcomeWriter
-from workers.outcomes import (
-    DispatchObserver,
-    NoObserver,
-    describe,
-    is_transient_db_error,
-    outgoing,
-    policy_from,
-    reason,
-)
-from workers.retry import RetryAt, RetryPolicy, decide
-from workers.rules import Defer, Skip, destination_for, precheck
-from workers.sending import send_briefly_retrying
+from workers.outcomes import DispatchObserver, NoObserver, is_transient_db_error, policy_from
+from workers.retry import RetryPolicy
 from workers.wakeup import Wakeup
 
 log = logging.getLogger("notifier.worker")
@@ -82,14 +63,9 @@ class Dispatcher:
     ) -> None:
         self.settings = settings
         self.sessions = sessions
-        self.channels = channels
         self.wakeup = wakeup
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
-        self.policy = policy or policy_from(settings)
         self.observer: DispatchObserver = observer or NoObserver()
-        self.rng = rng or random.Random()
-        self.breaker = ChannelBreaker(pause_seconds=self.policy.pause_seconds)
-        self.send_timeout = send_timeout
         self.drain_seconds = (
             drain_seconds if drain_seconds is not None else min(settings.lease_seconds, 25.0)
         )
@@ -99,6 +75,16 @@ class Dispatcher:
             lease_seconds=settings.lease_seconds,
             # SQLite has one writer at a time: a second flush would only wait for its lock.
             concurrency=1 if settings.is_sqlite else 2,
+        )
+        self.delivery = NotificationDelivery(
+            sessions=sessions,
+            channels=channels,
+            outcomes=self.outcomes,
+            slots=self,
+            policy=policy or policy_from(settings),
+            observer=self.observer,
+            rng=rng or random.Random(),
+            send_timeout=send_timeout,
         )
         self._in_flight: dict[uuid.UUID, asyncio.Task[None]] = {}
         # Of those, the ones still holding a send slot: how many of their channels are still
@@ -161,11 +147,11 @@ class Dispatcher:
         work = [item for item in work if item.notification.id not in self._in_flight]
         self.idle.clear()
         now = utcnow()
-        self.observer.claimed([(now - _due_since(i.notification)).total_seconds() for i in work])
+        self.observer.claimed([(now - due_since(i.notification)).total_seconds() for i in work])
         for item in work:
             notification_id = item.notification.id
-            self._sending[notification_id] = 1  # until _process knows its due channels
-            task = asyncio.create_task(self._process(item))
+            self._sending[notification_id] = 1  # until the delivery knows its due channels
+            task = asyncio.create_task(self.delivery.process(item))
             self._in_flight[notification_id] = task
             task.add_done_callback(functools.partial(self._forget, notification_id))
         return full
@@ -176,7 +162,14 @@ class Dispatcher:
             self._sending.pop(notification_id, None)
             self._progress.set()
 
-    def _sent(self, notification_id: uuid.UUID) -> None:
+    # --- SendSlots, for the delivery ----------------------------------------------------------
+    def sending(self, notification_id: uuid.UUID, channels: int) -> None:
+        if channels:
+            self._sending[notification_id] = channels
+        else:
+            self.sent(notification_id)
+
+    def sent(self, notification_id: uuid.UUID) -> None:
         """One channel of the notification has its outcome: give the slot back after the last."""
         left = self._sending.get(notification_id)
         if left is None:
@@ -291,221 +284,3 @@ class Dispatcher:
                     )
             except Exception as exc:  # the next renewal tries again; records are lease-guarded
                 log.warning("could not renew leases: %s", type(exc).__name__)
-
-    # --- one notification -------------------------------------------------------------------
-    async def _process(self, work: queries.ClaimedWork) -> None:
-        notification = work.notification
-        try:
-            now = utcnow()
-            if notification.expires_at is not None and notification.expires_at <= now:
-                await self._expire(notification)
-            else:
-                due = [
-                    d
-                    for d in notification.deliveries
-                    if d.status in AWAITING_SEND
-                    and (d.next_attempt_at is None or d.next_attempt_at <= now)
-                ]
-                if due:
-                    self._sending[notification.id] = len(due)
-                else:
-                    self._sent(notification.id)
-                if len(due) == 1:  # the common case: record and release in one transaction
-                    if await self._deliver(work, due[0], release=True):
-                        return
-                else:
-                    await asyncio.gather(*(self._deliver(work, d) for d in due))
-        except Exception as exc:
-            if not is_transient_db_error(exc):
-                log.exception("dispatch of %s failed", notification.id)
-            # The lease runs out and the row is claimed again; sent channels stay sent.
-            return
-        try:
-            await self.outcomes.release(notification.id)
-        except Exception as exc:  # the lease runs out and another claim picks the row up
-            log.warning("could not release %s: %s", notification.id, type(exc).__name__)
-
-    async def _expire(self, notification: queries.ClaimedNotification) -> None:
-        for delivery in notification.deliveries:
-            if delivery.status in AWAITING_SEND:
-                await self._record(
-                    notification.id,
-                    delivery.channel,
-                    queries.ChannelChange(
-                        ChannelStatus.EXPIRED, last_error="expired before it was sent"
-                    ),
-                )
-
-    async def _deliver(
-        self, work: queries.ClaimedWork, delivery: queries.ClaimedDelivery, *, release: bool = False
-    ) -> bool:
-        """Decide, send and record one channel; True if the record also released the lease."""
-        notification, now = work.notification, utcnow()
-        channel = self.channels.get(delivery.channel)
-        verdict = precheck(
-            delivery.channel,
-            notification,
-            work.recipient,
-            configured=channel is not None and channel.configured,
-            now=now,
-        )
-        if isinstance(verdict, Skip):
-            recorded = await self._record(
-                notification.id,
-                delivery.channel,
-                queries.ChannelChange(ChannelStatus.SKIPPED, last_error=verdict.reason),
-                release=release,
-            )
-            self._observe(notification, delivery.channel, ChannelStatus.SKIPPED)
-            return recorded and release
-        if isinstance(verdict, Defer):
-            change = queries.ChannelChange(
-                ChannelStatus.PENDING, last_error=verdict.reason, next_attempt_at=verdict.until
-            )
-            return (
-                await self._record(notification.id, delivery.channel, change, release=release)
-                and release
-            )
-        assert channel is not None
-        paused_until = self.breaker.paused_until(delivery.channel, now)
-        if paused_until is not None:
-            change = queries.ChannelChange(
-                ChannelStatus.RETRYING,
-                last_error="channel paused: provider refused our credentials",
-                next_attempt_at=paused_until,
-            )
-            return (
-                await self._record(notification.id, delivery.channel, change, release=release)
-                and release
-            )
-        return await self._attempt(work, delivery, channel, release=release)
-
-    async def _attempt(
-        self,
-        work: queries.ClaimedWork,
-        delivery: queries.ClaimedDelivery,
-        channel: DeliveryChannel,
-        *,
-        release: bool,
-    ) -> bool:
-        notification = work.notification
-        message = outgoing(notification, delivery)
-        destination = destination_for(notification, work.recipient, work.push_subscriptions)
-        attempts_in_round = delivery.attempts - delivery.attempts_at_requeue
-        started = asyncio.get_running_loop().time()
-        result, tries = await send_briefly_retrying(
-            channel,
-            message,
-            destination,
-            policy=self.policy,
-            tries_left=self.policy.max_attempts - attempts_in_round,
-            send_timeout=self.send_timeout,
-        )
-        if isinstance(result, DeliveryError):
-            status, recorded = await self._record_failure(
-                work, delivery, result, tries, attempts_in_round + tries, release=release
-            )
-            self._observe(notification, delivery.channel, status, started=started, tries=tries)
-            return recorded and release
-        change = queries.ChannelChange(
-            result.status, attempts=tries, provider_id=result.provider_id
-        )
-        recorded = await self._record(notification.id, delivery.channel, change, release=release)
-        self._observe(notification, delivery.channel, result.status, started=started, tries=tries)
-        if recorded and result.after_recorded is not None:
-            await result.after_recorded()
-        return recorded and release
-
-    def _observe(
-        self,
-        notification: queries.ClaimedNotification,
-        channel: str,
-        status: ChannelStatus,
-        *,
-        started: float | None = None,
-        tries: int = 0,
-    ) -> None:
-        loop_now = asyncio.get_running_loop().time()
-        self.observer.outcome(
-            channel,
-            status,
-            send_seconds=loop_now - started if started is not None else 0.0,
-            waited_seconds=(utcnow() - _due_since(notification)).total_seconds(),
-            tries=tries,
-        )
-
-    async def _record_failure(
-        self,
-        work: queries.ClaimedWork,
-        delivery: queries.ClaimedDelivery,
-        error: DeliveryError,
-        tries: int,
-        attempts_in_round: int,
-        *,
-        release: bool = False,
-    ) -> tuple[ChannelStatus, bool]:
-        now = utcnow()
-        decision = decide(
-            self.policy,
-            attempts_in_round=attempts_in_round,
-            unknown_outcomes=delivery.unknown_outcomes,
-            error=error,
-            now=now,
-            rng=self.rng,
-        )
-        if isinstance(error, ProviderAuthError):
-            paused_until = self.breaker.trip(delivery.channel, now, str(error))
-            self.observer.channel_paused(delivery.channel)
-            decision = RetryAt(paused_until, f"channel paused: {error}")
-        if isinstance(error, RecipientOptedOut):
-            await self._mark_sms_opt_out(work.notification.user_id)
-        unknown = isinstance(error, UnknownOutcomeError)
-        provider_id = error.provider_id if isinstance(error, UnknownOutcomeError) else None
-        if isinstance(decision, RetryAt):
-            change = queries.ChannelChange(
-                ChannelStatus.RETRYING,
-                attempts=tries,
-                last_error=describe(error),
-                next_attempt_at=decision.when,
-                unknown_outcome=unknown,
-                provider_id=provider_id,
-            )
-        else:
-            status = ChannelStatus.SKIPPED if decision.skipped else ChannelStatus.FAILED
-            change = queries.ChannelChange(
-                status,
-                attempts=tries,
-                last_error=reason(decision, error),
-                unknown_outcome=unknown,
-                provider_id=provider_id,
-            )
-        recorded = await self._record(
-            work.notification.id, delivery.channel, change, release=release
-        )
-        return change.status, recorded
-
-    async def _mark_sms_opt_out(self, user_id: str) -> None:
-        async with self.sessions() as session, session.begin():
-            await session.execute(
-                update(Recipient)
-                .where(Recipient.user_id == user_id)
-                .values(sms_opted_out=True, updated_at=utcnow())
-            )
-
-    async def _record(
-        self,
-        notification_id: uuid.UUID,
-        channel: str,
-        change: queries.ChannelChange,
-        *,
-        release: bool = False,
-    ) -> bool:
-        # Returns once the outcome is committed (with others of this moment: OutcomeWriter).
-        # The channel is done sending: its slot may serve the next claim meanwhile.
-        self._sent(notification_id)
-        return await self.outcomes.record(notification_id, channel, change, release=release)
-
-
-def _due_since(notification: queries.ClaimedNotification) -> datetime:
-    """When the notification first became due: the metrics' latencies run from here."""
-    return notification.send_at or notification.created_at
