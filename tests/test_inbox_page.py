@@ -23,6 +23,7 @@ import re
 import secrets
 import shutil
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -359,6 +360,31 @@ PUSH_STUB = """
 """
 
 
+# The notifications the inbox's worker shows, once there are any; null after `ms` without.
+NOTIFICATIONS_SHOWN_WITHIN = """(ms) => new Promise((resolve) => {
+  const end = Date.now() + ms;
+  const look = async () => {
+    const reg = await navigator.serviceWorker.getRegistration('/inbox');
+    const list = await reg.getNotifications();
+    if (list.length) resolve(list.map((n) => [n.title, n.body, n.tag]));
+    else if (Date.now() > end) resolve(null);
+    else setTimeout(look, 50);
+  };
+  look();
+})"""
+
+SERVICE_WORKER_STATE = """async () => {
+  const reg = await navigator.serviceWorker.getRegistration('/inbox');
+  return {
+    permission: Notification.permission,
+    active: reg && reg.active ? reg.active.state : null,
+    waiting: Boolean(reg && reg.waiting),
+    installing: Boolean(reg && reg.installing),
+    notifications: reg ? (await reg.getNotifications()).length : null,
+  };
+}"""
+
+
 def browser_like_subscription(endpoint: str) -> dict[str, Any]:
     """What ``PushSubscription.toJSON()`` gives: a P-256 public key and a 16-byte secret."""
     point = (
@@ -393,6 +419,16 @@ async def test_enable_push_subscribes_and_the_worker_shows_pushes(
                 {r["scopeURL"]: r["registrationId"] for r in event["registrations"]}
             ),
         )
+        activated: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        versions: list[dict[str, Any]] = []  # for the failure message
+
+        def on_versions(event: dict[str, Any]) -> None:
+            for version in event["versions"]:
+                versions.append({k: version.get(k) for k in ("status", "runningStatus")})
+                if version["status"] == "activated":
+                    activated[version["registrationId"]].set()
+
+        cdp.on("ServiceWorker.workerVersionUpdated", on_versions)
         await cdp.send("ServiceWorker.enable")
 
         await inbox.page.get_by_role("button", name="Enable browser notifications").click()
@@ -418,29 +454,35 @@ async def test_enable_push_subscribes_and_the_worker_shows_pushes(
         assert gone.status_code == 204
 
         # The service worker turns a push message into a system notification, as plain text.
+        # `ready` may resolve while the worker is still activating; Chromium's own DevTools test
+        # of deliverPushMessage waits for "activated" before it delivers, and so do we.
+        registration_id = registrations[f"{inbox_service.base_url}/inbox"]
+        await asyncio.wait_for(activated[registration_id].wait(), 10)
         payload = {"id": "n-1", "title": XSS_TITLE, "message": "pushed", "priority": "normal"}
-        await cdp.send(
-            "ServiceWorker.deliverPushMessage",
-            {
-                "origin": inbox_service.base_url,
-                "registrationId": registrations[f"{inbox_service.base_url}/inbox"],
-                "data": json.dumps(payload),
-            },
-        )
-        shown = await asyncio.wait_for(
-            inbox.page.evaluate(
-                """() => new Promise((resolve) => {
-                     const look = async () => {
-                       const reg = await navigator.serviceWorker.getRegistration('/inbox');
-                       const list = await reg.getNotifications();
-                       if (list.length) resolve(list.map((n) => [n.title, n.body, n.tag]));
-                       else setTimeout(look, 50);
-                     };
-                     look();
-                   })"""
-            ),
-            10,
-        )
+        # DevTools' deliverPushMessage throws the delivery status away, and about one file run
+        # in fifteen here a push never reaches the worker: activated and running, permission
+        # granted, and still no notification 30 s later. So the push is delivered again, up to
+        # three times; with the same tag a second delivery replaces the notification, never adds
+        # one, so what is asserted below stays exactly one notification, as plain text.
+        shown = None
+        for _ in range(3):
+            await cdp.send(
+                "ServiceWorker.deliverPushMessage",
+                {
+                    "origin": inbox_service.base_url,
+                    "registrationId": registration_id,
+                    "data": json.dumps(payload),
+                },
+            )
+            shown = await inbox.page.evaluate(NOTIFICATIONS_SHOWN_WITHIN, 10_000)
+            if shown is not None:
+                break
+        if shown is None:
+            state = await inbox.page.evaluate(SERVICE_WORKER_STATE)
+            pytest.fail(
+                f"no notification after 3 pushes; page: {state}; worker versions seen: "
+                f"{versions}; console errors: {inbox.console_errors}"
+            )
         assert shown == [[XSS_TITLE, "pushed", "n-1"]]
         assert inbox.console_errors == []
     finally:
