@@ -2,7 +2,8 @@
 
     expired?              every waiting channel -> expired
     for each due channel, concurrently:
-        precheck (rules)  -> skipped, or deferred (quiet hours, no destination yet)
+        precheck (rules)  -> skipped (not configured, opted out), or deferred to the end of
+                             the recipient's quiet hours
         channel paused?   -> retrying when the pause ends (the provider refused our credentials)
         send (sending)    -> sent / delivered, or a typed DeliveryError that the retry policy
                              turns into retrying at a time, failed or skipped
