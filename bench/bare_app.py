@@ -1,8 +1,8 @@
 """``python -m bench.bare_app``: the baseline server of scenarios 2 and 4.
 
 The service has no do-nothing endpoint, so this bench-only FastAPI app provides them, served by
-uvicorn exactly as ``notifier serve`` serves the service (``workers.cli._uvicorn``: same
-host/port settings, flags, WebSocket options, one process):
+uvicorn exactly as ``notifier serve`` serves the service (``notifier.api.server.build_server``:
+same host/port settings, flags, WebSocket options, one process):
 
 - ``POST /v1/notifications``: answers 202 with a constant JSON body (does not read the body);
 - ``GET /readyz``;
@@ -77,11 +77,11 @@ async def broadcast() -> dict[str, Any]:
 
 
 async def _serve() -> None:
+    from notifier.api.server import build_server
     from notifier.settings import Settings
-    from workers.cli import _uvicorn
 
     settings = Settings()  # NOTIFIER_HOST/PORT/LOG_LEVEL, as for `notifier serve`
-    await _uvicorn(app, settings).serve()
+    await build_server(app, settings).serve()
 
 
 def main() -> int:

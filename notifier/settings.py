@@ -77,7 +77,24 @@ class Settings(BaseSettings):
     rate_limit_recipient_per_minute: float = Field(default=120.0, ge=0)
     rate_limit_recipient_burst: int = Field(default=1000, ge=1)
 
+    # Requests with a user token, per client address (the inbox page and any end-user client),
+    # and failed authentications (no credential, or a bad one), per client address: once the
+    # budget of failures is spent, every request with a credential from that address is 429
+    # until it refills. Per API process, like the limits above; 0 disables.
+    rate_limit_user_per_second: float = Field(default=20.0, ge=0)
+    rate_limit_user_burst: int = Field(default=100, ge=1)
+    rate_limit_auth_failures_per_minute: float = Field(default=30.0, ge=0)
+    rate_limit_auth_failures_burst: int = Field(default=30, ge=1)
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # A connection must deliver its request line and headers within this many seconds of
+    # opening (or of the previous response): slow or silent clients cannot hold sockets.
+    header_timeout_seconds: float = Field(default=20.0, gt=0, le=300)
+    # Open sockets (HTTP and WebSocket) per API process; past it a new connection is answered
+    # 503 and closed. Lowered at start to what RLIMIT_NOFILE allows (notifier/api/server.py).
+    max_connections: int = Field(default=12_000, ge=1, le=1_000_000)
+    # uvicorn's access log, one line per request (tokens redacted); off by default.
+    access_log: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "info"

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
 import sys
-import threading
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
-
-import uvicorn
 
 from notifier.api import create_app
 from notifier.api.context import ServiceContext
+from notifier.api.server import build_server
 from notifier.embedded import with_development_secrets
 from notifier.settings import Settings
 from notifier.storage.db import create_engine
@@ -102,45 +99,10 @@ async def _check_schema(settings: Settings) -> None:
         await engine.dispose()
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, minus re-raising the caught SIGTERM/SIGINT once it has shut down:
-    that would kill this process before the worker drains and the engine closes."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        handled = (signal.SIGINT, signal.SIGTERM)
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
-
-
-def _uvicorn(app: object, settings: Settings) -> uvicorn.Server:
-    config = uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        # Keep tokens out of the access log: it would print ?token= of the WebSocket URL.
-        access_log=False,
-        proxy_headers=True,
-        ws_max_size=65_536,
-        # Frames are a few hundred bytes: compression buys nothing, and its per-socket zlib
-        # state was most of a socket's memory (bench/RESULTS.md, scenario 4).
-        ws_per_message_deflate=False,
-    )
-    return _Server(config)
-
-
 async def _serve(settings: Settings) -> None:
     await _check_schema(settings)
     context = ServiceContext.from_settings(settings)
-    server = _uvicorn(create_app(settings, context=context), settings)
+    server = build_server(create_app(settings, context=context), settings)
     _freeze_what_lives_forever()
     try:
         await server.serve()
@@ -179,7 +141,7 @@ async def _run_embedded(settings: Settings) -> None:
             f"  curl -H 'Authorization: Bearer {dev_key}' {base}/v1/users/alice/notifications",
             flush=True,
         )
-    server = _uvicorn(create_app(settings, context=context), settings)
+    server = build_server(create_app(settings, context=context), settings)
     _freeze_what_lives_forever()
     try:
         from workers.runner import run_in_process_worker

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
-import uvicorn
 from fastapi import FastAPI
 
 from notifier.api import create_app
 from notifier.api.context import ServiceContext
+from notifier.api.server import build_server
 from notifier.settings import Settings
 from notifier.storage.db import create_engine
 from notifier.storage.migrate import upgrade_to_head
@@ -74,10 +74,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
     """Serve the app on ``settings.port`` until the block ends."""
     context = ServiceContext.from_settings(settings)
     app = create_app(settings, context=context)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
+    server = build_server(app, settings)  # the limits and options `notifier serve` has
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -1,0 +1,305 @@
+"""One client cannot lock out an API process: a real ``notifier serve`` process (SQLite), raw
+sockets from this test.
+
+- Connections that never finish their request line and headers — silent, half-sent, trickling
+  a byte at a time, or idle after a first request — are closed once
+  ``NOTIFIER_HEADER_TIMEOUT_SECONDS`` have passed, and ``/healthz`` answers throughout.
+- Past ``NOTIFIER_MAX_CONNECTIONS`` open sockets (WebSockets counted) a new connection gets 503
+  with the JSON envelope instead of waiting, and the process serves again once sockets close.
+- The process raises its open-file soft limit to the hard one, and lowers the cap to what that
+  limit leaves: a flood of sockets meets 503s, never a process that cannot accept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from tests.faults.processes import REPO_ROOT, ProcessSet, ServiceProcess, base_env, poll_until
+from tests.peers.base import free_port
+from tests.support.databases import sqlite_url
+from tests.support.service import migrate
+
+API_KEY = "limits-test-key"
+TOKEN_SECRET = "limits-test-token-secret-0123456789"
+# A request line and one header, without the blank line that would end the headers.
+HALF_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+FULL_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> str:
+    url = sqlite_url(tmp_path)
+    await migrate(url)
+    return url
+
+
+@contextlib.asynccontextmanager
+async def api_process(
+    tmp_path: Path, database: str, *, open_files: tuple[int, int] | None = None, **settings: object
+) -> AsyncIterator[ServiceProcess]:
+    env = base_env(
+        database_url=database,
+        api_keys=API_KEY,
+        token_secret=TOKEN_SECRET,
+        log_level="info",
+        rate_limit_auth_failures_per_minute=0,
+        **settings,
+    )
+    async with ProcessSet(tmp_path / "logs") as processes:
+        if open_files is None:
+            yield await processes.serve(env)
+            return
+        # `serve` with RLIMIT_NOFILE set to (soft, hard) before it starts.
+        process = LimitedServe("serve-limited", env, tmp_path / "logs" / "serve.log", open_files)
+        processes.processes.append(process)
+        process.start()
+        await process.wait_ready()
+        yield process
+
+
+class LimitedServe(ServiceProcess):
+    def __init__(self, name: str, env: dict[str, str], log: Path, limit: tuple[int, int]) -> None:
+        env = {**env, "NOTIFIER_HOST": "127.0.0.1", "NOTIFIER_PORT": str(free_port())}
+        super().__init__(name, "serve", env, log)
+        self.limit = limit
+
+    def start(self) -> None:
+        self.starts += 1
+        limit = self.limit
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "workers", "serve"],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit),
+            )
+
+
+async def open_raw(api: ServiceProcess, count: int) -> list[Connection]:
+    assert api.port is not None
+    return [await asyncio.open_connection("127.0.0.1", api.port) for _ in range(count)]
+
+
+def close_all(connections: list[Connection]) -> None:
+    for _, writer in connections:
+        writer.close()
+
+
+async def closed_by_server(reader: asyncio.StreamReader) -> float:
+    """Read until the server closes the connection; when that happened (monotonic)."""
+    with contextlib.suppress(ConnectionResetError):
+        while await reader.read(65_536):
+            pass
+    return time.monotonic()
+
+
+async def healthz(api: ServiceProcess) -> int:
+    """/healthz on a connection of its own; the status, or 0 if no answer came in 3 s."""
+    try:
+        async with httpx.AsyncClient(timeout=3) as client:
+            return (await client.get(f"{api.base_url}/healthz")).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+async def keep_asking_healthz(api: ServiceProcess, stop: asyncio.Event) -> list[int]:
+    answers = []
+    while not stop.is_set():
+        answers.append(await healthz(api))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.1)
+    return answers
+
+
+# ------------------------------------------------------------------- header deadline
+
+HEADER_TIMEOUT = 2.0
+
+
+async def half_sent(connection: Connection) -> None:
+    connection[1].write(HALF_REQUEST)
+    await connection[1].drain()
+
+
+async def trickle(writer: asyncio.StreamWriter) -> None:
+    """Slowloris: a header one byte every 0.25 s, never finished."""
+    with contextlib.suppress(ConnectionError):
+        while not writer.is_closing():
+            writer.write(b"X")
+            await writer.drain()
+            await asyncio.sleep(0.25)  # the pace of the attack, not a synchronisation
+
+
+async def idle_after_a_request(connection: Connection) -> None:
+    reader, writer = connection
+    writer.write(FULL_REQUEST)
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    await reader.readexactly(length)
+    writer.write(HALF_REQUEST)  # the next request starts, and never ends
+    await writer.drain()
+
+
+async def closed_after(
+    kind: str, connection: Connection, trickles: list[asyncio.Task[None]]
+) -> float:
+    """Behave as ``kind``; when the server closed the connection (monotonic)."""
+    if kind == "half sent":
+        await half_sent(connection)
+    elif kind == "trickling":
+        await half_sent(connection)
+        trickles.append(asyncio.create_task(trickle(connection[1])))
+    elif kind == "idle after a request":
+        await idle_after_a_request(connection)
+    return await closed_by_server(connection[0])
+
+
+async def test_half_open_connections_are_closed_and_healthz_answers_throughout(
+    tmp_path: Path, database: str
+) -> None:
+    kinds = (
+        ["silent"] * 400 + ["half sent"] * 450 + ["trickling"] * 50 + ["idle after a request"] * 100
+    )
+    async with api_process(tmp_path, database, header_timeout_seconds=HEADER_TIMEOUT) as api:
+        stop = asyncio.Event()
+        asking = asyncio.create_task(keep_asking_healthz(api, stop))
+        opened, connections = [], []
+        for _ in kinds:
+            connections += await open_raw(api, 1)
+            opened.append(time.monotonic())
+        trickles: list[asyncio.Task[None]] = []
+        try:
+            async with asyncio.timeout(HEADER_TIMEOUT + 20):
+                closed = await asyncio.gather(
+                    *(closed_after(k, c, trickles) for k, c in zip(kinds, connections, strict=True))
+                )
+        finally:
+            stop.set()
+            answers = await asyncio.wait_for(asking, 10)
+            for task in trickles:
+                task.cancel()
+            close_all(connections)
+
+        waited = [end - start for start, end in zip(opened, closed, strict=True)]
+        # Closed by the server, because of the deadline (not earlier), and not much later.
+        assert min(waited) >= HEADER_TIMEOUT * 0.75, min(waited)
+        assert max(waited) <= HEADER_TIMEOUT + 8, max(waited)
+        assert len(answers) >= 5 and set(answers) == {200}, answers
+
+        # A client that is slow but in time is served.
+        reader, writer = (await open_raw(api, 1))[0]
+        for piece in (b"GET /healthz HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n", b"\r\n"):
+            writer.write(piece)
+            await asyncio.sleep(HEADER_TIMEOUT / 4)  # the client's pace, within the deadline
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 200"), head
+
+
+# ------------------------------------------------------------------- connection cap
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"]["code"] == "unavailable", response.text
+    assert set(response.json()["error"]) == {"code", "message", "details"}
+
+
+async def healthz_response(api: ServiceProcess) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=5) as client:
+        return await client.get(f"{api.base_url}/healthz")
+
+
+async def test_past_max_connections_new_connections_get_503_websockets_counted(
+    tmp_path: Path, database: str
+) -> None:
+    sockets, idle = 10, 30
+    async with api_process(
+        tmp_path, database, max_connections=sockets + idle, header_timeout_seconds=60
+    ) as api:
+        async with httpx.AsyncClient(
+            base_url=api.base_url, headers={"Authorization": f"Bearer {API_KEY}"}
+        ) as producer:
+            minted = await producer.post("/v1/users/cap-user/tokens")
+            token = minted.json()["token"]
+        url = f"{api.ws_base}/v1/ws?token={token}"
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(sockets):
+                await stack.enter_async_context(websockets.connect(url))
+            connections = await open_raw(api, idle)
+            stack.callback(close_all, connections)
+
+            # As many sockets open as allowed: the next connection is refused, not kept waiting.
+            assert_unavailable(await healthz_response(api))
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await websockets.connect(url)
+            assert refused.value.response.status_code == 503
+            body = json.loads(refused.value.response.body or b"{}")
+            assert body["error"]["code"] == "unavailable"
+
+            # Sockets close: the process serves again (polled: closing raises no event here).
+            close_all(connections[:5])
+
+            async def served() -> tuple[bool, int]:
+                status = await healthz(api)
+                return status == 200, status
+
+            await poll_until(served, timeout=10, what="/healthz 200 after sockets closed")
+        assert "connection limit reached" in api.tail(200)
+
+
+async def test_open_file_limit_is_raised_and_caps_connections(
+    tmp_path: Path, database: str
+) -> None:
+    """soft 300, hard 600: the process raises its soft limit to 600 and, with 150 descriptors
+    kept aside (a quarter of a small limit), serves at most 450 sockets although
+    NOTIFIER_MAX_CONNECTIONS is 12,000; the rest get 503 at once."""
+    async with api_process(
+        tmp_path, database, open_files=(300, 600), header_timeout_seconds=60
+    ) as api:
+        connections = await open_raw(api, 500)
+        try:
+
+            async def answered(connection: Connection) -> bytes:
+                try:
+                    return await asyncio.wait_for(connection[0].read(12), 0.5)
+                except TimeoutError:
+                    return b""  # nothing: an accepted connection waiting for its request
+
+            answers = await asyncio.gather(*(answered(c) for c in connections))
+            accepted = next((i for i, a in enumerate(answers) if a), len(answers))
+            # 450 minus any socket of the readiness probes the process has not seen close yet.
+            assert 445 <= accepted <= 450, (accepted, answers[440:460])
+            assert all(a.startswith(b"HTTP/1.1 503") for a in answers[accepted:]), answers
+            # The accepted ones are still open: one more is refused too.
+            assert_unavailable(await healthz_response(api))
+        finally:
+            close_all(connections)
+        assert await healthz(api) in (200, 503)  # alive; 200 once the closes are seen
+
+        async def served() -> tuple[bool, int]:
+            status = await healthz(api)
+            return status == 200, status
+
+        await poll_until(served, timeout=10, what="/healthz 200 after sockets closed")
+        assert "at most 450 connections are served" in api.tail(200), api.tail(50)
