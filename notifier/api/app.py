@@ -12,6 +12,7 @@ from notifier import __version__
 from notifier.api.body_limit import BodySizeLimit
 from notifier.api.context import ServiceContext
 from notifier.api.errors import install_error_handlers
+from notifier.api.rate_limit import ClientLimits
 from notifier.api.redaction import (
     RedactSecretsInServerLogs,
     install_log_redaction,
@@ -69,6 +70,7 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
         summary="Notification delivery: WebSocket, email, Web Push and SMS, with task triggers.",
         lifespan=lifespan,
     )
+    app.state.client_limits = ClientLimits.from_settings(settings)
     install_error_handlers(app)
     for module in (notifications, users, tasks, metrics, webhooks, ws, health):
         app.include_router(module.router)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.api.context import ServiceContext
 from notifier.api.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
-from notifier.api.rate_limit import retry_after_header
+from notifier.api.rate_limit import ClientLimits, retry_after_header
 from notifier.auth import InvalidCredentials, Principal
 
 
@@ -57,16 +57,50 @@ bearer_scheme = HTTPBearer(
 DocumentedBearer = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
+def client_limits(request: Request) -> ClientLimits:
+    limits: ClientLimits = request.app.state.client_limits
+    return limits
+
+
+def client_address(request: Request) -> str:
+    # uvicorn has already put a trusted proxy's X-Forwarded-For here (proxy_headers).
+    return request.client.host if request.client else "unknown"
+
+
 async def get_principal(request: Request, context: ContextDep, _: DocumentedBearer) -> Principal:
-    credential = bearer_credential(request)
-    key_id = context.api_keys.identify(credential)
-    if key_id is not None:
-        wait = context.key_limits.take(key_id)
+    limits = client_limits(request)
+    address = client_address(request)
+    # Every attempt holds one failure token, given back when it succeeds: an address with
+    # none left is refused before its credential is looked at.
+    wait = limits.auth_failures.take(address)
+    if wait is not None:
+        raise TooManyRequests(
+            "too many failed authentications from this address; try again later",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
+    principal = _authenticate(request, context)  # Unauthorized keeps the token spent
+    limits.auth_failures.refund(address, 1)
+    if principal.api_key_id is not None:  # a producer
+        wait = context.key_limits.take(principal.api_key_id)
         if wait is not None:
             raise TooManyRequests(
                 "too many requests for this API key; slow down",
                 headers={"Retry-After": retry_after_header(wait)},
             )
+    else:
+        wait = limits.user_requests.take(address)
+        if wait is not None:
+            raise TooManyRequests(
+                "too many requests with user tokens from this address; slow down",
+                headers={"Retry-After": retry_after_header(wait)},
+            )
+    return principal
+
+
+def _authenticate(request: Request, context: ServiceContext) -> Principal:
+    credential = bearer_credential(request)
+    key_id = context.api_keys.identify(credential)
+    if key_id is not None:
         return Principal(kind="api_key", api_key_id=key_id)
     try:
         return Principal(kind="user", user_id=context.tokens.verify(credential))

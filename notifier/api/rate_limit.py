@@ -1,9 +1,16 @@
-"""Token-bucket rate limits, per API key (every producer request) and per recipient (the
-notifications enqueued for one user). Refusals are 429 with ``Retry-After``.
+"""Token-bucket rate limits. Refusals are 429 with ``Retry-After``.
+
+- per API key: every producer request;
+- per recipient: the notifications enqueued for one user;
+- per client address (``ClientLimits``): requests with a user token, and failed
+  authentications — a missing, unknown or expired credential.
+
+The client address is the connection's peer, or the ``X-Forwarded-For`` address when the peer
+is a trusted proxy (uvicorn's ``FORWARDED_ALLOW_IPS``, default 127.0.0.1).
 
 The buckets live in each API process's memory: with N processes behind a load balancer a
-producer may reach N times the limit. That keeps the limiter off the database's hot path; the
-limits are a guard against a runaway producer, not a billing meter.
+client may reach N times a limit. That keeps the limiter off the database's hot path; the
+limits are a guard against a runaway or hostile client, not a billing meter.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from notifier.settings import Settings
 
 
 @dataclass(slots=True)
@@ -73,3 +82,25 @@ MAX_RETRY_AFTER_SECONDS = 24 * 3600
 def retry_after_header(seconds: float) -> str:
     """Whole seconds, at least 1; capped, so that "never" (inf) is still a number."""
     return str(max(1, math.ceil(min(seconds, MAX_RETRY_AFTER_SECONDS))))
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """The per-address limits. ``auth_failures`` is spent by every failed authentication; once
+    an address has none left, its requests are refused before their credential is even looked
+    at, valid or not, until the bucket refills."""
+
+    user_requests: TokenBuckets
+    auth_failures: TokenBuckets
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ClientLimits:
+        return cls(
+            user_requests=TokenBuckets(
+                rate=settings.rate_limit_user_per_second, burst=settings.rate_limit_user_burst
+            ),
+            auth_failures=TokenBuckets(
+                rate=settings.rate_limit_auth_failures_per_minute / 60.0,
+                burst=settings.rate_limit_auth_failures_burst,
+            ),
+        )

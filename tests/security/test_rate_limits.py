@@ -1,6 +1,10 @@
-"""Rate limits: per API key (every producer request) and per recipient (notifications enqueued
-for one user). Over the limit → 429, the JSON envelope, an integer ``Retry-After``, and nothing
-written. Each test starts a service of its own with small limits."""
+"""Rate limits: per API key (every producer request), per recipient (notifications enqueued for
+one user), and per client address (requests with a user token; failed authentications). Over
+the limit → 429, the JSON envelope, an integer ``Retry-After``, and nothing written. Each test
+starts a service of its own with small limits.
+
+Every client here comes from 127.0.0.1, which uvicorn trusts as a proxy: a request with
+``X-Forwarded-For`` counts as coming from that address, as it would behind a load balancer."""
 
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from tests.support.service import RunningService, make_settings, running_service
 
 KEY_RATE, KEY_BURST = 1, 5  # per second: slow enough that a refill never races the test
 RECIPIENT_RATE, RECIPIENT_BURST = 10, 3  # per minute
+USER_RATE, USER_BURST = 1, 5  # per second
+FAILURE_RATE, FAILURE_BURST = 6, 4  # per minute: one failure back every 10 s
 
 
 @pytest.fixture
@@ -40,6 +46,23 @@ async def recipient_limited(database_url: str) -> AsyncIterator[RunningService]:
     )
     async with running_service(settings) as service:
         yield service
+
+
+@pytest.fixture
+async def client_limited(database_url: str) -> AsyncIterator[RunningService]:
+    settings = make_settings(
+        database_url,
+        rate_limit_user_per_second=USER_RATE,
+        rate_limit_user_burst=USER_BURST,
+        rate_limit_auth_failures_per_minute=FAILURE_RATE,
+        rate_limit_auth_failures_burst=FAILURE_BURST,
+    )
+    async with running_service(settings) as service:
+        yield service
+
+
+def from_address(address: str) -> dict[str, str]:
+    return {"X-Forwarded-For": address}
 
 
 def assert_rate_limited(response: httpx.Response) -> int:
@@ -166,6 +189,58 @@ async def test_a_batch_larger_than_the_burst_says_it_can_never_pass(
     assert await notifications_of(recipient_limited, user) == RECIPIENT_BURST
 
 
+async def test_user_token_requests_are_limited_per_client_address(
+    client_limited: RunningService,
+) -> None:
+    user = new_user()
+    token = await client_limited.user_token(user)
+    inbox = f"/v1/users/{user}/notifications"
+    async with client_limited.client(token) as client:
+        answers = [(await client.get(inbox)).status_code for _ in range(USER_BURST)]
+        assert answers == [200] * USER_BURST
+        retry_after = assert_rate_limited(await client.get(inbox))
+        assert retry_after == 1
+        # The same token from another address has a budget of its own.
+        assert (await client.get(inbox, headers=from_address("198.51.100.7"))).status_code == 200
+    # A producer from the spent address is held back by its key's limit only.
+    async with client_limited.client() as producer:
+        assert (await producer.get(inbox)).status_code == 200
+
+    await asyncio.sleep(retry_after)  # waiting as told is enough
+    async with client_limited.client(token) as client:
+        assert (await client.get(inbox)).status_code == 200
+
+
+async def test_failed_authentications_are_limited_per_client_address(
+    client_limited: RunningService,
+) -> None:
+    attacker, bystander = from_address("203.0.113.9"), from_address("198.51.100.8")
+    path = "/v1/users/someone/notifications"
+    async with httpx.AsyncClient(base_url=client_limited.base_url, timeout=30) as client:
+        for attempt in range(FAILURE_BURST):
+            bad = {"Authorization": f"Bearer wrong-key-{attempt}", **attacker}
+            assert_envelope(await client.get(path, headers=bad), 401, "unauthorized")
+        # Spent: refused before the credential is looked at, so a good key is refused too,
+        # and so is a request with no credential at all.
+        good = {"Authorization": f"Bearer {client_limited.api_key}"}
+        retry_after = assert_rate_limited(await client.get(path, headers={**good, **attacker}))
+        assert retry_after == 60 // FAILURE_RATE
+        assert_rate_limited(await client.get(path, headers=attacker))
+        # Other addresses are not held back; public paths need no credential and are not.
+        assert (await client.get(path, headers={**good, **bystander})).status_code == 200
+        bad = {"Authorization": "Bearer still-wrong", **bystander}
+        assert_envelope(await client.get(path, headers=bad), 401, "unauthorized")
+        assert (await client.get("/healthz", headers=attacker)).status_code == 200
+
+
+async def test_successful_authentications_spend_nothing(client_limited: RunningService) -> None:
+    address = from_address("192.0.2.44")
+    async with client_limited.client() as client:
+        for _ in range(3 * FAILURE_BURST):
+            answer = await client.get("/v1/users/someone/notifications", headers=address)
+            assert answer.status_code == 200, answer.text
+
+
 def test_the_defaults_are_what_the_settings_say() -> None:
     """README's configuration table documents these; keep both in step."""
     defaults = {name: field.default for name, field in Settings.model_fields.items()}
@@ -173,3 +248,7 @@ def test_the_defaults_are_what_the_settings_say() -> None:
     assert defaults["rate_limit_key_burst"] == 400
     assert defaults["rate_limit_recipient_per_minute"] == 120
     assert defaults["rate_limit_recipient_burst"] == 1000
+    assert defaults["rate_limit_user_per_second"] == 20
+    assert defaults["rate_limit_user_burst"] == 100
+    assert defaults["rate_limit_auth_failures_per_minute"] == 30
+    assert defaults["rate_limit_auth_failures_burst"] == 30

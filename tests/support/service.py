@@ -34,9 +34,12 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "host": "127.0.0.1",
         "port": free_port(),
         "log_level": "warning",
-        # Suites fire requests as fast as they can; the limiter has its own tests.
+        # Suites fire requests as fast as they can, every one from 127.0.0.1, and refuse bad
+        # credentials on purpose; the limiters have their own tests.
         "rate_limit_key_per_second": 0,
         "rate_limit_recipient_per_minute": 0,
+        "rate_limit_user_per_second": 0,
+        "rate_limit_auth_failures_per_minute": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
