@@ -12,6 +12,8 @@ from notifier import __version__
 from notifier.api.body_limit import BodySizeLimit
 from notifier.api.context import ServiceContext
 from notifier.api.errors import install_error_handlers
+from notifier.api.methods import MethodNotAllowed, MethodTable, route_path
+from notifier.api.openapi import install_openapi
 from notifier.api.rate_limit import ClientLimits
 from notifier.api.redaction import (
     RedactSecretsInServerLogs,
@@ -33,19 +35,12 @@ class NotifierApp(FastAPI):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and _route_path(scope) == ws.PATH:
+        if scope["type"] == "websocket" and route_path(scope) == ws.PATH:
             scope["app"] = self  # what Starlette's own entry would set: websocket.app
             redact_websocket_scope(scope)
             await ws.websocket_endpoint(WebSocket(scope, receive, send))
             return
         await super().__call__(scope, receive, send)
-
-
-def _route_path(scope: Scope) -> str:
-    # As Starlette's router sees it: the path below the root path the app is mounted at.
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def create_app(settings: Settings, *, context: ServiceContext | None = None) -> FastAPI:
@@ -72,10 +67,16 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
     )
     app.state.client_limits = ClientLimits.from_settings(settings)
     install_error_handlers(app)
-    for module in (notifications, users, tasks, metrics, webhooks, ws, health):
-        app.include_router(module.router)
-    app.include_router(tasks.user_tasks_router)
-    app.include_router(inbox.router)
+    routers = [
+        *(m.router for m in (notifications, users, tasks, metrics, webhooks, ws, health)),
+        tasks.user_tasks_router,
+        inbox.router,
+    ]
+    for router in routers:
+        app.include_router(router)
+    install_openapi(app)
+    served = MethodTable([*app.router.routes, *(r for router in routers for r in router.routes)])
+    app.add_middleware(MethodNotAllowed, table=served)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RedactSecretsInServerLogs)  # outermost: before anything logs a URL
     return app

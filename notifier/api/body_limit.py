@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from notifier.api.errors import error_body
+from notifier.api.errors import error_json
 
 
 class BodySizeLimit:
@@ -90,11 +89,9 @@ class BodySizeLimit:
             return
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            error_body(
-                "payload_too_large", f"the request body is larger than {self.max_bytes} bytes"
-            )
-        ).encode()
+        body = error_json(
+            "payload_too_large", f"the request body is larger than {self.max_bytes} bytes"
+        )
         await send(
             {
                 "type": "http.response.start",

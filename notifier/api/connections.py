@@ -22,7 +22,6 @@ until the process runs out of file descriptors and stops accepting, ``/healthz``
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from notifier.api.errors import error_body
+from notifier.api.errors import error_json
 
 log = logging.getLogger("notifier.api.connections")
 
@@ -43,13 +42,9 @@ REFUSAL_LOG_INTERVAL_SECONDS = 10.0
 
 
 def refusal_response(*, retry_after_seconds: int = 1) -> bytes:
-    body = json.dumps(
-        error_body(
-            "unavailable",
-            "this server has as many open connections as it allows; try again shortly",
-        ),
-        separators=(",", ":"),
-    ).encode()
+    body = error_json(
+        "unavailable", "this server has as many open connections as it allows; try again shortly"
+    )
     head = (
         "HTTP/1.1 503 Service Unavailable\r\n"
         "content-type: application/json\r\n"

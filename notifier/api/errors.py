@@ -89,6 +89,12 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
+def error_json(code: str, message: str, details: Any = None) -> bytes:
+    """The envelope as bytes, serialised as every ``JSONResponse`` is: for the answers that go
+    out below the framework (413 from the body limit, 503 from the connection cap)."""
+    return bytes(JSONResponse(error_body(code, message, details)).body)
+
+
 def _validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
     # Keep what helps a caller fix the request; drop ``input``/``ctx``, which can echo secrets
     # and hold values that are not JSON.
@@ -96,6 +102,13 @@ def _validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
         {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type"))}
         for e in errors
     ]
+
+
+def _body_not_declared_json(request: Request, details: list[dict[str, Any]]) -> bool:
+    if not any(d["loc"][:1] == ["body"] for d in details):
+        return False
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return not (media_type == "application/json" or media_type.endswith("+json"))
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -122,13 +135,20 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = _validation_details(exc.errors())
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"])
-        return JSONResponse(
-            error_body("validation_error", f"{where}: {first['msg']}", details), status_code=422
-        )
+        message = f"{where}: {first['msg']}"
+        if _body_not_declared_json(request, details):
+            # FastAPI reads a body as JSON only when the request says it is; otherwise the
+            # schema meets raw bytes, and its error would not say why.
+            sent = request.headers.get("content-type")
+            message = (
+                "send the body as JSON with the header `Content-Type: application/json` "
+                f"(this request's Content-Type: {sent or 'none'})"
+            )
+        return JSONResponse(error_body("validation_error", message, details), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

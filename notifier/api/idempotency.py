@@ -29,6 +29,8 @@ IdempotencyKeyHeader = Annotated[
         alias="Idempotency-Key",
         description="Retry-safe write: the same key and body answer 200 with the first "
         "response; the same key with another body answers 409.",
+        # Checked by IdempotentRequest, whose message says what a key may be.
+        json_schema_extra={"pattern": _KEY.pattern},
     ),
 ]
 

@@ -25,6 +25,7 @@ from notifier.models.notification import (
     Priority,
 )
 from notifier.schemas.common import (
+    EMAIL_DESCRIPTION,
     HttpUrlStr,
     Identifier,
     IsoDatetime,
@@ -41,7 +42,7 @@ class RecipientOverride(BaseModel):
     """Addresses for this notification only, instead of the stored recipient's."""
 
     model_config = ConfigDict(extra="forbid")
-    email: EmailStr | None = None
+    email: EmailStr | None = Field(default=None, description=EMAIL_DESCRIPTION)
     phone: PhoneE164 | None = None
 
 
@@ -53,15 +54,17 @@ class NotificationCreate(BaseModel):
     message: MessageText
     notification_type: NotificationType = NotificationType.INFO
     priority: Priority = Priority.NORMAL
-    channels: Annotated[list[Channel], Field(min_length=1, max_length=4)] = Field(
-        default_factory=lambda: [Channel.WEBSOCKET]
-    )
+    channels: Annotated[
+        list[Channel], Field(min_length=1, max_length=4, json_schema_extra={"uniqueItems": True})
+    ] = Field(default_factory=lambda: [Channel.WEBSOCKET])
     related_task_id: Identifier | None = None
     action_url: HttpUrlStr | None = None
     metadata: Metadata = Field(default_factory=dict)
     recipient: RecipientOverride | None = None
     send_at: IsoDatetime | None = None
-    expires_at: IsoDatetime | None = None
+    expires_at: IsoDatetime | None = Field(
+        default=None, description="when undelivered channels give up; later than send_at"
+    )
 
     # Field validators (not a model validator) so that the error's ``loc`` names the field.
     @field_validator("channels")

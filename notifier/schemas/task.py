@@ -5,18 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from notifier.models.log import LogLevel
 from notifier.models.task import TaskStatus
-from notifier.schemas.common import Identifier, JsonObject, MessageText, ShortName
-
-
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL")
-    return value
-
+from notifier.schemas.common import (
+    Identifier,
+    JsonObject,
+    MessageText,
+    ShortName,
+    StorableText,
+    WholeNumber,
+)
 
 Tag = Annotated[ShortName, StringConstraints(max_length=64)]
 
@@ -26,9 +26,9 @@ class TaskCreate(BaseModel):
     task_id: Identifier
     user_id: Identifier
     task_type: ShortName
-    # strict: JSON true/false are not numbers (lax validation took false for 0).
-    total_steps: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] | None = None
-    estimated_duration: Annotated[int, Field(strict=True, ge=0, le=30 * 24 * 3600)] | None = None
+    # Whole numbers: JSON true/false are not numbers (lax validation took false for 0).
+    total_steps: Annotated[int, Field(ge=1, le=1_000_000), WholeNumber] | None = None
+    estimated_duration: Annotated[int, Field(ge=0, le=30 * 24 * 3600), WholeNumber] | None = None
     tags: Annotated[list[Tag], Field(max_length=50)] = Field(default_factory=list)
     task_metadata: JsonObject = Field(default_factory=dict)
 
@@ -37,13 +37,9 @@ class TaskUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     progress: Annotated[float, Field(strict=True, ge=0.0, le=100.0)] | None = None
     status: TaskStatus | None = None
-    current_step: (
-        Annotated[str, StringConstraints(max_length=500), AfterValidator(_no_nul)] | None
-    ) = None
+    current_step: Annotated[StorableText, StringConstraints(max_length=500)] | None = None
     result: JsonObject | None = None
-    error_message: (
-        Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_no_nul)] | None
-    ) = None
+    error_message: Annotated[StorableText, StringConstraints(max_length=10_000)] | None = None
     error_details: JsonObject | None = None
 
 
@@ -77,9 +73,7 @@ class TaskLogCreate(BaseModel):
     message: MessageText
     source: Identifier | None = None
     context: JsonObject = Field(default_factory=dict)
-    stack_trace: (
-        Annotated[str, StringConstraints(max_length=65_536), AfterValidator(_no_nul)] | None
-    ) = None
+    stack_trace: Annotated[StorableText, StringConstraints(max_length=65_536)] | None = None
     attachments: Annotated[list[JsonObject], Field(max_length=20)] = Field(default_factory=list)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 import zoneinfo
@@ -14,20 +15,49 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    GetJsonSchemaHandler,
     StringConstraints,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
-from notifier.schemas.common import MAX_URL_CHARS, JsonObject, PhoneE164
+from notifier.schemas.common import (
+    EMAIL_DESCRIPTION,
+    MAX_URL_CHARS,
+    PUSH_ENDPOINT_PATTERN,
+    JsonObject,
+    PhoneE164,
+    TextRule,
+    WholeNumber,
+)
 
 _HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 
+@functools.cache
+def iana_time_zones() -> tuple[str, ...]:
+    """The zone names this machine's time zone database knows, as the document lists them
+    (``localtime`` is this machine's own zone, not a name to store)."""
+    return tuple(sorted(zoneinfo.available_timezones() - {"localtime"}))
+
+
 def _timezone(value: str) -> str:
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError("must be an IANA time zone such as Europe/Berlin") from exc
+    if value not in iana_time_zones():
+        raise ValueError("must be an IANA time zone such as Europe/Berlin")
     return value
+
+
+class _TimeZoneNames:
+    """The schema of a time zone: the list of names, read when the document is built."""
+
+    @staticmethod
+    def __get_pydantic_json_schema__(
+        schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "string", "enum": list(iana_time_zones())}
+
+
+TimeZoneName = Annotated[str, AfterValidator(_timezone), _TimeZoneNames()]
 
 
 class QuietHours(BaseModel):
@@ -37,12 +67,13 @@ class QuietHours(BaseModel):
     model_config = ConfigDict(extra="forbid")
     start: Annotated[str, StringConstraints(pattern=_HHMM.pattern)]
     end: Annotated[str, StringConstraints(pattern=_HHMM.pattern)]
-    defer: bool = False
+    # strict: JSON true/false only (lax validation took 0 for false).
+    defer: Annotated[bool, Field(strict=True)] = False
 
 
 class RecipientUpsert(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: EmailStr | None = None
+    email: EmailStr | None = Field(default=None, description=EMAIL_DESCRIPTION)
     phone: PhoneE164 | None = None
     locale: (
         Annotated[
@@ -52,7 +83,7 @@ class RecipientUpsert(BaseModel):
         ]
         | None
     ) = None
-    timezone: Annotated[str, AfterValidator(_timezone)] | None = None
+    timezone: TimeZoneName | None = None
     preferences: JsonObject = Field(default_factory=dict)
     quiet_hours: QuietHours | None = None
 
@@ -72,7 +103,7 @@ class RecipientPublic(BaseModel):
 
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ttl_seconds: Annotated[int, Field(strict=True, ge=60, le=7 * 24 * 3600)] | None = None
+    ttl_seconds: Annotated[int, Field(ge=60, le=7 * 24 * 3600), WholeNumber] | None = None
 
 
 class TokenPublic(BaseModel):
@@ -93,7 +124,17 @@ class PushSubscriptionCreate(BaseModel):
     """A browser ``PushSubscription.toJSON()``; ``expirationTime`` is accepted and ignored."""
 
     model_config = ConfigDict(extra="ignore")
-    endpoint: Annotated[str, StringConstraints(min_length=8, max_length=MAX_URL_CHARS)]
+    endpoint: Annotated[
+        str,
+        StringConstraints(min_length=8, max_length=MAX_URL_CHARS),
+        TextRule(PUSH_ENDPOINT_PATTERN, "must be an https:// URL with a host name"),
+        Field(
+            description="The browser's push service URL: https, with a host that resolves to "
+            "public addresses only (checked when stored and before each push; a server with "
+            "NOTIFIER_PUSH_ALLOW_PRIVATE_ENDPOINTS also takes http and private addresses).",
+            json_schema_extra={"format": "push-endpoint"},
+        ),
+    ]
     keys: PushKeys
 
 

@@ -3,6 +3,8 @@ are 413; unknown routes are 404; all in the JSON error envelope."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -270,3 +272,123 @@ async def test_bad_ids_in_the_path_are_422(
     assert _names_field(error, field), error
     if method == "PUT" and "%00" not in bad_id:  # PostgreSQL cannot even compare with NUL
         assert await recipients_of(service, bad_id.replace("%0A", "\n")) == 0
+
+
+# ------------------------------------------------------ the document and the validation agree
+
+
+def _schema(document: dict[str, Any], name: str, *fields: str) -> dict[str, Any]:
+    """The schema of ``name.fields...`` in the document, a nullable one's non-null branch."""
+    schema = document["components"]["schemas"][name]
+    for field in fields:
+        schema = schema["properties"][field]
+    branches = [b for b in schema.get("anyOf", [schema]) if b.get("type") != "null"]
+    return dict(branches[0])
+
+
+def _pattern_allows(schema: dict[str, Any], value: str) -> bool:
+    # As JSON Schema reads a pattern (ECMA-262: `$` is the very end).
+    pattern = schema["pattern"]
+    return re.search(pattern[:-1] + r"\Z" if pattern.endswith("$") else pattern, value) is not None
+
+
+async def test_values_the_document_refused_to_describe_are_refused_by_both(
+    service: RunningService,
+) -> None:
+    """What schemathesis flagged as schema-valid yet refused (issue 10, item 12): the document
+    now refuses each too, and the server still does."""
+    user = new_user()
+    async with service.client() as client:
+        document = (await client.get("/openapi.json")).json()
+        url = await client.post("/v1/notifications", json=notification_body(user, action_url=""))
+        zone = await client.put(f"/v1/users/{user}/recipient", json={"timezone": ""})
+        label = await client.get("/v1/metrics", params={"name": "x", "label": ""})
+    assert _names_field(assert_error(url, 422, "validation_error"), "action_url")
+    assert not _pattern_allows(_schema(document, "NotificationCreate", "action_url"), "")
+    assert _names_field(assert_error(zone, 422, "validation_error"), "timezone")
+    zones = _schema(document, "RecipientUpsert", "timezone")["enum"]
+    assert "" not in zones and "Europe/Berlin" in zones
+    assert _names_field(assert_error(label, 422, "validation_error"), "label")
+    (parameter,) = [
+        p for p in document["paths"]["/v1/metrics"]["get"]["parameters"] if p["name"] == "label"
+    ]
+    label_schema = parameter["schema"]["anyOf"][0]["items"]
+    assert not _pattern_allows(label_schema, "") and _pattern_allows(label_schema, "channel:sms")
+
+
+async def test_a_whole_number_written_with_a_fraction_is_an_integer(
+    service: RunningService,
+) -> None:
+    """JSON Schema's integer includes 34261.0; a bool or a string is still no number."""
+    async with service.client() as client:
+        minted = await client.post(f"/v1/users/{new_user()}/tokens", json={"ttl_seconds": 34261.0})
+        task = await create_task(client, new_user(), total_steps=3.0)
+        bad = await client.post(f"/v1/users/{new_user()}/tokens", json={"ttl_seconds": 3600.5})
+        true = await client.post(f"/v1/users/{new_user()}/tokens", json={"ttl_seconds": True})
+    assert minted.status_code == 201, minted.text
+    assert task["total_steps"] == 3
+    assert _names_field(assert_error(bad, 422, "validation_error"), "ttl_seconds")
+    assert _names_field(assert_error(true, 422, "validation_error"), "ttl_seconds")
+
+
+async def test_quiet_hours_defer_takes_only_true_or_false(service: RunningService) -> None:
+    user = new_user()
+    quiet = {"start": "22:00", "end": "07:00"}
+    async with service.client() as client:
+        zero = await client.put(
+            f"/v1/users/{user}/recipient", json={"quiet_hours": {**quiet, "defer": 0}}
+        )
+        stored = await client.put(
+            f"/v1/users/{user}/recipient", json={"quiet_hours": {**quiet, "defer": True}}
+        )
+    assert _names_field(assert_error(zero, 422, "validation_error"), "defer")
+    assert stored.json()["quiet_hours"]["defer"] is True
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/v1/notifications/batch", "POST"),  # not read as GET /v1/notifications/{id}
+        ("DELETE", "/v1/notifications/batch", "POST"),
+        ("OPTIONS", "/v1/tasks/t-1", "GET, PATCH"),
+        ("OPTIONS", "/v1/tasks/t-1/logs", "GET, POST"),
+        ("PUT", "/v1/users/u-1/push-subscriptions", "DELETE, POST"),
+        ("DELETE", "/v1/users/u-1/recipient", "GET, PUT"),
+    ],
+)
+async def test_a_method_the_path_does_not_serve_is_405_with_every_allowed_method(
+    service: RunningService, method: str, path: str, allowed: str
+) -> None:
+    async with service.client() as client:
+        response = await client.request(method, path)
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == allowed
+
+
+async def test_a_body_not_sent_as_json_is_told_which_header_to_send(
+    service: RunningService,
+) -> None:
+    body = json.dumps(notification_body(new_user())).encode()
+    async with service.client() as client:
+        bare = await client.post("/v1/notifications", content=body)
+        text = await client.post(
+            "/v1/notifications", content=body, headers={"Content-Type": "text/plain"}
+        )
+    for response, sent in ((bare, "none"), (text, "text/plain")):
+        error = assert_error(response, 422, "validation_error")
+        assert "Content-Type: application/json" in error["message"], error
+        assert sent in error["message"], error
+
+
+async def test_every_error_body_is_serialised_alike(service: RunningService) -> None:
+    """The 413 (written below the framework) is byte for byte what a JSONResponse writes."""
+    limit = service.settings.max_body_bytes
+    async with service.client() as client:
+        too_large = await client.post(
+            "/v1/notifications", json=notification_body(new_user(), message="x" * (limit + 10))
+        )
+        not_found = await client.get("/v1/nope")
+    for response in (too_large, not_found):
+        assert_error(response, response.status_code)
+        compact = json.dumps(response.json(), separators=(",", ":"), ensure_ascii=False)
+        assert response.content == compact.encode(), response.content

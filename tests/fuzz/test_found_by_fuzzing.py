@@ -89,6 +89,19 @@ CASES: list[tuple[str, str, str, str | None, int]] = [
     ("estimated_duration false", "POST", "/v1/tasks", task('"estimated_duration": false'), 422),
     ("total_steps true", "POST", "/v1/tasks", task('"total_steps": true'), 422),
     ("ttl_seconds as a string", "POST", "/v1/users/{u}/tokens", '{"ttl_seconds": "3600"}', 422),
+    # A push endpoint whose host is a public address literal passed every check, and its NUL
+    # reached PostgreSQL (issue 10, item 6): a 500.
+    (
+        "NUL in a push endpoint",
+        "POST",
+        "/v1/users/{u}/push-subscriptions",
+        '{"endpoint": "https://8.8.8.8/push/a\\u0000b", "keys": {"p256dh": "'
+        + "B" * 87
+        + '", "auth": "'
+        + "A" * 22
+        + '"}}',
+        422,
+    ),
     # A body that is not UTF-8 was a 400 the document did not declare (now it does).
     ("body not UTF-8", "POST", "/v1/notifications", '{"title": "\udcc3("}', 400),
 ]

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime, BaseModel, StringConstraints
 from sqlalchemy import select
 
 from notifier.api.deps import ProducerDep, SessionDep
@@ -23,6 +23,7 @@ router = APIRouter(
 MAX_ROWS = 100_000
 # Text compared with stored columns: no control characters (PostgreSQL refuses NUL: a 500).
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+_LABEL = r"^[^:\x00-\x1f\x7f]+:[^\x00-\x1f\x7f]*$"  # key:value, the key without a colon
 
 
 class MetricPoint(BaseModel):
@@ -54,11 +55,14 @@ async def read_metrics(
     _: ProducerDep,
     session: SessionDep,
     name: Annotated[str, Query(min_length=1, max_length=255, pattern=_NO_CONTROL)],
-    since: IsoDatetime | None = None,
-    until: IsoDatetime | None = None,
+    since: Annotated[
+        IsoDatetime | None, Query(description="default: an hour before until; not after until")
+    ] = None,
+    until: Annotated[IsoDatetime | None, Query(description="default: now")] = None,
     task_id: Annotated[str | None, Query(max_length=255, pattern=_NO_CONTROL)] = None,
     label: Annotated[
-        list[str] | None, Query(description="key:value, e.g. channel:email; repeatable")
+        list[Annotated[str, StringConstraints(pattern=_LABEL)]] | None,
+        Query(description="key:value, e.g. channel:email; repeatable"),
     ] = None,
     aggregation_type: Annotated[str | None, Query(max_length=20, pattern=_NO_CONTROL)] = None,
     points: Annotated[int, Query(ge=0, le=1000, description="newest points to list")] = 100,
