@@ -9,6 +9,7 @@ from fastapi import FastAPI, WebSocket
 from starlette.types import Receive, Scope, Send
 
 from notifier import __version__
+from notifier.api import docs
 from notifier.api.body_limit import BodySizeLimit
 from notifier.api.context import ServiceContext
 from notifier.api.errors import install_error_handlers
@@ -64,6 +65,8 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
         version=__version__,
         summary="Notification delivery: WebSocket, email, Web Push and SMS, with task triggers.",
         lifespan=lifespan,
+        docs_url=None,  # served by notifier/api/docs.py, from vendored files
+        redoc_url=None,
     )
     app.state.client_limits = ClientLimits.from_settings(settings)
     install_error_handlers(app)
@@ -71,6 +74,7 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
         *(m.router for m in (notifications, users, tasks, metrics, webhooks, ws, health)),
         tasks.user_tasks_router,
         inbox.router,
+        docs.router,
     ]
     for router in routers:
         app.include_router(router)
