@@ -2,10 +2,10 @@
 
 A browser cannot set headers on a WebSocket, so ``GET /v1/ws`` takes the user token in its
 query string. uvicorn logs every WebSocket handshake with its path and query string, at INFO on
-``uvicorn.error`` (``"WebSocket /v1/ws?token=…" [accepted]``), whatever ``access_log`` says; the
-access log, when on, prints the query string of HTTP requests too. Both read the scope that
-uvicorn handed to the app: ``RedactSecretsInServerLogs`` gives the app its own copy of that
-scope, and blanks ``token`` in uvicorn's.
+``uvicorn.error`` (``"WebSocket /v1/ws?token=…" [accepted]``), whatever ``access_log`` says;
+the access log (``NOTIFIER_ACCESS_LOG=true``) prints the query string of HTTP requests too. Both
+read the scope that uvicorn handed to the app: ``RedactSecretsInServerLogs`` gives the app its
+own copy of that scope, and blanks ``token`` in uvicorn's. The access log never prints headers.
 
 At DEBUG, the websockets library (logging through ``uvicorn.error``) also prints the handshake's
 raw request line and headers; ``RedactTokensFilter`` rewrites those records, and
@@ -94,8 +94,16 @@ class RedactTokensFilter(logging.Filter):
         except Exception:  # a broken record is the handler's to report, not ours
             return True
         redacted = redact_text(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
+        if redacted == message:
+            return True
+        if isinstance(record.args, tuple):
+            # Redact inside the arguments and keep them: uvicorn's access formatter reads
+            # the record's args (client, method, path, version, status), not its message.
+            record.args = tuple(redact_text(a) if isinstance(a, str) else a for a in record.args)
+            record.msg = redact_text(str(record.msg))
+            if record.getMessage() == redacted:
+                return True
+        record.msg, record.args = redacted, None
         return True
 
 

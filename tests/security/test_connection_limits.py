@@ -15,82 +15,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import resource
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 
-from tests.faults.processes import REPO_ROOT, ProcessSet, ServiceProcess, base_env, poll_until
-from tests.peers.base import free_port
-from tests.support.databases import sqlite_url
-from tests.support.service import migrate
+from tests.faults.processes import ServiceProcess, poll_until
+from tests.security.serve import API_KEY, api_process
 
-API_KEY = "limits-test-key"
-TOKEN_SECRET = "limits-test-token-secret-0123456789"
 # A request line and one header, without the blank line that would end the headers.
 HALF_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 FULL_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-@pytest.fixture
-async def database(tmp_path: Path) -> str:
-    url = sqlite_url(tmp_path)
-    await migrate(url)
-    return url
-
-
-@contextlib.asynccontextmanager
-async def api_process(
-    tmp_path: Path, database: str, *, open_files: tuple[int, int] | None = None, **settings: object
-) -> AsyncIterator[ServiceProcess]:
-    env = base_env(
-        database_url=database,
-        api_keys=API_KEY,
-        token_secret=TOKEN_SECRET,
-        log_level="info",
-        rate_limit_auth_failures_per_minute=0,
-        **settings,
-    )
-    async with ProcessSet(tmp_path / "logs") as processes:
-        if open_files is None:
-            yield await processes.serve(env)
-            return
-        # `serve` with RLIMIT_NOFILE set to (soft, hard) before it starts.
-        process = LimitedServe("serve-limited", env, tmp_path / "logs" / "serve.log", open_files)
-        processes.processes.append(process)
-        process.start()
-        await process.wait_ready()
-        yield process
-
-
-class LimitedServe(ServiceProcess):
-    def __init__(self, name: str, env: dict[str, str], log: Path, limit: tuple[int, int]) -> None:
-        env = {**env, "NOTIFIER_HOST": "127.0.0.1", "NOTIFIER_PORT": str(free_port())}
-        super().__init__(name, "serve", env, log)
-        self.limit = limit
-
-    def start(self) -> None:
-        self.starts += 1
-        limit = self.limit
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "workers", "serve"],
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit),
-            )
 
 
 async def open_raw(api: ServiceProcess, count: int) -> list[Connection]:
@@ -174,12 +113,12 @@ async def closed_after(
 
 
 async def test_half_open_connections_are_closed_and_healthz_answers_throughout(
-    tmp_path: Path, database: str
+    tmp_path: Path,
 ) -> None:
     kinds = (
         ["silent"] * 400 + ["half sent"] * 450 + ["trickling"] * 50 + ["idle after a request"] * 100
     )
-    async with api_process(tmp_path, database, header_timeout_seconds=HEADER_TIMEOUT) as api:
+    async with api_process(tmp_path, header_timeout_seconds=HEADER_TIMEOUT) as api:
         stop = asyncio.Event()
         asking = asyncio.create_task(keep_asking_healthz(api, stop))
         opened, connections = [], []
@@ -231,11 +170,11 @@ async def healthz_response(api: ServiceProcess) -> httpx.Response:
 
 
 async def test_past_max_connections_new_connections_get_503_websockets_counted(
-    tmp_path: Path, database: str
+    tmp_path: Path,
 ) -> None:
     sockets, idle = 10, 30
     async with api_process(
-        tmp_path, database, max_connections=sockets + idle, header_timeout_seconds=60
+        tmp_path, max_connections=sockets + idle, header_timeout_seconds=60
     ) as api:
         async with httpx.AsyncClient(
             base_url=api.base_url, headers={"Authorization": f"Bearer {API_KEY}"}
@@ -268,15 +207,11 @@ async def test_past_max_connections_new_connections_get_503_websockets_counted(
         assert "connection limit reached" in api.tail(200)
 
 
-async def test_open_file_limit_is_raised_and_caps_connections(
-    tmp_path: Path, database: str
-) -> None:
+async def test_open_file_limit_is_raised_and_caps_connections(tmp_path: Path) -> None:
     """soft 300, hard 600: the process raises its soft limit to 600 and, with 150 descriptors
     kept aside (a quarter of a small limit), serves at most 450 sockets although
     NOTIFIER_MAX_CONNECTIONS is 12,000; the rest get 503 at once."""
-    async with api_process(
-        tmp_path, database, open_files=(300, 600), header_timeout_seconds=60
-    ) as api:
+    async with api_process(tmp_path, open_files=(300, 600), header_timeout_seconds=60) as api:
         connections = await open_raw(api, 500)
         try:
 

@@ -12,11 +12,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 import websockets
 
+from tests.faults.processes import ServiceProcess
 from tests.security.conftest import forged_tokens, next_frame, ws_url
+from tests.security.serve import API_KEY, api_process
 from tests.support.service import RunningService
 
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
@@ -83,3 +87,40 @@ async def test_tokens_never_reach_the_logs(
     secrets = (token, forged, *token.split(".")[1:], *forged.split(".")[1:], service.api_key)
     for secret in secrets:
         assert secret not in text, f"a token leaked into the logs:\n{text}"
+
+
+async def test_the_access_log_is_opt_in_and_never_shows_a_token(tmp_path: Path) -> None:
+    """A real `notifier serve`: no access log by default; with NOTIFIER_ACCESS_LOG=true one line
+    a request, the WebSocket's ``?token=`` and a careless HTTP ``?token=`` redacted, the
+    Authorization header never printed (uvicorn's access log has no headers)."""
+
+    async def traffic(api: ServiceProcess) -> str:
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
+            producer = {"Authorization": f"Bearer {API_KEY}"}
+            token = (await client.post("/v1/users/al/tokens", headers=producer)).json()["token"]
+            user = {"Authorization": f"Bearer {token}"}
+            inbox = "/v1/users/al/notifications"
+            assert (await client.get(inbox, headers=user)).status_code == 200
+            assert (
+                await client.get(inbox, headers=user, params={"token": token})
+            ).status_code == 200
+            assert (
+                await client.get(inbox, headers=user, params={"Token": token})
+            ).status_code == 200
+        async with websockets.connect(f"{api.ws_base}/v1/ws?token={token}") as socket:
+            await socket.send(json.dumps({"type": "ping"}))
+            await next_frame(socket, "pong")
+        return token
+
+    async with api_process(tmp_path / "default", log_level="info") as quiet:
+        await traffic(quiet)
+    assert '"GET /v1/users/al/notifications' not in quiet.log_path.read_text()
+
+    async with api_process(tmp_path / "on", access_log=True, log_level="warning") as api:
+        token = await traffic(api)
+    log = api.log_path.read_text()
+    assert '"GET /v1/users/al/notifications HTTP/1.1" 200' in log, log
+    assert '"GET /v1/users/al/notifications?token=[redacted] HTTP/1.1" 200' in log, log
+    assert '"POST /v1/users/al/tokens HTTP/1.1" 201' in log, log
+    for secret in (token, *token.split(".")[1:], API_KEY):
+        assert secret not in log, f"a secret reached the access log:\n{log}"
