@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     # A connection must deliver its request line and headers within this many seconds of
     # opening (or of the previous response): slow or silent clients cannot hold sockets.
     header_timeout_seconds: float = Field(default=20.0, gt=0, le=300)
+    # ...and, once they are in, must not leave its body waiting longer than this for a piece.
+    body_timeout_seconds: float = Field(default=20.0, gt=0, le=300)
     # Open sockets (HTTP and WebSocket) per API process; past it a new connection is answered
     # 503 and closed. Lowered at start to what RLIMIT_NOFILE allows (notifier/api/server.py).
     max_connections: int = Field(default=12_000, ge=1, le=1_000_000)

@@ -81,6 +81,10 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
     install_openapi(app)
     served = MethodTable([*app.router.routes, *(r for router in routers for r in router.routes)])
     app.add_middleware(MethodNotAllowed, table=served)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
+    )
     app.add_middleware(RedactSecretsInServerLogs)  # outermost: before anything logs a URL
     return app

@@ -1,4 +1,5 @@
-"""Refuse request bodies over ``max_bytes`` with 413 before they reach a route."""
+"""Refuse request bodies over ``max_bytes`` with 413 before they reach a route, and bodies that
+stall (no piece for ``body_timeout_seconds``) with 408."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ class BodySizeLimit:
     ``drain_seconds``: a server that closes a connection with unread data in it resets it, and
     the client then sees a connection error instead of the 413. Past those bounds the answer goes
     out anyway.
+
+    A body that stops arriving (nothing for ``body_timeout_seconds`` while more is announced)
+    is answered 408 and the connection closed: the header deadline (notifier/api/connections.py)
+    ends once the headers are in, and a client sending its body a byte a minute would otherwise
+    hold its connection for as long as it likes.
     """
 
     def __init__(
@@ -25,11 +31,13 @@ class BodySizeLimit:
         max_bytes: int,
         drain_bytes: int | None = None,
         drain_seconds: float = 10.0,
+        body_timeout_seconds: float | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.drain_bytes = drain_bytes if drain_bytes is not None else 4 * max_bytes
         self.drain_seconds = drain_seconds
+        self.body_timeout_seconds = body_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,43 +46,20 @@ class BodySizeLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             if int(declared) <= self.drain_bytes:
-                await self._drain(receive)
-            await self._refuse(send)
+                await self.drain(receive)
+            await self.refuse(send)
             return
 
-        received = 0
-        response_started = False
-        refused = False
+        exchange = _Exchange(self, receive, send)
+        await self.app(scope, exchange.receive, exchange.send)
 
-        async def counting_receive() -> Message:
-            # Chunked bodies have no Content-Length: count what arrives. Raising here would not
-            # reach us (the framework turns any error while reading the body into its own 400),
-            # so answer 413 right away and tell the app the client went away.
-            nonlocal received, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    refused = True
-                    if not response_started:
-                        if message.get("more_body", False):
-                            await self._drain(receive)
-                        await self._refuse(send)
-                    return {"type": "http.disconnect"}
-            return message
+    def stalled_message(self) -> str:
+        return (
+            f"the request body stopped arriving (nothing for {self.body_timeout_seconds:g} s); "
+            "send it again"
+        )
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if refused:
-                return  # the 413 went out already; drop whatever the app answers after it
-            response_started = response_started or message["type"] == "http.response.start"
-            await send(message)
-
-        await self.app(scope, counting_receive, tracking_send)
-
-    async def _drain(self, receive: Receive) -> None:
+    async def drain(self, receive: Receive) -> None:
         budget = self.drain_bytes
         try:
             async with asyncio.timeout(self.drain_seconds):
@@ -88,14 +73,16 @@ class BodySizeLimit:
         except TimeoutError:
             return
 
-    async def _refuse(self, send: Send) -> None:
-        body = error_json(
-            "payload_too_large", f"the request body is larger than {self.max_bytes} bytes"
-        )
+    async def refuse(self, send: Send) -> None:
+        message = f"the request body is larger than {self.max_bytes} bytes"
+        await self.answer(send, 413, "payload_too_large", message)
+
+    async def answer(self, send: Send, status: int, code: str, message: str) -> None:
+        body = error_json(code, message)
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
@@ -104,3 +91,55 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class _Exchange:
+    """One request as the app sees it: its body counted and timed, and once we have answered
+    (413, 408), a disconnected client to the app and the app's own answer dropped."""
+
+    def __init__(self, limit: BodySizeLimit, receive: Receive, send: Send) -> None:
+        self.limit = limit
+        self._receive = receive
+        self._send = send
+        self.received = 0
+        self.response_started = False
+        self.body_complete = False
+        self.answered = False
+
+    async def receive(self) -> Message:
+        # Chunked bodies have no Content-Length: count what arrives. Raising here would not
+        # reach us (the framework turns any error while reading the body into its own 400),
+        # so answer right away and tell the app the client went away.
+        if self.answered:
+            return {"type": "http.disconnect"}
+        if self.body_complete:
+            return await self._receive()  # after the body: only a disconnect can come
+        try:
+            async with asyncio.timeout(self.limit.body_timeout_seconds):
+                message = await self._receive()
+        except TimeoutError:
+            return await self._answer_instead(408)
+        if message["type"] == "http.request":
+            self.body_complete = not message.get("more_body", False)
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit.max_bytes:
+                return await self._answer_instead(413)
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.answered:
+            return  # our answer went out already; drop whatever the app answers after it
+        self.response_started = self.response_started or message["type"] == "http.response.start"
+        await self._send(message)
+
+    async def _answer_instead(self, status: int) -> Message:
+        self.answered = True
+        if not self.response_started:
+            if status == 413:
+                if not self.body_complete:
+                    await self.limit.drain(self._receive)
+                await self.limit.refuse(self._send)
+            else:
+                message = self.limit.stalled_message()
+                await self.limit.answer(self._send, 408, "request_timeout", message)
+        return {"type": "http.disconnect"}

@@ -39,6 +39,10 @@ _DESCRIPTIONS: dict[int, tuple[str, dict[str, Any]]] = {
     ),
     403: ("`forbidden`: this credential may not do this", {}),
     404: ("`not_found`: no such resource, or another user's", {}),
+    408: (
+        "`request_timeout`: the request body stopped arriving (NOTIFIER_BODY_TIMEOUT_SECONDS)",
+        {},
+    ),
     409: ("`conflict`: an Idempotency-Key reused with another body, or a state conflict", {}),
     413: ("`payload_too_large`: the body is over NOTIFIER_MAX_BODY_BYTES", {}),
     422: ("`validation_error`: the request breaks the schema or a rule", {}),
@@ -47,7 +51,7 @@ _DESCRIPTIONS: dict[int, tuple[str, dict[str, Any]]] = {
 }
 
 # What any request with a credential and a body may meet.
-AUTHENTICATED = (400, 401, 403, 404, 413, 422, 429, 503)
+AUTHENTICATED = (400, 401, 403, 404, 408, 413, 422, 429, 503)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

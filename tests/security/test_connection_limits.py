@@ -22,6 +22,7 @@ import httpx
 import pytest
 import websockets
 
+from notifier.settings import Settings
 from tests.faults.processes import ServiceProcess, poll_until
 from tests.security.serve import API_KEY, api_process
 
@@ -238,3 +239,46 @@ async def test_open_file_limit_is_raised_and_caps_connections(tmp_path: Path) ->
 
         await poll_until(served, timeout=10, what="/healthz 200 after sockets closed")
         assert "at most 450 connections are served" in api.tail(200), api.tail(50)
+
+
+def test_the_defaults_are_what_the_issue_and_the_readme_say() -> None:
+    """The header deadline at most 30 s (nginx: 60 s); room for the bench's 10,000 sockets."""
+    defaults = {name: field.default for name, field in Settings.model_fields.items()}
+    assert defaults["header_timeout_seconds"] == 20
+    assert defaults["max_connections"] == 12_000
+    assert defaults["access_log"] is False
+
+
+async def test_a_request_body_that_stalls_is_answered_408_and_closed(tmp_path: Path) -> None:
+    """Past its headers a request is out of the header deadline's reach; a body that stops
+    arriving is bounded by NOTIFIER_BODY_TIMEOUT_SECONDS instead."""
+    body = json.dumps({"user_id": "slow", "title": "t", "message": "m"}).encode()
+    head = (
+        "POST /v1/notifications HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    timeout = 2.0
+    async with api_process(tmp_path, body_timeout_seconds=timeout) as api:
+        # In time, piece by piece: served.
+        reader, writer = (await open_raw(api, 1))[0]
+        writer.write(head)
+        for piece in (body[:10], body[10:20], body[20:]):
+            writer.write(piece)
+            await asyncio.sleep(timeout / 10)  # the client's pace, well within the timeout
+        answer = await asyncio.wait_for(reader.read(65_536), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 202"), answer
+
+        # Stalled after ten bytes: answered, and closed.
+        reader, writer = (await open_raw(api, 1))[0]
+        started = time.monotonic()
+        writer.write(head + body[:10])
+        answer = await asyncio.wait_for(reader.read(65_536), 10)
+        closed = await asyncio.wait_for(closed_by_server(reader), 20)
+        assert timeout * 0.75 <= closed - started <= timeout + 8, closed - started
+        writer.close()
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 408 Request Timeout", answer
+    error = json.loads(rest.partition(b"\r\n\r\n")[2])["error"]
+    assert error["code"] == "request_timeout", error
