@@ -70,7 +70,7 @@ async def test_malformed_authorization_headers_are_401(
 
 async def test_public_operations_need_no_credential(service: RunningService) -> None:
     async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as anonymous:
-        for path in ("/healthz", "/readyz", "/metrics"):
+        for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
             assert (await anonymous.get(path)).status_code == 200, path
         vapid = await anonymous.get("/v1/push/vapid-public-key")
         assert vapid.status_code in (200, 404)  # 404 when Web Push is not configured

@@ -1,8 +1,8 @@
 """User tokens never show up in the server's log output.
 
 Every logger is captured at DEBUG, uvicorn's included (its loggers do not propagate to the root,
-so the capture handler is attached to them directly), and uvicorn's access log is on: stricter
-than the CLI, which turns the access log off. uvicorn logs each WebSocket handshake with its
+so the capture handler is attached to them directly, which also makes uvicorn write its access
+log, off by default). uvicorn logs each WebSocket handshake with its
 query string on ``uvicorn.error`` at INFO whatever the access log setting, so ``?token=`` is
 exactly what would leak.
 """
