@@ -43,12 +43,13 @@ def close_all(connections: list[Connection]) -> None:
         writer.close()
 
 
-async def closed_by_server(reader: asyncio.StreamReader) -> float:
-    """Read until the server closes the connection; when that happened (monotonic)."""
+async def read_until_closed(reader: asyncio.StreamReader) -> tuple[bytes, float]:
+    """All the server sent, and when it closed the connection (monotonic)."""
+    received = b""
     with contextlib.suppress(ConnectionResetError):
-        while await reader.read(65_536):
-            pass
-    return time.monotonic()
+        while chunk := await reader.read(65_536):
+            received += chunk
+    return received, time.monotonic()
 
 
 async def healthz(api: ServiceProcess) -> int:
@@ -110,7 +111,7 @@ async def closed_after(
         trickles.append(asyncio.create_task(trickle(connection[1])))
     elif kind == "idle after a request":
         await idle_after_a_request(connection)
-    return await closed_by_server(connection[0])
+    return (await read_until_closed(connection[0]))[1]
 
 
 async def test_half_open_connections_are_closed_and_healthz_answers_throughout(
@@ -274,8 +275,7 @@ async def test_a_request_body_that_stalls_is_answered_408_and_closed(tmp_path: P
         reader, writer = (await open_raw(api, 1))[0]
         started = time.monotonic()
         writer.write(head + body[:10])
-        answer = await asyncio.wait_for(reader.read(65_536), 10)
-        closed = await asyncio.wait_for(closed_by_server(reader), 20)
+        answer, closed = await asyncio.wait_for(read_until_closed(reader), 20)
         assert timeout * 0.75 <= closed - started <= timeout + 8, closed - started
         writer.close()
     status, _, rest = answer.partition(b"\r\n")
