@@ -12,7 +12,9 @@
     └── ServiceUnavailable    503 unavailable        the database is unreachable
 
 Database connectivity failures anywhere in a request become 503; nothing else ever shows a
-stack trace to the caller.
+stack trace to the caller. Answered below the framework, in the same envelope (``error_json``):
+405 ``method_not_allowed`` (methods.py), 408 ``request_timeout`` and 413 (body_limit.py), 503
+past the connection cap (connections.py).
 """
 
 from __future__ import annotations
