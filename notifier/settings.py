@@ -67,8 +67,6 @@ class Settings(BaseSettings):
     notify_on_critical_log: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["websocket", "email", "sms"]
     )
-    # At most one `progress` notification per task per this many seconds (the last always wins).
-    progress_notify_interval_seconds: float = Field(default=5.0, ge=0)
 
     # Rate limits (0 disables): producer requests per API key, and notifications enqueued per
     # recipient (user_id). Per API process; see notifier/api/rate_limit.py.
