@@ -40,7 +40,7 @@ class QuietHours(BaseModel):
     defer: bool = False
 
 
-class RecipientUpsert(BaseModel):
+class _RecipientFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: EmailStr | None = None
     phone: PhoneE164 | None = None
@@ -53,8 +53,18 @@ class RecipientUpsert(BaseModel):
         | None
     ) = None
     timezone: Annotated[str, AfterValidator(_timezone)] | None = None
-    preferences: JsonObject = Field(default_factory=dict)
     quiet_hours: QuietHours | None = None
+
+
+class RecipientUpsert(_RecipientFields):
+    preferences: JsonObject = Field(default_factory=dict)
+
+
+class RecipientPatch(_RecipientFields):
+    """The fields of ``RecipientUpsert``: only those sent change, and ``null`` clears one
+    (``preferences`` back to ``{}``)."""
+
+    preferences: JsonObject | None = None
 
 
 class RecipientPublic(BaseModel):
