@@ -8,12 +8,67 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./notifier.db"
 TWILIO_API_BASE_URL = "https://api.twilio.com"
 CHANNELS = ("websocket", "email", "browser", "sms")
+
+# What `serve` and `worker` accept as secrets (the embedded `run` makes its own): a key or
+# secret anyone could guess lets them act as a producer or forge any user's token.
+MIN_API_KEY_CHARS = 16
+MIN_TOKEN_SECRET_BYTES = 32
+# The placeholders compose.yaml once carried, and the "change me" family.
+KNOWN_PLACEHOLDERS = frozenset({"change-me-producer-key", "change-me-at-least-32-random-bytes"})
+_PLACEHOLDER_PREFIXES = ("change-me", "changeme", "change_me")
+
+# The SQLAlchemy drivers notifier runs on, by database.
+_DRIVERS = {"postgresql": "asyncpg", "postgres": "asyncpg", "sqlite": "aiosqlite"}
+_URL_EXAMPLE = "postgresql://user:password@host:5432/dbname or sqlite+aiosqlite:///./notifier.db"
+
+
+class WeakSecretError(ValueError):
+    """A key or secret that `serve` or `worker` refuses; the message names the setting."""
+
+
+def normalize_database_url(value: str) -> str:
+    """The URL with the driver notifier uses: ``postgresql://`` and ``postgres://`` (what most
+    hosting providers hand out) become ``postgresql+asyncpg://``, ``sqlite://`` becomes
+    ``sqlite+aiosqlite://``. Any other database or driver is refused, naming what is wrong."""
+    try:
+        backend, _, driver = make_url(value).drivername.partition("+")
+    except ArgumentError:
+        raise ValueError(f"is not a database URL; expected {_URL_EXAMPLE}") from None
+    wanted = _DRIVERS.get(backend)
+    if wanted is None:
+        raise ValueError(f"names the database {backend!r}; notifier runs on PostgreSQL or SQLite")
+    if driver not in ("", wanted):
+        raise ValueError(
+            f"names the driver {driver!r}; notifier reaches {backend} through {wanted}: "
+            f"write {backend}:// or {backend}+{wanted}://"
+        )
+    canonical = "postgresql" if backend == "postgres" else backend
+    # Only the scheme is rewritten: the rest (password escapes, ?ssl=...) stays as written.
+    return f"{canonical}+{wanted}://{value.split('://', 1)[1]}"
+
+
+def settings_problem(exc: ValidationError | SettingsError) -> str:
+    """One line naming each setting that is wrong, and why (never its value: it may be a
+    password)."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    problems = []
+    for error in exc.errors():
+        name = "NOTIFIER_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
+        problems.append(f"{name} {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
+def _looks_like_placeholder(value: str) -> bool:
+    return value in KNOWN_PLACEHOLDERS or value.lower().startswith(_PLACEHOLDER_PREFIXES)
 
 
 class Settings(BaseSettings):
@@ -80,6 +135,11 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "info"
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_driver(cls, value: str) -> str:
+        return normalize_database_url(value)
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_api_keys(cls, value: object) -> object:
@@ -103,6 +163,34 @@ class Settings(BaseSettings):
             if unknown:
                 raise ValueError(f"unknown channel(s) {unknown}; known: {', '.join(CHANNELS)}")
         return value
+
+    def refuse_weak_secrets(self) -> None:
+        """Raise ``WeakSecretError`` for a placeholder or guessable API key or token secret.
+        `serve` and `worker` call this; the embedded `run` and the tests do not."""
+        hint = "`notifier secrets` prints strong values"
+        for key in self.api_keys:
+            plain = key.get_secret_value()
+            if _looks_like_placeholder(plain):
+                raise WeakSecretError(
+                    f"NOTIFIER_API_KEYS holds a placeholder, not a key: {hint}"
+                )
+            if len(plain) < MIN_API_KEY_CHARS:
+                raise WeakSecretError(
+                    f"NOTIFIER_API_KEYS holds a {len(plain)}-character key; each key needs at "
+                    f"least {MIN_API_KEY_CHARS} random characters: {hint}"
+                )
+        if self.token_secret is not None:
+            plain = self.token_secret.get_secret_value()
+            if _looks_like_placeholder(plain):
+                raise WeakSecretError(
+                    "NOTIFIER_TOKEN_SECRET is a placeholder: anyone who reads it can forge any "
+                    f"user's token; {hint}"
+                )
+            if len(plain.encode()) < MIN_TOKEN_SECRET_BYTES:
+                raise WeakSecretError(
+                    f"NOTIFIER_TOKEN_SECRET is only {len(plain.encode())} bytes; it needs at least "
+                    f"{MIN_TOKEN_SECRET_BYTES} random bytes: {hint}"
+                )
 
     @property
     def is_sqlite(self) -> bool:
