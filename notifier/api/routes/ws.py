@@ -3,7 +3,8 @@
 On connect the socket joins this process's hub first and then replays the user's unacked
 websocket notifications, oldest first, so nothing published in between is missed (a frame may
 then arrive twice; clients de-duplicate by id). A client ``ack`` marks the channel delivered.
-The token is never logged.
+When the token expires the socket is closed with 4401, as a bad token is at connect: the
+client reconnects with a fresh one. The token is never logged.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import json
 import logging
 import uuid
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,8 +25,10 @@ from starlette.websockets import WebSocketDisconnected
 from notifier.api.context import ServiceContext
 from notifier.api.redaction import original_query_string
 from notifier.auth import InvalidCredentials
+from notifier.models.base import utcnow
 from notifier.realtime.batching import Coalescer
 from notifier.realtime.frames import notification_frame_for
+from notifier.realtime.hub import ConnectionHub
 from notifier.storage.realtime import acknowledge_many, unacked_for_users
 
 router = APIRouter(tags=["websocket"])
@@ -110,7 +114,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     context: ServiceContext = websocket.app.state.context
     await websocket.accept()
     try:
-        user_id = context.tokens.verify(_token(websocket))
+        user_id, expires_at = context.tokens.verify_until(_token(websocket))
     except InvalidCredentials:
         await websocket.close(code=CLOSE_UNAUTHORIZED, reason="invalid or expired token")
         return
@@ -118,6 +122,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     # The socket itself is the hub's sink: uvicorn writes each frame whole, so the hub and the
     # replay may send at the same time without a lock of ours.
     context.hub.add(user_id, websocket)
+    expiry = _close_when_expired(context.hub, user_id, websocket, expires_at)
     try:
         for frame in await queries.replay.submit(user_id):
             await _send_json(websocket, frame)
@@ -127,6 +132,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         # WebSocketDisconnected: a send (the hub's, on another task) found the client gone.
         pass
     finally:
+        expiry.cancel()
         context.hub.discard(user_id, websocket)
 
 
@@ -136,6 +142,21 @@ PATH = "/v1/ws"
 # are held at once (bench/RESULTS.md, scenario 4). ``NotifierApp`` (api/app.py) sends this
 # path here directly, past the HTTP middleware; the route stays in the route table all the same.
 router.add_websocket_route(PATH, websocket_endpoint)
+
+
+def _close_when_expired(
+    hub: ConnectionHub, user_id: str, websocket: WebSocket, expires_at: datetime
+) -> asyncio.TimerHandle:
+    """Close the socket with 4401 when its token expires. A timer on the loop's heap (a handle
+    of a couple of hundred bytes), not a task per socket: 10k sockets are held at once."""
+    loop = asyncio.get_running_loop()
+    left = (expires_at - utcnow()).total_seconds()
+    return loop.call_at(loop.time() + left, _token_expired, hub, user_id, websocket)
+
+
+def _token_expired(hub: ConnectionHub, user_id: str, websocket: WebSocket) -> None:
+    # Out of the hub at once: no frame reaches the socket after its token expired.
+    hub.drop(user_id, websocket, code=CLOSE_UNAUTHORIZED, reason="token expired")
 
 
 def _token(websocket: WebSocket) -> str:
