@@ -39,27 +39,29 @@ class AckLimits:
 
 
 class SocketAcks:
-    """One socket's allowance: five slots, about a hundred bytes (10k sockets are held at
-    once); the future to wait on exists only while the read loop waits."""
+    """One socket's allowance, 64 bytes (and a float from its first ack on): 10k sockets are
+    held at once. The bucket is kept as one number, the time at which it would be full again
+    (the "generic cell rate algorithm", the same limit as a token bucket); the future to wait
+    on exists only while the read loop waits."""
 
-    __slots__ = ("_limits", "_room", "_tokens", "_updated", "in_flight")
+    __slots__ = ("_full_at", "_limits", "_room", "in_flight")
 
     def __init__(self, limits: AckLimits) -> None:
         self._limits = limits
-        self._tokens = float(limits.burst)
-        self._updated = limits.clock()
+        self._full_at = 0.0  # long ago: full
         self._room: asyncio.Future[None] | None = None
         self.in_flight = 0
 
     def take(self) -> bool:
         """Spend one token for an ack; False when the bucket is empty."""
         now = self._limits.clock()
-        refill = (now - self._updated) * self._limits.per_second
-        self._tokens = min(float(self._limits.burst), self._tokens + refill)
-        self._updated = now
-        if self._tokens < 1:
+        interval = 1.0 / self._limits.per_second  # what one token takes to come back
+        full_at = max(self._full_at, now) + interval
+        # Spent so far: (full_at - now) / interval tokens; half a token of slack absorbs the
+        # rounding of adding ``interval`` up a thousand times.
+        if full_at - now > (self._limits.burst + 0.5) * interval:
             return False
-        self._tokens -= 1
+        self._full_at = full_at
         return True
 
     async def room(self) -> None:
