@@ -45,6 +45,10 @@ async def test_a_pending_ack_does_not_hold_up_the_socket(
     token = await service.user_token(user)
     url = f"ws://{service.settings.host}:{service.settings.port}/v1/ws?token={token}"
     async with websockets.connect(url) as socket:
+        # The read loop starts once the replay on connect is over; that needs the database too
+        # (on SQLite, the very lock held below), so it must be over before the lock is taken.
+        await socket.send(json.dumps({"type": "ping"}))
+        await next_frame(socket, "pong")
         async with service.client() as client:
             created = (
                 await client.post(
