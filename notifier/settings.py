@@ -130,6 +130,14 @@ class Settings(BaseSettings):
     rate_limit_recipient_per_minute: float = Field(default=120.0, ge=0)
     rate_limit_recipient_burst: int = Field(default=1000, ge=1)
 
+    # Client acks per WebSocket: a token bucket (``ws_ack_per_second`` refill, ``ws_ack_burst``
+    # deep; a socket that overdraws it is closed with 1008) and at most ``ws_acks_in_flight``
+    # being recorded at once (then the socket is not read until one is done). The burst must
+    # cover a full replay on connect, acked at once: REPLAY_LIMIT (storage/realtime.py), 500.
+    ws_ack_per_second: float = Field(default=100.0, gt=0)
+    ws_ack_burst: int = Field(default=1000, ge=500)
+    ws_acks_in_flight: int = Field(default=64, ge=1, le=10_000)
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
