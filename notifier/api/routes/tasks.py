@@ -25,6 +25,7 @@ from notifier.models.base import utcnow
 from notifier.models.log import LogLevel, TaskLog
 from notifier.models.metric import ProgressMetric
 from notifier.models.task import TaskProgress, TaskStatus
+from notifier.realtime.frames import task_progress_frame
 from notifier.schemas.errors import AUTHENTICATED, error_responses
 from notifier.schemas.task import (
     TaskCreate,
@@ -36,7 +37,6 @@ from notifier.schemas.task import (
 )
 from notifier.storage.notifications import InvalidCursor, wake_dispatchers
 from notifier.storage.tasks import get_task, task_logs_page, tasks_of_user
-from notifier.triggers.live import live_task_frame
 from notifier.triggers.progress import track_progress
 from notifier.triggers.task_events import apply_task_update, notifications_for_new_log
 from notifier.triggers.task_states import IllegalTransition
@@ -151,7 +151,7 @@ async def update_task(
             ),
         )
     # Live progress for the owner's open sockets, sent when (and only if) this commits.
-    await context.fanout.publish(task.user_id, live_task_frame(task), session=session)
+    await context.fanout.publish(task.user_id, task_progress_frame(task), session=session)
     await session.commit()
     if triggered:
         context.enqueued()
