@@ -162,8 +162,7 @@ def check_binop(operator: str, left: Any, right: Any, limits: Limits) -> None:
                 size = measure(sequence, limits.max_value_chars)
                 if size * times > limits.max_value_chars:
                     raise ValueTooLarge(
-                        f"repeating a value {times} times: over {limits.max_value_chars} "
-                        "characters"
+                        f"repeating a value {times} times: over {limits.max_value_chars} characters"
                     )
     elif operator == "+":
         if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):

@@ -9,7 +9,7 @@ and the recipients table spell it).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from functools import lru_cache
 
 from babel import Locale, UnknownLocaleError
@@ -73,15 +73,32 @@ def fallback_chain(tag: str) -> list[str]:
     return ["-".join(parts[:n]) for n in range(len(parts), 0, -1)]
 
 
-def resolve_locale(
-    wanted: str | None, available: Iterable[str], default_locale: str
-) -> str:
+def resolve_locale(wanted: str | None, available: Iterable[str], default_locale: str) -> str:
     """The template locale to render: ``wanted`` (canonical) through its fallback chain
-    (``fr-BE`` → ``fr``), else the template's ``default_locale``."""
-    if wanted is not None:
-        keys: Mapping[str, str] = {key.lower(): key for key in available}
-        for candidate in fallback_chain(wanted):
-            found = keys.get(candidate.lower())
-            if found is not None:
-                return found
+    (``fr-BE`` → ``fr``), else the template's ``default_locale``. A step of the chain matches a
+    key spelled the same, or one that names the same locale to Babel (``zh-Hans-CN`` is
+    ``zh-CN``: Chinese in China is written in simplified characters)."""
+    if wanted is None:
+        return default_locale
+    keys = list(available)
+    by_spelling = {key.lower(): key for key in keys}
+    by_identity: dict[str, str] = {}
+    for key in keys:
+        identity = _identity(key)
+        if identity is not None:
+            by_identity.setdefault(identity, key)
+    for candidate in fallback_chain(wanted):
+        found = by_spelling.get(candidate.lower())
+        if found is None:
+            identity = _identity(candidate)
+            found = by_identity.get(identity) if identity is not None else None
+        if found is not None:
+            return found
     return default_locale
+
+
+def _identity(tag: str) -> str | None:
+    try:
+        return str(babel_locale(tag))
+    except UnusableLocale:
+        return None

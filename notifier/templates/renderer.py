@@ -238,9 +238,7 @@ class TemplateRenderer:
             parts=RenderedParts(**{part: value or None for part, value in rendered.items()}),  # type: ignore[arg-type]
         )
 
-    def _render_each(
-        self, requests: list[RenderRequest]
-    ) -> list[RenderedTemplate | TemplateError]:
+    def _render_each(self, requests: list[RenderRequest]) -> list[RenderedTemplate | TemplateError]:
         deadline = time.monotonic() + self.limits.batch_seconds
         results: list[RenderedTemplate | TemplateError] = []
         for request in requests:

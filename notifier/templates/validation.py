@@ -58,9 +58,7 @@ def check_part(environment: NotifierSandbox, source: str, *, part: str) -> None:
 
 
 def _syntax_error(exc: TemplateSyntaxError, part: str) -> TemplateSyntaxInvalid:
-    return TemplateSyntaxInvalid(
-        f"line {exc.lineno}: {exc.message}", part=part, line=exc.lineno
-    )
+    return TemplateSyntaxInvalid(f"line {exc.lineno}: {exc.message}", part=part, line=exc.lineno)
 
 
 def _unsafe(message: str, node: nodes.Node, part: str) -> UnsafeTemplate:
