@@ -11,6 +11,7 @@ methods a template may call. Sizes are estimated within a small constant factor 
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Callable, Iterable, Mapping
@@ -368,12 +369,10 @@ def guarded_filters(limits: Limits) -> dict[str, Callable[..., Any]]:
 
 
 def _result_checked(name: str, function: Callable[..., Any], limits: Limits) -> Callable[..., Any]:
+    # wraps() also copies ``jinja_pass_arg``, from which Jinja reads whether to pass the
+    # context, the evaluation context or the environment first.
+    @functools.wraps(function)
     def filtered(*args: Any, **kwargs: Any) -> Any:
         return check_result(function(*args, **kwargs), limits, f"the {name} filter")
 
-    # Jinja reads from this attribute whether to pass the context, the evaluation context or
-    # the environment first.
-    pass_arg = getattr(function, "jinja_pass_arg", None)
-    if pass_arg is not None:
-        filtered.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
     return filtered

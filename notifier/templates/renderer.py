@@ -206,7 +206,7 @@ class TemplateRenderer:
             locale=babel_locale(locale), timezone=_zone(recipient.timezone), roots=variables
         )
         budget = StepBudget(max_steps=self.limits.max_steps, seconds=self.limits.seconds)
-        rendered: dict[str, str | None] = {}
+        rendered: dict[str, str] = {}
         for part in PARTS:
             source = template.sources(locale).get(part)
             if source is None:
@@ -231,11 +231,20 @@ class TemplateRenderer:
                 raise RenderFailed(
                     f"{part} rendered empty", key=template.key, locale=locale, part=part
                 )
+        optional = {part: rendered.get(part) or None for part in PARTS}  # empty: absent
         return RenderedTemplate(
             key=template.key,
             version=template.version,
             locale=locale,
-            parts=RenderedParts(**{part: value or None for part, value in rendered.items()}),  # type: ignore[arg-type]
+            parts=RenderedParts(
+                title=rendered["title"],
+                message=rendered["message"],
+                email_subject=optional["email_subject"],
+                email_html=optional["email_html"],
+                sms=optional["sms"],
+                push_title=optional["push_title"],
+                push_body=optional["push_body"],
+            ),
         )
 
     def _render_each(self, requests: list[RenderRequest]) -> list[RenderedTemplate | TemplateError]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from jinja2 import StrictUndefined, UndefinedError
+from jinja2 import StrictUndefined, TemplateRuntimeError, UndefinedError
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.nodes import Concat
 from jinja2.runtime import Context, markup_join, str_join
@@ -56,13 +56,13 @@ class PathStrictUndefined(StrictUndefined):
         hint: str | None = None,
         obj: Any = missing,
         name: str | None = None,
-        exc: type[Exception] = UndefinedError,
+        exc: type[TemplateRuntimeError] = UndefinedError,
     ) -> None:
         # A hint is Jinja explaining something else ("No first item, sequence was empty"),
         # and SecurityError an unsafe attribute: only a plain miss is a missing variable.
         if exc is UndefinedError and hint is None:
             exc = MissingName
-        super().__init__(hint, obj, name, exc)  # type: ignore[arg-type]
+        super().__init__(hint, obj, name, exc)
 
     @property
     def _undefined_message(self) -> str:
@@ -108,8 +108,6 @@ class NotifierSandbox(ImmutableSandboxedEnvironment):
         self.globals.clear()
         self.globals.update(range=self._range, dict=dict)
         self.filters = {**guarded_filters(limits), **LOCALE_FILTERS}
-        # Generated code joins block buffers (macros, {% set %} blocks, filter blocks) with this.
-        self.concat = self._guarded_concat  # type: ignore[method-assign]
 
     def _range(self, *args: int) -> range:
         numbers = range(*args)
@@ -123,7 +121,9 @@ class NotifierSandbox(ImmutableSandboxedEnvironment):
         check_size(value, self.limits, "an output")
         return value
 
-    def _guarded_concat(self, pieces: Iterable[str]) -> str:
+    def concat(self, pieces: Iterable[str]) -> str:
+        """How generated code joins block buffers (macros, ``{% set %}`` blocks, filter
+        blocks): checked as it goes."""
         total, collected = 0, []
         for piece in pieces:
             total += len(piece)

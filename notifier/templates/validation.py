@@ -103,9 +103,10 @@ def _check_range(call: nodes.Call, limits: Limits, part: str) -> None:
     if not (isinstance(call.node, nodes.Name) and call.node.name == "range"):
         return
     arguments = [_constant_int(argument, limits) for argument in call.args]
-    if call.args and None not in arguments and not call.kwargs:
+    known = [argument for argument in arguments if argument is not None]
+    if call.args and len(known) == len(arguments) and not call.kwargs:
         try:
-            size = len(range(*arguments))  # type: ignore[arg-type]
+            size = len(range(*known))
         except (TypeError, ValueError):
             return  # the render reports it
         if size > limits.max_range:
@@ -145,7 +146,7 @@ def _check_literal_length(tree: nodes.Template, part: str) -> None:
         return
     pieces = body[0].nodes
     if all(isinstance(piece, nodes.TemplateData) for piece in pieces):
-        text = "".join(piece.data for piece in pieces)  # type: ignore[attr-defined]
+        text = "".join(p.data for p in pieces if isinstance(p, nodes.TemplateData))
         size = len(text.encode()) if part == "email_html" else len(text.strip())
         if size > OUTPUT_LIMITS[part]:
             raise InvalidTemplate(
