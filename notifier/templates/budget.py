@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # The file name Jinja gives code compiled from a string: the template's own frames.
 TEMPLATE_FILENAME = "<template>"
@@ -83,3 +85,14 @@ class StepBudget:
             yield
         finally:
             sys.settrace(previous)
+
+
+def untraced(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call trusted code of bounded cost (Babel formatting a value) without the hook: it would
+    otherwise cost a Python call per Python call inside it, most of a render's time."""
+    tracer = sys.gettrace()
+    sys.settrace(None)
+    try:
+        return function(*args, **kwargs)
+    finally:
+        sys.settrace(tracer)

@@ -9,11 +9,14 @@
 
 Dates and times may be ISO 8601 strings (what JSON data carries; no offset means UTC),
 datetimes or Unix seconds. Each filter is marked ``pass_context``, which keeps Jinja from
-evaluating it once at compile time: its output depends on who the render is for.
+evaluating it once at compile time: its output depends on who the render is for. Babel runs
+outside the render's trace hook (budget.py): it is trusted, and its work is bounded by the
+value and a pattern of at most 64 characters.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -24,9 +27,11 @@ from babel.numbers import format_decimal, format_percent
 from jinja2.runtime import Context
 from jinja2.utils import pass_context
 
+from notifier.templates.budget import untraced
 from notifier.templates.scope import current_scope
 
 _NAMED_FORMATS = ("short", "medium", "long", "full")
+_CALENDAR_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _MAX_PATTERN_CHARS = 64  # a CLDR pattern longer than this is not a date format
 
 
@@ -77,8 +82,12 @@ def _number(value: object) -> int | float | Decimal:
 @pass_context
 def datetime_filter(_: Context, value: object, format: object = "medium") -> str:
     scope = current_scope()
-    return format_datetime(
-        _moment(value), _pattern(format), tzinfo=scope.timezone, locale=scope.locale
+    return untraced(
+        format_datetime,
+        _moment(value),
+        _pattern(format),
+        tzinfo=scope.timezone,
+        locale=scope.locale,
     )
 
 
@@ -87,26 +96,24 @@ def date_filter(_: Context, value: object, format: object = "medium") -> str:
     scope = current_scope()
     pattern = _pattern(format)
     if isinstance(value, date) and not isinstance(value, datetime):
-        return format_date(value, pattern, locale=scope.locale)
-    if isinstance(value, str) and len(value) == 10:  # a calendar date: no time zone to move to
-        try:
-            return format_date(date.fromisoformat(value), pattern, locale=scope.locale)
-        except ValueError:
-            pass
-    local = _moment(value).astimezone(scope.timezone)
-    return format_date(local.date(), pattern, locale=scope.locale)
+        day = value
+    elif isinstance(value, str) and _CALENDAR_DATE.match(value):
+        day = date.fromisoformat(value)  # a calendar date: no time zone to move it across
+    else:
+        day = _moment(value).astimezone(scope.timezone).date()
+    return untraced(format_date, day, pattern, locale=scope.locale)
 
 
 @pass_context
 def number_filter(_: Context, value: object, format: object = None) -> str:
     pattern = None if format is None else _pattern(format, named=("a CLDR pattern",))
-    return format_decimal(_number(value), pattern, locale=current_scope().locale)
+    return untraced(format_decimal, _number(value), pattern, locale=current_scope().locale)
 
 
 @pass_context
 def percent_filter(_: Context, value: object, format: object = None) -> str:
     pattern = None if format is None else _pattern(format, named=("a CLDR pattern",))
-    return format_percent(_number(value), pattern, locale=current_scope().locale)
+    return untraced(format_percent, _number(value), pattern, locale=current_scope().locale)
 
 
 @pass_context
@@ -118,7 +125,7 @@ def duration_filter(_: Context, value: object, format: object = "long") -> str:
         delta = timedelta(seconds=float(seconds))
     except OverflowError as exc:
         raise FilterInputError(f"{value!r} seconds is out of range") from exc
-    return format_timedelta(delta, format=format, locale=current_scope().locale)
+    return untraced(format_timedelta, delta, format=format, locale=current_scope().locale)
 
 
 LOCALE_FILTERS: dict[str, Callable[..., Any]] = {

@@ -373,6 +373,9 @@ def _result_checked(name: str, function: Callable[..., Any], limits: Limits) -> 
     # context, the evaluation context or the environment first.
     @functools.wraps(function)
     def filtered(*args: Any, **kwargs: Any) -> Any:
-        return check_result(function(*args, **kwargs), limits, f"the {name} filter")
+        result = function(*args, **kwargs)
+        if isinstance(result, str | list | tuple) and len(result) > limits.max_value_chars:
+            raise ValueTooLarge(f"the {name} filter built a value over {limits.max_value_chars}")
+        return result
 
     return filtered

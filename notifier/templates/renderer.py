@@ -211,6 +211,7 @@ class TemplateRenderer:
             source = template.sources(locale).get(part)
             if source is None:
                 continue
+            compiled = None
             try:
                 compiled = self._compiled(template, locale, part, source)
                 with rendering_in(scope), budget.running():
@@ -223,7 +224,7 @@ class TemplateRenderer:
                     exc.why, key=template.key, locale=locale, part=part
                 ) from None
             except Exception as exc:  # every other failure is a 422 for the caller
-                raise _render_error(exc).located(
+                raise _render_error(exc, compiled).located(
                     key=template.key, locale=locale, part=part
                 ) from None
         for part in REQUIRED_PARTS:
@@ -298,7 +299,9 @@ class TemplateRenderer:
         cap = max(self.limits.max_value_chars, OUTPUT_LIMITS[part])
         pieces: list[str] = []
         size = 0
-        stream = compiled.generate(variables)
+        # The root render function itself, not Template.generate(): that wrapper costs a
+        # traced call per output piece, only to rewrite tracebacks (_template_line does).
+        stream = compiled.root_render_func(compiled.new_context(variables))
         try:
             for piece in stream:
                 size += len(piece)
@@ -337,8 +340,8 @@ def _too_large(part: str) -> OutputTooLarge:
     )
 
 
-def _render_error(exc: Exception) -> TemplateError:
-    line = _template_line(exc.__traceback__)
+def _render_error(exc: Exception, compiled: Template | None) -> TemplateError:
+    line = _template_line(exc.__traceback__, compiled)
     where: dict[str, Any] = {"line": line} if line is not None else {}
     if isinstance(exc, MissingName):
         return MissingVariable(exc.message or "a variable", **where)
@@ -353,15 +356,17 @@ def _render_error(exc: Exception) -> TemplateError:
     return RenderFailed(f"{type(exc).__name__}: {exc}", **where)
 
 
-def _template_line(traceback: TracebackType | None) -> int | None:
-    """The template line an error was raised at (Jinja rewrites tracebacks so that its frames
-    carry the template's own line numbers)."""
+def _template_line(traceback: TracebackType | None, compiled: Template | None) -> int | None:
+    """The template line an error was raised at: the innermost frame of compiled template
+    code, its Python line mapped back through the template's debug information."""
     line = None
     while traceback is not None:
         if traceback.tb_frame.f_code.co_filename == TEMPLATE_FILENAME:
             line = traceback.tb_lineno
         traceback = traceback.tb_next
-    return line
+    if line is None or compiled is None:
+        return None
+    return compiled.get_corresponding_lineno(line)
 
 
 @lru_cache(maxsize=256)
