@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import jwt
@@ -66,6 +66,11 @@ class UserTokens:
 
     def verify(self, token: str) -> str:
         """The token's user id; raises InvalidCredentials if it is not valid now."""
+        return self.verify_until(token)[0]
+
+    def verify_until(self, token: str) -> tuple[str, datetime]:
+        """The token's user id and when it expires (an open WebSocket is closed then); raises
+        InvalidCredentials if it is not valid now."""
         try:
             claims = jwt.decode(
                 token,
@@ -77,7 +82,7 @@ class UserTokens:
             raise InvalidCredentials(type(exc).__name__) from exc
         if claims.get("typ") != TOKEN_TYPE or not isinstance(claims.get("sub"), str):
             raise InvalidCredentials("not a user token")
-        return str(claims["sub"])
+        return str(claims["sub"]), datetime.fromtimestamp(claims["exp"], UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,10 +27,9 @@ exponential backoff and jitter; a ``Retry-After`` header sets the wait instead (
   ``update_task``) have no Idempotency-Key on the service yet. They are retried anyway: the task
   state machine makes a repeated status report a no-op, and a repeated progress value changes
   nothing.
-* ``log`` has no Idempotency-Key either, and a repeated log would be stored (and notified)
-  twice. It is therefore retried only when the service surely did not process it: a connection
-  that could not be opened, or a 429/503 answer. A timeout or a dropped connection after the
-  request was sent raises instead.
+* ``log`` sends an ``Idempotency-Key`` like ``notify`` (a new UUID per call unless you pass one,
+  the same key on every retry of that call), so it is retried like ``notify`` too, after a
+  timeout or a dropped connection included: a repeated log is stored, and notified, once.
 * Reads (``get_notification``, ``get_task``) and ``user_token`` are always safe to retry.
 """
 

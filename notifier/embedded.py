@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 
 from pydantic import SecretStr
 
+from notifier.secret_values import generate_api_key, generate_token_secret
 from notifier.settings import Settings
 from notifier.vapid import generate_private_key
 
@@ -29,8 +29,8 @@ def with_development_secrets(settings: Settings) -> tuple[Settings, str | None]:
     state: dict[str, str] = {}
     if state_file is not None and state_file.exists():
         state = json.loads(state_file.read_text())
-    state.setdefault("api_key", "dev_" + secrets.token_urlsafe(24))
-    state.setdefault("token_secret", secrets.token_urlsafe(48))
+    state.setdefault("api_key", generate_api_key("dev_"))
+    state.setdefault("token_secret", generate_token_secret())
     state.setdefault("vapid_private_key", generate_private_key())
     if state_file is not None:
         state_file.parent.mkdir(parents=True, exist_ok=True)

@@ -8,12 +8,67 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./notifier.db"
 TWILIO_API_BASE_URL = "https://api.twilio.com"
 CHANNELS = ("websocket", "email", "browser", "sms")
+
+# What `serve` and `worker` accept as secrets (the embedded `run` makes its own): a key or
+# secret anyone could guess lets them act as a producer or forge any user's token.
+MIN_API_KEY_CHARS = 16
+MIN_TOKEN_SECRET_BYTES = 32
+# The placeholders compose.yaml once carried, and the "change me" family.
+KNOWN_PLACEHOLDERS = frozenset({"change-me-producer-key", "change-me-at-least-32-random-bytes"})
+_PLACEHOLDER_PREFIXES = ("change-me", "changeme", "change_me")
+
+# The SQLAlchemy drivers notifier runs on, by database.
+_DRIVERS = {"postgresql": "asyncpg", "postgres": "asyncpg", "sqlite": "aiosqlite"}
+_URL_EXAMPLE = "postgresql://user:password@host:5432/dbname or sqlite+aiosqlite:///./notifier.db"
+
+
+class WeakSecretError(ValueError):
+    """A key or secret that `serve` or `worker` refuses; the message names the setting."""
+
+
+def normalize_database_url(value: str) -> str:
+    """The URL with the driver notifier uses: ``postgresql://`` and ``postgres://`` (what most
+    hosting providers hand out) become ``postgresql+asyncpg://``, ``sqlite://`` becomes
+    ``sqlite+aiosqlite://``. Any other database or driver is refused, naming what is wrong."""
+    try:
+        backend, _, driver = make_url(value).drivername.partition("+")
+    except ArgumentError:
+        raise ValueError(f"is not a database URL; expected {_URL_EXAMPLE}") from None
+    wanted = _DRIVERS.get(backend)
+    if wanted is None:
+        raise ValueError(f"names the database {backend!r}; notifier runs on PostgreSQL or SQLite")
+    if driver not in ("", wanted):
+        raise ValueError(
+            f"names the driver {driver!r}; notifier reaches {backend} through {wanted}: "
+            f"write {backend}:// or {backend}+{wanted}://"
+        )
+    canonical = "postgresql" if backend == "postgres" else backend
+    # Only the scheme is rewritten: the rest (password escapes, ?ssl=...) stays as written.
+    return f"{canonical}+{wanted}://{value.split('://', 1)[1]}"
+
+
+def settings_problem(exc: ValidationError | SettingsError) -> str:
+    """One line naming each setting that is wrong, and why (never its value: it may be a
+    password)."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    problems = []
+    for error in exc.errors():
+        name = "NOTIFIER_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
+        problems.append(f"{name} {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
+def _looks_like_placeholder(value: str) -> bool:
+    return value in KNOWN_PLACEHOLDERS or value.lower().startswith(_PLACEHOLDER_PREFIXES)
 
 
 class Settings(BaseSettings):
@@ -67,8 +122,6 @@ class Settings(BaseSettings):
     notify_on_critical_log: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["websocket", "email", "sms"]
     )
-    # At most one `progress` notification per task per this many seconds (the last always wins).
-    progress_notify_interval_seconds: float = Field(default=5.0, ge=0)
 
     # Rate limits (0 disables): producer requests per API key, and notifications enqueued per
     # recipient (user_id). Per API process; see notifier/api/rate_limit.py.
@@ -86,6 +139,14 @@ class Settings(BaseSettings):
     rate_limit_auth_failures_per_minute: float = Field(default=30.0, ge=0)
     rate_limit_auth_failures_burst: int = Field(default=30, ge=1)
 
+    # Client acks per WebSocket: a token bucket (``ws_ack_per_second`` refill, ``ws_ack_burst``
+    # deep; a socket that overdraws it is closed with 1008) and at most ``ws_acks_in_flight``
+    # being recorded at once (then the socket is not read until one is done). The burst must
+    # cover a full replay on connect, acked at once: REPLAY_LIMIT (storage/realtime.py), 500.
+    ws_ack_per_second: float = Field(default=100.0, gt=0)
+    ws_ack_burst: int = Field(default=1000, ge=500)
+    ws_acks_in_flight: int = Field(default=64, ge=1, le=10_000)
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # A connection must deliver its request line and headers within this many seconds of
     # opening (or of the previous response): slow or silent clients cannot hold sockets.
@@ -100,6 +161,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_driver(cls, value: str) -> str:
+        return normalize_database_url(value)
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -124,6 +190,32 @@ class Settings(BaseSettings):
             if unknown:
                 raise ValueError(f"unknown channel(s) {unknown}; known: {', '.join(CHANNELS)}")
         return value
+
+    def refuse_weak_secrets(self) -> None:
+        """Raise ``WeakSecretError`` for a placeholder or guessable API key or token secret.
+        `serve` and `worker` call this; the embedded `run` and the tests do not."""
+        hint = "`notifier secrets` prints strong values"
+        for key in self.api_keys:
+            plain = key.get_secret_value()
+            if _looks_like_placeholder(plain):
+                raise WeakSecretError(f"NOTIFIER_API_KEYS holds a placeholder, not a key: {hint}")
+            if len(plain) < MIN_API_KEY_CHARS:
+                raise WeakSecretError(
+                    f"NOTIFIER_API_KEYS holds a {len(plain)}-character key; each key needs at "
+                    f"least {MIN_API_KEY_CHARS} random characters: {hint}"
+                )
+        if self.token_secret is not None:
+            plain = self.token_secret.get_secret_value()
+            if _looks_like_placeholder(plain):
+                raise WeakSecretError(
+                    "NOTIFIER_TOKEN_SECRET is a placeholder: anyone who reads it can forge any "
+                    f"user's token; {hint}"
+                )
+            if len(plain.encode()) < MIN_TOKEN_SECRET_BYTES:
+                raise WeakSecretError(
+                    f"NOTIFIER_TOKEN_SECRET is only {len(plain.encode())} bytes; it needs at least "
+                    f"{MIN_TOKEN_SECRET_BYTES} random bytes: {hint}"
+                )
 
     @property
     def is_sqlite(self) -> bool:

@@ -33,7 +33,15 @@ from urllib.parse import urlencode
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from playwright.async_api import Browser, CDPSession, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    CDPSession,
+    ConsoleMessage,
+    Page,
+    Route,
+    async_playwright,
+    expect,
+)
 
 from notifier.vapid import generate_private_key, public_key_b64
 from tests.support.service import RunningService, make_settings, running_service
@@ -263,6 +271,56 @@ async def test_xss_title_renders_as_text(inbox: Inbox) -> None:
     await expect(inbox.page.locator("#notifications img, #notifications script")).to_have_count(0)
     await expect(item.locator("a")).to_have_count(0)  # no action_url, no link
     assert await inbox.page.evaluate("typeof window.__xss") == "undefined"
+
+
+async def test_urgent_and_high_notifications_are_marked_in_words(inbox: Inbox) -> None:
+    urgent = await inbox.notify("Server down", "db-1 unreachable", priority="urgent")
+    high = await inbox.notify("Quota at 95%", "almost full", priority="high")
+    normal = await inbox.notify("Weekly digest", "3 new items", priority="normal")
+    low = await inbox.notify("Tip", "did you know", priority="low")
+    # Text, not colour alone: the marker is words, and the item's accessible name says it too.
+    await expect(inbox.item(urgent["id"]).locator(".priority")).to_have_text("Urgent")
+    await expect(inbox.item(urgent["id"])).to_have_attribute(
+        "aria-label", "Unread: Urgent: Server down"
+    )
+    await expect(inbox.item(high["id"]).locator(".priority")).to_have_text("High priority")
+    await expect(inbox.item(high["id"])).to_have_class(re.compile(r"\bpriority-high\b"))
+    for plain in (normal, low):
+        await expect(inbox.item(plain["id"])).to_have_count(1)
+        await expect(inbox.item(plain["id"]).locator(".priority")).to_have_count(0)
+    # The same markers on a fresh load of the page (from the inbox API, not a live frame).
+    await inbox.page.reload()
+    await expect(inbox.item(urgent["id"]).locator(".priority")).to_have_text("Urgent")
+    await expect(inbox.item(high["id"]).locator(".priority")).to_have_text("High priority")
+    await expect(inbox.page.locator("#notifications .priority")).to_have_count(2)
+
+
+async def test_the_page_says_it_is_loading_until_the_inbox_arrives(
+    inbox_service: RunningService, browser: Browser
+) -> None:
+    user = f"web-{uuid.uuid4().hex[:8]}"
+    await Producer(inbox_service, user).notify("Already here")
+    token = await inbox_service.user_token(user)
+    context = await browser.new_context()
+    page = await context.new_page()
+    held: asyncio.Queue[Route] = asyncio.Queue()
+    # The inbox request is held in the browser (Playwright's request interception) until the
+    # page has been looked at; the server behind it is the real one.
+    await page.route(re.compile(r"/v1/users/[^/]+/notifications\?"), held.put_nowait)
+    try:
+        await page.goto(inbox_url(inbox_service, token, user))
+        route = await asyncio.wait_for(held.get(), 10)
+        await expect(page.locator("#loading")).to_be_visible()
+        await expect(page.locator("#loading")).to_have_text("Loading notifications…")
+        await expect(page.locator("#notifications")).to_have_attribute("aria-busy", "true")
+        await expect(page.locator("#empty")).to_be_hidden()
+
+        await route.continue_()
+        await expect(page.locator("#notifications li .title")).to_have_text("Already here")
+        await expect(page.locator("#loading")).to_be_hidden()
+        await expect(page.locator("#notifications")).not_to_have_attribute("aria-busy", "true")
+    finally:
+        await context.close()
 
 
 async def test_task_progress_bars_follow_the_task(inbox: Inbox) -> None:
@@ -542,19 +600,22 @@ async def test_screenshot(
             json={"status": "running", "progress": 70, "current_step": "writing rows"},
         )
         examples = [
-            ("Nightly backup finished", "4.2 GB in 3 min", "success", None),
-            ("Disk usage at 85%", "Volume /data is filling up.", "warning", None),
-            ("Import failed", "Row 7: malformed date '31/02'.", "error", None),
+            ("Nightly backup finished", "4.2 GB in 3 min", "success", "normal", None),
+            ("Disk usage at 85%", "Volume /data is filling up.", "warning", "high", None),
+            ("Import failed", "Row 7: malformed date '31/02'.", "error", "urgent", None),
             (
                 "New comment on PR #214",
                 "Ada: looks good to me!",
                 "info",
+                "normal",
                 "https://example.com/pr/214",
             ),
         ]
         first = None
-        for title, message, kind, url in examples:
-            created = await inbox.notify(title, message, notification_type=kind, action_url=url)
+        for title, message, kind, priority, url in examples:
+            created = await inbox.notify(
+                title, message, notification_type=kind, priority=priority, action_url=url
+            )
             first = first or created
             await expect(inbox.item(created["id"])).to_have_count(1)
         assert first is not None

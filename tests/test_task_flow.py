@@ -1,13 +1,15 @@
-"""A task run end to end (issue 4): triggers, live progress over a real WebSocket, coalesced
-progress notifications, the atomicity of event + notification, and the metrics the run leaves
+"""A task run end to end (issue 4): triggers, live progress over a real WebSocket, the task's
+one progress notification, the atomicity of event + notification, and the metrics the run leaves
 in /metrics (Prometheus, parsed with prometheus-client's parser) and GET /v1/metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from typing import Any
 
 import pytest
 import websockets
@@ -15,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from notifier.models import Notification, TaskProgress
+from notifier.triggers.rules import task_key
 from tests.dispatch.test_websocket_flow import next_frame, wait_for_status, ws_url
 from tests.support.service import RunningService
 from tests.support.worker import dispatcher_beside
@@ -53,6 +56,20 @@ def _sample(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+async def _frames_until(
+    socket: websockets.ClientConnection, done: Callable[[list[dict[str, Any]]], bool]
+) -> list[dict[str, Any]]:
+    """Every frame the socket receives, until ``done`` holds for those received so far."""
+    frames: list[dict[str, Any]] = []
+    while not done(frames):
+        frames.append(json.loads(await asyncio.wait_for(socket.recv(), 10)))
+    return frames
+
+
+def _of_kind(frames: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [frame for frame in frames if frame["type"] == kind]
+
+
 async def test_task_run_end_to_end(service: RunningService, dispatcher: Dispatcher) -> None:
     user, task_id = _ids()
     token = await service.user_token(user)
@@ -70,40 +87,45 @@ async def test_task_run_end_to_end(service: RunningService, dispatcher: Dispatch
             )
             assert response.status_code == 200, response.text
             if progress == reports[0]:
-                # The first report's notification goes out before the others come in; had the
-                # worker not claimed it yet, the next report would rightly rewrite it in place
-                # (coalescing), and there would be one notification, not two.
+                # The first report's notification goes out before the others come in, so the
+                # later reports meet a notification that was already sent.
                 [first] = await _notifications(service, task_id)
                 await wait_for_status(service, str(first.id), "websocket", "sent")
-
-        # Every report reaches the owner's socket as a task_progress frame, in order.
-        seen: list[float] = []
-        while len(seen) < len(reports):
-            frame = await next_frame(socket, "task_progress")
-            task = frame["task"]
-            assert isinstance(task, dict) and task["task_id"] == task_id
-            assert "estimated_remaining_seconds" in task and "current_step" in task
-            seen.append(float(task["progress_percentage"]))
-        assert seen == reports
-
-        # ...but progress notifications are coalesced: one went out, one waits with the latest.
-        progress_rows = [
-            n for n in await _notifications(service, task_id) if n.notification_type == "progress"
-        ]
-        assert len(progress_rows) == 2, [n.message for n in progress_rows]
-        assert progress_rows[-1].notification_metadata["progress"] == 95.0
-        assert progress_rows[-1].send_at is not None  # not before the coalescing interval
-
         done = await client.patch(f"/v1/tasks/{task_id}", json={"status": "completed"})
         assert done.status_code == 200 and done.json()["progress_percentage"] == 100.0
-        frame = await next_frame(socket, "notification")
-        success = frame["notification"]
-        assert isinstance(success, dict)
-        while success["notification_type"] != "success":  # the first progress one may come first
-            success = (await next_frame(socket, "notification"))["notification"]
-            assert isinstance(success, dict)
+
+        def success_arrived(frames: list[dict[str, Any]]) -> bool:
+            notes = _of_kind(frames, "notification")
+            kinds = [f["notification"]["notification_type"] for f in notes]
+            return "success" in kinds and len(_of_kind(frames, "task_progress")) > len(reports)
+
+        frames = await _frames_until(socket, success_arrived)
+        success = next(
+            f["notification"]
+            for f in _of_kind(frames, "notification")
+            if f["notification"]["notification_type"] == "success"
+        )
         await socket.send(json.dumps({"type": "ack", "id": success["id"]}))
         await next_frame(socket, "acked")
+
+    # Every report reached the owner's socket as a task_progress frame, in order.
+    live = _of_kind(frames, "task_progress")
+    assert [float(f["task"]["progress_percentage"]) for f in live] == [*reports, 100.0]
+    assert all("estimated_remaining_seconds" in f["task"] for f in live)
+    # ...but the inbox holds ONE progress notification, sent on the socket once, rewritten in
+    # place with the newest figures, and read now that the task has ended.
+    progress_frames = [
+        f
+        for f in _of_kind(frames, "notification")
+        if f["notification"]["notification_type"] == "progress"
+    ]
+    assert [f["notification"]["id"] for f in progress_frames] == [str(first.id)]
+    progress_rows = [
+        n for n in await _notifications(service, task_id) if n.notification_type == "progress"
+    ]
+    assert [n.id for n in progress_rows] == [first.id]
+    assert progress_rows[0].notification_metadata["status"] == "completed"
+    assert progress_rows[0].is_read
     body = await wait_for_status(service, str(success["id"]), "websocket", "delivered")
     assert body["status"] == "delivered" and body["related_task_id"] == task_id
 
@@ -126,7 +148,7 @@ async def test_failure_between_event_and_notification_leaves_neither(
                     user_id="someone-else",
                     title="planted",
                     message="holds the dedupe key",
-                    dedupe_key=f"task:{task_id}:completed:{_iso(started['started_at'])}",
+                    dedupe_key=f"task:{task_key(task_id)}:completed:{_iso(started['started_at'])}",
                 )
             )
         before = await _notifications(service, task_id)

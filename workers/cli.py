@@ -1,49 +1,129 @@
-"""The ``notifier`` command: ``serve`` (API), ``worker`` (dispatch), ``migrate``, and ``run``
-(API and worker in one process on SQLite: the embedded default).
+"""The ``notifier`` command: ``serve`` (API), ``worker`` (dispatch), ``migrate``, ``run`` (API
+and worker in one process on SQLite: the embedded default) and ``secrets``.
 
 It lives in ``workers`` because it is the one place that knows both the API and the worker.
+Its help text for users is ``_DESCRIPTION`` and ``_COMMANDS``, not this docstring.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
+import importlib.metadata
 import logging
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
+
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifier.api import create_app
 from notifier.api.context import ServiceContext
 from notifier.api.server import build_server
 from notifier.embedded import with_development_secrets
-from notifier.settings import Settings
+from notifier.secret_values import secrets_env
+from notifier.settings import Settings, settings_problem
 from notifier.storage.db import create_engine
 from notifier.storage.migrate import SchemaBehindError, ensure_schema_current, upgrade_to_head
+from notifier.storage.startup import (
+    DatabaseUnusable,
+    explain_database_failure,
+    open_sqlite_file,
+)
 
 log = logging.getLogger("notifier")
 
 
+_DESCRIPTION = """\
+notifier delivers notifications: producers enqueue them over HTTP (or report task progress and
+logs), and dispatch workers deliver them over websocket, email (SMTP), browser (Web Push) and
+sms (Twilio), retrying what fails.
+
+Settings come from NOTIFIER_* environment variables (README.md, "Configuration"). For a first
+try, `notifier run` needs none of them. In production: `notifier secrets` for the keys,
+`notifier migrate` once, then `notifier serve` and `notifier worker`.
+"""
+
+# name: (one-line help, description)
+_COMMANDS = {
+    "serve": (
+        "run the HTTP API and the WebSocket endpoint",
+        "Run the HTTP API and the WebSocket endpoint on --host/--port. Needs NOTIFIER_API_KEYS "
+        "and NOTIFIER_TOKEN_SECRET (`notifier secrets` prints strong values) and a database "
+        "that `notifier migrate` brought up to date. Run as many as you like behind a load "
+        "balancer, on one PostgreSQL database.",
+    ),
+    "worker": (
+        "run a dispatch worker",
+        "Run a dispatch worker: it claims due notifications from the database and delivers "
+        "them on their channels. Run as many as you like; on SIGTERM a worker finishes what "
+        "it is sending, then exits.",
+    ),
+    "migrate": (
+        "bring the database schema up to date, then exit",
+        "Apply the database migrations up to the latest, then exit. Run it once before "
+        "starting `serve` and `worker` after an install or an upgrade: they refuse to start "
+        "on a schema that is behind.",
+    ),
+    "run": (
+        "API and worker in one process on SQLite, for development",
+        "The embedded default: the API and a worker in one process, on the SQLite file "
+        "./notifier.db (NOTIFIER_DATABASE_URL), migrated at start. It makes its own "
+        "development API key, token secret and VAPID key, kept beside the SQLite file, and "
+        "prints the key.",
+    ),
+    "secrets": (
+        "print strong secrets for a .env file",
+        "Print a new producer API key, user-token secret and VAPID key as NOTIFIER_* lines for "
+        "a .env file (`notifier secrets >> .env`). Each run prints new ones.",
+    ),
+}
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="notifier", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (
-        ("serve", "run the HTTP API"),
-        ("run", "API + worker on the embedded default"),
-    ):
-        command = commands.add_parser(name, help=text)
-        command.add_argument("--host", default=None, help="default NOTIFIER_HOST or 127.0.0.1")
-        command.add_argument("--port", type=int, default=None, help="default NOTIFIER_PORT or 8000")
-    commands.add_parser("worker", help="run a dispatch worker")
-    commands.add_parser("migrate", help="apply database migrations")
+    parser = argparse.ArgumentParser(
+        prog="notifier",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"notifier {_version()}")
+    commands = parser.add_subparsers(
+        title="commands", dest="command", required=True, metavar="COMMAND"
+    )
+    for name, (summary, description) in _COMMANDS.items():
+        command = commands.add_parser(name, help=summary, description=description)
+        if name in ("serve", "run"):
+            command.add_argument(
+                "--host", default=None, help="address to listen on (NOTIFIER_HOST, 127.0.0.1)"
+            )
+            command.add_argument(
+                "--port", type=int, default=None, help="port to listen on (NOTIFIER_PORT, 8000)"
+            )
     return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("notifier")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = Settings()
+    if args.command == "secrets":
+        print(secrets_env(), end="")
+        return 0
+    try:
+        settings = Settings()
+    except (ValidationError, SettingsError) as exc:
+        print(f"notifier: {settings_problem(exc)}", file=sys.stderr)
+        return 2
     if getattr(args, "host", None):
         settings = settings.model_copy(update={"host": args.host})
     if getattr(args, "port", None) is not None:
@@ -52,23 +132,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     try:
-        if args.command == "migrate":
-            _run(_migrate(settings))
-        elif args.command == "serve":
-            _run(_serve(settings))
-        elif args.command == "worker":
-            _run(_worker(settings))
-        elif args.command == "run":
-            _run(_run_embedded(settings))
-    except SchemaBehindError as exc:
-        print(f"notifier: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # settings that cannot work
+        _run(_command(args.command, settings))
+    # Told in one line: a schema behind, a database out of reach, settings that cannot work.
+    except (SchemaBehindError, DatabaseUnusable, ValueError) as exc:
         print(f"notifier: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+async def _command(name: str, settings: Settings) -> None:
+    if name in ("serve", "worker"):
+        settings.refuse_weak_secrets()
+    if name == "migrate":
+        await _migrate(settings)
+    elif name == "serve":
+        await _serve(settings)
+    elif name == "worker":
+        await _worker(settings)
+    elif name == "run":
+        await _run_embedded(settings)
+
+
+@contextlib.asynccontextmanager
+async def _first_contact(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """An engine for the command's first use of the database, whose failure to reach or open
+    the database is told in one line (``DatabaseUnusable``) rather than a traceback."""
+    open_sqlite_file(settings.database_url)
+    engine = create_engine(settings.database_url)
+    try:
+        yield engine
+    except Exception as exc:
+        explained = explain_database_failure(settings.database_url, exc)
+        if explained is None:
+            raise
+        raise explained from exc
+    finally:
+        await engine.dispose()
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -83,20 +184,14 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def _migrate(settings: Settings) -> None:
-    engine = create_engine(settings.database_url)
-    try:
+    async with _first_contact(settings) as engine:
         await upgrade_to_head(engine)
-    finally:
-        await engine.dispose()
     print("notifier: database schema is up to date")
 
 
 async def _check_schema(settings: Settings) -> None:
-    engine = create_engine(settings.database_url)
-    try:
+    async with _first_contact(settings) as engine:
         await ensure_schema_current(engine)
-    finally:
-        await engine.dispose()
 
 
 async def _serve(settings: Settings) -> None:
@@ -127,10 +222,9 @@ async def _worker(settings: Settings) -> None:
 
 async def _run_embedded(settings: Settings) -> None:
     settings, dev_key = with_development_secrets(settings)
-    engine = create_engine(settings.database_url)
     if settings.is_sqlite:
-        await upgrade_to_head(engine)  # the embedded default owns its SQLite file
-    await engine.dispose()
+        async with _first_contact(settings) as engine:
+            await upgrade_to_head(engine)  # the embedded default owns its SQLite file
     await _check_schema(settings)
     context = ServiceContext.from_settings(settings)
     base = f"http://{settings.host}:{settings.port}"

@@ -22,6 +22,7 @@ from notifier.api.redaction import (
     redact_websocket_scope,
 )
 from notifier.api.routes import health, inbox, metrics, notifications, tasks, users, webhooks, ws
+from notifier.api.routes.templates import router as templates_router
 from notifier.settings import Settings
 
 
@@ -74,6 +75,7 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
         *(m.router for m in (notifications, users, tasks, metrics, webhooks, ws, health)),
         tasks.user_tasks_router,
         inbox.router,
+        templates_router,
         docs.router,
     ]
     for router in routers:

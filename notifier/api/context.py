@@ -16,11 +16,12 @@ from notifier.metrics.instruments import ServiceMetrics
 from notifier.metrics.recorder import MetricRecorder
 from notifier.models.metric import ProgressMetric
 from notifier.realtime.fanout import Fanout, LocalFanout, PostgresFanout, PostgresListener
-from notifier.realtime.frames import notification_frame_for
+from notifier.realtime.frames import FrameReference, notification_frame_for, task_progress_frame
 from notifier.realtime.hub import ConnectionHub
 from notifier.settings import Settings
 from notifier.storage.db import create_engine, create_session_factory
 from notifier.storage.notifications import get_notification
+from notifier.storage.tasks import get_task
 
 
 @dataclass
@@ -83,10 +84,19 @@ class ServiceContext:
         for callback in self.after_enqueue:
             callback()
 
-    async def _load_frame(self, notification_id: uuid.UUID) -> dict[str, Any] | None:
+    async def _load_frame(self, user_id: str, reference: FrameReference) -> dict[str, Any] | None:
+        """The frame a reference from another process stands for (``PostgresListener``)."""
         async with self.sessions() as session:
-            row = await get_notification(session, notification_id)
-            return notification_frame_for(row) if row is not None else None
+            if reference.kind == "notification":
+                row = await get_notification(session, uuid.UUID(reference.key))
+                if row is None or row.user_id != user_id:
+                    return None
+                return notification_frame_for(row)
+            task = await get_task(session, reference.key)
+            if task is None or task.user_id != user_id:
+                return None
+            frame = task_progress_frame(task)
+            return None if reference.superseded_by(frame["task"]) else frame
 
     async def start(self) -> None:
         """Start the metric recorder, and listening for frames from other processes."""

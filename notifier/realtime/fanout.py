@@ -5,7 +5,9 @@
 - ``PostgresFanout``: ``NOTIFY notifier_realtime`` with the frame; every API process LISTENs
   (``PostgresListener``) and forwards to its own hub. A NOTIFY sent inside a transaction is
   delivered only if and when it commits. Payloads are capped at 8000 bytes by PostgreSQL, so a
-  large notification travels as its id and the listener loads it.
+  larger frame travels by reference (``FrameReference``: a notification's id, a task's
+  ``task_id``) and the listener reads the row and rebuilds the frame. One user's frames keep
+  their order: while one is being read back, that user's later frames wait for it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from notifier.realtime.frames import FrameReference, reference_to
 from notifier.realtime.hub import ConnectionHub
 from notifier.realtime.publisher import NotifyBatcher
 
@@ -63,10 +66,11 @@ def _payload(user_id: str, frame: dict[str, Any]) -> str:
     payload = json.dumps({"user_id": user_id, "frame": frame}, separators=(",", ":"))
     if len(payload.encode()) <= MAX_NOTIFY_PAYLOAD:
         return payload
-    notification = frame.get("notification")
-    if frame.get("type") == "notification" and isinstance(notification, dict):
-        return json.dumps({"user_id": user_id, "notification_id": notification["id"]})
-    raise ValueError("realtime frame too large for NOTIFY")
+    reference = reference_to(frame)
+    if reference is None:  # every frame we publish is made from a row; this one was not
+        raise ValueError(f"realtime frame of type {frame.get('type')!r} too large for NOTIFY")
+    # user_id and task_id are at most 255 characters each: a reference always fits.
+    return json.dumps(reference.to_message(user_id), separators=(",", ":"))
 
 
 class PostgresFanout:
@@ -93,7 +97,9 @@ class PostgresFanout:
         await self._batcher.publish(payload)
 
 
-FrameLoader = Callable[[uuid.UUID], Awaitable[dict[str, Any] | None]]
+# Reads the row a reference names and rebuilds its frame; None when there is nothing to send
+# (the row is gone, not this user's, or a later version whose own frame follows).
+FrameLoader = Callable[[str, FrameReference], Awaitable[dict[str, Any] | None]]
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -130,6 +136,8 @@ class PostgresListener:
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
         self._loading: set[asyncio.Task[None]] = set()
+        # user_id → the last of that user's frames still being read back or waiting its turn.
+        self._in_order: dict[str, asyncio.Task[None]] = {}
         self._connections = 0
 
     def start(self) -> None:
@@ -193,7 +201,9 @@ class PostgresListener:
             if not self._hub.has_user(user_id):
                 continue
             try:
-                await self._load_and_deliver(user_id, notification_id)
+                await self._load_and_deliver(
+                    user_id, FrameReference("notification", str(notification_id))
+                )
             except Exception as exc:  # the database went away again: the next reconnect retries
                 log.warning("could not re-send unacked notifications: %s", type(exc).__name__)
                 return
@@ -204,16 +214,47 @@ class PostgresListener:
         if not self._hub.has_user(user_id):
             return  # nobody here to tell: the usual case with many API processes
         frame = message.get("frame")
-        if frame is not None:
-            self._hub.deliver_soon(user_id, frame)
+        earlier = self._in_order.get(user_id)
+        if frame is not None and earlier is None:
+            self._hub.deliver_soon(user_id, frame)  # the usual case: no task of our own
             return
+        reference = None if frame is not None else FrameReference.from_message(message)
+        if frame is None and reference is None:
+            log.warning("ignoring a realtime message of an unknown form")
+            return
+        # A frame read back from the database, or one that must wait for such a frame of the
+        # same user: each waits for the one before it, so the user sees them in publish order.
         task = asyncio.get_running_loop().create_task(
-            self._load_and_deliver(user_id, uuid.UUID(message["notification_id"]))
+            self._deliver_after(earlier, user_id, frame, reference)
         )
+        self._in_order[user_id] = task
         self._loading.add(task)
         task.add_done_callback(self._loading.discard)
+        task.add_done_callback(lambda done: self._forget(user_id, done))
 
-    async def _load_and_deliver(self, user_id: str, notification_id: uuid.UUID) -> None:
-        frame = await self._load_frame(notification_id)
+    def _forget(self, user_id: str, done: asyncio.Task[None]) -> None:
+        if self._in_order.get(user_id) is done:
+            del self._in_order[user_id]
+
+    async def _deliver_after(
+        self,
+        earlier: asyncio.Task[None] | None,
+        user_id: str,
+        frame: dict[str, Any] | None,
+        reference: FrameReference | None,
+    ) -> None:
+        if earlier is not None:
+            # Its failure is its own (logged there); this frame still goes out.
+            await asyncio.wait([earlier])
+        try:
+            if frame is not None:
+                await self._hub.deliver(user_id, frame)
+            elif reference is not None:
+                await self._load_and_deliver(user_id, reference)
+        except Exception as exc:  # the database is unreachable: this frame is lost to sockets
+            log.warning("could not read back a realtime frame: %s", type(exc).__name__)
+
+    async def _load_and_deliver(self, user_id: str, reference: FrameReference) -> None:
+        frame = await self._load_frame(user_id, reference)
         if frame is not None:
             await self._hub.deliver(user_id, frame)

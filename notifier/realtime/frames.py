@@ -1,8 +1,11 @@
-"""The WebSocket frames of DESIGN's "WebSocket" section."""
+"""The WebSocket frames of DESIGN's "WebSocket" section, and the references that stand for them
+where a whole frame does not fit (a NOTIFY payload is capped at 8000 bytes)."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
 
 from notifier.models.notification import Notification
 from notifier.models.task import TaskProgress
@@ -18,3 +21,45 @@ def notification_frame_for(row: Notification) -> dict[str, Any]:
 
 def task_progress_frame(task: TaskProgress) -> dict[str, Any]:
     return {"type": "task_progress", "task": task.to_dict()}
+
+
+@dataclass(frozen=True, slots=True)
+class FrameReference:
+    """A frame by the row it was made from: the receiver reads the row and rebuilds the frame.
+
+    ``key`` is the notification's id or the task's ``task_id``. A task frame also names the
+    version it stands for (``updated_at``): the row read back may be newer, and then the newer
+    update's own frame follows, so this one is dropped rather than sent out of order."""
+
+    kind: Literal["notification", "task"]
+    key: str
+    updated_at: str | None = None
+
+    def to_message(self, user_id: str) -> dict[str, str]:
+        if self.kind == "notification":
+            return {"user_id": user_id, "notification_id": self.key}
+        return {"user_id": user_id, "task_id": self.key, "updated_at": self.updated_at or ""}
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> FrameReference | None:
+        if isinstance(message.get("notification_id"), str):
+            return cls("notification", message["notification_id"])
+        if isinstance(message.get("task_id"), str):
+            return cls("task", message["task_id"], message.get("updated_at") or None)
+        return None
+
+    def superseded_by(self, task: dict[str, Any]) -> bool:
+        """Whether ``task`` (as read back) is a later version than the one referenced."""
+        if self.updated_at is None or not task.get("updated_at"):
+            return False
+        return datetime.fromisoformat(task["updated_at"]) > datetime.fromisoformat(self.updated_at)
+
+
+def reference_to(frame: dict[str, Any]) -> FrameReference | None:
+    """The reference that can stand for ``frame``; None for a frame not made from a row."""
+    notification, task = frame.get("notification"), frame.get("task")
+    if frame.get("type") == "notification" and isinstance(notification, dict):
+        return FrameReference("notification", str(notification["id"]))
+    if frame.get("type") == "task_progress" and isinstance(task, dict):
+        return FrameReference("task", str(task["task_id"]), task.get("updated_at"))
+    return None

@@ -70,13 +70,18 @@ class ConnectionHub:
                 delivered += 1
                 continue
             log.info("dropping a websocket that failed a send: %s", type(error).__name__)
-            self.discard(user_id, sink)
             # A socket left open but out of the hub would never get a frame again; closed,
             # its client reconnects and gets the replay.
-            close = getattr(sink, "close", None)
-            if close is not None:
-                self._spawn(_close_quietly(close))
+            self.drop(user_id, sink, code=1011, reason="send failed")
         return delivered
+
+    def drop(self, user_id: str, sink: FrameSink, *, code: int, reason: str) -> None:
+        """Take the socket out of the hub at once (no frame reaches it from now on), and close
+        it with ``code`` in the background. Callable from synchronous code (a timer)."""
+        self.discard(user_id, sink)
+        close = getattr(sink, "close", None)
+        if close is not None:
+            self._spawn(_close_quietly(close, code, reason))
 
     async def _send(self, sink: FrameSink, text: str) -> BaseException | None:
         try:
@@ -92,6 +97,6 @@ class ConnectionHub:
         task.add_done_callback(self._pending.discard)
 
 
-async def _close_quietly(close: Callable[..., Awaitable[None]]) -> None:
+async def _close_quietly(close: Callable[..., Awaitable[None]], code: int, reason: str) -> None:
     with contextlib.suppress(Exception):
-        await close(code=1011, reason="send failed")
+        await close(code=code, reason=reason)

@@ -71,7 +71,7 @@ class QuietHours(BaseModel):
     defer: Annotated[bool, Field(strict=True)] = False
 
 
-class RecipientUpsert(BaseModel):
+class _RecipientFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: EmailStr | None = Field(default=None, description=EMAIL_DESCRIPTION)
     phone: PhoneE164 | None = None
@@ -84,8 +84,18 @@ class RecipientUpsert(BaseModel):
         | None
     ) = None
     timezone: TimeZoneName | None = None
-    preferences: JsonObject = Field(default_factory=dict)
     quiet_hours: QuietHours | None = None
+
+
+class RecipientUpsert(_RecipientFields):
+    preferences: JsonObject = Field(default_factory=dict)
+
+
+class RecipientPatch(_RecipientFields):
+    """The fields of ``RecipientUpsert``: only those sent change, and ``null`` clears one
+    (``preferences`` back to ``{}``)."""
+
+    preferences: JsonObject | None = None
 
 
 class RecipientPublic(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from enum import StrEnum
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +16,6 @@ from notifier.models.notification import (
     Notification,
     NotificationDelivery,
 )
-from notifier.storage.dispatch import settle_channel_externally
 from notifier.storage.outcome_batch import ExternalSettlement, settle_externally
 
 REPLAY_LIMIT = 500
@@ -37,23 +37,6 @@ async def unacked_websocket_notifications(
         .limit(limit)
     )
     return list((await session.execute(query)).scalars())
-
-
-async def acknowledge(session: AsyncSession, user_id: str, notification_id: uuid.UUID) -> bool:
-    """Mark the websocket channel ``delivered``; False for another user's id or a repeat ack."""
-    owner = await session.scalar(
-        select(Notification.user_id).where(Notification.id == notification_id)
-    )
-    if owner != user_id:
-        return False
-    # An ack may overtake the worker's own record of `sent`; it still counts.
-    return await settle_channel_externally(
-        session,
-        notification_id,
-        Channel.WEBSOCKET.value,
-        ChannelStatus.DELIVERED,
-        allowed_from=frozenset({ChannelStatus.SENT, *AWAITING_SEND}),
-    )
 
 
 async def unacked_for_users(
@@ -93,12 +76,25 @@ async def unacked_for_users(
     return found
 
 
+class AckOutcome(StrEnum):
+    """What one client ack did (DESIGN "WebSocket": an ack that records nothing is answered as
+    such, not as ``acked``)."""
+
+    ACKED = "acked"  # the websocket channel is now delivered
+    ALREADY_ACKED = "already_acked"  # it was delivered before: a repeat, still answered acked
+    NOT_FOUND = "not_found"  # no notification of this user has that id (another's, or none)
+    NOT_ACKABLE = "not_ackable"  # theirs, but no websocket channel an ack can settle
+
+
 async def acknowledge_many(
     session: AsyncSession, acks: Sequence[tuple[str, uuid.UUID]]
-) -> list[bool]:
-    """``acknowledge`` for each (user id, notification id), in one transaction (the caller
-    commits): one ownership query, then ``settle_externally`` for the batch, which locks the
-    rows in id order, as every batch writer does, so two batches never wait in a cycle."""
+) -> list[AckOutcome]:
+    """Mark the websocket channel ``delivered`` for each (user id, notification id), in one
+    transaction (the caller commits); an ack may overtake the worker's own record of ``sent``
+    and still counts. One ownership query, then ``settle_externally`` for the batch, which
+    locks the rows in id order, as every batch writer does, so two batches never wait in a
+    cycle. Only when some owned ack moved nothing, one more query tells a repeat from an ack
+    that cannot apply (channel failed, skipped, expired, cancelled, or not websocket at all)."""
     owners = dict(
         (
             await session.execute(
@@ -116,8 +112,27 @@ async def acknowledge_many(
             for _, ident in owned
         ],
     )
-    settled = dict(zip(owned, moved, strict=True))
-    return [settled.get(ack, False) for ack in acks]
+    outcomes = {
+        ack: AckOutcome.ACKED if did else AckOutcome.NOT_ACKABLE
+        for ack, did in zip(owned, moved, strict=True)
+    }
+    unmoved = [ident for (_, ident), did in zip(owned, moved, strict=True) if not did]
+    if unmoved:
+        delivered = set(
+            (
+                await session.execute(
+                    select(NotificationDelivery.notification_id).where(
+                        NotificationDelivery.notification_id.in_(unmoved),
+                        NotificationDelivery.channel == Channel.WEBSOCKET.value,
+                        NotificationDelivery.status == ChannelStatus.DELIVERED.value,
+                    )
+                )
+            ).scalars()
+        )
+        for ack in outcomes:
+            if ack[1] in delivered:
+                outcomes[ack] = AckOutcome.ALREADY_ACKED
+    return [outcomes.get(ack, AckOutcome.NOT_FOUND) for ack in acks]
 
 
 _ACKABLE = frozenset({ChannelStatus.SENT, *AWAITING_SEND})

@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select, tuple_
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.models.log import LEVEL_RANK, LogLevel, TaskLog
+from notifier.models.notification import Notification
 from notifier.models.task import TaskProgress, TaskStatus
 from notifier.storage.notifications import InvalidCursor
 
@@ -23,6 +25,26 @@ async def get_task(
     if for_update:
         query = query.with_for_update()
     return (await session.execute(query)).scalar_one_or_none()
+
+
+async def notification_by_dedupe_key(
+    session: AsyncSession, dedupe_key: str, *, for_update: bool = False
+) -> Notification | None:
+    query = select(Notification).where(Notification.dedupe_key == dedupe_key)
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def insert_unless_duplicate(session: AsyncSession, notification: Notification) -> bool:
+    """Insert ``notification`` now, in a savepoint; False (and nothing written) if a row holds
+    its ``dedupe_key`` already. The rest of the caller's transaction goes on either way."""
+    try:
+        async with session.begin_nested():
+            session.add(notification)
+    except IntegrityError:
+        return False
+    return True
 
 
 async def tasks_of_user(

@@ -1,73 +1,91 @@
-"""Coalescing of ``progress`` notifications, so a task reporting 1000 times a second floods
-neither its user nor the notifications table.
+"""A task's ONE ``progress`` notification (DESIGN, Triggers): no pile of "in progress" items.
 
-Rule: a task has at most one progress notification per ``progress_notify_interval_seconds``,
-and the last report always wins. A report either
-- rewrites the task's progress notification that is still waiting to go out (not yet claimed by
-  a worker) with the newest figures, or
-- creates a new one, scheduled no earlier than the interval after the previous one.
-So the user sees at most one per interval, and the latest progress is what arrives. The caller
-holds the task row's lock (``SELECT … FOR UPDATE``), which serialises reports of one task.
-Live ``task_progress`` frames are separate and go out on every report.
+- The task's first progress report creates it, and its channel (websocket) is sent once, by the
+  workers, like any notification's.
+- Every later report or status change rewrites it in place (message, metadata, ``updated_at``);
+  it keeps its ``created_at``, so it stays where it was in the inbox. Those changes reach open
+  sockets as ``task_progress`` frames only, never as a second send.
+- It is marked read when the task ends (completed, failed, cancelled), and unread again when a
+  failed or cancelled task restarts.
+
+"One per task" is the database's to enforce: the row's ``dedupe_key`` is
+``progress:<sha256 of the task id>`` (unique index). The caller holds the task row's lock, which
+already serialises the reports of one task; should two first reports race anyway, the loser's
+insert meets the unique key and it updates the winner's row instead.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notifier.models.notification import (
-    Channel,
-    ChannelStatus,
-    Notification,
-    NotificationType,
-)
+from notifier.models.notification import Channel, Notification
 from notifier.models.task import TaskProgress
-from notifier.settings import Settings
+from notifier.storage.tasks import insert_unless_duplicate, notification_by_dedupe_key
+from notifier.triggers.rules import task_key
 
 
-def _progress_text(task: TaskProgress) -> str:
+def progress_dedupe_key(task_id: str) -> str:
+    return f"progress:{task_key(task_id)}"
+
+
+def _title(task: TaskProgress) -> str:
+    return f"{task.task_type} progress"
+
+
+def _message(task: TaskProgress) -> str:
+    where = f"{task.task_type} {task.task_id}"
+    if task.is_finished:
+        return f"{where}: {task.status}"
     step = f" — {task.current_step}" if task.current_step else ""
-    return f"{task.task_type} {task.task_id}: {task.progress_percentage:.0f}%{step}"
+    paused = " (paused)" if task.is_paused else ""
+    return f"{where}: {task.progress_percentage:.0f}%{paused}{step}"
 
 
-async def coalesce_progress_notification(
-    session: AsyncSession, task: TaskProgress, settings: Settings, now: datetime
+def _metadata(task: TaskProgress) -> dict[str, object]:
+    return {"task_id": task.task_id, "progress": task.progress_percentage, "status": task.status}
+
+
+async def track_progress(
+    session: AsyncSession,
+    task: TaskProgress,
+    *,
+    progress_reported: bool,
+    restarted: bool,
+    now: datetime,
 ) -> Notification | None:
-    """Returns a new notification to add, or None if an existing one was updated."""
-    latest = (
-        await session.execute(
-            select(Notification)
-            .where(
-                Notification.related_task_id == task.task_id,
-                Notification.notification_type == NotificationType.PROGRESS.value,
-            )
-            .order_by(Notification.created_at.desc())
-            .limit(1)
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
-    metadata = {"task_id": task.task_id, "progress": task.progress_percentage}
-    if latest is not None and latest.lease_owner is None and _still_waiting(latest):
-        latest.message = _progress_text(task)
-        latest.notification_metadata = metadata
-        latest.updated_at = now
-        return None
-    interval = timedelta(seconds=settings.progress_notify_interval_seconds)
-    send_at = max(now, (latest.send_at or latest.created_at) + interval) if latest else now
-    return Notification.create_progress_notification(
-        task.user_id,
-        task.task_id,
-        task.progress_percentage,
-        title=f"{task.task_type} in progress",
-        channels=(Channel.WEBSOCKET,),
-        metadata=metadata,
-        send_at=send_at if send_at > now else None,
-        now=now,
-    ).with_message(_progress_text(task))
+    """Bring the task's progress notification up to date with ``task`` (already updated).
 
-
-def _still_waiting(notification: Notification) -> bool:
-    return all(d.status == ChannelStatus.PENDING for d in notification.deliveries)
+    Creates it on the first progress report of an unfinished task; returns it then (the caller
+    wakes the workers), else None."""
+    key = progress_dedupe_key(task.task_id)
+    row = await notification_by_dedupe_key(session, key, for_update=True)
+    if row is None:
+        if task.is_finished or not progress_reported:
+            return None  # nothing to show: a task that ends without ever reporting progress
+        created = Notification.create_progress_notification(
+            task.user_id,
+            task.task_id,
+            task.progress_percentage,
+            title=_title(task),
+            channels=(Channel.WEBSOCKET,),
+            metadata=_metadata(task),
+            dedupe_key=key,
+            now=now,
+        ).with_message(_message(task))
+        if await insert_unless_duplicate(session, created):
+            return created
+        # A concurrent first report inserted it a moment ago: update that one.
+        row = await notification_by_dedupe_key(session, key, for_update=True)
+        if row is None:
+            raise RuntimeError(f"progress notification {key} is neither insertable nor found")
+    row.title = _title(task)
+    row.message = _message(task)
+    row.notification_metadata = _metadata(task)
+    row.updated_at = now
+    if task.is_finished:
+        row.mark_read(now)
+    elif restarted:
+        row.is_read, row.read_at = False, None
+    return None

@@ -11,6 +11,7 @@ one event creates one row (the unique index refuses the second).
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 from notifier.models.log import LogLevel, TaskLog
@@ -35,6 +36,12 @@ def channels_for(event: TriggerEvent, task: TaskProgress, settings: Settings) ->
     return list(defaults[event])
 
 
+def task_key(task_id: str) -> str:
+    """A task id as dedupe keys carry it: its SHA-256, so that a key fits its 255-character
+    column whatever the id (which may itself be 255 characters long)."""
+    return hashlib.sha256(task_id.encode()).hexdigest()
+
+
 def _run_marker(task: TaskProgress) -> str:
     # A restarted task may complete or fail again: each run notifies once.
     return task.started_at.isoformat() if task.started_at else "never-started"
@@ -55,7 +62,7 @@ def notifications_for_transition(
                 channels=channels,
                 related_task_id=task.task_id,
                 metadata={"task_id": task.task_id, "task_type": task.task_type},
-                dedupe_key=f"task:{task.task_id}:completed:{_run_marker(task)}",
+                dedupe_key=f"task:{task_key(task.task_id)}:completed:{_run_marker(task)}",
             )
         ]
     if new_status == TaskStatus.FAILED:
@@ -71,7 +78,7 @@ def notifications_for_transition(
                 priority=Priority.HIGH,
                 related_task_id=task.task_id,
                 metadata={"task_id": task.task_id, "task_type": task.task_type},
-                dedupe_key=f"task:{task.task_id}:failed:{_run_marker(task)}",
+                dedupe_key=f"task:{task_key(task.task_id)}:failed:{_run_marker(task)}",
             )
         ]
     return []

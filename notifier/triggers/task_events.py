@@ -21,10 +21,12 @@ def apply_task_update(
     current = TaskStatus(task.status)
     requested = update.status
     transition = requested is not None and check_transition(current, requested)
-    if transition and requested is not None and is_restart(current, requested):
+    restart = transition and requested is not None and is_restart(current, requested)
+    if restart:
         _reset_for_restart(task, now)
     _copy_reported_fields(task, update)
-    if update.progress is not None and not task.is_finished:
+    # A finished task's progress stands, unless this very report restarts it.
+    if update.progress is not None and (restart or not task.is_finished):
         # Reports can arrive out of order; progress only moves forward within a run.
         task.progress = max(task.progress or 0.0, update.progress)
         if requested is None and current == TaskStatus.PENDING:

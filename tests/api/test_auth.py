@@ -154,7 +154,7 @@ async def _headers(service: RunningService, owned: Owned, kind: str) -> dict[str
     if kind == "none":
         return {}
     if kind == "not-bearer":
-        return {"Authorization": "Basic dGVzdC1rZXktMTo="}
+        return {"Authorization": "Basic dGVzdC1rZXktMS0wMTIzNDU2Nzg5Og=="}
     if kind == "empty-bearer":
         return {"Authorization": "Bearer"}
     if kind == "garbage":

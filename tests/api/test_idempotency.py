@@ -45,7 +45,7 @@ async def test_same_key_under_another_api_key_is_independent(service: RunningSer
     user = new_user()
     headers = key()
     body = notification_body(user)
-    async with service.client() as one, service.client("test-key-2") as two:
+    async with service.client() as one, service.client("test-key-2-0123456789") as two:
         first = await one.post("/v1/notifications", json=body, headers=headers)
         second = await two.post("/v1/notifications", json=body, headers=headers)
         replay_two = await two.post("/v1/notifications", json=body, headers=headers)

@@ -73,6 +73,69 @@ async def test_put_and_get_recipient(service: RunningService) -> None:
     assert await recipients_of(service, user) == 1
 
 
+async def test_patch_changes_only_the_fields_sent(service: RunningService) -> None:
+    user = new_user()
+    profile = {
+        "email": "ada@example.com",
+        "phone": "+14155550123",
+        "locale": "en-GB",
+        "timezone": "Europe/London",
+        "preferences": {"channels": {"sms": False}},
+        "quiet_hours": {"start": "22:00", "end": "07:00", "defer": True},
+    }
+    path = f"/v1/users/{user}/recipient"
+    async with service.client() as client:
+        put = await client.put(path, json=profile)
+        email = await client.patch(path, json={"email": "grace@example.com"})
+        cleared = await client.patch(path, json={"phone": None, "preferences": None})
+        nothing = await client.patch(path, json={})
+        got = await client.get(path)
+    assert put.status_code == 200, put.text
+    assert email.status_code == 200, email.text
+    assert email.json() == {
+        **put.json(),
+        "email": "grace@example.com",
+        "updated_at": email.json()["updated_at"],
+    }
+    assert cleared.status_code == 200, cleared.text
+    assert cleared.json()["phone"] is None and cleared.json()["preferences"] == {}
+    assert cleared.json()["email"] == "grace@example.com"
+    assert cleared.json()["quiet_hours"] == profile["quiet_hours"]
+    assert cleared.json()["locale"] == "en-GB" and cleared.json()["timezone"] == "Europe/London"
+    assert nothing.status_code == 200
+    assert {k: v for k, v in nothing.json().items() if k != "updated_at"} == {
+        k: v for k, v in cleared.json().items() if k != "updated_at"
+    }
+    assert got.json() == nothing.json()
+    assert await recipients_of(service, user) == 1
+
+
+async def test_patch_creates_the_profile_and_refuses_bad_fields(service: RunningService) -> None:
+    user = new_user()
+    path = f"/v1/users/{user}/recipient"
+    async with service.client() as client:
+        bad = await client.patch(path, json={"phone": "0415 555", "email": "x@example.com"})
+        unknown = await client.patch(path, json={"nickname": "ada"})
+        absent = await client.get(path)
+        created = await client.patch(path, json={"locale": "de-DE"})
+    assert_error(bad, 422, "validation_error")
+    assert_error(unknown, 422, "validation_error")
+    assert_error(absent, 404, "not_found")
+    assert created.status_code == 200, created.text
+    body = created.json()
+    assert body["locale"] == "de-DE" and body["email"] is None and body["preferences"] == {}
+    assert body["sms_opted_out"] is False
+    assert await recipients_of(service, user) == 1
+
+
+async def test_patch_is_for_producers_only(service: RunningService) -> None:
+    user = new_user()
+    async with service.client(await service.user_token(user)) as owner:
+        response = await owner.patch(f"/v1/users/{user}/recipient", json={"email": "a@b.co"})
+    assert_error(response, 403, "forbidden")
+    assert await recipients_of(service, user) == 0
+
+
 async def test_owner_reads_own_recipient(service: RunningService) -> None:
     user = new_user()
     async with service.client() as client:

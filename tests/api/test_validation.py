@@ -353,7 +353,7 @@ async def test_quiet_hours_defer_takes_only_true_or_false(service: RunningServic
         ("OPTIONS", "/v1/tasks/t-1", "GET, PATCH"),
         ("OPTIONS", "/v1/tasks/t-1/logs", "GET, POST"),
         ("PUT", "/v1/users/u-1/push-subscriptions", "DELETE, POST"),
-        ("DELETE", "/v1/users/u-1/recipient", "GET, PUT"),
+        ("DELETE", "/v1/users/u-1/recipient", "GET, PATCH, PUT"),
     ],
 )
 async def test_a_method_the_path_does_not_serve_is_405_with_every_allowed_method(

@@ -30,7 +30,7 @@ async def worker_process(
     environment.update(
         {
             "NOTIFIER_DATABASE_URL": settings.database_url,
-            "NOTIFIER_API_KEYS": "worker-test-key",
+            "NOTIFIER_API_KEYS": "worker-test-key-0123456789",
             "NOTIFIER_TOKEN_SECRET": settings.token_secret.get_secret_value(),
             "NOTIFIER_SMTP_HOST": settings.smtp_host,
             "NOTIFIER_SMTP_PORT": str(settings.smtp_port),

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from tests.faults.processes import base_env, poll_until
 from tests.support.service import make_settings, running_service
 
-API_KEY = "fault-key-1"
+API_KEY = "fault-key-1-0123456789"
 VAPID_SUBJECT = "mailto:ops@notifier.test"
 
 

@@ -102,6 +102,14 @@ CASES: list[tuple[str, str, str, str | None, int]] = [
         + '"}}',
         422,
     ),
+    # Found by tests/fuzz/test_storable_strings.py once templates were merged: a 500.
+    (
+        "NUL in a template description",
+        "PUT",
+        "/v1/templates/{u}",
+        '{"description": "a\\u0000b", "locales": {"en": {"title": "t", "message": "m"}}}',
+        422,
+    ),
     # A body that is not UTF-8 was a 400 the document did not declare (now it does).
     ("body not UTF-8", "POST", "/v1/notifications", '{"title": "\udcc3("}', 400),
 ]

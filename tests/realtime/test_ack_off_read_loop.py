@@ -10,18 +10,15 @@ still answer a ping at once; once the lock goes, the ack is recorded and confirm
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import pytest
 import websockets
 
-from notifier.realtime.fanout import asyncpg_dsn
+from tests.realtime.sockets import row_locked
 from tests.support.service import RunningService
 from tests.support.worker import dispatcher_beside
 from workers.dispatcher import Dispatcher
@@ -41,39 +38,6 @@ async def next_frame(socket: websockets.ClientConnection, kind: str) -> dict[str
         assert frame["type"] != "acked", "the ack went through while its row was locked"
 
 
-@contextlib.asynccontextmanager
-async def row_locked(database_url: str, notification_id: str) -> AsyncIterator[None]:
-    """Hold what the ack's transaction must take: the notification's row lock on PostgreSQL,
-    the database's write lock on SQLite."""
-    if database_url.startswith("sqlite"):
-        async with _sqlite_write_lock(database_url.split("///", 1)[1]):
-            yield
-        return
-    connection = await asyncpg.connect(asyncpg_dsn(database_url))
-    try:
-        async with connection.transaction():
-            await connection.execute(
-                "SELECT 1 FROM notifications WHERE id = $1 FOR UPDATE", uuid.UUID(notification_id)
-            )
-            yield
-    finally:
-        await connection.close()
-
-
-@contextlib.asynccontextmanager
-async def _sqlite_write_lock(path: str) -> AsyncIterator[None]:
-    # Taken off the event loop: the worker beside us may be mid-transaction (recording the
-    # frame as sent), and it needs this loop to reach its COMMIT. Waiting for the lock on the
-    # loop itself would deadlock until the busy timeout ("database is locked").
-    connection = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-    try:
-        await asyncio.to_thread(connection.execute, "BEGIN IMMEDIATE")
-        yield
-        await asyncio.to_thread(connection.execute, "ROLLBACK")
-    finally:
-        connection.close()
-
-
 async def test_a_pending_ack_does_not_hold_up_the_socket(
     service: RunningService, dispatcher: Dispatcher
 ) -> None:
@@ -81,6 +45,10 @@ async def test_a_pending_ack_does_not_hold_up_the_socket(
     token = await service.user_token(user)
     url = f"ws://{service.settings.host}:{service.settings.port}/v1/ws?token={token}"
     async with websockets.connect(url) as socket:
+        # The read loop starts once the replay on connect is over; that needs the database too
+        # (on SQLite, the very lock held below), so it must be over before the lock is taken.
+        await socket.send(json.dumps({"type": "ping"}))
+        await next_frame(socket, "pong")
         async with service.client() as client:
             created = (
                 await client.post(

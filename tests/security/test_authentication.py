@@ -49,10 +49,10 @@ async def test_every_operation_without_a_credential_is_401(service: RunningServi
     [
         "",
         "Bearer",
-        "Basic dGVzdC1rZXktMTo=",
-        "test-key-1",
-        "Token test-key-1",
-        "Bearer test-key-1x",
+        "Basic dGVzdC1rZXktMS0wMTIzNDU2Nzg5Og==",
+        "test-key-1-0123456789",
+        "Token test-key-1-0123456789",
+        "Bearer test-key-1-0123456789x",
     ],
 )
 async def test_malformed_authorization_headers_are_401(

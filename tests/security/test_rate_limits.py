@@ -95,7 +95,7 @@ async def test_api_key_over_its_burst_gets_429(key_limited: RunningService) -> N
         assert (await client.get("/healthz")).status_code == 200  # no credential, no limit
 
     # The other key has a bucket of its own.
-    async with key_limited.client("test-key-2") as other:
+    async with key_limited.client("test-key-2-0123456789") as other:
         assert (await other.post("/v1/notifications", json=body)).status_code == 202
     assert await notifications_of(key_limited, user) == KEY_BURST + 1
 
@@ -106,7 +106,7 @@ async def test_api_key_over_its_burst_gets_429(key_limited: RunningService) -> N
 
 
 async def test_api_key_limit_covers_reads_too(key_limited: RunningService) -> None:
-    async with key_limited.client("test-key-2") as client:
+    async with key_limited.client("test-key-2-0123456789") as client:
         statuses = [
             (await client.get(f"/v1/notifications/{uuid.uuid4()}")).status_code
             for _ in range(KEY_BURST + 1)

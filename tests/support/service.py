@@ -29,7 +29,7 @@ def free_port() -> int:
 def make_settings(database_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": database_url,
-        "api_keys": "test-key-1,test-key-2",
+        "api_keys": "test-key-1-0123456789,test-key-2-0123456789",
         "token_secret": secrets.token_urlsafe(32),
         "host": "127.0.0.1",
         "port": free_port(),
@@ -51,7 +51,7 @@ class RunningService:
     context: ServiceContext
     app: FastAPI
     base_url: str
-    api_key: str = "test-key-1"
+    api_key: str = "test-key-1-0123456789"
 
     def client(self, token: str | None = None, **kwargs: object) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {token or self.api_key}"}

@@ -37,7 +37,7 @@ from notifier.schemas.task import (
 )
 from notifier.storage.notifications import InvalidCursor, wake_dispatchers
 from notifier.storage.tasks import get_task, task_logs_page, tasks_of_user
-from notifier.triggers.progress import coalesce_progress_notification
+from notifier.triggers.progress import track_progress
 from notifier.triggers.task_events import apply_task_update, notifications_for_new_log
 from notifier.triggers.task_states import IllegalTransition
 
@@ -123,6 +123,7 @@ async def update_task(
     task = await get_task(session, task_id, for_update=True)
     if task is None:
         raise NotFound("no such task")
+    was_finished = task.is_finished
     try:
         triggered = apply_task_update(task, payload, context.settings, utcnow())
     except IllegalTransition as exc:
@@ -130,12 +131,16 @@ async def update_task(
             str(exc),
             details={"current": exc.current, "requested": exc.requested, "allowed": exc.allowed},
         ) from None
-    now = task.updated_at
-    if payload.progress is not None and not task.is_finished:
-        coalesced = await coalesce_progress_notification(session, task, context.settings, now)
-        if coalesced is not None:
-            triggered.append(coalesced)
+    created = await track_progress(
+        session,
+        task,
+        progress_reported=payload.progress is not None,
+        restarted=was_finished and not task.is_finished,
+        now=task.updated_at,
+    )
     session.add_all(triggered)
+    if created is not None:
+        triggered.append(created)
     if triggered:
         await wake_dispatchers(session)
     if context.recorder is not None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.api.deps import ContextDep, ProducerDep, SessionDep, UserAccessDep, UserIdPath
 from notifier.api.errors import NotFound, Unprocessable
@@ -18,6 +19,7 @@ from notifier.schemas.notification import InboxPage, NotificationPublic, ReadAll
 from notifier.schemas.user import (
     PushSubscriptionCreate,
     PushSubscriptionPublic,
+    RecipientPatch,
     RecipientPublic,
     RecipientUpsert,
     TokenCreate,
@@ -81,22 +83,50 @@ async def read_all(user_id: UserIdPath, _: UserAccessDep, session: SessionDep) -
 async def put_recipient(
     user_id: UserIdPath, payload: RecipientUpsert, _: ProducerDep, session: SessionDep
 ) -> RecipientPublic:
-    # Two first PUTs for one user may both find no row and both insert; the loser of that race
-    # (primary key) goes round again and updates the winner's row.
+    """Replace the whole profile: a field left out is cleared (PATCH changes only some)."""
+    return await _save_recipient(session, user_id, _recipient_fields(payload, set(_FIELDS)))
+
+
+@router.patch("/recipient", response_model=RecipientPublic)
+async def patch_recipient(
+    user_id: UserIdPath, payload: RecipientPatch, _: ProducerDep, session: SessionDep
+) -> RecipientPublic:
+    """Change only the fields sent (``null`` clears one); creates the profile if absent."""
+    return await _save_recipient(
+        session, user_id, _recipient_fields(payload, payload.model_fields_set)
+    )
+
+
+_FIELDS = ("email", "phone", "locale", "timezone", "preferences", "quiet_hours")
+
+
+def _recipient_fields(payload: RecipientUpsert | RecipientPatch, names: set[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "email": payload.email,
+        "phone": payload.phone,
+        "locale": payload.locale,
+        "timezone": payload.timezone,
+        "preferences": payload.preferences or {},
+        "quiet_hours": payload.quiet_hours.model_dump() if payload.quiet_hours else None,
+    }
+    return {name: values[name] for name in _FIELDS if name in names}
+
+
+async def _save_recipient(
+    session: AsyncSession, user_id: str, fields: dict[str, Any]
+) -> RecipientPublic:
+    # Two first writes for one user may both find no row and both insert; the loser of that
+    # race (primary key) goes round again and updates the winner's row.
     for attempt in (1, 2):
         row = await session.get(Recipient, user_id, with_for_update=True, populate_existing=True)
         now = utcnow()
         if row is None:
-            row = Recipient(user_id=user_id, created_at=now, sms_opted_out=False)
+            row = Recipient(user_id=user_id, created_at=now, sms_opted_out=False, preferences={})
             session.add(row)
-        elif payload.phone != row.phone:
+        elif "phone" in fields and fields["phone"] != row.phone:
             row.sms_opted_out = False  # an opt-out belongs to the old number
-        row.email = payload.email
-        row.phone = payload.phone
-        row.locale = payload.locale
-        row.timezone = payload.timezone
-        row.preferences = payload.preferences
-        row.quiet_hours = payload.quiet_hours.model_dump() if payload.quiet_hours else None
+        for name, value in fields.items():
+            setattr(row, name, value)
         row.updated_at = now
         try:
             await session.commit()

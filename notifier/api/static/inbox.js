@@ -83,11 +83,23 @@
 
   // ---- notifications -------------------------------------------------------------------------
 
+  // Said in words, not by colour alone: the marker's text is what a screen reader reads too.
+  const PRIORITY_MARKERS = { urgent: "Urgent", high: "High priority" };
+
+  function priorityMarker(priority) {
+    return Object.hasOwn(PRIORITY_MARKERS, priority) ? PRIORITY_MARKERS[priority] : null;
+  }
+
   function renderNotification(n) {
     const item = el("li", "notification");
     item.dataset.id = n.id;
     item.dataset.created = n.created_at;
     item.tabIndex = 0;
+    const marker = priorityMarker(n.priority);
+    if (marker) {
+      item.classList.add("priority-" + n.priority);
+      item.append(el("span", "priority", marker));
+    }
     item.append(el("div", "title", n.title), el("div", "message", n.message));
     const meta = el("div", "meta");
     const time = el("time", null, new Date(n.created_at).toLocaleString());
@@ -121,7 +133,9 @@
     entry.el.classList.toggle("unread", !read);
     entry.el.classList.remove(...[...entry.el.classList].filter((c) => c.startsWith("type-")));
     entry.el.classList.add("type-" + entry.data.notification_type);
-    entry.el.setAttribute("aria-label", (read ? "" : "Unread: ") + entry.data.title);
+    const marker = priorityMarker(entry.data.priority);
+    const prefix = (read ? "" : "Unread: ") + (marker ? marker + ": " : "");
+    entry.el.setAttribute("aria-label", prefix + entry.data.title);
   }
 
   // Keep the list newest first: insert before the first item that is older.
@@ -366,6 +380,13 @@
 
   // ---- start ---------------------------------------------------------------------------------
 
+  // The page says "Loading…" (in its HTML, so also before this script runs) until the first
+  // load is over, whether it worked or not.
+  function doneLoading() {
+    $("loading").hidden = true;
+    list.removeAttribute("aria-busy");
+  }
+
   function start() {
     $("mark-all").addEventListener("click", markAllRead);
     $("load-more").addEventListener("click", () =>
@@ -375,13 +396,17 @@
       enablePush().catch((e) => say("Could not enable browser notifications: " + e.message)),
     );
     if (!token || !user) {
+      doneLoading();
       say("Open this page with #token=…&user=… in its address.");
       return;
     }
     // Load first, then connect: anything created in between is replayed by the server.
     Promise.all([loadInbox(), loadTasks()])
       .catch((error) => say("Could not load the inbox: " + error.message))
-      .finally(connect);
+      .finally(() => {
+        doneLoading();
+        connect();
+      });
   }
 
   start();
