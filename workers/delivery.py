@@ -22,7 +22,9 @@ unrecorded is claimed again when its lease runs out, and sent again, for ever):
   preferences, quiet hours or time zone; the destination; the outgoing message): ``failed`` at
   once, with ``attempts`` unchanged and ``last_error`` naming the exception. Nothing went out,
   and the same stored data fails the same way on every claim, so a retry would only repeat it;
-  once the data is fixed, ``POST /v1/notifications/{id}/retry`` sends it.
+  once the data is fixed, ``POST /v1/notifications/{id}/retry`` sends it. A channel that
+  builds its own message inside ``send`` and knows nothing went out says so itself (email: a
+  message that cannot be built is a ``PermanentError`` naming the exception).
 What is left to the lease is a record that cannot be written at all (the database unreachable
 for longer than the lease): the row comes back, and a success is still recorded by whoever
 holds it (``outcome_batch``).
