@@ -5,7 +5,10 @@ row claimed again and again without a word (DESIGN "Rules"):
   tried at most once more, then ``failed``;
 - raised before the send (here: the recipient rules meet a stored time zone that does not
   exist): that channel ``failed`` at once, naming the exception, nothing sent; the notification's
-  other channels go out as usual.
+  other channels go out as usual;
+- raised by the database at the record: a push service's ``Location`` longer than the
+  ``provider_id`` column made PostgreSQL refuse the success, and the push went out again every
+  lease. It is cut to the column.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import tests.support.worker
 from notifier.channels.base import DeliveryChannel, Destination, OutgoingMessage, SendResult
-from notifier.models.notification import Channel
+from notifier.models.notification import Channel, NotificationDelivery
 from notifier.realtime.fanout import Fanout
 from notifier.settings import Settings
+from notifier.storage.dispatch import PROVIDER_ID_CHARS
 from tests.dispatch.harness import running_stack
 from tests.dispatch.smtp import DispatchSmtpPeer
+from tests.peers import PushPeer, PushReply
 from workers.runner import build_channels
 
 
@@ -114,3 +119,25 @@ async def test_an_exception_before_the_send_fails_that_channel_only(
     assert body["delivery_status"]["websocket"]["status"] == "sent"
     assert body["status"] == "partially_failed"
     assert smtp_peer.messages == []
+
+
+async def test_a_long_push_location_is_recorded_and_not_pushed_again(
+    db_url: str, push_peer: PushPeer, push_settings: dict[str, object]
+) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    subscription = push_peer.subscribe()
+    location = f"{push_peer.origin}/message/{'m' * 400}"
+    push_peer.reply(subscription.id, PushReply(201, location=location))
+    async with running_stack(db_url, **push_settings) as stack:
+        response = await stack.api.post(
+            f"/v1/users/{user}/push-subscriptions", json=subscription.as_json()
+        )
+        assert response.status_code == 201
+        created = await stack.notify(user_id=user, title="t", message="m", channels=["browser"])
+        body = await stack.wait_settled(created["id"])
+
+    browser = body["delivery_status"]["browser"]
+    assert (browser["status"], browser["attempts"]) == ("sent", 1), body
+    assert browser["provider_id"] == location[:PROVIDER_ID_CHARS]
+    assert NotificationDelivery.__table__.c.provider_id.type.length == PROVIDER_ID_CHARS
+    assert [push.status for push in push_peer.pushes] == [201]
