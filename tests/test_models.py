@@ -276,9 +276,11 @@ S = NotificationStatus
         (["retrying", "failed"], S.RETRYING),
         (["sent"], S.DELIVERED),
         (["delivered"], S.DELIVERED),
-        (["skipped"], S.DELIVERED),
-        (["skipped", "skipped"], S.DELIVERED),
+        # Nothing went out: not to be read as delivered.
+        (["skipped"], S.SKIPPED),
+        (["skipped", "skipped"], S.SKIPPED),
         (["sent", "delivered", "skipped"], S.DELIVERED),
+        (["sent", "skipped"], S.DELIVERED),
         (["failed", "delivered"], S.PARTIALLY_FAILED),
         (["failed", "sent"], S.PARTIALLY_FAILED),
         (["failed", "skipped", "delivered"], S.PARTIALLY_FAILED),

@@ -12,6 +12,23 @@
 Every outcome goes to the ``OutcomeWriter`` and is committed before ``process`` returns; with a
 single due channel (the common case) the record and the release share one transaction.
 
+An exception that is not a ``DeliveryError`` never leaves a channel unrecorded (a row left
+unrecorded is claimed again when its lease runs out, and sent again, for ever):
+- raised by the channel's ``send`` (a library's surprise, a bug): an unknown outcome, as the
+  message may have gone out; ``sending.send_once`` converts it, naming the exception, and the
+  retry policy tries at most once more (told so: Twilio looks the message up first), then
+  ``failed``;
+- raised before the send, while deciding and preparing it (the recipient rules over stored
+  preferences, quiet hours or time zone; the destination; the outgoing message): ``failed`` at
+  once, with ``attempts`` unchanged and ``last_error`` naming the exception. Nothing went out,
+  and the same stored data fails the same way on every claim, so a retry would only repeat it;
+  once the data is fixed, ``POST /v1/notifications/{id}/retry`` sends it. A channel that
+  builds its own message inside ``send`` and knows nothing went out says so itself (email: a
+  message that cannot be built is a ``PermanentError`` naming the exception).
+What is left to the lease is a record that cannot be written at all (the database unreachable
+for longer than the lease): the row comes back, and a success is still recorded by whoever
+holds it (``outcome_batch``).
+
 The dispatcher's send slot: ``SendSlots.sending`` is told how many channels are due, and
 ``sent`` after each outcome is known, so the slot can serve the next claim while the last
 outcome is being committed.
@@ -33,6 +50,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from notifier.channels.base import (
     DeliveryChannel,
     DeliveryError,
+    Destination,
+    OutgoingMessage,
     ProviderAuthError,
     RecipientOptedOut,
     UnknownOutcomeError,
@@ -135,13 +154,21 @@ class NotificationDelivery:
         """Decide, send and record one channel; True if the record also released the lease."""
         notification, now = work.notification, utcnow()
         channel = self.channels.get(delivery.channel)
-        verdict = precheck(
-            delivery.channel,
-            notification,
-            work.recipient,
-            configured=channel is not None and channel.configured,
-            now=now,
-        )
+        try:
+            verdict = precheck(
+                delivery.channel,
+                notification,
+                work.recipient,
+                configured=channel is not None and channel.configured,
+                now=now,
+            )
+            if verdict is None:  # to be sent: the message and where it goes
+                prepared = (
+                    outgoing(notification, delivery),
+                    destination_for(notification, work.recipient, work.push_subscriptions),
+                )
+        except Exception as exc:
+            return await self._unprepared(notification, delivery.channel, exc, release=release)
         if isinstance(verdict, Skip):
             recorded = await self._record(
                 notification.id,
@@ -159,7 +186,7 @@ class NotificationDelivery:
                 await self._record(notification.id, delivery.channel, change, release=release)
                 and release
             )
-        assert channel is not None
+        assert channel is not None and verdict is None
         paused_until = self.breaker.paused_until(delivery.channel, now)
         if paused_until is not None:
             change = queries.ChannelChange(
@@ -171,19 +198,37 @@ class NotificationDelivery:
                 await self._record(notification.id, delivery.channel, change, release=release)
                 and release
             )
-        return await self._attempt(work, delivery, channel, release=release)
+        return await self._attempt(work, delivery, channel, *prepared, release=release)
+
+    async def _unprepared(
+        self,
+        notification: queries.ClaimedNotification,
+        channel: str,
+        exc: Exception,
+        *,
+        release: bool,
+    ) -> bool:
+        """A channel whose send could not even be prepared ends ``failed`` (module docstring)."""
+        log.exception("could not prepare %s of %s", channel, notification.id)
+        change = queries.ChannelChange(
+            ChannelStatus.FAILED,
+            last_error=f"not sent: {type(exc).__name__} before sending: {exc}"[:2000],
+        )
+        recorded = await self._record(notification.id, channel, change, release=release)
+        self._observe(notification, channel, ChannelStatus.FAILED)
+        return recorded and release
 
     async def _attempt(
         self,
         work: queries.ClaimedWork,
         delivery: queries.ClaimedDelivery,
         channel: DeliveryChannel,
+        message: OutgoingMessage,
+        destination: Destination,
         *,
         release: bool,
     ) -> bool:
         notification = work.notification
-        message = outgoing(notification, delivery)
-        destination = destination_for(notification, work.recipient, work.push_subscriptions)
         attempts_in_round = delivery.attempts - delivery.attempts_at_requeue
         started = asyncio.get_running_loop().time()
         result, tries = await send_briefly_retrying(
@@ -206,7 +251,11 @@ class NotificationDelivery:
         recorded = await self._record(notification.id, delivery.channel, change, release=release)
         self._observe(notification, delivery.channel, result.status, started=started, tries=tries)
         if recorded and result.after_recorded is not None:
-            await result.after_recorded()
+            try:
+                await result.after_recorded()
+            except Exception:
+                # Recorded `sent` already: a client that (re)connects gets it in its replay.
+                log.exception("after recording %s of %s", delivery.channel, notification.id)
         return recorded and release
 
     def _observe(
@@ -251,6 +300,7 @@ class NotificationDelivery:
             self.observer.channel_paused(delivery.channel)
             decision = RetryAt(paused_until, f"channel paused: {error}")
         if isinstance(error, RecipientOptedOut):
+            # Before the record: whoever sees the channel failed finds the opt-out stored.
             await self._mark_sms_opt_out(work.notification.user_id)
         unknown = isinstance(error, UnknownOutcomeError)
         provider_id = error.provider_id if isinstance(error, UnknownOutcomeError) else None
@@ -278,12 +328,15 @@ class NotificationDelivery:
         return change.status, recorded
 
     async def _mark_sms_opt_out(self, user_id: str) -> None:
-        async with self.sessions() as session, session.begin():
-            await session.execute(
-                update(Recipient)
-                .where(Recipient.user_id == user_id)
-                .values(sms_opted_out=True, updated_at=utcnow())
-            )
+        try:
+            async with self.sessions() as session, session.begin():
+                await session.execute(
+                    update(Recipient)
+                    .where(Recipient.user_id == user_id)
+                    .values(sms_opted_out=True, updated_at=utcnow())
+                )
+        except Exception as exc:  # their next SMS meets Twilio's 21610 again, and tries again
+            log.warning("could not store the SMS opt-out of a recipient: %s", type(exc).__name__)
 
     async def _record(
         self,

@@ -75,6 +75,7 @@ class Dispatcher:
             lease_seconds=settings.lease_seconds,
             # SQLite has one writer at a time: a second flush would only wait for its lock.
             concurrency=1 if settings.is_sqlite else 2,
+            success_lane=not settings.is_sqlite,
         )
         self.delivery = NotificationDelivery(
             sessions=sessions,

@@ -13,13 +13,26 @@ worker at 500/s (bench scenario 3). Concurrent flushes cannot deadlock: each loc
 id order. One notification's outcomes stay in order, since the dispatcher awaits each before
 it submits the next (its lease release comes after its channels).
 
+Successes (``sent``, ``delivered``) go first: until one is committed, a worker that dies
+sends that message again once the lease runs out (the duplicate window, measured in
+bench/RESULTS.md). A success waits for no more than a flush already in progress, and mostly
+for none:
+- every flush takes the pending successes before anything else (failures, retries, lease
+  releases), so none waits behind a queue of those, nor behind the one-by-one pass below;
+- a success never waits for a flush that holds no success (a slow one, say, of failures
+  waiting for a row lock): finding none in progress or about to start, it begins one of its
+  own, beyond ``concurrency`` if need be (``success_lane``; not on SQLite, whose writers take
+  turns, so there it would only wait for the lock). More flushes than that, one per success,
+  measured worse: at 300 emails/s they cut the wait for a flush, but lengthened the commit's
+  own round trips on a busy machine (bench/RESULTS.md).
+
 Failures:
 - a transient database error (connection lost, too many connections, deadlock…) retries the
   whole flush through ``with_db_retries``, for as long as the oldest outcome's lease would keep
   its row ours anyway; then every caller of the batch gets the error, and the rows come back
   to a worker when their leases run out;
 - any other error (one bad item should not sink the rest) retries each item of the batch in a
-  transaction of its own, once: only the item at fault fails.
+  transaction of its own, once, successes first: only the item at fault fails.
 
 A caller that is cancelled while it waits does not take its outcome back: the message went out,
 so it is still recorded. ``flushed()`` waits until everything submitted is written, which the
@@ -35,6 +48,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from notifier.models.notification import SUCCEEDED
 from notifier.storage.dispatch import ChannelChange
 from notifier.storage.outcome_batch import (
     ChannelOutcome,
@@ -53,6 +67,10 @@ class _Pending:
     submitted_at: float  # loop time: the item's retry budget runs from here
     result: asyncio.Future[bool]
 
+    @property
+    def success(self) -> bool:
+        return isinstance(self.item, ChannelOutcome) and self.item.change.status in SUCCEEDED
+
 
 class OutcomeWriter:
     def __init__(
@@ -63,14 +81,19 @@ class OutcomeWriter:
         lease_seconds: float,
         max_batch: int = 200,
         concurrency: int = 2,
+        success_lane: bool = True,
     ) -> None:
         self.sessions = sessions
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self.max_batch = max_batch
         self.concurrency = concurrency
-        self._pending: list[_Pending] = []
+        self.success_lane = success_lane
+        self._successes: list[_Pending] = []  # taken first by every flush
+        self._others: list[_Pending] = []
         self._flushers: set[asyncio.Task[None]] = set()
+        self._starting: set[asyncio.Task[None]] = set()  # flushers yet to take a batch
+        self._carrying = 0  # flushes in the database whose batch holds a success
 
     async def record(
         self,
@@ -102,26 +125,51 @@ class OutcomeWriter:
     async def _submit(self, item: Outcome) -> bool:
         loop = asyncio.get_running_loop()
         pending = _Pending(item, loop.time(), loop.create_future())
-        self._pending.append(pending)
-        if len(self._flushers) < self.concurrency:
+        (self._successes if pending.success else self._others).append(pending)
+        if len(self._flushers) < self.concurrency or self._needs_lane(pending):
             # Started, not run: the callers that become ready in this same turn of the event
             # loop join its first flush.
             flusher = asyncio.create_task(self._flush_while_pending(), name="outcomes")
             self._flushers.add(flusher)
+            self._starting.add(flusher)
             flusher.add_done_callback(self._flushers.discard)
+            flusher.add_done_callback(self._starting.discard)
         return await pending.result
 
+    def _needs_lane(self, pending: _Pending) -> bool:
+        """Whether a success starts a flush of its own now: no flush that will take it, or
+        that carries successes, is under way (see above)."""
+        return (
+            self.success_lane and pending.success and not self._starting and not self._carrying
+        )
+
+    def _next_batch(self) -> list[_Pending]:
+        batch = self._successes[: self.max_batch]
+        del self._successes[: len(batch)]
+        room = self.max_batch - len(batch)
+        batch += self._others[:room]
+        del self._others[:room]
+        return batch
+
     async def _flush_while_pending(self) -> None:
+        this = asyncio.current_task()
         try:
-            while self._pending:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                await self._flush(batch)
+            # Flushers beyond ``concurrency`` (a success's own) leave the rest to the others.
+            while self._successes or (self._others and len(self._flushers) <= self.concurrency):
+                batch = self._next_batch()
+                self._starting.discard(this)
+                carrying = 1 if batch[0].success else 0  # successes come first in a batch
+                self._carrying += carrying
+                try:
+                    await self._flush(batch)
+                finally:
+                    self._carrying -= carrying
         finally:
+            self._starting.discard(this)
             # Leave the set now, not in a done callback (which runs a turn of the loop later):
             # an outcome submitted in between would find no room for a flusher, and none left
             # to take it.
-            self._flushers.discard(asyncio.current_task())
+            self._flushers.discard(this)
 
     async def _flush(self, batch: list[_Pending]) -> None:
         try:

@@ -1,8 +1,19 @@
-"""One channel's send: a timeout around it, and the brief in-process retries (Tenacity)."""
+"""One channel's send: a timeout around it, and the brief in-process retries (Tenacity).
+
+A channel is meant to raise only ``DeliveryError``s, but a third-party library can raise
+anything (a JSON error on a garbled reply, a bug): ``send_once`` turns every other exception
+into an ``UnknownOutcomeError`` that names it. Such a send may have reached the peer, so it is
+recorded as an attempt and treated like any unknown outcome (``workers.retry.decide``): the
+next attempt is told so (``after_unknown_outcome``: Twilio looks the message up first, email
+resends with the same Message-ID), and a second one ends the channel ``failed``. Without this,
+the exception escaped the delivery, nothing was recorded, and the row was claimed and sent again
+every time its lease ran out.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from notifier.channels.base import (
     DeliveryChannel,
@@ -13,6 +24,8 @@ from notifier.channels.base import (
     UnknownOutcomeError,
 )
 from workers.retry import RetryPolicy, in_process_retrying
+
+log = logging.getLogger("notifier.worker")
 
 
 async def send_briefly_retrying(
@@ -64,3 +77,9 @@ async def send_once(
             return await channel.send(message, destination)
     except TimeoutError:
         raise UnknownOutcomeError(f"no answer within {send_timeout:.0f}s") from None
+    except DeliveryError:
+        raise
+    except Exception as exc:
+        # A bug or a library's surprise, not a peer's answer: worth its traceback in the log.
+        log.exception("%s channel raised %s", channel.name.value, type(exc).__name__)
+        raise UnknownOutcomeError(f"{type(exc).__name__} while sending: {exc}"[:1000]) from exc

@@ -8,6 +8,12 @@ aiosmtplib's ``SMTP.data()`` sends ``DATA``, waits for 354, writes the content a
 final reply in one call, so a loss inside it cannot be split further; it is reported as unknown,
 which is safe because a resend carries the same ``Message-ID`` and is recognisable as a
 duplicate.
+
+The message is built, down to its bytes, before any connection is made: a title or text that
+cannot be encoded fails the send for good as what it is ("the email could not be built"), never
+as an SMTP or address error. The Subject is encoded here rather than by the ``email`` package,
+whose header parser reads an ``=?…?=`` in the title as an encoded word to decode (mangling the
+title) and whose folder then crashes on some of them (``=?utf-8?q?=FF?=``: a lone surrogate).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email import policy
+from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from typing import ClassVar, Literal
@@ -56,9 +63,31 @@ def safe_link(url: str | None) -> str | None:
     return url if parts.scheme in ("http", "https") and parts.netloc else None
 
 
+# Longest header line SMTP's policy writes as it is (RFC 5322 recommends 78 characters).
+_HEADER_LINE = 78
+# A Subject sent as it is: printable ASCII words, single spaces, nothing that reads as an
+# encoded word. Anything else is sent as RFC 2047 encoded words.
+_PLAIN_SUBJECT = re.compile(r"[!-~]+( [!-~]+)*")
+
+
 def safe_subject(title: str) -> str:
-    # A CR or LF in a header would let a title inject headers; collapse all whitespace runs.
-    return " ".join(_CONTROL.sub(" ", title).split())
+    """The title as a Subject: control characters (a CR or LF would let a title inject
+    headers) become a space; the rest is kept as it is."""
+    return _CONTROL.sub(" ", title)
+
+
+def encode_subject(subject: str) -> str:
+    """The Subject header's value as it goes on the wire: the subject itself if it is plain
+    ASCII that fits one line, else UTF-8 encoded words (RFC 2047), folded to lines of at most
+    78 characters, which every reader decodes back to exactly ``subject``."""
+    if (
+        _PLAIN_SUBJECT.fullmatch(subject)
+        and "=?" not in subject
+        and len("Subject: ") + len(subject) <= _HEADER_LINE
+    ):
+        return subject
+    header = Header(subject, charset="utf-8", header_name="Subject", maxlinelen=_HEADER_LINE)
+    return header.encode(linesep="\n")
 
 
 def message_id_for(message: OutgoingMessage, smtp_from: str) -> str:
@@ -85,7 +114,8 @@ def build_email(message: OutgoingMessage, *, to: str, smtp_from: str) -> EmailMe
     parts.append("</body></html>")
 
     email = EmailMessage()
-    email["Subject"] = safe_subject(message.title)
+    # Stored as it goes on the wire: see the module's docstring for why not email["Subject"].
+    email.set_raw("Subject", encode_subject(safe_subject(message.title)))
     email["From"] = smtp_from
     email["To"] = to
     email["Date"] = format_datetime(utcnow())
@@ -144,7 +174,11 @@ def _smtp_errors(progress: _Progress) -> Iterator[None]:
         if progress.stage == "auth":  # e.g. "SMTP AUTH extension not supported by server"
             raise ProviderAuthError(f"SMTP: {exc}") from exc
         raise TransientError(f"SMTP: {exc}") from exc
-    except ValueError as exc:  # aiosmtplib refuses addresses with control characters
+    except ValueError as exc:
+        if progress.stage != "envelope":
+            raise  # not ours to name: an unknown outcome (workers/sending.py)
+        # MAIL/RCPT: aiosmtplib refuses addresses with control characters. (The message was
+        # built before the envelope, so a content error cannot land here.)
         raise PermanentError(f"unusable address: {exc}") from exc
 
 
@@ -171,18 +205,28 @@ class EmailChannel:
             raise NotDeliverable("no email address")
         if self._closed:
             raise TransientError("email channel is closed")
-        email = build_email(message, to=destination.email, smtp_from=settings.smtp_from)
         sender = parseaddr(settings.smtp_from)[1] or settings.smtp_from
+        rcpt = destination.email
+        if _CONTROL.search(rcpt):  # stored before the API checked addresses, or by hand
+            raise PermanentError("unusable address: it contains control characters")
+        needs_utf8 = not (sender.isascii() and rcpt.isascii())
+        try:
+            email = build_email(message, to=rcpt, smtp_from=settings.smtp_from)
+            payload = email.as_bytes(policy=policy.SMTPUTF8 if needs_utf8 else policy.SMTP)
+        except Exception as exc:  # the same content fails the same way every time
+            raise PermanentError(
+                f"the email could not be built: {type(exc).__name__}: {exc}"[:1000]
+            ) from exc
         progress = _Progress()
         with _smtp_errors(progress):
             # One deadline for the whole send (waiting for a pooled connection included), so a
             # stalled server costs at most smtp_timeout_seconds.
             async with asyncio.timeout(settings.smtp_timeout_seconds), self._slots:
-                await self._deliver(email, sender, destination.email, progress)
+                await self._deliver(payload, sender, rcpt, needs_utf8, progress)
         return SendResult(ChannelStatus.DELIVERED, provider_id=str(email["Message-ID"]))
 
     async def _deliver(
-        self, email: EmailMessage, sender: str, rcpt: str, progress: _Progress
+        self, payload: bytes, sender: str, rcpt: str, needs_utf8: bool, progress: _Progress
     ) -> None:
         for allow_reuse in (True, False):
             smtp = self._idle.pop() if allow_reuse and self._idle else None
@@ -192,7 +236,7 @@ class EmailChannel:
                     smtp.close()
                 smtp, reused = await self._connect(progress), False
             try:
-                await self._transaction(smtp, email, sender, rcpt, progress)
+                await self._transaction(smtp, payload, sender, rcpt, needs_utf8, progress)
             except aiosmtplib.SMTPServerDisconnected:
                 smtp.close()
                 # A pooled connection the server dropped while idle fails on MAIL, before the
@@ -235,15 +279,15 @@ class EmailChannel:
     async def _transaction(
         self,
         smtp: aiosmtplib.SMTP,
-        email: EmailMessage,
+        payload: bytes,
         sender: str,
         rcpt: str,
+        needs_utf8: bool,
         progress: _Progress,
     ) -> None:
         progress.stage = "envelope"
         if smtp.last_ehlo_response is None and smtp.last_helo_response is None:
             await smtp.ehlo()
-        needs_utf8 = not (sender.isascii() and rcpt.isascii())
         if needs_utf8 and not smtp.supports_extension("smtputf8"):
             raise PermanentError("the address needs SMTPUTF8, which the server does not offer")
         encoding = "utf-8" if needs_utf8 else "ascii"
@@ -251,7 +295,6 @@ class EmailChannel:
         # One recipient per message, so the "some recipients refused" case of sendmail cannot
         # arise: a refusal raises SMTPRecipientRefused, mapped by its code.
         await smtp.rcpt(rcpt, encoding=encoding)
-        payload = email.as_bytes(policy=policy.SMTPUTF8 if needs_utf8 else policy.SMTP)
         progress.stage = "data"
         await smtp.data(payload)
 

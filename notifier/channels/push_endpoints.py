@@ -11,12 +11,18 @@ The policy is enforced twice:
 
 ``allow_private`` (``NOTIFIER_PUSH_ALLOW_PRIVATE_ENDPOINTS``) lifts the address rules and allows
 plain http, for local test peers.
+
+A refusal by address says only that the endpoint is not allowed: never what the host resolved
+to, nor whether it resolved at all, since the message reaches whoever submitted the endpoint
+(the push-subscription route shows it, a notification's ``last_error`` carries it) and would
+make the check a probe of our internal DNS. The address itself goes to the debug log only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from urllib.parse import urlsplit
 
@@ -26,6 +32,11 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+log = logging.getLogger(__name__)
+
+# The one message for every refusal by address (see the module's docstring).
+NOT_ALLOWED = "push endpoint is not allowed: its host must resolve to public addresses only"
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 # RFC 6052 well-known NAT64 prefix and RFC 8215 local-use NAT64 prefix: the IPv4 address is
@@ -39,13 +50,15 @@ class UnsafeEndpointError(ValueError):
 
 class UnsafeAddressError(OSError):
     """Raised inside aiohttp's connection path; an OSError so aiohttp wraps it like a DNS or
-    connect failure (``ClientConnectorError.os_error``) instead of crashing the connector."""
+    connect failure (``ClientConnectorError.os_error``) instead of crashing the connector. Its
+    message names no address: aiohttp's wrapper quotes it."""
 
     MARKER = "refused unsafe push endpoint address"
 
     def __init__(self, address: str) -> None:
-        super().__init__(f"{self.MARKER} {address}")
+        super().__init__(self.MARKER)
         self.address = address
+        log.debug("%s %s", self.MARKER, address)
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -129,13 +142,15 @@ async def check_push_endpoint(url: str, *, allow_private: bool) -> None:
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
-            raise UnsafeEndpointError(f"push endpoint host does not resolve: {exc}") from None
+            log.debug("push endpoint host %s does not resolve: %s", host, exc)
+            raise UnsafeEndpointError(NOT_ALLOWED) from None
         addresses = [str(info[4][0]) for info in infos]
         if not addresses:
-            raise UnsafeEndpointError("push endpoint host does not resolve")
+            raise UnsafeEndpointError(NOT_ALLOWED)
     for address in addresses:
         if is_unsafe_address(address):
-            raise UnsafeEndpointError(f"push endpoint resolves to a non-public address {address}")
+            log.debug("push endpoint host %s resolves to non-public %s", host, address)
+            raise UnsafeEndpointError(NOT_ALLOWED)
 
 
 class GuardedResolver(AbstractResolver):

@@ -4,6 +4,11 @@ Twilio's POST is not idempotent: a request whose reply was lost may still have c
 message. Such a send raises ``UnknownOutcomeError``; the next attempt (``after_unknown_outcome``)
 first lists the recent messages to that number and adopts the one carrying this notification's
 reference (``[ref xxxxxxxx]`` at the end of the body) instead of sending a second SMS.
+
+A reply is "lost" when it never came (a timeout or a dropped connection after the request went
+out), when it was a 5xx, and also when it was a 2xx that does not read as a message (not JSON,
+as a misbehaving proxy may answer, or no SID): Twilio took the request, and most likely created
+the message, but we cannot tell which one.
 """
 
 from __future__ import annotations
@@ -102,7 +107,12 @@ class _Attempt:
 
     def __init__(self) -> None:
         self.request_sent = False
+        self.status: int | None = None  # of the response, once its headers arrived
         self.retry_after: float | None = None
+
+    @property
+    def answered_2xx(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
 
 
 # The trace callbacks run inside the task awaiting the request, so a context variable reaches
@@ -127,6 +137,7 @@ async def _on_request_end(
 ) -> None:
     attempt = _attempt.get()
     if attempt is not None:
+        attempt.status = params.response.status
         attempt.retry_after = parse_retry_after(params.response.headers.get("Retry-After"))
 
 
@@ -174,6 +185,14 @@ def _twilio_errors(attempt: _Attempt) -> Iterator[None]:
                 f"Twilio request {what} after it was sent; the message may exist"
             ) from exc
         raise TransientError(f"Twilio request {what} before it was sent") from exc
+    except Exception as exc:
+        if not attempt.answered_2xx:
+            raise  # not Twilio's answer: an unknown outcome all the same (workers/sending.py)
+        # The SDK could not read a success: a body that is not JSON, or not a message.
+        raise UnknownOutcomeError(
+            f"Twilio answered {attempt.status} with a body that is not a message "
+            f"({type(exc).__name__}); the message may exist"
+        ) from exc
     finally:
         _attempt.reset(token)
 
@@ -243,11 +262,16 @@ class SmsChannel:
         }
         if self._status_callback_url:
             kwargs["status_callback"] = self._status_callback_url
-        with _twilio_errors(_Attempt()):
+        attempt = _Attempt()
+        with _twilio_errors(attempt):
             # The SDK passes no timeout to aiohttp (its own setting is ignored): bound it here.
             async with asyncio.timeout(self._timeout):
                 created = await client.messages.create_async(**kwargs)
-        return SendResult(ChannelStatus.SENT, provider_id=str(created.sid))
+        if not isinstance(created.sid, str) or not created.sid:  # an empty 2xx body reads as {}
+            raise UnknownOutcomeError(
+                f"Twilio answered {attempt.status} without a message SID; the message may exist"
+            )
+        return SendResult(ChannelStatus.SENT, provider_id=created.sid)
 
     async def _find_earlier(
         self, client: Client, message: OutgoingMessage, phone: str

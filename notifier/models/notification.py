@@ -66,6 +66,7 @@ class NotificationStatus(StrEnum):
     DELIVERED = "delivered"
     PARTIALLY_FAILED = "partially_failed"
     FAILED = "failed"
+    SKIPPED = "skipped"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
 
@@ -99,9 +100,11 @@ AWAITING_SEND = frozenset({ChannelStatus.PENDING, ChannelStatus.RETRYING})
 def derive_status(channel_states: Iterable[str]) -> NotificationStatus:
     """The notification's status from its channels' (DESIGN "Notification").
 
-    Delivered once every channel is sent, delivered or skipped; partially_failed when one failed
-    and another succeeded; failed when none succeeded. A notification whose unsent channels were
-    cancelled or expired is cancelled/expired unless some channel had already succeeded.
+    Delivered once every channel is sent, delivered or skipped and at least one succeeded;
+    skipped when every channel was skipped (nothing went out: a producer polling for success
+    must not read it as one); partially_failed when one failed and another succeeded; failed
+    when none succeeded. A notification whose unsent channels were cancelled or expired is
+    cancelled/expired unless some channel had already succeeded.
     """
     states = {ChannelStatus(s) for s in channel_states}
     if ChannelStatus.RETRYING in states:
@@ -111,8 +114,10 @@ def derive_status(channel_states: Iterable[str]) -> NotificationStatus:
     succeeded = bool(states & SUCCEEDED)
     if ChannelStatus.FAILED in states:
         return NotificationStatus.PARTIALLY_FAILED if succeeded else NotificationStatus.FAILED
-    if succeeded or states <= {ChannelStatus.SKIPPED}:
+    if succeeded:
         return NotificationStatus.DELIVERED
+    if states <= {ChannelStatus.SKIPPED}:
+        return NotificationStatus.SKIPPED
     if ChannelStatus.EXPIRED in states:
         return NotificationStatus.EXPIRED
     return NotificationStatus.CANCELLED

@@ -37,6 +37,8 @@ from notifier.models.notification import (
 from notifier.models.recipient import PushSubscription, Recipient
 from notifier.storage.db import is_one_of
 
+PROVIDER_ID_CHARS = 255  # notification_deliveries.provider_id is varchar(255)
+
 
 @dataclass(frozen=True, slots=True)
 class ClaimedDelivery:
@@ -324,7 +326,9 @@ def apply_change(delivery: DeliveryState, change: ChannelChange, now: datetime) 
     if change.unknown_outcome:
         delivery.unknown_outcomes += 1
     if change.provider_id is not None:
-        delivery.provider_id = change.provider_id
+        # Cut to the column: a push service's Location may be any length, and a record that
+        # PostgreSQL refuses would leave a sent message unrecorded, to be sent again.
+        delivery.provider_id = change.provider_id[:PROVIDER_ID_CHARS]
     current = ChannelStatus(delivery.status)
     if current == ChannelStatus.DELIVERED:
         return

@@ -269,3 +269,25 @@ async def test_no_address_and_not_configured(channel: EmailChannel) -> None:
         await channel.send(make_message(), Destination(user_id="u"))
     assert channel.configured
     assert not EmailChannel(Settings(smtp_host=None)).configured
+
+
+async def test_a_content_error_is_not_called_an_address_error(
+    channel: EmailChannel, smtp_peer: SmtpPeer
+) -> None:
+    # A lone surrogate has no UTF-8 encoding (no API request can carry one; a row could).
+    with pytest.raises(PermanentError) as refused:
+        await channel.send(make_message(title="Build \udcff failed"), TO)
+
+    assert str(refused.value).startswith("the email could not be built: UnicodeEncodeError")
+    assert "address" not in str(refused.value)
+    assert smtp_peer.connections == 0  # built before connecting
+
+
+async def test_an_address_with_control_characters_is_unusable(
+    channel: EmailChannel, smtp_peer: SmtpPeer
+) -> None:
+    with pytest.raises(PermanentError) as refused:
+        await channel.send(make_message(), Destination(user_id="u", email="alice\r\n@example.com"))
+
+    assert str(refused.value).startswith("unusable address")
+    assert smtp_peer.connections == 0

@@ -166,7 +166,7 @@ async def test_twilio_21610_opts_the_recipient_out(db_url: str, twilio_peer: Twi
     assert sms["status"] == "skipped"
     assert "opted out" in sms["last_error"]
     assert sms["attempts"] == 0
-    assert later_body["status"] == "delivered"  # every channel sent, delivered or skipped
+    assert later_body["status"] == "skipped"  # nothing went out
     assert twilio_peer.posts == 1  # the later SMS never reached Twilio
 
 

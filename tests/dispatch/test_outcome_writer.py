@@ -299,7 +299,7 @@ async def test_an_outcome_does_not_wait_for_a_flush_held_by_a_lock(fresh_pg_url:
             waiting = asyncio.create_task(
                 writer.record(held, "email", ChannelChange(ChannelStatus.DELIVERED, 1))
             )
-            await _until_a_backend_waits_for_a_lock(engine)
+            await _until_backends_wait_for_a_lock(engine, 1)
             recorded = await asyncio.wait_for(
                 writer.record(free, "email", ChannelChange(ChannelStatus.DELIVERED, 1)), 10
             )
@@ -312,9 +312,9 @@ async def test_an_outcome_does_not_wait_for_a_flush_held_by_a_lock(fresh_pg_url:
         await engine.dispose()
 
 
-async def _until_a_backend_waits_for_a_lock(engine: AsyncEngine) -> None:
-    """Until the first flush is in the database, queued behind the lock (PostgreSQL shows it in
-    pg_stat_activity; there is no event to await)."""
+async def _until_backends_wait_for_a_lock(engine: AsyncEngine, flushes: int) -> None:
+    """Until ``flushes`` flushes are in the database, queued behind the lock (PostgreSQL shows
+    it in pg_stat_activity; there is no event to await)."""
     query = text(
         "SELECT count(*) FROM pg_stat_activity "
         "WHERE datname = current_database() AND wait_event_type = 'Lock'"
@@ -322,6 +322,65 @@ async def _until_a_backend_waits_for_a_lock(engine: AsyncEngine) -> None:
     async with asyncio.timeout(10):
         while True:
             async with engine.connect() as connection:
-                if (await connection.execute(query)).scalar_one():
+                if (await connection.execute(query)).scalar_one() >= flushes:
                     return
             await asyncio.sleep(0.01)
+
+
+async def test_a_success_goes_in_the_next_flush_ahead_of_other_outcomes(db: Db) -> None:
+    """Until a success is committed, a worker that dies sends that message again: it must not
+    queue behind failures, retries and lease releases. Five outcomes, two per flush, one flush
+    at a time; the success, submitted last, is committed by the first flush."""
+    ids = [await db.leased(["email"]) for _ in range(5)]
+    writer = OutcomeWriter(
+        db.sessions, worker_id=WORKER, lease_seconds=LEASE, max_batch=2, concurrency=1
+    )
+    commits_before = db.commits
+    committed_after: dict[str, int] = {}
+
+    async def record(name: str, notification_id: uuid.UUID, change: ChannelChange) -> None:
+        assert await writer.record(notification_id, "email", change, release=True)
+        committed_after[name] = db.commits - commits_before
+
+    failed = ChannelChange(ChannelStatus.FAILED, 1, last_error="550")
+    await asyncio.gather(
+        *(record(f"failure {n}", i, failed) for n, i in enumerate(ids[:4])),
+        record("success", ids[4], ChannelChange(ChannelStatus.DELIVERED, 1)),
+    )
+
+    assert committed_after["success"] == 1
+    assert sorted(committed_after.values()) == [1, 1, 2, 2, 3]
+
+
+@pytest.mark.postgres
+async def test_a_success_does_not_wait_for_flushes_of_failures(fresh_pg_url: str) -> None:
+    """Both flushes are in the database, each held by another connection's lock, and hold only
+    failures: a success submitted then is committed at once, in a flush of its own."""
+    engine = create_engine(fresh_pg_url)
+    db = Db(engine, create_session_factory(engine))
+    try:
+        held = [await db.leased(["email"]), await db.leased(["email"])]
+        free = await db.leased(["email"])
+        writer = db.writer()
+        failed = ChannelChange(ChannelStatus.FAILED, 1, last_error="550")
+        async with engine.connect() as locker, locker.begin():
+            waiting = []
+            for notification_id in held:  # one flush each: the second starts while the first
+                await locker.execute(  # waits for its lock
+                    select(Notification.id)
+                    .where(Notification.id == notification_id)
+                    .with_for_update()
+                )
+                waiting.append(
+                    asyncio.create_task(writer.record(notification_id, "email", failed))
+                )
+                await _until_backends_wait_for_a_lock(engine, len(waiting))
+            recorded = await asyncio.wait_for(
+                writer.record(free, "email", ChannelChange(ChannelStatus.DELIVERED, 1)), 10
+            )
+            assert recorded is True
+            assert delivery(await db.row(free), "email")["status"] == "delivered"
+            assert not any(task.done() for task in waiting)
+        assert await asyncio.wait_for(asyncio.gather(*waiting), 10) == [True, True]
+    finally:
+        await engine.dispose()

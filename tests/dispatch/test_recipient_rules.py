@@ -59,8 +59,9 @@ async def test_missing_addresses_are_skipped(
     # Push has no VAPID key in this stack: that is a configuration matter.
     assert status["browser"]["status"] == "skipped"
     assert status["browser"]["last_error"] == "channel not configured"
-    assert body["status"] == "delivered"  # every channel sent, delivered or skipped
+    assert body["status"] == "skipped"  # nothing went out: not to be read as delivered
     assert stranger_body["delivery_status"]["email"]["last_error"] == "no email address"
+    assert stranger_body["status"] == "skipped"
     assert smtp_peer.connections == 0 and smtp_peer.rcpts == []
     assert twilio_peer.posts == 0
 

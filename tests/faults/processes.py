@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
@@ -239,17 +239,22 @@ class PrivateCluster:
         await cluster.destroy()
     """
 
-    def __init__(self, root: Path, port: int, *, max_connections: int = 200) -> None:
+    def __init__(
+        self, root: Path, port: int, *, max_connections: int = 200, settings: Sequence[str] = ()
+    ) -> None:
         self.root = root
         self.port = port
         self.max_connections = max_connections
+        self.settings = tuple(settings)  # more server settings, "name=value"
         self.data = root / "data"
         self.log = root / "postgres.log"
 
     @classmethod
-    async def create(cls, *, max_connections: int = 200) -> PrivateCluster:
+    async def create(
+        cls, *, max_connections: int = 200, settings: Sequence[str] = ()
+    ) -> PrivateCluster:
         root = Path(tempfile.mkdtemp(prefix="notifier-pg-"))
-        cluster = cls(root, free_port(), max_connections=max_connections)
+        cluster = cls(root, free_port(), max_connections=max_connections, settings=settings)
         try:
             if os.geteuid() == 0:
                 user = pwd.getpwnam("postgres")
@@ -302,6 +307,7 @@ class PrivateCluster:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
             f"-c fsync=off -c full_page_writes=off -c max_connections={self.max_connections}"
+            + "".join(f" -c {setting}" for setting in self.settings)
         )
         await self._run(
             PG_BIN / "pg_ctl",

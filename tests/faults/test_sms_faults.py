@@ -7,7 +7,10 @@ stand-in for the real SDK), with status callbacks into the API:
 - a 500 after Twilio created the message (the reply lost) → not re-sent blindly: the next
   attempt finds the message and adopts its SID; one message at Twilio;
 - callbacks: signed "delivered" → delivered; a bad signature → 403 and no change; a duplicate
-  and an out-of-order "sent" afterwards → no change; "undelivered" → failed.
+  and an out-of-order "sent" afterwards → no change; "undelivered" → failed;
+- a 201 whose body is not JSON (a proxy's HTML) after Twilio created the message → an unknown
+  outcome, recorded; the next attempt finds the message and adopts it: one SMS, settled (it
+  used to escape as a bare JSON error: nothing recorded, the same SMS again every lease).
 """
 
 from __future__ import annotations
@@ -125,3 +128,35 @@ async def test_twilio_faults_and_callbacks_at_a_worker_process(
     assert delivered["status"] == "delivered", delivered
     assert final is not None and final["channels"]["sms"]["status"] == "delivered", final
     assert undelivered["status"] == "failed", undelivered
+
+
+async def test_a_201_that_is_not_json_sends_one_sms_and_settles(
+    fault_db: str, tmp_path: Path
+) -> None:
+    garbled = "+15005550008"
+    async with TwilioPeer() as twilio:
+        twilio.script_to(garbled, TwilioReply(raw_body="<html>queued</html>"))
+        async with (
+            ProcessSet(tmp_path / "logs") as procs,
+            local_api(fault_db, **twilio.settings()) as producer,
+            RowReader(fault_db) as rows,
+        ):
+            await procs.worker(service_env(fault_db, **twilio.settings()))
+            nid = await _sms_to(producer, garbled)
+            # Bounded by a few leases (5 s each): a row re-claimed without a record never
+            # settles, and sends the SMS again each time.
+            state = await rows.wait(nid, _settled, what="settled", timeout=20, logs=procs.logs)
+            [provider_id] = await rows.fetch(
+                "SELECT provider_id FROM notification_deliveries WHERE notification_id = $1",
+                uuid.UUID(nid),
+            )
+
+    [message] = twilio.messages
+    assert twilio.posts_to[garbled] == 1
+    sms = state["channels"]["sms"]
+    # Two attempts: the garbled 201 (recorded as an unknown outcome), then the look-up that
+    # found the message and adopted it instead of sending it again.
+    assert (sms["status"], sms["attempts"]) == ("sent", 2), state
+    assert state["status"] == "delivered" and state["retry_count"] == 1, state
+    assert provider_id["provider_id"] == message.sid
+    assert len(twilio.list_requests) == 1

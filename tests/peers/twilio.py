@@ -5,6 +5,7 @@ async with TwilioPeer() as peer:
     peer.fail_to("+15005550001", TwilioReply.error(400, 21211))   # per-number answer
     peer.script(TwilioReply.error(500))                            # next POSTs, in order
     peer.script_to("+15005550002", TwilioReply.error(429, 20429))  # next POSTs to a number
+    peer.script(TwilioReply(raw_body="<html>queued</html>"))       # created; 201, not JSON
     ...
     [msg] = await peer.wait_for_messages(1)
     await peer.send_status_callback(msg.sid, "delivered", url)    # signed, like Twilio
@@ -40,13 +41,16 @@ ERROR_MESSAGES = {
 @dataclass
 class TwilioReply:
     """A scripted answer to a POST. ``create`` records the message before answering, so the
-    message exists although the client sees a failure (lost reply); ``hang`` never answers."""
+    message exists although the client sees a failure (lost reply); ``hang`` never answers;
+    ``raw_body`` answers ``status`` with that text as ``text/html`` instead of JSON (a proxy
+    that mangles the reply), after creating the message if the status is 201."""
 
     status: int = 201
     code: int | None = None
     retry_after: str | None = None
     create: bool = False
     hang: bool = False
+    raw_body: str | None = None
 
     @classmethod
     def error(cls, status: int, code: int | None = None, **kwargs: Any) -> TwilioReply:
@@ -160,6 +164,8 @@ class TwilioPeer(HttpPeer):
             self._recorder.notify()
         if reply.hang:
             await self.hang()
+        if reply.raw_body is not None:
+            return web.Response(text=reply.raw_body, status=reply.status, content_type="text/html")
         if reply.status != 201:
             return self._error(reply.status, reply.code, reply.retry_after)
         return web.json_response(self._resource(message), status=201)
