@@ -152,12 +152,15 @@ async def test_the_database_keeps_one_even_without_the_task_lock(service: Runnin
     first_inserted = asyncio.Event()
 
     async def report(progress: float, *, first: bool) -> Notification | None:
+        if not first:
+            # Before its first statement: on SQLite that statement takes the one write lock
+            # (BEGIN IMMEDIATE), and taken before the first report's, the two waited for each
+            # other until the busy timeout ("database is locked").
+            await first_inserted.wait()
         async with service.context.sessions() as session:
             row = await get_task(session, task["task_id"])
             assert row is not None
             row.status, row.progress = "running", progress
-            if not first:
-                await first_inserted.wait()
             created = await track_progress(
                 session, row, progress_reported=True, restarted=False, now=utcnow()
             )
