@@ -18,6 +18,7 @@ from notifier.api.redaction import (
     redact_websocket_scope,
 )
 from notifier.api.routes import health, inbox, metrics, notifications, tasks, users, webhooks, ws
+from notifier.api.routes.webhook_endpoints import router as webhook_endpoints_router
 from notifier.settings import Settings
 
 
@@ -74,6 +75,7 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
         app.include_router(module.router)
     app.include_router(tasks.user_tasks_router)
     app.include_router(inbox.router)
+    app.include_router(webhook_endpoints_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RedactSecretsInServerLogs)  # outermost: before anything logs a URL
     return app

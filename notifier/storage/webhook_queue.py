@@ -1,0 +1,379 @@
+"""The queries of the webhook senders: claim due deliveries under a lease, record what each
+attempt did, hand leases back, find the next due time. (The API's side is ``webhooks``.)
+
+A sender writes a delivery only while ``lease_owner`` is still its id: once its lease ran out
+and another worker claimed the row, its late outcome is refused (the attempt is still logged),
+so it cannot overwrite newer state. A delivery is sent at least once: a worker that dies after
+the receiver answered but before its outcome was committed leaves the row leased, and it is sent
+again, under the same ``webhook-id``, once the lease runs out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Integer,
+    String,
+    bindparam,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+
+from notifier.models.base import JSONType, UTCDateTime, utcnow
+from notifier.models.webhook import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookDeliveryStatus,
+    WebhookEndpoint,
+    WebhookEvent,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """One leased delivery, with what sending it reads: its event and its endpoint."""
+
+    id: uuid.UUID
+    event_id: uuid.UUID
+    endpoint_id: uuid.UUID
+    attempts: int  # made before this claim
+    event_type: str
+    data: dict[str, Any]
+    event_created_at: datetime
+    url: str
+    # The current key first; the rotated-out one while it still signs.
+    keys: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    """What one attempt did: the delivery's new state, and the log entry."""
+
+    delivery: ClaimedDelivery
+    status: WebhookDeliveryStatus
+    next_attempt_at: datetime | None  # None once settled
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    at: datetime
+    disable_endpoint: str | None = None  # the reason, when the receiver said 410 Gone
+
+    @property
+    def attempt(self) -> int:
+        return self.delivery.attempts + 1
+
+
+_RETURNED = """w.id, w.event_id, w.endpoint_id, w.attempts, ev.type, ev.data, ev.created_at,
+       e.url, e.secret, e.previous_secret, e.previous_secret_expires_at"""
+
+# The claim on PostgreSQL. Each enabled endpoint contributes up to its free share of this
+# worker's per-endpoint bound (``per_endpoint`` minus what this worker is already sending
+# there), its earliest due rows first, read from the partial index (endpoint_id,
+# next_attempt_at); then the earliest of all those, up to ``batch``. So a backlog at one slow
+# endpoint fills at most its share, and every other endpoint's due rows are still claimed.
+# ``SKIP LOCKED`` lets concurrent workers take disjoint rows without waiting on one another; the
+# locking SELECTs sit in a CTE, evaluated exactly once. A claimed row's next_attempt_at becomes
+# its lease expiry: should this worker die, the row is due again when the lease runs out.
+_PG_CLAIM = text(
+    f"""
+WITH due AS (
+    SELECT d.id
+    FROM webhook_endpoints AS e
+    LEFT JOIN unnest(CAST(:busy_endpoints AS uuid[]), CAST(:busy_counts AS int[]))
+           AS b(endpoint_id, n) ON b.endpoint_id = e.id
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at FROM webhook_deliveries AS d
+        WHERE d.endpoint_id = e.id
+          AND d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= :now
+        ORDER BY d.next_attempt_at
+        LIMIT GREATEST(:per_endpoint - COALESCE(b.n, 0), 0)
+        FOR UPDATE SKIP LOCKED
+    ) AS d
+    WHERE e.enabled
+    ORDER BY d.next_attempt_at
+    LIMIT :batch
+)
+UPDATE webhook_deliveries AS w
+SET lease_owner = :worker, lease_expires_at = :until, next_attempt_at = :until
+FROM due, webhook_events AS ev, webhook_endpoints AS e
+WHERE w.id = due.id AND ev.id = w.event_id AND e.id = w.endpoint_id
+RETURNING {_RETURNED}
+"""
+).columns(
+    data=JSONType,
+    created_at=UTCDateTime(),
+    previous_secret_expires_at=UTCDateTime(),
+)
+
+
+async def claim_due(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    worker_id: str,
+    batch_size: int,
+    lease_seconds: float,
+    per_endpoint: int,
+    busy: Mapping[uuid.UUID, int],
+) -> list[ClaimedDelivery]:
+    """Lease up to ``batch_size`` due deliveries of enabled endpoints to this worker, at most
+    ``per_endpoint - busy[endpoint]`` per endpoint, earliest due first.
+
+    On PostgreSQL one statement on an autocommit connection (atomic by itself); on SQLite a
+    ``BEGIN IMMEDIATE`` transaction, SQLite's only kind of write lock, around a read, the
+    update and a read of what was claimed.
+    """
+    now = utcnow()
+    params: dict[str, Any] = {
+        "now": now,
+        "until": now + timedelta(seconds=lease_seconds),
+        "batch": batch_size,
+        "worker": worker_id,
+        "per_endpoint": per_endpoint,
+        "busy_endpoints": list(busy),
+        "busy_counts": list(busy.values()),
+    }
+    rows: Sequence[Sequence[Any]]
+    async with sessions() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            connection = await session.connection(
+                execution_options={"isolation_level": "AUTOCOMMIT"}
+            )
+            rows = (await connection.execute(_PG_CLAIM, params)).all()
+        else:
+            async with session.begin():
+                rows = await _claim_sqlite(await session.connection(), params)
+    return [_claimed(row, now) for row in rows]
+
+
+def _claimed(row: Sequence[Any], now: datetime) -> ClaimedDelivery:
+    # The columns of _RETURNED, in order: ClaimedDelivery's fields, then the keys.
+    key, previous, previous_until = row[8], row[9], row[10]
+    keys = (key, previous) if previous is not None and previous_until > now else (key,)
+    return ClaimedDelivery(
+        id=row[0],
+        event_id=row[1],
+        endpoint_id=row[2],
+        attempts=row[3],
+        event_type=row[4],
+        data=row[5],
+        event_created_at=row[6],
+        url=row[7],
+        keys=keys,
+    )
+
+
+async def _claim_sqlite(
+    connection: AsyncConnection, params: dict[str, Any]
+) -> Sequence[Sequence[Any]]:
+    # No LATERAL and no SKIP LOCKED here (nor needed: one writer at a time). A window
+    # function ranks each endpoint's due rows; the per-endpoint shares are applied below.
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=WebhookDelivery.endpoint_id,
+            order_by=WebhookDelivery.next_attempt_at,
+        )
+        .label("rank")
+    )
+    ranked = (
+        select(WebhookDelivery.id, WebhookDelivery.endpoint_id, rank)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .where(
+            WebhookEndpoint.enabled,
+            WebhookDelivery.next_attempt_at.is_not(None),
+            WebhookDelivery.next_attempt_at <= params["now"],
+        )
+        .subquery()
+    )
+    candidates = await connection.execute(
+        select(ranked.c.id, ranked.c.endpoint_id, ranked.c.rank)
+        .where(ranked.c.rank <= params["per_endpoint"])
+        .order_by(ranked.c.rank)
+    )
+    busy = dict(zip(params["busy_endpoints"], params["busy_counts"], strict=True))
+    ids = [
+        ident
+        for ident, endpoint_id, position in candidates
+        if position <= params["per_endpoint"] - busy.get(endpoint_id, 0)
+    ][: params["batch"]]
+    if not ids:
+        return []
+    await connection.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id.in_(ids))
+        .values(
+            lease_owner=params["worker"],
+            lease_expires_at=params["until"],
+            next_attempt_at=params["until"],
+        )
+    )
+    query = (
+        select(
+            WebhookDelivery.id,
+            WebhookDelivery.event_id,
+            WebhookDelivery.endpoint_id,
+            WebhookDelivery.attempts,
+            WebhookEvent.type,
+            WebhookEvent.data,
+            WebhookEvent.created_at,
+            WebhookEndpoint.url,
+            WebhookEndpoint.secret,
+            WebhookEndpoint.previous_secret,
+            WebhookEndpoint.previous_secret_expires_at,
+        )
+        .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .where(WebhookDelivery.id.in_(ids))
+    )
+    return list((await connection.execute(query)).all())
+
+
+# --- outcomes ---------------------------------------------------------------------------------
+
+_RECORD = (
+    update(WebhookDelivery)
+    .where(
+        WebhookDelivery.id == bindparam("b_id"),
+        WebhookDelivery.lease_owner == bindparam("b_worker"),
+    )
+    .values(
+        status=bindparam("b_status"),
+        attempts=bindparam("b_attempt"),
+        next_attempt_at=bindparam("b_next", type_=UTCDateTime()),
+        lease_owner=None,
+        lease_expires_at=None,
+        last_status_code=bindparam("b_code"),
+        last_error=bindparam("b_error"),
+        updated_at=bindparam("b_at", type_=UTCDateTime()),
+    )
+)
+
+# The log entry, unless its endpoint (or event) was deleted meanwhile: a late attempt then
+# logs nothing rather than failing the whole batch on a foreign key.
+_LOG = insert(WebhookAttempt).from_select(
+    [
+        "id",
+        "event_id",
+        "endpoint_id",
+        "event_type",
+        "attempt",
+        "status_code",
+        "error",
+        "duration_ms",
+        "at",
+    ],
+    select(
+        bindparam("a_id", type_=WebhookAttempt.id.type),
+        bindparam("a_event", type_=WebhookAttempt.event_id.type),
+        bindparam("a_endpoint", type_=WebhookAttempt.endpoint_id.type),
+        bindparam("a_type", type_=String()),
+        bindparam("a_attempt", type_=Integer()),
+        bindparam("a_code", type_=Integer()),
+        bindparam("a_error", type_=String()),
+        bindparam("a_ms", type_=Integer()),
+        bindparam("a_at", type_=UTCDateTime()),
+    ).where(
+        exists().where(WebhookEndpoint.id == bindparam("a_endpoint")),
+        exists().where(WebhookEvent.id == bindparam("a_event")),
+    ),
+)
+
+
+async def record_outcomes(
+    session: AsyncSession, worker_id: str, outcomes: Sequence[DeliveryOutcome]
+) -> None:
+    """Write the outcomes (each delivery only while this worker still holds its lease), log
+    every attempt, and disable the endpoints that answered 410. The caller commits.
+
+    Rows are locked in one order by every writer — endpoints first, then deliveries, each in
+    id order (replay and endpoint deletion do the same): two transactions that lock several
+    rows in the same order cannot deadlock."""
+    if not outcomes:
+        return
+    # Core executemany on the connection: no ORM bookkeeping for plain row updates.
+    connection = await session.connection()
+    gone = sorted(
+        {o.delivery.endpoint_id: o for o in outcomes if o.disable_endpoint}.values(),
+        key=lambda o: o.delivery.endpoint_id,
+    )
+    for outcome in gone:
+        await connection.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id == outcome.delivery.endpoint_id, WebhookEndpoint.enabled)
+            .values(enabled=False, disabled_reason=outcome.disable_endpoint, updated_at=outcome.at)
+        )
+    ordered = sorted(outcomes, key=lambda o: o.delivery.id)
+    await connection.execute(
+        _RECORD,
+        [
+            {
+                "b_id": o.delivery.id,
+                "b_worker": worker_id,
+                "b_status": o.status.value,
+                "b_attempt": o.attempt,
+                "b_next": o.next_attempt_at,
+                "b_code": o.status_code,
+                "b_error": o.error,
+                "b_at": o.at,
+            }
+            for o in ordered
+        ],
+    )
+    await connection.execute(
+        _LOG,
+        [
+            {
+                "a_id": uuid.uuid4(),
+                "a_event": o.delivery.event_id,
+                "a_endpoint": o.delivery.endpoint_id,
+                "a_type": o.delivery.event_type,
+                "a_attempt": o.attempt,
+                "a_code": o.status_code,
+                "a_error": o.error,
+                "a_ms": o.duration_ms,
+                "a_at": o.at,
+            }
+            for o in ordered
+        ],
+    )
+
+
+async def release(session: AsyncSession, worker_id: str, ids: Sequence[uuid.UUID]) -> None:
+    """Hand back leases this worker still holds, due at once (a stopping worker's unsent
+    deliveries). The caller commits."""
+    if ids:
+        await session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(ids), WebhookDelivery.lease_owner == worker_id)
+            .values(lease_owner=None, lease_expires_at=None, next_attempt_at=utcnow())
+        )
+
+
+async def next_due_at(
+    session: AsyncSession, *, exclude: Sequence[uuid.UUID] = ()
+) -> datetime | None:
+    """When the earliest delivery of an enabled endpoint is due (for an idle worker's sleep),
+    leaving out the endpoints in ``exclude`` (those this worker cannot send more to now): per
+    endpoint, the first entry of its part of the claim index."""
+    earliest = (
+        select(func.min(WebhookDelivery.next_attempt_at))
+        .where(
+            WebhookDelivery.endpoint_id == WebhookEndpoint.id,
+            WebhookDelivery.next_attempt_at.is_not(None),
+        )
+        .scalar_subquery()
+    )
+    query = select(func.min(earliest)).where(WebhookEndpoint.enabled)
+    if exclude:
+        query = query.where(WebhookEndpoint.id.not_in(exclude))
+    return (await session.execute(query)).scalar_one_or_none()
