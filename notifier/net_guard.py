@@ -183,22 +183,26 @@ def guarded_connector(
     )
 
 
-def is_unsafe_address_error(exc: BaseException) -> bool:
-    """Whether an aiohttp connection error came from the address policy.
+def refused_address(exc: BaseException) -> str | None:
+    """The address the policy refused, if an aiohttp connection error came from it (else None).
 
     aiohappyeyeballs may fold several per-address errors into a plain OSError, so the marker in
-    the message is checked as well as the type.
-    """
+    the message is looked for as well as the type."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, UnsafeAddressError) or UnsafeAddressError.MARKER in str(seen):
-            return True
+        if isinstance(seen, UnsafeAddressError):
+            return seen.address
+        if UnsafeAddressError.MARKER in str(seen):
+            return str(seen).split(UnsafeAddressError.MARKER, 1)[1].split()[0].strip("]")
         os_error = getattr(seen, "os_error", None)
-        if (
-            isinstance(os_error, BaseException)
-            and os_error is not seen
-            and is_unsafe_address_error(os_error)
-        ):
-            return True
+        if isinstance(os_error, BaseException) and os_error is not seen:
+            found = refused_address(os_error)
+            if found is not None:
+                return found
         seen = seen.__cause__
-    return False
+    return None
+
+
+def is_unsafe_address_error(exc: BaseException) -> bool:
+    """Whether an aiohttp connection error came from the address policy."""
+    return refused_address(exc) is not None

@@ -20,7 +20,7 @@ import aiohttp
 from notifier import __version__
 from notifier.models.base import utcnow
 from notifier.models.webhook import WebhookDeliveryStatus
-from notifier.net_guard import is_unsafe_address_error
+from notifier.net_guard import refused_address
 from notifier.storage.webhook_queue import ClaimedDelivery, DeliveryOutcome
 from notifier.webhooks.events import envelope_body
 from notifier.webhooks.signing import signature_headers
@@ -70,8 +70,9 @@ async def attempt(
     except TimeoutError:
         error = f"timeout: no answer within {timeout_seconds:g} s"
     except (aiohttp.ClientError, OSError) as exc:
-        if is_unsafe_address_error(exc):
-            error = f"refused: the endpoint's address is not public ({exc})"
+        address = refused_address(exc)
+        if address is not None:
+            error = f"refused: the endpoint's address is not public ({address})"
         else:
             error = f"connection failed: {type(exc).__name__}: {exc}"
     except Exception as exc:  # any other failure is a recorded attempt too, never a crash

@@ -99,13 +99,12 @@ class WebhookReceiver(HttpPeer):
         if reply.hold is not None:
             self.holding += 1
             self._recorder.notify()
+            waiters = [asyncio.ensure_future(reply.hold.wait()), asyncio.ensure_future(self.hang())]
             try:
-                hold = asyncio.ensure_future(reply.hold.wait())
-                release = asyncio.ensure_future(self.hang())
-                await asyncio.wait([hold, release], return_when=asyncio.FIRST_COMPLETED)
-                hold.cancel()
-                release.cancel()
-            finally:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when the sender hung up (the handler is cancelled then)
+                for waiter in waiters:
+                    waiter.cancel()
                 self.holding -= 1
                 self._recorder.notify()
         return web.Response(status=reply.status, headers=reply.headers)

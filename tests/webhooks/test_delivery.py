@@ -88,12 +88,23 @@ async def test_every_event_type_once_to_each_subscriber(
     db_url: str, receiver: WebhookReceiver
 ) -> None:
     nid, at = uuid.uuid4(), utcnow()
-    channel = {"notification_id": nid, "user_id": "alice", "attempts": 1, "provider_id": None}
+
+    def channel(name: str, status: str, last_error: str | None) -> WebhookEvent | None:
+        return channel_event(
+            notification_id=nid,
+            user_id="alice",
+            channel=name,
+            status=status,
+            attempts=1,
+            last_error=last_error,
+            provider_id=None,
+        )
+
     events = [
-        channel_event(channel="email", status="sent", last_error=None, **channel),
-        channel_event(channel="email", status="delivered", last_error=None, **channel),
-        channel_event(channel="sms", status="failed", last_error="HTTP 400", **channel),
-        channel_event(channel="browser", status="skipped", last_error="quiet hours", **channel),
+        channel("email", "sent", None),
+        channel("email", "delivered", None),
+        channel("sms", "failed", "HTTP 400"),
+        channel("browser", "skipped", "quiet hours"),
         notification_read(notification_id=nid, user_id="alice", read_at=at),
         notification_settled(
             notification_id=nid,
@@ -171,8 +182,9 @@ async def test_a_rolled_back_transaction_emits_nothing(
 
 async def test_410_disables_until_patched_back(db_url: str, receiver: WebhookReceiver) -> None:
     receiver.script("/hook", WebhookReply(410))
-    missed = task_ended("completed", {"task_id": "t-9", "status": "completed"})
     async with webhook_stack(db_url) as hooks, hooks.sender():
+        start = utcnow()
+        missed = task_ended("completed", {"task_id": "t-9", "status": "completed"})
         endpoint = await hooks.create_endpoint(receiver.url("/hook"))
         first = await hooks.send_test(endpoint["id"])
         await hooks.wait_attempts(endpoint["id"], lambda a: len(a) == 1)
@@ -187,6 +199,11 @@ async def test_410_disables_until_patched_back(db_url: str, receiver: WebhookRec
         await receiver.wait_for(2)
         attempts = await hooks.wait_attempts(endpoint["id"], lambda a: len(a) == 2)
         rows = await hooks.delivery_rows(endpoint["id"])
+        # What it missed while disabled comes with a replay, under its own id.
+        replayed = await hooks.api.post(
+            f"/v1/webhook-endpoints/{endpoint['id']}/replay", json={"since": start.isoformat()}
+        )
+        await receiver.wait_for(5)
 
     assert disabled["enabled"] is False
     assert "410" in disabled["disabled_reason"]
@@ -194,9 +211,11 @@ async def test_410_disables_until_patched_back(db_url: str, receiver: WebhookRec
     assert refused.json()["error"]["code"] == "conflict"
     assert patched.status_code == 200 and patched.json()["enabled"] is True
     assert patched.json()["disabled_reason"] is None
-    assert [r.id for r in receiver.requests] == [first, second]
+    assert [r.id for r in receiver.requests[:2]] == [first, second]
     assert [a["status_code"] for a in attempts] == [410, 200]
     assert [row[:2] for row in rows] == [("failed", 1), ("succeeded", 1)]
+    assert replayed.json() == {"queued": 3}
+    assert {r.id for r in receiver.requests[2:]} == {first, second, str(missed.id)}
 
 
 async def test_rotation_signs_with_both_secrets_for_the_overlap(
@@ -232,9 +251,7 @@ async def test_rotation_signs_with_both_secrets_for_the_overlap(
         after.verify(old)
 
 
-async def test_replay_sends_again_with_the_same_ids(
-    db_url: str, receiver: WebhookReceiver
-) -> None:
+async def test_replay_sends_again_with_the_same_ids(db_url: str, receiver: WebhookReceiver) -> None:
     def completed(n: int) -> WebhookEvent:
         return task_ended("completed", {"task_id": f"t-{n}", "status": "completed"})
 
