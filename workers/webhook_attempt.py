@@ -54,7 +54,7 @@ async def attempt(
     error: str | None
     try:
         body = envelope_body(
-            delivery.event_id, delivery.event_type, delivery.event_created_at, delivery.data
+            delivery.event_id, delivery.event_type, delivery.event_created_at, delivery.data_json
         )
         headers = BASE_HEADERS | signature_headers(str(delivery.event_id), body, delivery.keys, at)
         async with http.post(

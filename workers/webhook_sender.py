@@ -1,22 +1,25 @@
 """The webhook sender loop: claim due deliveries, POST each one signed, record each outcome.
 
     while not stopping:
-        claim what the free slots allow, at most WEBHOOK_CONCURRENCY_PER_ENDPOINT in flight per
-        endpoint                                              (storage.webhook_queue.claim_due)
-        for each: POST it (webhook_attempt.attempt), decide what it becomes (decide), hand the
-                  outcome to the group commit (webhook_outcomes)
-        idle? wait for a NOTIFY wake-up, a slot freed, the next due time, the poll interval,
-              or the stop
+        claim ahead, in batches, up to twice what may be sent at once (webhook_slots)
+                                                              (storage.webhook_queue.claim_due)
+        start what the slots allow: at most WEBHOOK_WORKER_CONCURRENCY requests, at most
+        WEBHOOK_CONCURRENCY_PER_ENDPOINT to one endpoint; each: POST it
+        (webhook_attempt.attempt), decide what it becomes (decide), hand the outcome to the
+        group commit (webhook_outcomes), start the next one held
+        wait for a NOTIFY wake-up, room for a claim, the next due time, the poll interval, or
+        the stop
 
 It runs beside the dispatcher in ``notifier worker`` and ``notifier run``, on the same claim and
 lease rules. The per-endpoint bound is what keeps one slow receiver from starving the others:
-its deliveries take at most that many of this worker's ``WEBHOOK_WORKER_CONCURRENCY`` slots,
-and the claim passes over its backlog to the other endpoints' due rows.
+its requests take at most that many of this worker's slots, its backlog waits (leased) behind
+them, and the claim passes over its due rows to the other endpoints'.
 
-A lease lasts ``WEBHOOK_TIMEOUT_SECONDS`` (the longest an attempt can take) plus
-``LEASE_SECONDS`` (time to record it), so no renewal is needed. On stop the loop claims nothing
-more, lets in-flight attempts finish for up to ``drain_seconds``, logs the rest as interrupted
-(due again at once) and writes every outcome before it returns.
+A lease lasts two requests' time (``WEBHOOK_TIMEOUT_SECONDS`` each: one it may wait behind, its
+own) plus ``LEASE_SECONDS`` to record it, so no renewal is needed. On stop the loop claims
+nothing more, hands back what it had not started, lets in-flight attempts finish for up to
+``drain_seconds``, logs the rest as interrupted (due again at once) and writes every outcome
+before it returns.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import contextlib
 import functools
 import logging
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
@@ -45,6 +47,7 @@ from workers.outcomes import is_transient_db_error
 from workers.wakeup import PostgresWakeupListener, Wakeup
 from workers.webhook_attempt import attempt, decide, interrupted
 from workers.webhook_outcomes import OutcomeBatcher
+from workers.webhook_slots import AHEAD, EndpointSlots
 
 log = logging.getLogger("notifier.webhooks")
 
@@ -69,7 +72,7 @@ class WebhookSender:
         self.worker_id = worker_id or f"webhooks-{uuid.uuid4().hex[:12]}"
         self.metrics = metrics or WebhookMetrics()
         self._resolver = resolver  # tests stand in for DNS here (the guard still applies)
-        self.lease_seconds = settings.webhook_timeout_seconds + settings.lease_seconds
+        self.lease_seconds = AHEAD * settings.webhook_timeout_seconds + settings.lease_seconds
         self.drain_seconds = (
             drain_seconds if drain_seconds is not None else min(settings.lease_seconds, 25.0)
         )
@@ -80,10 +83,14 @@ class WebhookSender:
             retry_within=settings.lease_seconds,
             on_written=wakeup.notify,
         )
+        self.slots = EndpointSlots(
+            per_endpoint=settings.webhook_concurrency_per_endpoint,
+            total=settings.webhook_worker_concurrency,
+        )
         self._in_flight: dict[uuid.UUID, tuple[asyncio.Task[None], queue.ClaimedDelivery]] = {}
         self._started: dict[uuid.UUID, datetime] = {}
-        self._sending: Counter[uuid.UUID] = Counter()  # per endpoint
-        self._progress = asyncio.Event()  # an attempt finished: a slot is free
+        self._room = asyncio.Event()  # a request ended and a claim would be worth it
+        self._stopping = False
         self._http: aiohttp.ClientSession | None = None
         self._next_due = NextDue(self._read_next_due)
         self.idle = asyncio.Event()
@@ -102,9 +109,9 @@ class WebhookSender:
         pruner = asyncio.create_task(self._prune_until(stop), name="webhook-pruner")
         try:
             while not stop.is_set():
-                if await self._claim_some():
+                if self.slots.wants_more and await self._claim_some():
                     continue  # a full claim: more may be due
-                self.idle.set() if not self._in_flight else self.idle.clear()
+                self.idle.set() if not self.slots.held else self.idle.clear()
                 await self._wait(stop)
         finally:
             # Awaited, not cancelled: a query cancelled in flight can leave its connection in
@@ -115,30 +122,22 @@ class WebhookSender:
             await self._drain()
             await self._http.close()
 
-    def _free_slots(self) -> int:
-        # Outcomes not yet written hold their slot past one batch: when recording is what is
-        # slow, claiming more would only queue more.
-        backlog = max(self.outcomes.backlog - self.outcomes.max_batch, 0)
-        return self.settings.webhook_worker_concurrency - len(self._in_flight) - backlog
-
-    def _full_endpoints(self) -> list[uuid.UUID]:
-        bound = self.settings.webhook_concurrency_per_endpoint
-        return [endpoint for endpoint, n in self._sending.items() if n >= bound]
-
     async def _claim_some(self) -> bool:
-        """Claim what the free slots allow; True if the claim was full."""
-        free = self._free_slots()
-        if free <= 0:
+        """Claim what there is room for; True if the claim was full."""
+        # Outcomes not yet written count against the room past one batch: when recording is
+        # what is slow, claiming more would only queue more.
+        backlog = max(self.outcomes.backlog - self.outcomes.max_batch, 0)
+        asked = min(self.slots.room - backlog, self.settings.worker_batch_size)
+        if asked <= 0:
             return False
-        asked = min(free, self.settings.worker_batch_size)
         try:
             claimed = await queue.claim_due(
                 self.sessions,
                 worker_id=self.worker_id,
                 batch_size=asked,
                 lease_seconds=self.lease_seconds,
-                per_endpoint=self.settings.webhook_concurrency_per_endpoint,
-                busy={e: n for e, n in self._sending.items() if n},
+                per_endpoint=AHEAD * self.slots.per_endpoint,
+                busy=self.slots.held_per_endpoint(),
             )
         except Exception as exc:
             if not is_transient_db_error(exc):
@@ -148,14 +147,19 @@ class WebhookSender:
         if claimed:
             self.idle.clear()
         for delivery in claimed:
-            if delivery.id in self._in_flight:
-                continue  # still ours from a lease that lapsed and came back: one send only
-            self._sending[delivery.endpoint_id] += 1
+            # A row still held here can come back in a claim if its lease lapsed meanwhile:
+            # the copy held is the one sent; a second would send it twice.
+            if not self.slots.holds(delivery.id):
+                self.slots.add(delivery)
+        self._start_ready()
+        return len(claimed) == asked
+
+    def _start_ready(self) -> None:
+        while (delivery := self.slots.next_ready()) is not None:
             task = asyncio.create_task(self._deliver(delivery))
             self._in_flight[delivery.id] = (task, delivery)
             self._started[delivery.id] = utcnow()
             task.add_done_callback(functools.partial(self._forget, delivery))
-        return len(claimed) == asked
 
     async def _deliver(self, delivery: queue.ClaimedDelivery) -> None:
         assert self._http is not None
@@ -163,31 +167,36 @@ class WebhookSender:
             self._http, delivery, timeout_seconds=self.settings.webhook_timeout_seconds
         )
         outcome = decide(delivery, result, self.settings.webhook_retry_schedule)
-        self.metrics.attempts.labels(outcome=outcome.status.value).inc()
-        self.metrics.duration.observe(result.duration_ms / 1000)
+        self.metrics.attempt(outcome.status.value, result.duration_ms / 1000)
         self.outcomes.submit(outcome)
 
     def _forget(self, delivery: queue.ClaimedDelivery, _task: asyncio.Task[None]) -> None:
         if self._in_flight.pop(delivery.id, None) is not None:
             self._started.pop(delivery.id, None)
-            self._sending[delivery.endpoint_id] -= 1
-            if not self._sending[delivery.endpoint_id]:
-                del self._sending[delivery.endpoint_id]
-            self._progress.set()
+            self.slots.done(delivery)
+            if not self._stopping:
+                self._start_ready()  # from what is held: no round trip between two requests
+            if self.slots.wants_more:
+                self._room.set()
 
     async def _wait(self, stop: asyncio.Event) -> None:
-        """Whichever comes first: new work announced, a slot freed while some claim was cut
-        short by a bound, the next due time, the poll interval, or the stop."""
-        if self.wakeup.take():
+        """Whichever comes first: new work announced, room for a claim after a request
+        ended, the next due time, the poll interval, or the stop."""
+        if self.slots.wants_more and self.wakeup.take():
             return
-        self._progress.clear()
-        waiters: list[asyncio.Future[object]] = [
-            asyncio.ensure_future(self.wakeup.wait(self.settings.poll_interval_seconds)),
-            asyncio.ensure_future(stop.wait()),
-            asyncio.ensure_future(self._next_due.sleep()),
-        ]
-        if self._in_flight:
-            waiters.append(asyncio.ensure_future(self._progress.wait()))
+        self._room.clear()
+        waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(stop.wait())]
+        if not self.slots.wants_more or self.slots.full_endpoints():
+            # Held to the brim, or some endpoint is: a request ending makes room for a claim.
+            waiters.append(asyncio.ensure_future(self._room.wait()))
+        if not self.slots.held:
+            # Only when idle: a read per wait was a tenth of a busy sender's time, and a busy
+            # one claims again after each outcome batch anyway.
+            waiters.append(asyncio.ensure_future(self._next_due.sleep()))
+        if self.slots.wants_more:
+            waiters.append(
+                asyncio.ensure_future(self.wakeup.wait(self.settings.poll_interval_seconds))
+            )
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -196,11 +205,14 @@ class WebhookSender:
 
     async def _read_next_due(self) -> datetime | None:
         async with self.sessions() as session:
-            return await queue.next_due_at(session, exclude=self._full_endpoints())
+            return await queue.next_due_at(session, exclude=self.slots.full_endpoints())
 
     async def _drain(self) -> None:
-        """Let in-flight attempts finish for a bounded time; log the rest as interrupted (due
-        again at once), and write every outcome, which hands the leases back."""
+        """Hand back what was not started; let in-flight attempts finish for a bounded time;
+        log the rest as interrupted (due again at once); write every outcome, which hands
+        their leases back."""
+        self._stopping = True
+        waiting = self.slots.take_waiting()
         if self._in_flight:
             log.info(
                 "stopping: waiting up to %.0fs for %d webhook attempts",
@@ -219,6 +231,9 @@ class WebhookSender:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.drain_seconds):
                 await self.outcomes.flushed()
+                if waiting:
+                    async with self.sessions() as session, session.begin():
+                        await queue.release(session, self.worker_id, [d.id for d in waiting])
 
     async def _prune_until(self, stop: asyncio.Event) -> None:
         """Delete log entries and events older than WEBHOOK_LOG_DAYS, at start and hourly."""

@@ -22,3 +22,12 @@ class WebhookMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._by_outcome: dict[str, Counter] = {}
+
+    def attempt(self, outcome: str, seconds: float) -> None:
+        # The labelled child, built once: ``labels()`` takes a lock and builds a key per call.
+        counter = self._by_outcome.get(outcome)
+        if counter is None:
+            counter = self._by_outcome[outcome] = self.attempts.labels(outcome=outcome)
+        counter.inc()
+        self.duration.observe(seconds)

@@ -19,7 +19,9 @@ from typing import Any
 from sqlalchemy import (
     Integer,
     String,
+    Text,
     bindparam,
+    cast,
     exists,
     func,
     insert,
@@ -29,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from notifier.models.base import JSONType, UTCDateTime, utcnow
+from notifier.models.base import UTCDateTime, utcnow
 from notifier.models.webhook import (
     WebhookAttempt,
     WebhookDelivery,
@@ -48,7 +50,7 @@ class ClaimedDelivery:
     endpoint_id: uuid.UUID
     attempts: int  # made before this claim
     event_type: str
-    data: dict[str, Any]
+    data_json: str  # the event's data as stored: JSON text
     event_created_at: datetime
     url: str
     # The current key first; the rotated-out one while it still signs.
@@ -73,7 +75,8 @@ class DeliveryOutcome:
         return self.delivery.attempts + 1
 
 
-_RETURNED = """w.id, w.event_id, w.endpoint_id, w.attempts, ev.type, ev.data, ev.created_at,
+_RETURNED = """w.id, w.event_id, w.endpoint_id, w.attempts, ev.type, ev.data::text AS data,
+       ev.created_at,
        e.url, e.secret, e.previous_secret, e.previous_secret_expires_at"""
 
 # The claim on PostgreSQL. Each enabled endpoint contributes up to its free share of this
@@ -110,7 +113,6 @@ WHERE w.id = due.id AND ev.id = w.event_id AND e.id = w.endpoint_id
 RETURNING {_RETURNED}
 """
 ).columns(
-    data=JSONType,
     created_at=UTCDateTime(),
     previous_secret_expires_at=UTCDateTime(),
 )
@@ -165,7 +167,7 @@ def _claimed(row: Sequence[Any], now: datetime) -> ClaimedDelivery:
         endpoint_id=row[2],
         attempts=row[3],
         event_type=row[4],
-        data=row[5],
+        data_json=row[5],
         event_created_at=row[6],
         url=row[7],
         keys=keys,
@@ -224,7 +226,7 @@ async def _claim_sqlite(
             WebhookDelivery.endpoint_id,
             WebhookDelivery.attempts,
             WebhookEvent.type,
-            WebhookEvent.data,
+            cast(WebhookEvent.data, Text),  # the stored JSON text, as on PostgreSQL
             WebhookEvent.created_at,
             WebhookEndpoint.url,
             WebhookEndpoint.secret,
@@ -240,6 +242,44 @@ async def _claim_sqlite(
 
 # --- outcomes ---------------------------------------------------------------------------------
 
+# The outcomes of a batch on PostgreSQL: one statement, each column an array (one parameter a
+# column, whatever the batch size). The deliveries still leased to this worker are locked in
+# id order first; the log gets every attempt whose endpoint and event still exist (a delivery
+# deleted meanwhile with its endpoint logs nothing rather than failing the batch).
+_PG_RECORD = text(
+    """
+WITH outcome AS (
+    SELECT * FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:attempts AS int[]),
+        CAST(:next AS timestamptz[]), CAST(:codes AS int[]), CAST(:errors AS text[]),
+        CAST(:at AS timestamptz[]), CAST(:events AS uuid[]), CAST(:endpoints AS uuid[]),
+        CAST(:types AS text[]), CAST(:ms AS int[])
+    ) AS o(id, status, attempt, next_attempt_at, status_code, error, at, event_id,
+           endpoint_id, event_type, duration_ms)
+), ours AS (
+    SELECT w.id FROM webhook_deliveries AS w JOIN outcome AS o ON o.id = w.id
+    WHERE w.lease_owner = :worker
+    ORDER BY w.id
+    FOR UPDATE OF w
+), recorded AS (
+    UPDATE webhook_deliveries AS w
+    SET status = o.status, attempts = o.attempt, next_attempt_at = o.next_attempt_at,
+        lease_owner = NULL, lease_expires_at = NULL, last_status_code = o.status_code,
+        last_error = o.error, updated_at = o.at
+    FROM outcome AS o, ours
+    WHERE w.id = o.id AND ours.id = o.id
+)
+INSERT INTO webhook_attempts (
+    id, event_id, endpoint_id, event_type, attempt, status_code, error, duration_ms, at)
+SELECT gen_random_uuid(), o.event_id, o.endpoint_id, o.event_type, o.attempt, o.status_code,
+       o.error, o.duration_ms, o.at
+FROM outcome AS o
+WHERE EXISTS (SELECT 1 FROM webhook_endpoints AS e WHERE e.id = o.endpoint_id)
+  AND EXISTS (SELECT 1 FROM webhook_events AS ev WHERE ev.id = o.event_id)
+"""
+)
+
+# The same on SQLite, one row at a time (executemany): SQLite has no arrays.
 _RECORD = (
     update(WebhookDelivery)
     .where(
@@ -257,9 +297,6 @@ _RECORD = (
         updated_at=bindparam("b_at", type_=UTCDateTime()),
     )
 )
-
-# The log entry, unless its endpoint (or event) was deleted meanwhile: a late attempt then
-# logs nothing rather than failing the whole batch on a foreign key.
 _LOG = insert(WebhookAttempt).from_select(
     [
         "id",
@@ -300,19 +337,23 @@ async def record_outcomes(
     rows in the same order cannot deadlock."""
     if not outcomes:
         return
-    # Core executemany on the connection: no ORM bookkeeping for plain row updates.
+    # Core statements on the connection: no ORM bookkeeping for plain row updates.
     connection = await session.connection()
-    gone = sorted(
-        {o.delivery.endpoint_id: o for o in outcomes if o.disable_endpoint}.values(),
-        key=lambda o: o.delivery.endpoint_id,
-    )
-    for outcome in gone:
+    gone = {o.delivery.endpoint_id: o for o in outcomes if o.disable_endpoint is not None}
+    for endpoint_id in sorted(gone):
         await connection.execute(
             update(WebhookEndpoint)
-            .where(WebhookEndpoint.id == outcome.delivery.endpoint_id, WebhookEndpoint.enabled)
-            .values(enabled=False, disabled_reason=outcome.disable_endpoint, updated_at=outcome.at)
+            .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.enabled)
+            .values(
+                enabled=False,
+                disabled_reason=gone[endpoint_id].disable_endpoint,
+                updated_at=gone[endpoint_id].at,
+            )
         )
     ordered = sorted(outcomes, key=lambda o: o.delivery.id)
+    if connection.dialect.name == "postgresql":
+        await connection.execute(_PG_RECORD, _columns(worker_id, ordered))
+        return
     await connection.execute(
         _RECORD,
         [
@@ -346,6 +387,23 @@ async def record_outcomes(
             for o in ordered
         ],
     )
+
+
+def _columns(worker_id: str, outcomes: Sequence[DeliveryOutcome]) -> dict[str, Any]:
+    return {
+        "worker": worker_id,
+        "ids": [o.delivery.id for o in outcomes],
+        "statuses": [o.status.value for o in outcomes],
+        "attempts": [o.attempt for o in outcomes],
+        "next": [o.next_attempt_at for o in outcomes],
+        "codes": [o.status_code for o in outcomes],
+        "errors": [o.error for o in outcomes],
+        "at": [o.at for o in outcomes],
+        "events": [o.delivery.event_id for o in outcomes],
+        "endpoints": [o.delivery.endpoint_id for o in outcomes],
+        "types": [o.delivery.event_type for o in outcomes],
+        "ms": [o.duration_ms for o in outcomes],
+    }
 
 
 async def release(session: AsyncSession, worker_id: str, ids: Sequence[uuid.UUID]) -> None:

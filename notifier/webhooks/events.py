@@ -67,17 +67,21 @@ def _iso(value: datetime) -> str:
 
 
 def envelope_body(
-    event_id: uuid.UUID, event_type: str, created_at: datetime, data: dict[str, Any]
+    event_id: uuid.UUID, event_type: str, created_at: datetime, data_json: str
 ) -> bytes:
     """The request body of every delivery of an event: the same bytes on every retry (a
-    function of the stored event only), as compact JSON."""
-    envelope = {
-        "id": str(event_id),
-        "type": event_type,
-        "timestamp": _iso(created_at),
-        "data": data,
-    }
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    function of the stored event only). ``data_json`` is the event's ``data`` as the database
+    holds it, put in as it is: decoding and encoding it again for every request was a tenth
+    of the sender's time. The other members are ours (a UUID, a type name, a timestamp), with
+    nothing to escape."""
+    head = f'{{"id":"{event_id}","type":"{event_type}","timestamp":"{_iso(created_at)}","data":'
+    return f"{head}{data_json}}}".encode()
+
+
+def data_json(data: dict[str, Any]) -> str:
+    """``data`` as JSON text, the way ``envelope_body`` takes it (for callers that have the
+    dict, not the stored text)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def matches(filter_: Iterable[str], event_type: str) -> bool:

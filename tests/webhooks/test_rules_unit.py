@@ -3,6 +3,7 @@ the envelope and the signature (checked with ``standardwebhooks``, as a receiver
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +15,7 @@ from notifier.models.base import utcnow
 from notifier.models.webhook import WebhookDeliveryStatus as Status
 from notifier.settings import Settings
 from notifier.storage.webhook_queue import ClaimedDelivery
-from notifier.webhooks.events import envelope_body, matches
+from notifier.webhooks.events import data_json, envelope_body, matches
 from notifier.webhooks.signing import new_key, secret_text, signature_headers
 from workers.webhook_attempt import AttemptResult, decide
 
@@ -28,7 +29,7 @@ def _delivery(attempts: int) -> ClaimedDelivery:
         endpoint_id=uuid.uuid4(),
         attempts=attempts,
         event_type="webhook.test",
-        data={},
+        data_json="{}",
         event_created_at=utcnow(),
         url="https://example.com/hook",
         keys=(new_key(),),
@@ -91,8 +92,9 @@ def test_retry_schedule_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_body_is_the_same_bytes_for_the_same_event() -> None:
     event_id, at = uuid.uuid4(), datetime(2026, 12, 5, 10, 0, 0, 123456, tzinfo=UTC)
-    first = envelope_body(event_id, "task.failed", at, {"b": 1, "a": "ü"})
-    assert first == envelope_body(event_id, "task.failed", at, {"b": 1, "a": "ü"})
+    first = envelope_body(event_id, "task.failed", at, data_json({"b": 1, "a": "ü"}))
+    assert first == envelope_body(event_id, "task.failed", at, data_json({"b": 1, "a": "ü"}))
+    assert json.loads(first)["data"] == {"b": 1, "a": "ü"}
     assert first.decode() == (
         f'{{"id":"{event_id}","type":"task.failed",'
         '"timestamp":"2026-12-05T10:00:00.123456Z","data":{"b":1,"a":"ü"}}'

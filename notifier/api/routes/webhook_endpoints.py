@@ -158,7 +158,7 @@ async def send_test_event(
 ) -> QueuedTestEvent:
     endpoint = await _endpoint(session, endpoint_id)
     if not endpoint.enabled:
-        raise Conflict("the endpoint is disabled; PATCH it with {\"enabled\": true} first")
+        raise Conflict('the endpoint is disabled; PATCH it with {"enabled": true} first')
     event = endpoint_test_event(endpoint_id=endpoint.id, url=endpoint.url)
     await storage.emit_to_endpoint(session, event, endpoint.id)
     await session.commit()
