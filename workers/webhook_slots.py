@@ -5,7 +5,7 @@ A sender claims ahead — up to twice what it may send at once, and up to twice 
 bound — so that a slot freed by a finished request is filled from here at once, not after a
 claim's round trip, and so that claims come in batches rather than one row per freed slot (at a
 bound of 16, claiming only the freed slots cost 180 us of the worker's CPU per event, against
-115 us with batches of 64: bench/RESULTS.md, scenario 6). Requests to one endpoint never
+115 us with batches of 64, in bench scenario 6). Requests to one endpoint never
 exceed its bound, and the endpoints take turns: a backlog at one waits here, leased, without
 holding back the others.
 """
