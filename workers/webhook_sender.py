@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -89,6 +90,7 @@ class WebhookSender:
         )
         self._in_flight: dict[uuid.UUID, tuple[asyncio.Task[None], queue.ClaimedDelivery]] = {}
         self._started: dict[uuid.UUID, datetime] = {}
+        self._claimed_at: dict[uuid.UUID, float] = {}  # loop time of the lease's claim
         self._room = asyncio.Event()  # a request ended and a claim would be worth it
         self._stopping = False
         self._http: aiohttp.ClientSession | None = None
@@ -146,16 +148,27 @@ class WebhookSender:
             return False
         if claimed:
             self.idle.clear()
+        now = time.monotonic()
         for delivery in claimed:
             # A row still held here can come back in a claim if its lease lapsed meanwhile:
-            # the copy held is the one sent; a second would send it twice.
+            # the copy held is the one sent (a second would send it twice), under the new lease.
             if not self.slots.holds(delivery.id):
                 self.slots.add(delivery)
+            self._claimed_at[delivery.id] = now
         self._start_ready()
         return len(claimed) == asked
 
     def _start_ready(self) -> None:
+        # A held delivery must start early enough to be answered and recorded within its
+        # lease; one that waited longer (a slow endpoint, a stall) is let go unsent: its lease
+        # runs out and a claim takes it again, rather than two workers sending it at once.
+        start_by = self.settings.webhook_timeout_seconds + self.settings.lease_seconds / 2
+        now = time.monotonic()
         while (delivery := self.slots.next_ready()) is not None:
+            claimed_at = self._claimed_at.pop(delivery.id, now)
+            if now - claimed_at > start_by:
+                self.slots.done(delivery)
+                continue
             task = asyncio.create_task(self._deliver(delivery))
             self._in_flight[delivery.id] = (task, delivery)
             self._started[delivery.id] = utcnow()
@@ -213,6 +226,7 @@ class WebhookSender:
         their leases back."""
         self._stopping = True
         waiting = self.slots.take_waiting()
+        self._claimed_at.clear()
         if self._in_flight:
             log.info(
                 "stopping: waiting up to %.0fs for %d webhook attempts",

@@ -80,7 +80,7 @@ _RETURNED = """w.id, w.event_id, w.endpoint_id, w.attempts, ev.type, ev.data::te
        e.url, e.secret, e.previous_secret, e.previous_secret_expires_at"""
 
 # The claim on PostgreSQL. Each enabled endpoint contributes up to its free share of this
-# worker's per-endpoint bound (``per_endpoint`` minus what this worker is already sending
+# worker's per-endpoint cap (``per_endpoint`` minus what this worker already holds
 # there), its earliest due rows first, read from the partial index (endpoint_id,
 # next_attempt_at); then the earliest of all those, up to ``batch``. So a backlog at one slow
 # endpoint fills at most its share, and every other endpoint's due rows are still claimed.

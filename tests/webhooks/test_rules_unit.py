@@ -3,6 +3,7 @@ the envelope and the signature (checked with ``standardwebhooks``, as a receiver
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from notifier.storage.webhook_queue import ClaimedDelivery
 from notifier.webhooks.events import data_json, envelope_body, matches
 from notifier.webhooks.signing import new_key, secret_text, signature_headers
 from workers.webhook_attempt import AttemptResult, decide
+from workers.webhook_slots import EndpointSlots
 
 SCHEDULE = [5.0, 300.0, 1800.0]
 
@@ -132,3 +134,26 @@ def test_signatures_verify_with_standardwebhooks() -> None:
     stale = signature_headers(event_id, body, [current], now - timedelta(minutes=10))
     with pytest.raises(WebhookVerificationError):  # receivers refuse an old timestamp
         Webhook(secret_text(current)).verify(body, stale)
+
+
+def test_slots_bound_each_endpoint_and_take_turns() -> None:
+    slow, fast = uuid.uuid4(), uuid.uuid4()
+    slots = EndpointSlots(per_endpoint=2, total=3)
+    for endpoint in [slow] * 4 + [fast] * 2:
+        slots.add(dataclasses.replace(_delivery(0), endpoint_id=endpoint))
+    started = []
+    while (delivery := slots.next_ready()) is not None:
+        started.append(delivery)
+    # Three at once in all, two at most to one endpoint, the endpoints taking turns.
+    assert [d.endpoint_id for d in started] == [slow, fast, slow]
+    assert (slots.held, slots.sending, slots.wants_more) == (6, 3, False)
+    assert slots.full_endpoints() == [slow]  # it holds twice its bound: a claim brings no more
+    assert slots.held_per_endpoint() == {slow: 4, fast: 2}
+    # The fast endpoint's request ends: its other one starts; the slow one stays at its bound.
+    slots.done(started[1])
+    following = slots.next_ready()
+    assert following is not None and following.endpoint_id == fast
+    assert slots.next_ready() is None
+    # A stopping sender takes back what never started: the slow endpoint's two.
+    assert [d.endpoint_id for d in slots.take_waiting()] == [slow, slow]
+    assert (slots.held, slots.sending) == (3, 3)
