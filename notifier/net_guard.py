@@ -12,12 +12,18 @@ service on our private network. The policy is enforced twice:
 
 ``allow_private`` (``NOTIFIER_PUSH_ALLOW_PRIVATE_ENDPOINTS``,
 ``NOTIFIER_WEBHOOK_ALLOW_PRIVATE_ENDPOINTS``) lifts the address rules, for local test peers.
+
+A refusal by address says only that the endpoint is not allowed (``not_allowed``): never what
+the host resolved to, nor whether it resolved at all, since the message reaches whoever
+submitted the URL (the API's 422, a notification's ``last_error``, a webhook's deliveries log)
+and would make the check a probe of our internal DNS. The address goes to the debug log only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from urllib.parse import urlsplit
 
@@ -27,6 +33,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+log = logging.getLogger(__name__)
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 # RFC 6052 well-known NAT64 prefix and RFC 8215 local-use NAT64 prefix: the IPv4 address is
@@ -38,15 +46,22 @@ class UnsafeEndpointError(ValueError):
     """The endpoint's URL or address is not allowed."""
 
 
+def not_allowed(kind: str) -> str:
+    """The one message for every refusal by address (see the module's docstring)."""
+    return f"{kind} is not allowed: its host must resolve to public addresses only"
+
+
 class UnsafeAddressError(OSError):
     """Raised inside aiohttp's connection path; an OSError so aiohttp wraps it like a DNS or
-    connect failure (``ClientConnectorError.os_error``) instead of crashing the connector."""
+    connect failure (``ClientConnectorError.os_error``) instead of crashing the connector. Its
+    message names no address: aiohttp's wrapper quotes it."""
 
     MARKER = "refused unsafe endpoint address"
 
     def __init__(self, address: str) -> None:
-        super().__init__(f"{self.MARKER} {address}")
+        super().__init__(self.MARKER)
         self.address = address
+        log.debug("%s %s", self.MARKER, address)
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -133,13 +148,15 @@ async def check_endpoint_url(
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
-            raise UnsafeEndpointError(f"{kind} host does not resolve: {exc}") from None
+            log.debug("%s host %s does not resolve: %s", kind, host, exc)
+            raise UnsafeEndpointError(not_allowed(kind)) from None
         addresses = [str(info[4][0]) for info in infos]
         if not addresses:
-            raise UnsafeEndpointError(f"{kind} host does not resolve")
+            raise UnsafeEndpointError(not_allowed(kind))
     for address in addresses:
         if is_unsafe_address(address):
-            raise UnsafeEndpointError(f"{kind} resolves to a non-public address {address}")
+            log.debug("%s host %s resolves to non-public %s", kind, host, address)
+            raise UnsafeEndpointError(not_allowed(kind))
 
 
 class GuardedResolver(AbstractResolver):
@@ -183,26 +200,22 @@ def guarded_connector(
     )
 
 
-def refused_address(exc: BaseException) -> str | None:
-    """The address the policy refused, if an aiohttp connection error came from it (else None).
+def is_unsafe_address_error(exc: BaseException) -> bool:
+    """Whether an aiohttp connection error came from the address policy.
 
     aiohappyeyeballs may fold several per-address errors into a plain OSError, so the marker in
-    the message is looked for as well as the type."""
+    the message is checked as well as the type.
+    """
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, UnsafeAddressError):
-            return seen.address
-        if UnsafeAddressError.MARKER in str(seen):
-            return str(seen).split(UnsafeAddressError.MARKER, 1)[1].split()[0].strip("]")
+        if isinstance(seen, UnsafeAddressError) or UnsafeAddressError.MARKER in str(seen):
+            return True
         os_error = getattr(seen, "os_error", None)
-        if isinstance(os_error, BaseException) and os_error is not seen:
-            found = refused_address(os_error)
-            if found is not None:
-                return found
+        if (
+            isinstance(os_error, BaseException)
+            and os_error is not seen
+            and is_unsafe_address_error(os_error)
+        ):
+            return True
         seen = seen.__cause__
-    return None
-
-
-def is_unsafe_address_error(exc: BaseException) -> bool:
-    """Whether an aiohttp connection error came from the address policy."""
-    return refused_address(exc) is not None
+    return False

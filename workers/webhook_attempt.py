@@ -20,7 +20,7 @@ import aiohttp
 from notifier import __version__
 from notifier.models.base import utcnow
 from notifier.models.webhook import WebhookDeliveryStatus
-from notifier.net_guard import refused_address
+from notifier.net_guard import is_unsafe_address_error, not_allowed
 from notifier.storage.webhook_queue import ClaimedDelivery, DeliveryOutcome
 from notifier.webhooks.events import envelope_body
 from notifier.webhooks.signing import signature_headers
@@ -70,9 +70,9 @@ async def attempt(
     except TimeoutError:
         error = f"timeout: no answer within {timeout_seconds:g} s"
     except (aiohttp.ClientError, OSError) as exc:
-        address = refused_address(exc)
-        if address is not None:
-            error = f"refused: the endpoint's address is not public ({address})"
+        if is_unsafe_address_error(exc):
+            # Not {exc}: aiohttp's message may quote the address the name resolved to.
+            error = f"refused: {not_allowed('webhook URL')}"
         else:
             error = f"connection failed: {type(exc).__name__}: {exc}"
     except Exception as exc:  # any other failure is a recorded attempt too, never a crash

@@ -37,6 +37,7 @@ from notifier.channels.base import (
 )
 from notifier.channels.email import safe_link
 from notifier.channels.push_endpoints import (
+    NOT_ALLOWED,
     UnsafeEndpointError,
     check_push_endpoint,
     guarded_connector,
@@ -288,7 +289,8 @@ class BrowserChannel:
             raise error from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             if is_unsafe_address_error(exc):
-                raise PermanentError(f"push endpoint address refused: {exc}") from exc
+                # Not {exc}: aiohttp's message may quote the address the name resolved to.
+                raise PermanentError(f"push endpoint refused: {NOT_ALLOWED}") from exc
             raise TransientError(f"push service unreachable: {exc!r}") from exc
         except ValueError as exc:  # bad base64 / EC point in the subscription keys
             raise PermanentError(f"push subscription unusable: {exc}") from exc

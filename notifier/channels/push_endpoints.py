@@ -14,9 +14,11 @@ from notifier.net_guard import (
     guarded_connector,
     is_unsafe_address,
     is_unsafe_address_error,
+    not_allowed,
 )
 
 __all__ = [
+    "NOT_ALLOWED",
     "GuardedResolver",
     "IPAddress",
     "UnsafeAddressError",
@@ -26,6 +28,9 @@ __all__ = [
     "is_unsafe_address",
     "is_unsafe_address_error",
 ]
+
+# The one message for every refusal by address (see ``notifier.net_guard``).
+NOT_ALLOWED = not_allowed("push endpoint")
 
 
 async def check_push_endpoint(url: str, *, allow_private: bool) -> None:

@@ -13,9 +13,13 @@ from sqlalchemy import update
 
 from notifier.models.base import utcnow
 from notifier.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEvent
+from notifier.net_guard import not_allowed
 from notifier.webhooks.events import task_ended
 from tests.peers.webhook import WebhookReceiver, WebhookReply
 from tests.webhooks.harness import WebhookStack, webhook_stack
+
+# The log says the address is not allowed, never what the name resolved to (no DNS probe).
+NOT_ALLOWED = not_allowed("webhook URL")
 
 
 async def test_a_redirect_is_a_failure_and_never_followed(
@@ -69,10 +73,7 @@ async def test_a_name_that_resolves_to_a_private_address_is_refused_at_send_time
 
     for attempts in logs:
         assert all(a["status_code"] is None for a in attempts), attempts
-        assert all(
-            a["error"].startswith("refused: the endpoint's address is not public") for a in attempts
-        )
-        assert "127.0.0.1" in attempts[0]["error"]
+        assert all(a["error"] == f"refused: {NOT_ALLOWED}" for a in attempts), attempts
     assert all(row[0][0] == "retrying" for row in rows), rows
     assert receiver.connections == 0
     assert receiver.requests == []
