@@ -19,6 +19,7 @@ from notifier.api.redaction import (
 )
 from notifier.api.routes import health, inbox, metrics, notifications, tasks, users, webhooks, ws
 from notifier.api.routes.templates import router as templates_router
+from notifier.api.routes.webhook_endpoints import router as webhook_endpoints_router
 from notifier.settings import Settings
 
 
@@ -76,6 +77,7 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
     app.include_router(tasks.user_tasks_router)
     app.include_router(inbox.router)
     app.include_router(templates_router)
+    app.include_router(webhook_endpoints_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RedactSecretsInServerLogs)  # outermost: before anything logs a URL
     return app
