@@ -25,6 +25,7 @@ from bench import (
     scenario_growth,
     scenario_latency,
     scenario_sockets,
+    scenario_webhooks,
 )
 from bench.harness import (
     BENCH_DIR,
@@ -45,6 +46,7 @@ SCENARIOS: dict[int, tuple[str, Callable[[Bench], Awaitable[list[Figure]]]]] = {
     3: (scenario_latency.SCENARIO, scenario_latency.run),
     4: (scenario_sockets.SCENARIO, scenario_sockets.run),
     5: (scenario_growth.SCENARIO, scenario_growth.run),
+    6: (scenario_webhooks.SCENARIO, scenario_webhooks.run),
 }
 
 
@@ -53,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller sizes (a few minutes)")
     size.add_argument("--smoke", action="store_true", help="tiny sizes (the test suite's)")
-    parser.add_argument("--scenarios", default="1,2,3,4,5", help="comma-separated, e.g. 1,3")
+    parser.add_argument("--scenarios", default="1,2,3,4,5,6", help="comma-separated, e.g. 1,3")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
     parser.add_argument(
@@ -72,7 +74,7 @@ async def _run(args: argparse.Namespace, command: str) -> int:
     chosen = sorted({int(s) for s in args.scenarios.split(",") if s.strip()})
     unknown = [s for s in chosen if s not in SCENARIOS]
     if unknown:
-        print(f"bench: unknown scenario(s) {unknown}; known: 1-5", file=sys.stderr)
+        print(f"bench: unknown scenario(s) {unknown}; known: 1-{max(SCENARIOS)}", file=sys.stderr)
         return 2
     if args.runs < 1:
         print("bench: --runs must be at least 1", file=sys.stderr)

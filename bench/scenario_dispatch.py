@@ -257,8 +257,8 @@ async def _start_clients(bench: Bench, ws_url: str, users: int) -> Child:
             "bench.wsclients",
             "--url",
             ws_url,
-            "--secret",
-            bench.token_secret,
+            # "=": a secret may begin with "-", which argparse would take for an option.
+            f"--secret={bench.token_secret}",
             "--count",
             str(users),
             "--ack",

@@ -281,8 +281,8 @@ async def run(bench: Bench) -> list[Figure]:
                 "bench.wsclients",
                 "--url",
                 api.ws_url,
-                "--secret",
-                bench.token_secret,
+                # "=": a secret may begin with "-", which argparse would take for an option.
+                f"--secret={bench.token_secret}",
                 "--user-prefix",
                 "lat-",
                 "--count",

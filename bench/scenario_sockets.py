@@ -77,8 +77,8 @@ async def _clients(
                     "bench.wsclients",
                     "--url",
                     api.ws_url,
-                    "--secret",
-                    secret,
+                    # "=": a secret may begin with "-", which argparse would take for an option.
+                    f"--secret={secret}",
                     "--user-prefix",
                     prefix,
                     "--first",

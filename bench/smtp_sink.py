@@ -16,6 +16,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from bench.stdin_commands import stdin_commands
+
 
 class Sink:
     def __init__(self) -> None:
@@ -27,7 +29,8 @@ class Sink:
         sys.stdout.write(json.dumps(event) + "\n")
         sys.stdout.flush()
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    def arrived(self) -> None:
+        """One more message (or request, for ``bench/webhook_sink.py``)."""
         self.received += 1
         if self.expect is not None and self.received >= self.expect:
             self.expect = None
@@ -39,7 +42,21 @@ class Sink:
                     "received": self.received,
                 }
             )
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.arrived()
         return "250 2.0.0 OK"
+
+    async def serve_commands(self) -> None:
+        """Read ``expect N GEN``, ``count`` and ``quit`` from stdin until ``quit`` or EOF."""
+        async for command, arg in stdin_commands():
+            if command == "expect":
+                count, _, generation = arg.partition(" ")
+                self.received = 0
+                self.expect = int(count)
+                self.generation = int(generation or 0)
+            elif command == "count":
+                self.emit({"event": "count", "received": self.received})
 
 
 async def _main(port: int) -> None:
@@ -49,21 +66,8 @@ async def _main(port: int) -> None:
         lambda: SMTP(sink, hostname="sink.bench", ident="bench-sink"), "127.0.0.1", port
     )
     sink.emit({"event": "ready"})
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     try:
-        while True:
-            line = (await reader.readline()).decode().strip()
-            if not line or line == "quit":
-                return
-            command, _, arg = line.partition(" ")
-            if command == "expect":
-                count, _, generation = arg.partition(" ")
-                sink.received = 0
-                sink.expect = int(count)
-                sink.generation = int(generation or 0)
-            elif command == "count":
-                sink.emit({"event": "count", "received": sink.received})
+        await sink.serve_commands()
     finally:
         server.close()
 

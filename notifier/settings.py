@@ -146,6 +146,19 @@ class Settings(BaseSettings):
     ws_ack_per_second: float = Field(default=100.0, gt=0)
     ws_ack_burst: int = Field(default=1000, ge=500)
     ws_acks_in_flight: int = Field(default=64, ge=1, le=10_000)
+    # Outbound webhooks (README "Webhooks"). The retry schedule is seconds after each failed
+    # attempt, comma-separated; past its last entry a delivery is `failed`.
+    webhook_allow_private_endpoints: bool = False
+    webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    )
+    webhook_log_days: float = Field(default=7.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    webhook_concurrency_per_endpoint: int = Field(default=4, ge=1, le=256)
+    webhook_worker_concurrency: int = Field(default=64, ge=1, le=4096)
+    webhook_max_endpoints: int = Field(default=50, ge=1, le=10_000)
+    # How long the secret a rotation replaced keeps signing beside the new one.
+    webhook_secret_overlap_seconds: float = Field(default=24 * 3600.0, ge=0)
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # A connection must deliver its request line and headers within this many seconds of
@@ -216,6 +229,15 @@ class Settings(BaseSettings):
                     f"NOTIFIER_TOKEN_SECRET is only {len(plain.encode())} bytes; it needs at least "
                     f"{MIN_TOKEN_SECRET_BYTES} random bytes: {hint}"
                 )
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _split_retry_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [float(s) for s in value.split(",") if s.strip()]
+        if isinstance(value, list) and (not value or any(float(s) < 0 for s in value)):
+            raise ValueError("must list one or more non-negative numbers of seconds")
+        return value
 
     @property
     def is_sqlite(self) -> bool:

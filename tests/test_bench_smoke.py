@@ -39,6 +39,7 @@ EXPECTED: dict[int, set[str]] = {
     3: {"latency_p50", "latency_p95", "latency_p99", "latency_max"},
     4: {"ws_memory_per_socket", "ws_connect_seconds_per_1k", "ws_fanout_seconds"},
     5: {"growth_claim", "inbox_first_page", "inbox_deep_page"},
+    6: {"webhook_events"},
 }
 KEYS = {"name", "value", "unit", "baseline", "ratio", "runs", "median", "min", "max"}
 
@@ -74,7 +75,7 @@ def _check_figure(figure: dict[str, Any]) -> None:
     assert isinstance(figure["unit"], str) and figure["unit"]
 
 
-GROUPS = ("1,3", "2,4,5")
+GROUPS = ("1,3,6", "2,4,5")
 
 
 def test_every_scenario_emits_well_formed_figures(tmp_path: Path) -> None:

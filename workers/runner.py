@@ -24,6 +24,7 @@ from notifier.channels.sms import SmsChannel
 from notifier.channels.websocket import WebSocketChannel
 from notifier.metrics.instruments import ServiceMetrics
 from notifier.metrics.recorder import MetricRecorder
+from notifier.metrics.webhooks import WebhookMetrics
 from notifier.models.recipient import PushSubscription
 from notifier.realtime.fanout import Fanout, PostgresFanout
 from notifier.settings import Settings
@@ -31,6 +32,7 @@ from notifier.storage.db import create_engine, create_session_factory
 from workers.dispatcher import Dispatcher
 from workers.observer import MetricsObserver
 from workers.wakeup import PostgresWakeupListener, Wakeup
+from workers.webhook_sender import webhook_sender_running
 
 log = logging.getLogger("notifier.worker")
 
@@ -103,7 +105,10 @@ async def run_worker_process(settings: Settings) -> None:
     gc.freeze()
     log.info("worker %s started", dispatcher.worker_id)
     try:
-        await dispatcher.run(stop)
+        async with webhook_sender_running(
+            settings, sessions, metrics=WebhookMetrics(metrics.registry)
+        ):
+            await dispatcher.run(stop)
     finally:
         await recorder.stop()
         if listener is not None:
@@ -133,8 +138,14 @@ async def run_in_process_worker(
     if listener is not None:
         listener.start()
     worker = asyncio.create_task(dispatcher.run(stop), name="in-process-worker")
+    webhook_wakeup = Wakeup()
+    context.after_enqueue.append(webhook_wakeup.notify)
+    webhook_metrics = WebhookMetrics(context.metrics.registry)
     try:
-        await server.serve()  # returns after SIGTERM/SIGINT (uvicorn handles the signals)
+        async with webhook_sender_running(
+            settings, context.sessions, metrics=webhook_metrics, wakeup=webhook_wakeup
+        ):
+            await server.serve()  # returns after SIGTERM/SIGINT (uvicorn handles the signals)
     finally:
         stop.set()
         await worker

@@ -42,12 +42,21 @@ class Wakeup:
 
 
 class PostgresWakeupListener:
-    """LISTEN notifier_dispatch on a dedicated connection; every NOTIFY wakes the worker.
-    After a lost connection it reconnects, and wakes the worker once in case it missed one."""
+    """LISTEN notifier_dispatch (or ``channel``) on a dedicated connection; every NOTIFY wakes
+    the worker. After a lost connection it reconnects, and wakes the worker once in case it
+    missed one."""
 
-    def __init__(self, database_url: str, wakeup: Wakeup, *, retry_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        wakeup: Wakeup,
+        *,
+        retry_seconds: float = 1.0,
+        channel: str = DISPATCH_WAKEUP_CHANNEL,
+    ) -> None:
         self._dsn = asyncpg_dsn(database_url)
         self._wakeup = wakeup
+        self._channel = channel
         self._retry = retry_seconds
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
@@ -72,9 +81,7 @@ class PostgresWakeupListener:
             lost = asyncio.Event()
             connection.add_termination_listener(lambda _c, lost=lost: lost.set())
             try:
-                await connection.add_listener(
-                    DISPATCH_WAKEUP_CHANNEL, lambda *_args: self._wakeup.notify()
-                )
+                await connection.add_listener(self._channel, lambda *_args: self._wakeup.notify())
                 self.listening.set()
                 self._wakeup.notify()  # anything enqueued while we were not listening
                 while not lost.is_set():

@@ -23,6 +23,7 @@ from notifier.api.redaction import (
 )
 from notifier.api.routes import health, inbox, metrics, notifications, tasks, users, webhooks, ws
 from notifier.api.routes.templates import router as templates_router
+from notifier.api.routes.webhook_endpoints import router as webhook_endpoints_router
 from notifier.settings import Settings
 
 
@@ -76,6 +77,7 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
         tasks.user_tasks_router,
         inbox.router,
         templates_router,
+        webhook_endpoints_router,
         docs.router,
     ]
     for router in routers:

@@ -1,5 +1,6 @@
 """The ORM models. Importing this package registers every table on ``Base.metadata``."""
 
+from notifier.models import webhook  # noqa: F401 - registers the webhook tables
 from notifier.models.base import Base, utcnow
 from notifier.models.idempotency import IdempotencyRecord
 from notifier.models.log import LogLevel, TaskLog

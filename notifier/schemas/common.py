@@ -44,16 +44,15 @@ TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # messages: tab, LF and 
 STORABLE_PATTERN = r"^[^\x00]*$"  # anything else stored: no NUL
 # An absolute http(s) URL with a host, on one line.
 HTTP_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f/?#]+[^\x00-\x1f\x7f]*$"
-# A push endpoint: an http(s) URL whose host is an ASCII name (labels of at most 63 characters,
-# what the IDNA codec and the resolver take) or a bracketed IPv6 address, an optional port up to
-# 65535, no credentials. Plain http and private addresses are then the server's policy to refuse
-# (NOTIFIER_PUSH_ALLOW_PRIVATE_ENDPOINTS allows them for local test peers).
+# A URL the service itself connects to (a push endpoint, a webhook receiver): http(s), a host
+# that is an ASCII name (labels of at most 63 characters, what the IDNA codec and the resolver
+# take: a longer label was a 500) or a bracketed IPv6 address, an optional port up to 65535, no
+# credentials. Plain http and private addresses are then the server's policy to refuse
+# (NOTIFIER_PUSH_ALLOW_PRIVATE_ENDPOINTS, NOTIFIER_WEBHOOK_ALLOW_PRIVATE_ENDPOINTS).
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST = rf"(?:(?:{_LABEL}\.)*{_LABEL}|\[[0-9A-Fa-f:.]{{2,45}}\])"
 _PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
-PUSH_ENDPOINT_PATTERN = (
-    rf"^[Hh][Tt][Tt][Pp][Ss]?://{_HOST}(?::{_PORT})?(?:[/?#][^\x00-\x1f\x7f]*)?$"
-)
+ENDPOINT_URL_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://{_HOST}(?::{_PORT})?(?:[/?#][^\x00-\x1f\x7f]*)?$"
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 # An RFC 3339 date-time in the years 1970 to 8999 as written: whatever its offset, it has a UTC
 # equivalent the databases and the drivers can hold (year 1 at +14:00 has none: an
@@ -209,6 +208,11 @@ HttpUrlStr = Annotated[
     str,
     StringConstraints(max_length=MAX_URL_CHARS),
     TextRule(HTTP_URL_PATTERN, "must be an absolute http:// or https:// URL on one line"),
+]
+EndpointUrl = Annotated[
+    str,
+    StringConstraints(max_length=MAX_URL_CHARS),
+    TextRule(ENDPOINT_URL_PATTERN, "must be an http(s) URL with a host name, on one line"),
 ]
 PhoneE164 = Annotated[
     str, TextRule(E164_PATTERN, "must be an E.164 phone number such as +14155550123")

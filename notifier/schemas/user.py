@@ -23,11 +23,9 @@ from pydantic_core import CoreSchema
 
 from notifier.schemas.common import (
     EMAIL_DESCRIPTION,
-    MAX_URL_CHARS,
-    PUSH_ENDPOINT_PATTERN,
+    EndpointUrl,
     JsonObject,
     PhoneE164,
-    TextRule,
     WholeNumber,
 )
 
@@ -135,9 +133,8 @@ class PushSubscriptionCreate(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     endpoint: Annotated[
-        str,
-        StringConstraints(min_length=8, max_length=MAX_URL_CHARS),
-        TextRule(PUSH_ENDPOINT_PATTERN, "must be an https:// URL with a host name"),
+        EndpointUrl,
+        StringConstraints(min_length=8),
         Field(
             description="The browser's push service URL: https, with a host that resolves to "
             "public addresses only (checked when stored and before each push; a server with "

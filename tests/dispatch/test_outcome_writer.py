@@ -371,9 +371,7 @@ async def test_a_success_does_not_wait_for_flushes_of_failures(fresh_pg_url: str
                     .where(Notification.id == notification_id)
                     .with_for_update()
                 )
-                waiting.append(
-                    asyncio.create_task(writer.record(notification_id, "email", failed))
-                )
+                waiting.append(asyncio.create_task(writer.record(notification_id, "email", failed)))
                 await _until_backends_wait_for_a_lock(engine, len(waiting))
             recorded = await asyncio.wait_for(
                 writer.record(free, "email", ChannelChange(ChannelStatus.DELIVERED, 1)), 10

@@ -110,6 +110,28 @@ CASES: list[tuple[str, str, str, str | None, int]] = [
         '{"description": "a\\u0000b", "locales": {"en": {"title": "t", "message": "m"}}}',
         422,
     ),
+    # A host label over 63 characters: Python's IDNA codec raised UnicodeError while the URL
+    # was being resolved, a 500 (found by the all-checks run, for push and webhook URLs).
+    (
+        "64-character label in a push endpoint",
+        "POST",
+        "/v1/users/{u}/push-subscriptions",
+        '{"endpoint": "https://'
+        + "a" * 64
+        + '.example.com/p", "keys": {"p256dh": "'
+        + "B" * 87
+        + '", "auth": "'
+        + "A" * 22
+        + '"}}',
+        422,
+    ),
+    (
+        "64-character label in a webhook URL",
+        "POST",
+        "/v1/webhook-endpoints",
+        '{"url": "https://' + "a" * 64 + '.example.com/hook", "events": ["*"]}',
+        422,
+    ),
     # A body that is not UTF-8 was a 400 the document did not declare (now it does).
     ("body not UTF-8", "POST", "/v1/notifications", '{"title": "\udcc3("}', 400),
 ]

@@ -1,0 +1,101 @@
+"""What a webhook sender holds: the deliveries it claimed, waiting per endpoint in claim order,
+and those being sent; and which one to start next.
+
+A sender claims ahead — up to twice what it may send at once, and up to twice each endpoint's
+bound — so that a slot freed by a finished request is filled from here at once, not after a
+claim's round trip, and so that claims come in batches rather than one row per freed slot (at a
+bound of 16, claiming only the freed slots cost 180 us of the worker's CPU per event, against
+115 us with batches of 64, in bench scenario 6). Requests to one endpoint never
+exceed its bound, and the endpoints take turns: a backlog at one waits here, leased, without
+holding back the others.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, deque
+
+from notifier.storage.webhook_queue import ClaimedDelivery
+
+# How many times its sending bound a sender holds (sending and waiting) per endpoint and in all.
+AHEAD = 2
+
+
+class EndpointSlots:
+    def __init__(self, *, per_endpoint: int, total: int) -> None:
+        self.per_endpoint = per_endpoint
+        self.total = total
+        self._waiting: dict[uuid.UUID, deque[ClaimedDelivery]] = {}
+        self._sending: Counter[uuid.UUID] = Counter()
+        self._held: Counter[uuid.UUID] = Counter()  # waiting + sending, per endpoint
+        self._ids: set[uuid.UUID] = set()
+
+    @property
+    def held(self) -> int:
+        return len(self._ids)
+
+    @property
+    def sending(self) -> int:
+        return sum(self._sending.values())
+
+    @property
+    def room(self) -> int:
+        """How many more a claim may bring."""
+        return AHEAD * self.total - self.held
+
+    @property
+    def wants_more(self) -> bool:
+        """Whether a claim is worth its round trip: at most one sending round is held."""
+        return self.held <= self.total
+
+    def held_per_endpoint(self) -> dict[uuid.UUID, int]:
+        return dict(self._held)
+
+    def full_endpoints(self) -> list[uuid.UUID]:
+        """The endpoints a claim would bring nothing more of."""
+        cap = AHEAD * self.per_endpoint
+        return [endpoint for endpoint, n in self._held.items() if n >= cap]
+
+    def holds(self, delivery_id: uuid.UUID) -> bool:
+        return delivery_id in self._ids
+
+    def add(self, delivery: ClaimedDelivery) -> None:
+        self._waiting.setdefault(delivery.endpoint_id, deque()).append(delivery)
+        self._held[delivery.endpoint_id] += 1
+        self._ids.add(delivery.id)
+
+    def next_ready(self) -> ClaimedDelivery | None:
+        """The next delivery to send, if a slot allows one: from the endpoint that has waited
+        longest for a turn (each endpoint goes to the back once served)."""
+        if self.sending >= self.total:
+            return None
+        for endpoint in list(self._waiting):
+            if self._sending[endpoint] >= self.per_endpoint:
+                continue
+            waiting = self._waiting.pop(endpoint)
+            delivery = waiting.popleft()
+            if waiting:
+                self._waiting[endpoint] = waiting  # to the back of the turn order
+            self._sending[endpoint] += 1
+            return delivery
+        return None
+
+    def done(self, delivery: ClaimedDelivery) -> None:
+        """Its request ended (answered, failed, or given up)."""
+        endpoint = delivery.endpoint_id
+        self._ids.discard(delivery.id)
+        for counter in (self._sending, self._held):
+            counter[endpoint] -= 1
+            if counter[endpoint] <= 0:
+                del counter[endpoint]
+
+    def take_waiting(self) -> list[ClaimedDelivery]:
+        """Every delivery not started yet, no longer held (a stopping sender hands them back)."""
+        waiting = [d for queue in self._waiting.values() for d in queue]
+        self._waiting.clear()
+        for delivery in waiting:
+            self._ids.discard(delivery.id)
+            self._held[delivery.endpoint_id] -= 1
+            if self._held[delivery.endpoint_id] <= 0:
+                del self._held[delivery.endpoint_id]
+        return waiting
