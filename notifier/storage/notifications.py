@@ -3,8 +3,6 @@ hand-made state changes (retry, cancel). The dispatch queries live in ``dispatch
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,13 +34,10 @@ from notifier.models.notification import (
     derive_status,
 )
 from notifier.models.unread import UserUnreadCount
+from notifier.storage.cursors import decode_cursor, encode_cursor
 
 # LISTEN/NOTIFY channel that wakes dispatch workers; the payload is empty, it only says "look".
 DISPATCH_WAKEUP_CHANNEL = "notifier_dispatch"
-
-
-class InvalidCursor(ValueError):
-    """The paging cursor is not one this service issued."""
 
 
 async def wake_dispatchers(session: AsyncSession) -> None:
@@ -81,25 +76,6 @@ def _visible_to_user(user_id: str, now: datetime) -> list[ColumnElement[bool]]:
 
 # ``is_read = false``, which the partial index's predicate implies; ``IS false`` it does not.
 _UNREAD = Notification.is_read == false()
-
-
-def encode_cursor(created_at: datetime, notification_id: uuid.UUID) -> str:
-    raw = f"{created_at.isoformat()}|{notification_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, _, ident = raw.partition("|")
-        created_at = datetime.fromisoformat(created)
-        if created_at.tzinfo is None:
-            raise ValueError("naive")
-        return created_at, uuid.UUID(ident)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidCursor(
-            "the cursor is not valid; use next_cursor from a previous page"
-        ) from exc
 
 
 @dataclass(frozen=True, slots=True)

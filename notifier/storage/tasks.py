@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import uuid
 from collections.abc import Sequence
-from datetime import datetime
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
@@ -15,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notifier.models.log import LEVEL_RANK, LogLevel, TaskLog
 from notifier.models.notification import Notification
 from notifier.models.task import TaskProgress, TaskStatus
-from notifier.storage.notifications import InvalidCursor
+from notifier.storage.cursors import decode_cursor, encode_cursor
 
 
 async def get_task(
@@ -57,26 +53,6 @@ async def tasks_of_user(
     return list((await session.execute(query)).scalars())
 
 
-def _encode(timestamp: datetime, log_id: uuid.UUID) -> str:
-    return (
-        base64.urlsafe_b64encode(f"{timestamp.isoformat()}|{log_id}".encode()).decode().rstrip("=")
-    )
-
-
-def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, _, ident = raw.partition("|")
-        timestamp = datetime.fromisoformat(stamp)
-        if timestamp.tzinfo is None:
-            raise ValueError("naive")
-        return timestamp, uuid.UUID(ident)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidCursor(
-            "the cursor is not valid; use next_cursor from a previous page"
-        ) from exc
-
-
 async def task_logs_page(
     session: AsyncSession,
     task_id: str,
@@ -94,7 +70,7 @@ async def task_logs_page(
             )
         )
     if cursor is not None:
-        timestamp, ident = _decode(cursor)
+        timestamp, ident = decode_cursor(cursor)
         conditions.append(tuple_(TaskLog.timestamp, TaskLog.id) > tuple_(timestamp, ident))
     query = (
         select(TaskLog).where(*conditions).order_by(TaskLog.timestamp, TaskLog.id).limit(limit + 1)
@@ -102,5 +78,5 @@ async def task_logs_page(
     rows = list((await session.execute(query)).scalars())
     if len(rows) > limit:
         rows = rows[:limit]
-        return rows, _encode(rows[-1].timestamp, rows[-1].id)
+        return rows, encode_cursor(rows[-1].timestamp, rows[-1].id)
     return rows, None

@@ -4,6 +4,7 @@ envelope, on SQLite and on PostgreSQL. See tests/RESULTS.md."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 
 import pytest
@@ -19,6 +20,12 @@ def note(extra: str) -> str:
 def task(extra: str) -> str:
     return '{"task_id": "{u}", "user_id": "{u}", "task_type": "x", ' + extra + "}"
 
+
+FORGED_CURSOR = (
+    base64.urlsafe_b64encode(f"0001-01-01T00:00:00+14:00|{uuid.UUID(int=1)}".encode())
+    .decode()
+    .rstrip("=")
+)
 
 # (name, method, path, raw JSON body or None, expected status)
 CASES: list[tuple[str, str, str, str | None, int]] = [
@@ -132,6 +139,14 @@ CASES: list[tuple[str, str, str, str | None, int]] = [
         '{"url": "https://' + "a" * 64 + '.example.com/hook", "events": ["*"]}',
         422,
     ),
+    # A cursor naming a moment no database holds (year 1 at UTC+14): a 500 on PostgreSQL.
+    (
+        "inbox cursor before year 1 in UTC",
+        "GET",
+        "/v1/users/{u}/notifications?cursor=" + FORGED_CURSOR,
+        None,
+        422,
+    ),
     # A body that is not UTF-8 was a 400 the document did not declare (now it does).
     ("body not UTF-8", "POST", "/v1/notifications", '{"title": "\udcc3("}', 400),
 ]
@@ -162,3 +177,15 @@ async def test_refused_with_the_envelope(
         assert inbox.json()["items"] == []
         assert (await client.get(f"/v1/tasks/{user}")).status_code == 404
         assert (await client.get(f"/v1/users/{user}/recipient")).status_code == 404
+
+
+async def test_a_task_log_cursor_before_year_1_in_utc_is_refused(service: RunningService) -> None:
+    task_id = f"fz-{uuid.uuid4().hex[:10]}"
+    async with service.client() as client:
+        created = await client.post(
+            "/v1/tasks", json={"task_id": task_id, "user_id": task_id, "task_type": "x"}
+        )
+        assert created.status_code == 201
+        response = await client.get(f"/v1/tasks/{task_id}/logs?cursor={FORGED_CURSOR}")
+    assert response.status_code == 422, response.text
+    assert "cursor" in response.json()["error"]["message"]

@@ -35,7 +35,8 @@ from notifier.schemas.task import (
     TaskPublic,
     TaskUpdate,
 )
-from notifier.storage.notifications import InvalidCursor, wake_dispatchers
+from notifier.storage.cursors import InvalidCursor
+from notifier.storage.notifications import wake_dispatchers
 from notifier.storage.tasks import get_task, task_logs_page, tasks_of_user
 from notifier.triggers.progress import track_progress
 from notifier.triggers.task_events import apply_task_update, notifications_for_new_log

@@ -25,8 +25,8 @@ from notifier.schemas.user import (
     TokenCreate,
     TokenPublic,
 )
+from notifier.storage.cursors import InvalidCursor
 from notifier.storage.notifications import (
-    InvalidCursor,
     get_notification,
     inbox_page,
     mark_all_read,
