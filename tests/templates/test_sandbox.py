@@ -234,9 +234,11 @@ async def test_the_api_keeps_answering_while_runaway_templates_render(
     for result in results:
         error = assert_error(result, 422, "validation_error")
         assert "longer than 1.5 s" in error["message"], error
-    # Rendering runs off the event loop: the loop answers in milliseconds meanwhile (a
-    # render on the loop would hold /healthz for its whole 1.5 s).
-    assert max(health_latencies) < 0.5, health_latencies
+    # Rendering runs off the event loop: a render on the loop would hold /healthz for its
+    # whole 1.5 s. Off the loop, the render threads still compete for the GIL (and a shared
+    # two-core machine for the CPU), which has cost a request over 0.5 s: the bound sits
+    # between that and the 1.5 s a blocked loop would show.
+    assert max(health_latencies) < 1.0, health_latencies
     # Two threads, four renders of 1.5 s each: two rounds, each stopped by its deadline.
     assert 3.0 <= elapsed < 6.0, elapsed
     # And the render threads are free again for ordinary templates.
