@@ -29,6 +29,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 # description is missing, and a docs change does not rebuild the image.)
 COPY notifier ./notifier
 COPY workers ./workers
+COPY runtime ./runtime
 RUN pip install --no-cache-dir --no-deps . \
     && notifier --help > /dev/null
 

@@ -1,11 +1,12 @@
 """``python -m bench.noop_worker``: ``notifier worker`` with a no-op ``websocket`` channel.
 
-The worker has no plugin hook for channels, so this launcher runs the very same
-``workers.runner.run_worker_process`` (engine, session factory, metrics observer and recorder,
-LISTEN wake-ups, the Dispatcher, its claim/lease/record/release path) with ``build_channels``
-swapped for one that returns ``{"websocket": NoopChannel()}``. The channel does nothing and
-answers ``delivered``; everything around it is the real worker. Settings come from the same
-NOTIFIER_* environment as ``notifier worker``, and the schema check runs first, as there.
+The worker builds every registered channel, so this launcher runs the very same
+``runtime.roles.run_worker_process`` (engine, session factory, metrics observer and recorder,
+LISTEN wake-ups, the Dispatcher, its claim/lease/record/release path) with
+``workers.runner.build_channels`` swapped for one that returns
+``{"websocket": NoopChannel()}``. The channel does nothing and answers ``delivered``;
+everything around it is the real worker. Settings come from the same NOTIFIER_* environment
+as ``notifier worker``, and the schema check runs first, as there.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from notifier.channels.base import DeliveryChannel, Destination, OutgoingMessage
 from notifier.models.notification import Channel, ChannelStatus
 from notifier.realtime.fanout import Fanout
 from notifier.settings import Settings
-from workers.cli import _check_schema, _run
+from runtime.cli import run
+from runtime.roles import run_worker_process
 
 
 class NoopChannel:
     """A ``DeliveryChannel`` that delivers instantly and does nothing."""
 
-    name: ClassVar[Channel] = Channel.WEBSOCKET
+    name: ClassVar[str] = Channel.WEBSOCKET.value
 
     @property
     def configured(self) -> bool:
@@ -47,9 +49,8 @@ def noop_channels(
 
 
 async def _main(settings: Settings) -> None:
-    await _check_schema(settings)
     runner.build_channels = noop_channels  # the one difference from `notifier worker`
-    await runner.run_worker_process(settings)
+    await run_worker_process(settings)  # checks the schema first, as `notifier worker` does
 
 
 def main() -> int:
@@ -57,7 +58,7 @@ def main() -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    _run(_main(settings))  # on uvloop, as `notifier worker` runs
+    run(_main(settings))  # on uvloop, as `notifier worker` runs
     return 0
 
 

@@ -5,7 +5,7 @@ pyinstrument, profiling only from the call of its ``main`` (imports excluded) un
 environment the report is flat (own time per function, the costliest first): it shows a cost
 spread thin over many call sites, such as SQL compilation, that the call tree hides.
 
-``MODULE`` is ``workers`` (``notifier``'s CLI: ARGS are its command line) or a bench launcher
+``MODULE`` is ``runtime`` (``notifier``'s CLI: ARGS are its command line) or a bench launcher
 with a ``main()`` (``bench.noop_worker``).
 """
 
@@ -21,14 +21,12 @@ from pyinstrument import Profiler
 
 def main() -> int:
     out, module, args = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
-    target = importlib.import_module("workers.cli" if module == "workers" else module)
-    if module == "workers":
-        import workers.runner  # noqa: F401  (imported lazily by `worker`; not part of the profile)
+    target = importlib.import_module("runtime.cli" if module == "runtime" else module)
 
     profiler = Profiler(interval=0.002, async_mode="disabled")
     profiler.start()
     try:
-        code = target.main(args) if module == "workers" else target.main()
+        code = target.main(args) if module == "runtime" else target.main()
     finally:
         profiler.stop()
         text = profiler.output_text(

@@ -281,13 +281,13 @@ def _variants(clients: Child, sink: Child, smtp_port: int, users: int) -> dict[s
     return {
         "noop": {"module": "bench.noop_worker", "args": ()},
         "websocket": {
-            "module": "workers",
+            "module": "runtime",
             "args": ("worker",),
             "users": users,
             "receiver": ChildReceiver(clients, "stats", "stats"),
         },
         "email": {
-            "module": "workers",
+            "module": "runtime",
             "args": ("worker",),
             "env": {
                 "NOTIFIER_SMTP_HOST": "127.0.0.1",
@@ -369,7 +369,7 @@ def _notes(bench: Bench, capped: list[str]) -> None:
     )
     bench.note(
         SCENARIO,
-        "No-op channel: `bench/noop_worker.py` runs `workers.runner.run_worker_process` "
+        "No-op channel: `bench/noop_worker.py` runs `runtime.roles.run_worker_process` "
         "itself with `build_channels` replaced by `{'websocket': NoopChannel()}` (send returns "
         "`SendResult(DELIVERED)`), so claim, load, record, release, lease renewal, metrics and "
         "LISTEN are the real ones. The websocket channel with no clients was not used: it "

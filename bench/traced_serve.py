@@ -40,7 +40,7 @@ def main() -> int:
         out.write_text("\n".join(lines) + "\n")
 
     signal.signal(signal.SIGUSR1, dump)
-    from workers.cli import main as notifier
+    from runtime.cli import main as notifier
 
     return notifier(["serve"])
 

@@ -161,13 +161,13 @@ class EmbeddedRun:
 
 @contextlib.asynccontextmanager
 async def embedded_run(directory: Path) -> AsyncIterator[EmbeddedRun]:
-    """`python -m workers run` in ``directory``, with no NOTIFIER_* settings at all."""
+    """`python -m runtime run` in ``directory``, with no NOTIFIER_* settings at all."""
     port = free_port()
     env = _clean_env(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "workers",
+        "runtime",
         "run",
         "--port",
         str(port),

@@ -1,4 +1,5 @@
-"""Dispatch workers: claim due notifications, send them on their channels, record outcomes.
+"""Dispatch workers: claim due notifications, send them on their channels, record outcomes; and
+send the outbound webhooks.
 
-This package depends on ``notifier``; ``notifier`` never imports it. ``workers.cli`` is the
-composition root that wires API and worker together for the ``notifier`` command."""
+This package depends on ``notifier`` (never on ``notifier.api``); ``notifier`` never imports
+it. The wiring that runs a worker, alone or beside the API, is ``runtime``'s."""

@@ -6,10 +6,11 @@
   notification type (``preferences["types"][type][channel] is False``); SMS after the number
   replied STOP at Twilio (21610).
 - Quiet hours (``quiet_hours = {"start": "22:00", "end": "07:00", "defer": false}`` in the
-  recipient's time zone) hold back email, SMS and push, never the in-app websocket and never
-  an ``urgent`` notification. By default such a channel is ``skipped`` ("quiet hours"); with
-  ``"defer": true`` on the recipient, or ``metadata.quiet_hours = "defer"`` on the notification,
-  it waits until the window ends instead.
+  recipient's time zone) hold back the channels whose ``ChannelSpec`` says so (email, SMS and
+  push), never the in-app websocket and never an ``urgent`` notification. By default such a
+  channel is ``skipped`` ("quiet hours"); with ``"defer": true`` on the recipient, or
+  ``metadata.quiet_hours = "defer"`` on the notification, it waits until the window ends
+  instead.
 Missing addresses are the channels' own call (``NotDeliverable`` → ``skipped``).
 """
 
@@ -20,11 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from notifier.channels.base import Destination, PushTarget
+from notifier.channels.registry import CHANNELS
 from notifier.models.notification import Channel, Priority
 from notifier.models.recipient import PushSubscription, Recipient
 from notifier.storage.dispatch import ClaimedNotification
-
-QUIET_CHANNELS = frozenset({Channel.EMAIL.value, Channel.SMS.value, Channel.BROWSER.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,10 @@ def _quiet_hours(
     channel: str, notification: ClaimedNotification, recipient: Recipient, now: datetime
 ) -> Skip | Defer | None:
     window = recipient.quiet_hours
-    if not window or channel not in QUIET_CHANNELS or notification.priority == Priority.URGENT:
+    spec = CHANNELS.get(channel)
+    if not window or spec is None or not spec.quiet_hours:
+        return None
+    if notification.priority == Priority.URGENT:
         return None
     tz = zoneinfo.ZoneInfo(recipient.timezone or "UTC")
     end_local = quiet_window_end(now.astimezone(tz), window["start"], window["end"])

@@ -81,5 +81,5 @@ async def send_once(
         raise
     except Exception as exc:
         # A bug or a library's surprise, not a peer's answer: worth its traceback in the log.
-        log.exception("%s channel raised %s", channel.name.value, type(exc).__name__)
+        log.exception("%s channel raised %s", channel.name, type(exc).__name__)
         raise UnknownOutcomeError(f"{type(exc).__name__} while sending: {exc}"[:1000]) from exc

@@ -40,12 +40,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from notifier.metrics.webhooks import WebhookMetrics
 from notifier.models.base import utcnow
 from notifier.net_guard import guarded_connector
+from notifier.realtime.wakeups import PostgresWakeupListener
 from notifier.settings import Settings
 from notifier.storage import webhook_queue as queue
 from notifier.storage.webhooks import WEBHOOK_WAKEUP_CHANNEL, prune
 from workers.next_due import NextDue
 from workers.outcomes import is_transient_db_error
-from workers.wakeup import PostgresWakeupListener, Wakeup
+from workers.wakeup import Wakeup
 from workers.webhook_attempt import attempt, decide, interrupted
 from workers.webhook_outcomes import OutcomeBatcher
 from workers.webhook_slots import AHEAD, EndpointSlots
@@ -279,7 +280,7 @@ async def webhook_sender_running(
     listener = None
     if not settings.is_sqlite:
         listener = PostgresWakeupListener(
-            settings.database_url, wakeup, channel=WEBHOOK_WAKEUP_CHANNEL
+            settings.database_url, wakeup.notify, channel=WEBHOOK_WAKEUP_CHANNEL
         )
         listener.start()
     sender = WebhookSender(

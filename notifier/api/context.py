@@ -1,10 +1,10 @@
-"""What the API needs at run time, built once per app from settings (or handed in by the CLI
-when API and worker share a process)."""
+"""What the API needs at run time: built once per process from settings by the composition root
+(``runtime/``), which shares it with an in-process worker under ``notifier run``; an app built
+without one (``create_app(settings)``) builds its own at startup."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,8 @@ from notifier.settings import Settings
 from notifier.storage.db import create_engine, create_session_factory
 from notifier.storage.notifications import get_notification
 from notifier.storage.tasks import get_task
+from notifier.storage.wakeups import Wakeups
+from notifier.templates import TemplateRenderer
 
 
 @dataclass
@@ -34,9 +36,10 @@ class ServiceContext:
     hub: ConnectionHub
     fanout: Fanout
     vapid_private_key: str | None = None
-    # Called after a commit that made rows due, for an in-process worker to wake up (on
-    # PostgreSQL the same wake-up travels as NOTIFY inside the transaction).
-    after_enqueue: list[Callable[[], None]] = field(default_factory=list)
+    # Makes rows due and wakes the workers, in other processes (NOTIFY) and in this one.
+    wakeups: Wakeups = field(default_factory=Wakeups)
+    # Renders templates on its own threads; closed with the context.
+    renderer: TemplateRenderer = field(default_factory=TemplateRenderer)
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
     recorder: MetricRecorder | None = None
     key_limits: TokenBuckets = field(default_factory=lambda: TokenBuckets(rate=0, burst=1))
@@ -80,10 +83,6 @@ class ServiceContext:
             owns_engine=True,
         )
 
-    def enqueued(self) -> None:
-        for callback in self.after_enqueue:
-            callback()
-
     async def _load_frame(self, user_id: str, reference: FrameReference) -> dict[str, Any] | None:
         """The frame a reference from another process stands for (``PostgresListener``)."""
         async with self.sessions() as session:
@@ -111,6 +110,7 @@ class ServiceContext:
         return [ProgressMetric.create_websocket_connection_metric(self.hub.connection_count)]
 
     async def aclose(self) -> None:
+        self.renderer.close()
         if self.recorder is not None:
             await self.recorder.stop()
         if self.listener is not None:

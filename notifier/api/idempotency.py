@@ -16,8 +16,6 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from notifier.api.errors import Conflict, Unprocessable
-from notifier.models.base import utcnow
-from notifier.models.idempotency import IdempotencyRecord
 from notifier.storage import idempotency
 from notifier.storage.enqueue import idempotency_record
 
@@ -79,13 +77,11 @@ class IdempotentRequest:
         """Store this answer in the caller's transaction (commits or rolls back with it)."""
         if self.key is None:
             return
-        session.add(
-            IdempotencyRecord(
-                api_key_id=self.api_key_id,
-                key=self.key,
-                request_hash=self.fingerprint,
-                response_status=status_code,
-                response_body=body,
-                created_at=utcnow(),
-            )
+        idempotency.remember(
+            session,
+            api_key_id=self.api_key_id,
+            key=self.key,
+            request_hash=self.fingerprint,
+            status=status_code,
+            body=body,
         )

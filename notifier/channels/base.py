@@ -22,9 +22,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
-from notifier.models.notification import Channel, ChannelStatus
+from notifier.models.notification import ChannelStatus
 
 
 class DeliveryError(Exception):
@@ -124,9 +124,13 @@ class SendResult:
 
 
 class DeliveryChannel(Protocol):
-    """One delivery channel. ``send`` returns on success and raises a ``DeliveryError`` else."""
+    """One delivery channel. ``send`` returns on success and raises a ``DeliveryError`` else.
+    What the rest of the service knows of it is its ``SPEC`` (``spec.py``, ``registry.py``)."""
 
-    name: ClassVar[Channel]
+    @property
+    def name(self) -> str:
+        """The channel's name (its ``SPEC``'s); the built-in ones declare a ``Channel``."""
+        ...
 
     @property
     def configured(self) -> bool:

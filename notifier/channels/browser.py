@@ -44,6 +44,7 @@ from notifier.channels.push_endpoints import (
     is_unsafe_address_error,
 )
 from notifier.channels.retry_after import parse_retry_after
+from notifier.channels.spec import Address, ChannelParts, ChannelSpec, PayloadDraft, PayloadLimit
 from notifier.models.notification import Channel, ChannelStatus
 from notifier.settings import Settings
 
@@ -307,3 +308,40 @@ class BrowserChannel:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+def push_configured(settings: Settings) -> bool:
+    """The settings are there (whether the key can be read shows when the channel is built)."""
+    return bool(settings.vapid_private_key and settings.vapid_subject)
+
+
+def _fits(draft: PayloadDraft) -> bool:
+    return push_payload_fits(
+        title=draft.title,
+        message=draft.message,
+        action_url=draft.action_url,
+        notification_type=draft.notification_type,
+        priority=draft.priority,
+    )
+
+
+def _build(parts: ChannelParts) -> BrowserChannel:
+    return BrowserChannel(parts.settings, on_subscription_gone=parts.forget_push_subscription)
+
+
+SPEC = ChannelSpec(
+    name=Channel.BROWSER.value,
+    address=Address.PUSH_SUBSCRIPTION,
+    quiet_hours=True,
+    configured=push_configured,
+    build=_build,
+    payload_limit=PayloadLimit(
+        fits=_fits,
+        message=(
+            f"the notification is too large for a Web Push message ({MAX_PUSH_PAYLOAD_BYTES} "
+            "bytes after encoding); shorten the title or message, or drop the browser channel"
+        ),
+        reason="too large for Web Push",
+        code="push_payload_too_large",
+    ),
+)

@@ -43,6 +43,7 @@ from notifier.channels.base import (
     TransientError,
     UnknownOutcomeError,
 )
+from notifier.channels.spec import Address, ChannelParts, ChannelSpec
 from notifier.models.base import utcnow
 from notifier.models.notification import Channel, ChannelStatus
 from notifier.settings import Settings
@@ -195,7 +196,7 @@ class EmailChannel:
 
     @property
     def configured(self) -> bool:
-        return self._settings.email_configured
+        return email_configured(self._settings)
 
     async def send(self, message: OutgoingMessage, destination: Destination) -> SendResult:
         settings = self._settings
@@ -313,3 +314,20 @@ async def _quit(smtp: aiosmtplib.SMTP) -> None:
         pass
     finally:
         smtp.close()
+
+
+def email_configured(settings: Settings) -> bool:
+    return bool(settings.smtp_host and settings.smtp_from)
+
+
+def _build(parts: ChannelParts) -> EmailChannel:
+    return EmailChannel(parts.settings)
+
+
+SPEC = ChannelSpec(
+    name=Channel.EMAIL.value,
+    address=Address.EMAIL,
+    quiet_hours=True,
+    configured=email_configured,
+    build=_build,
+)

@@ -44,11 +44,14 @@ from notifier.channels.base import (
     UnknownOutcomeError,
 )
 from notifier.channels.retry_after import parse_retry_after
+from notifier.channels.spec import Address, ChannelParts, ChannelSpec
 from notifier.models.notification import Channel, ChannelStatus
 from notifier.settings import Settings
 
 # Three GSM-7 segments: long enough for a title and a sentence, short enough to stay cheap.
 MAX_SMS_BODY_CHARS = 459
+# Where Twilio reports a message's status: the API's route (api/routes/webhooks.py) and the
+# callback URL each message carries (``NOTIFIER_PUBLIC_BASE_URL`` + this).
 STATUS_WEBHOOK_PATH = "/v1/webhooks/twilio/status"
 
 PERMANENT_CODES: Mapping[int, str] = {
@@ -217,7 +220,7 @@ class SmsChannel:
 
     @property
     def configured(self) -> bool:
-        return self._settings.sms_configured
+        return sms_configured(self._settings)
 
     def _get_client(self) -> Client:
         # Built on first use: AsyncTwilioHttpClient opens an aiohttp session, which needs the
@@ -303,3 +306,20 @@ class SmsChannel:
         http, self._http, self._client = self._http, None, None
         if http is not None:
             await http.close()
+
+
+def sms_configured(settings: Settings) -> bool:
+    return bool(settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from)
+
+
+def _build(parts: ChannelParts) -> SmsChannel:
+    return SmsChannel(parts.settings)
+
+
+SPEC = ChannelSpec(
+    name=Channel.SMS.value,
+    address=Address.PHONE,
+    quiet_hours=True,
+    configured=sms_configured,
+    build=_build,
+)

@@ -9,10 +9,10 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notifier.models.metric import ProgressMetric
+from notifier.storage.metrics import insert_metrics
 
 log = logging.getLogger("notifier.metrics")
 
@@ -75,28 +75,9 @@ class MetricRecorder:
         self._latest = {}
         if not batch:
             return 0
-        rows = [
-            {
-                "id": m.id,
-                "metric_name": m.metric_name,
-                "value": m.value,
-                "unit": m.unit,
-                "labels": m.labels,
-                "dimensions": m.dimensions,
-                "timestamp": m.timestamp,
-                "collection_time": m.collection_time,
-                "is_aggregated": m.is_aggregated,
-                "aggregation_type": m.aggregation_type,
-                "related_task_id": m.related_task_id,
-                "related_user_id": m.related_user_id,
-                "metric_metadata": m.metric_metadata,
-            }
-            for m in batch
-        ]
         try:
-            async with self._sessions() as session, session.begin():
-                await session.execute(insert(ProgressMetric), rows)
+            await insert_metrics(self._sessions, batch)
         except Exception as exc:
-            log.warning("dropped %d metric rows: %s", len(rows), type(exc).__name__)
+            log.warning("dropped %d metric rows: %s", len(batch), type(exc).__name__)
             return 0
-        return len(rows)
+        return len(batch)

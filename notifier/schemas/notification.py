@@ -24,6 +24,7 @@ from notifier.models.notification import (
     NotificationType,
     Priority,
 )
+from notifier.schemas.channels import ChannelName, StoredChannelName, channel_list_schema
 from notifier.schemas.common import (
     EMAIL_DESCRIPTION,
     HttpUrlStr,
@@ -55,8 +56,8 @@ class NotificationCreate(BaseModel):
     notification_type: NotificationType = NotificationType.INFO
     priority: Priority = Priority.NORMAL
     channels: Annotated[
-        list[Channel], Field(min_length=1, max_length=4, json_schema_extra={"uniqueItems": True})
-    ] = Field(default_factory=lambda: [Channel.WEBSOCKET])
+        list[ChannelName], Field(min_length=1, json_schema_extra=channel_list_schema)
+    ] = Field(default_factory=lambda: [Channel.WEBSOCKET.value])
     related_task_id: Identifier | None = None
     action_url: HttpUrlStr | None = None
     metadata: Metadata = Field(default_factory=dict)
@@ -69,7 +70,7 @@ class NotificationCreate(BaseModel):
     # Field validators (not a model validator) so that the error's ``loc`` names the field.
     @field_validator("channels")
     @classmethod
-    def _channels_unique(cls, value: list[Channel]) -> list[Channel]:
+    def _channels_unique(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError("channels must not repeat")
         return value
@@ -104,7 +105,7 @@ class NotificationPublic(BaseModel):
     message: str
     notification_type: NotificationType
     priority: Priority
-    channels: list[Channel]
+    channels: list[StoredChannelName]
     is_read: bool
     read_at: AwareDatetime | None
     related_task_id: str | None

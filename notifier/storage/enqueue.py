@@ -162,7 +162,7 @@ def prepare(payloads: Sequence[NotificationCreate]) -> PreparedEnqueue:
     for payload in payloads:
         now = utcnow()  # per row, as Notification.build does: batch order shows in created_at
         ident = uuid.uuid4()
-        channels = list(dict.fromkeys(_PLAIN[c] for c in payload.channels))
+        channels = list(dict.fromkeys(payload.channels))  # plain names (a registered channel)
         priority = payload.priority
         send_at, expires_at = payload.send_at, payload.expires_at
         recipient = payload.recipient.model_dump(exclude_none=True) if payload.recipient else None

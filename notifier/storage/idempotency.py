@@ -1,4 +1,4 @@
-"""Idempotency-Key bookkeeping: fingerprint a request, find an earlier answer to it."""
+"""Idempotency-Key bookkeeping: fingerprint a request, find an earlier answer to it, store one."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from notifier.models.base import utcnow
 from notifier.models.idempotency import IdempotencyRecord
 
 
@@ -29,3 +30,25 @@ async def find(
         IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key
     )
     return (await connection.execute(query)).one_or_none()
+
+
+def remember(
+    session: AsyncSession,
+    *,
+    api_key_id: str,
+    key: str,
+    request_hash: str,
+    status: int,
+    body: dict[str, Any],
+) -> None:
+    """Store an answer in the session's transaction (it commits or rolls back with it)."""
+    session.add(
+        IdempotencyRecord(
+            api_key_id=api_key_id,
+            key=key,
+            request_hash=request_hash,
+            response_status=status,
+            response_body=body,
+            created_at=utcnow(),
+        )
+    )

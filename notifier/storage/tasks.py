@@ -1,8 +1,9 @@
-"""Queries on tasks and their logs."""
+"""Queries on tasks and their logs, and the writes a task report makes: the task, its log
+line, the notifications its triggers made, and its one progress notification."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +22,59 @@ async def get_task(
     if for_update:
         query = query.with_for_update()
     return (await session.execute(query)).scalar_one_or_none()
+
+
+async def create_task(session: AsyncSession, task: TaskProgress) -> TaskProgress:
+    """Insert and commit ``task``; if its ``task_id`` is taken, the stored task instead: the
+    same create arriving twice at once lets one insert win (the unique ``task_id``)."""
+    session.add(task)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        stored = await get_task(session, task.task_id)
+        if stored is None:
+            raise
+        return stored
+    return task
+
+
+def add_log(session: AsyncSession, log: TaskLog, triggered: Sequence[Notification]) -> None:
+    """A log line and the notifications it triggered, written with the caller's commit."""
+    session.add(log)
+    session.add_all(triggered)
+
+
+def add_notifications(session: AsyncSession, triggered: Sequence[Notification]) -> None:
+    """Notifications a task update triggered, written with the caller's commit."""
+    session.add_all(triggered)
+
+
+async def save_progress_notification(
+    session: AsyncSession,
+    dedupe_key: str,
+    *,
+    create: Callable[[], Notification | None],
+    refresh: Callable[[Notification], None],
+) -> Notification | None:
+    """Bring a task's one progress notification (``dedupe_key``) up to date, under its lock:
+    ``refresh`` the stored row, or insert what ``create`` builds (None: nothing to insert).
+    Returns the row it inserted, else None.
+
+    One per task is the unique key's to enforce: should two first reports race, the loser's
+    insert meets it, and the loser refreshes the winner's row instead."""
+    row = await notification_by_dedupe_key(session, dedupe_key, for_update=True)
+    if row is None:
+        created = create()
+        if created is None:
+            return None
+        if await insert_unless_duplicate(session, created):
+            return created
+        row = await notification_by_dedupe_key(session, dedupe_key, for_update=True)
+        if row is None:
+            raise RuntimeError(f"progress notification {dedupe_key} is neither inserted nor found")
+    refresh(row)
+    return None
 
 
 async def notification_by_dedupe_key(

@@ -1,4 +1,5 @@
-"""A task's ONE ``progress`` notification (DESIGN, Triggers): no pile of "in progress" items.
+"""A task's ONE ``progress`` notification (docs/architecture.md, "Triggers"): no pile of
+"in progress" items.
 
 - The task's first progress report creates it, and its channel (websocket) is sent once, by the
   workers, like any notification's.
@@ -8,10 +9,9 @@
 - It is marked read when the task ends (completed, failed, cancelled), and unread again when a
   failed or cancelled task restarts.
 
-"One per task" is the database's to enforce: the row's ``dedupe_key`` is
-``progress:<sha256 of the task id>`` (unique index). The caller holds the task row's lock, which
-already serialises the reports of one task; should two first reports race anyway, the loser's
-insert meets the unique key and it updates the winner's row instead.
+What it says is decided here; "one per task" is the database's to enforce
+(``storage.tasks.save_progress_notification``: the row's ``dedupe_key`` is
+``progress:<sha256 of the task id>``, a unique index).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.models.notification import Channel, Notification
 from notifier.models.task import TaskProgress
-from notifier.storage.tasks import insert_unless_duplicate, notification_by_dedupe_key
+from notifier.storage.tasks import save_progress_notification
 from notifier.triggers.rules import task_key
 
 
@@ -47,6 +47,39 @@ def _metadata(task: TaskProgress) -> dict[str, object]:
     return {"task_id": task.task_id, "progress": task.progress_percentage, "status": task.status}
 
 
+def new_progress_notification(
+    task: TaskProgress, *, progress_reported: bool, now: datetime
+) -> Notification | None:
+    """The progress notification a report creates, or None: a task that ends without ever
+    reporting progress has nothing to show."""
+    if task.is_finished or not progress_reported:
+        return None
+    return Notification.create_progress_notification(
+        task.user_id,
+        task.task_id,
+        task.progress_percentage,
+        title=_title(task),
+        channels=(Channel.WEBSOCKET,),
+        metadata=_metadata(task),
+        dedupe_key=progress_dedupe_key(task.task_id),
+        now=now,
+    ).with_message(_message(task))
+
+
+def refresh_progress_notification(
+    row: Notification, task: TaskProgress, *, restarted: bool, now: datetime
+) -> None:
+    """Rewrite the stored progress notification to say where ``task`` is now."""
+    row.title = _title(task)
+    row.message = _message(task)
+    row.notification_metadata = _metadata(task)
+    row.updated_at = now
+    if task.is_finished:
+        row.mark_read(now)
+    elif restarted:
+        row.is_read, row.read_at = False, None
+
+
 async def track_progress(
     session: AsyncSession,
     task: TaskProgress,
@@ -59,33 +92,11 @@ async def track_progress(
 
     Creates it on the first progress report of an unfinished task; returns it then (the caller
     wakes the workers), else None."""
-    key = progress_dedupe_key(task.task_id)
-    row = await notification_by_dedupe_key(session, key, for_update=True)
-    if row is None:
-        if task.is_finished or not progress_reported:
-            return None  # nothing to show: a task that ends without ever reporting progress
-        created = Notification.create_progress_notification(
-            task.user_id,
-            task.task_id,
-            task.progress_percentage,
-            title=_title(task),
-            channels=(Channel.WEBSOCKET,),
-            metadata=_metadata(task),
-            dedupe_key=key,
-            now=now,
-        ).with_message(_message(task))
-        if await insert_unless_duplicate(session, created):
-            return created
-        # A concurrent first report inserted it a moment ago: update that one.
-        row = await notification_by_dedupe_key(session, key, for_update=True)
-        if row is None:
-            raise RuntimeError(f"progress notification {key} is neither insertable nor found")
-    row.title = _title(task)
-    row.message = _message(task)
-    row.notification_metadata = _metadata(task)
-    row.updated_at = now
-    if task.is_finished:
-        row.mark_read(now)
-    elif restarted:
-        row.is_read, row.read_at = False, None
-    return None
+    return await save_progress_notification(
+        session,
+        progress_dedupe_key(task.task_id),
+        create=lambda: new_progress_notification(
+            task, progress_reported=progress_reported, now=now
+        ),
+        refresh=lambda row: refresh_progress_notification(row, task, restarted=restarted, now=now),
+    )

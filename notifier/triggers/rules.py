@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 from typing import Literal
 
+from notifier.channels.registry import CHANNELS
 from notifier.models.log import LogLevel, TaskLog
-from notifier.models.notification import CHANNEL_NAMES, Notification, Priority
+from notifier.models.notification import Notification, Priority
 from notifier.models.task import TaskProgress, TaskStatus
 from notifier.settings import Settings
 
@@ -25,7 +26,7 @@ TriggerEvent = Literal["on_completed", "on_failed", "on_error_log", "on_critical
 def channels_for(event: TriggerEvent, task: TaskProgress, settings: Settings) -> list[str]:
     override = (task.task_metadata or {}).get("notify", {})
     if isinstance(override, dict) and isinstance(override.get(event), list):
-        chosen = [c for c in override[event] if c in CHANNEL_NAMES]
+        chosen = [c for c in override[event] if c in CHANNELS]
         return list(dict.fromkeys(chosen))
     defaults: dict[TriggerEvent, list[str]] = {
         "on_completed": settings.notify_on_completed,

@@ -20,6 +20,7 @@ from notifier.realtime.fanout import asyncpg_dsn
 from notifier.schemas.notification import NotificationCreate, NotificationPublic
 from notifier.storage.enqueue import insert_prepared, prepare, write_connection
 from notifier.storage.notifications import DISPATCH_WAKEUP_CHANNEL
+from notifier.storage.wakeups import DISPATCH
 from tests.api.helpers import assert_error, new_user, notification_body, notifications_of
 from tests.support.service import RunningService, make_settings, running_service
 
@@ -168,14 +169,14 @@ async def test_concurrent_batches_with_one_key_store_one_batch(service: RunningS
 
 async def test_enqueue_wakes_the_in_process_worker(service: RunningService) -> None:
     woken = asyncio.Event()
-    service.context.after_enqueue.append(woken.set)
+    service.context.wakeups.subscribe(DISPATCH, woken.set)
     try:
         async with service.client() as client:
             response = await client.post("/v1/notifications", json=notification_body(new_user()))
         assert response.status_code == 202, response.text
         assert woken.is_set()
     finally:
-        service.context.after_enqueue.remove(woken.set)
+        service.context.wakeups.unsubscribe(DISPATCH, woken.set)
 
 
 @pytest.fixture

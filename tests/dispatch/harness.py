@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
+from notifier.storage.wakeups import DISPATCH
 from tests.support.service import RunningService, free_port, make_settings, running_service
 from tests.support.worker import running_dispatcher
 from workers.dispatcher import Dispatcher
@@ -108,14 +109,14 @@ class Stack:
         settings = self.service.settings.model_copy(update=overrides)
         context = self.service.context
         wakeup = Wakeup()
-        context.after_enqueue.append(wakeup.notify)
+        context.wakeups.subscribe(DISPATCH, wakeup.notify)
         fanout = context.fanout if settings.is_sqlite else None
         try:
             async with running_dispatcher(settings, fanout=fanout, wakeup=wakeup) as dispatcher:
                 self.dispatchers.append(dispatcher)
                 yield dispatcher
         finally:
-            context.after_enqueue.remove(wakeup.notify)
+            context.wakeups.unsubscribe(DISPATCH, wakeup.notify)
 
     async def start_worker(self, **overrides: Any) -> Dispatcher:
         """Like ``worker`` but stopped with the stack."""

@@ -1,4 +1,4 @@
-"""A real `python -m workers worker` process, killed mid-batch (SIGKILL) or stopped (SIGTERM):
+"""A real `python -m runtime worker` process, killed mid-batch (SIGKILL) or stopped (SIGTERM):
 the next worker carries on, every notification ends delivered, and nothing the SMTP peer had
 already accepted is sent again."""
 
@@ -47,7 +47,7 @@ async def worker_process(
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "workers",
+            "runtime",
             "worker",
             cwd=ROOT,
             env=environment,

@@ -83,7 +83,7 @@ def base_env(**settings: object) -> dict[str, str]:
 
 
 class ServiceProcess:
-    """One ``notifier`` subprocess (``python -m workers <command>``)."""
+    """One ``notifier`` subprocess (``python -m runtime <command>``)."""
 
     def __init__(self, name: str, command: str, env: Mapping[str, str], log_path: Path) -> None:
         self.name = name
@@ -120,7 +120,7 @@ class ServiceProcess:
             log.write(f"\n===== start #{self.starts} of {self.name} =====\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "workers", self.command],
+                [sys.executable, "-m", "runtime", self.command],
                 cwd=REPO_ROOT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,

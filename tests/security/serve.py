@@ -60,7 +60,7 @@ class LimitedServe(ServiceProcess):
         limit = self.limit
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "workers", "serve"],
+                [sys.executable, "-m", "runtime", "serve"],
                 cwd=REPO_ROOT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,

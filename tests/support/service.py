@@ -12,12 +12,11 @@ from dataclasses import dataclass
 import httpx
 from fastapi import FastAPI
 
-from notifier.api import create_app
 from notifier.api.context import ServiceContext
-from notifier.api.server import build_server
 from notifier.settings import Settings
 from notifier.storage.db import create_engine
 from notifier.storage.migrate import upgrade_to_head
+from runtime.roles import api_role
 
 
 def free_port() -> int:
@@ -75,9 +74,8 @@ async def migrate(database_url: str) -> None:
 @contextlib.asynccontextmanager
 async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
     """Serve the app on ``settings.port`` until the block ends."""
-    context = ServiceContext.from_settings(settings)
-    app = create_app(settings, context=context)
-    server = build_server(app, settings)  # the limits and options `notifier serve` has
+    api = api_role(settings)  # wired as `notifier serve` wires it, with its limits and options
+    context, app, server = api.context, api.app, api.server
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

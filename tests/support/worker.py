@@ -7,13 +7,15 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from notifier.realtime.fanout import Fanout, PostgresFanout
+from notifier.realtime.wakeups import PostgresWakeupListener
 from notifier.settings import Settings
 from notifier.storage.db import create_engine, create_session_factory
+from notifier.storage.wakeups import DISPATCH
 from tests.support.service import RunningService
 from workers.dispatcher import Dispatcher
 from workers.outcomes import DispatchObserver
 from workers.runner import build_channels, close_channels
-from workers.wakeup import PostgresWakeupListener, Wakeup
+from workers.wakeup import Wakeup
 
 
 @contextlib.asynccontextmanager
@@ -25,7 +27,7 @@ async def running_dispatcher(
     observer: DispatchObserver | None = None,
 ) -> AsyncIterator[Dispatcher]:
     """Run one dispatcher until the block ends. On SQLite pass the service's ``LocalFanout``
-    and a ``Wakeup`` hooked to its ``after_enqueue``; on PostgreSQL it LISTENs like a worker
+    and a ``Wakeup`` subscribed to its ``wakeups``; on PostgreSQL it LISTENs like a worker
     process does."""
     # Sized like `notifier worker` sizes its pool (workers/runner.py), so a test with several
     # dispatchers needs no more PostgreSQL connections than as many worker processes would.
@@ -36,7 +38,7 @@ async def running_dispatcher(
     wakeup = wakeup or Wakeup()
     listener = None
     if not settings.is_sqlite:
-        listener = PostgresWakeupListener(settings.database_url, wakeup)
+        listener = PostgresWakeupListener(settings.database_url, wakeup.notify)
         listener.start()
         await asyncio.wait_for(listener.listening.wait(), 10)
     channels = build_channels(settings, sessions, fanout or PostgresFanout(engine))
@@ -63,7 +65,7 @@ async def dispatcher_beside(
     """A dispatcher delivering a running service's notifications, wired like `notifier run`:
     woken by the service's enqueues, and on SQLite publishing straight to its sockets."""
     wakeup = Wakeup()
-    service.context.after_enqueue.append(wakeup.notify)
+    service.context.wakeups.subscribe(DISPATCH, wakeup.notify)
     fanout = service.context.fanout if service.settings.is_sqlite else None
     try:
         if service.context.listener is not None:
@@ -73,4 +75,4 @@ async def dispatcher_beside(
         ) as running:
             yield running
     finally:
-        service.context.after_enqueue.remove(wakeup.notify)
+        service.context.wakeups.unsubscribe(DISPATCH, wakeup.notify)

@@ -195,11 +195,11 @@ async def long_budget_service(database_url: str) -> AsyncIterator[RunningService
     """A service whose renders may run 1.5 s (no step limit): long enough that a render held
     on the event loop would show in every request's latency."""
     async with running_service(make_settings(database_url)) as running:
-        running.app.state.template_renderer = TemplateRenderer(
-            limits=Limits(max_steps=10**12, seconds=1.5)
-        )
+        original = running.context.renderer
+        running.context.renderer = TemplateRenderer(limits=Limits(max_steps=10**12, seconds=1.5))
         yield running
-        running.app.state.template_renderer.close()
+        running.context.renderer.close()
+        running.context.renderer = original
 
 
 async def test_the_api_keeps_answering_while_runaway_templates_render(

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from notifier.models.webhook import WebhookDelivery
 from notifier.storage.db import create_engine, create_session_factory
+from notifier.storage.wakeups import WEBHOOKS
 from notifier.storage.webhooks import emit_events
 from notifier.webhooks.events import WebhookEvent
 from tests.dispatch.harness import Stack, running_stack
@@ -106,7 +107,7 @@ class WebhookStack:
         """Emit in a transaction of its own, committed; wake an in-process sender (SQLite)."""
         async with self.stack.service.context.engine.begin() as connection:
             created = await emit_events(connection, events)
-        self.stack.service.context.enqueued()
+        self.stack.service.context.wakeups.committed(WEBHOOKS)
         return created
 
     @contextlib.asynccontextmanager
@@ -119,14 +120,14 @@ class WebhookStack:
         engine = create_engine(settings.database_url, pool_size=4)
         wakeup = Wakeup()
         context = self.stack.service.context
-        context.after_enqueue.append(wakeup.notify)
+        context.wakeups.subscribe(WEBHOOKS, wakeup.notify)
         try:
             async with webhook_sender_running(
                 settings, create_session_factory(engine), wakeup=wakeup, resolver=resolver
             ) as sender:
                 yield sender
         finally:
-            context.after_enqueue.remove(wakeup.notify)
+            context.wakeups.unsubscribe(WEBHOOKS, wakeup.notify)
             await engine.dispose()
 
 

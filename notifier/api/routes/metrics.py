@@ -7,20 +7,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, StringConstraints
-from sqlalchemy import select
 
 from notifier.api.deps import ProducerDep, SessionDep
 from notifier.api.errors import Unprocessable
 from notifier.models.base import utcnow
-from notifier.models.metric import ProgressMetric
 from notifier.schemas.common import IsoDatetime
 from notifier.schemas.errors import AUTHENTICATED, error_responses
+from notifier.storage.metrics import metric_window
 
 router = APIRouter(
     prefix="/v1/metrics", tags=["metrics"], responses=error_responses(*AUTHENTICATED)
 )
 
-MAX_ROWS = 100_000
 # Text compared with stored columns: no control characters (PostgreSQL refuses NUL: a 500).
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 _LABEL = r"^[^:\x00-\x1f\x7f]+:[^\x00-\x1f\x7f]*$"  # key:value, the key without a colon
@@ -73,22 +71,15 @@ async def read_metrics(
     start = since or end - timedelta(hours=1)
     if start > end:
         raise Unprocessable("since must not be later than until")
-    wanted = _parse_labels(label or [])
-    query = select(ProgressMetric).where(
-        ProgressMetric.metric_name == name,
-        ProgressMetric.timestamp >= start,
-        ProgressMetric.timestamp <= end,
+    rows = await metric_window(
+        session,
+        name,
+        since=start,
+        until=end,
+        task_id=task_id,
+        aggregation_type=aggregation_type,
+        labels=_parse_labels(label or []),
     )
-    if task_id is not None:
-        query = query.where(ProgressMetric.related_task_id == task_id)
-    if aggregation_type is not None:
-        query = query.where(ProgressMetric.aggregation_type == aggregation_type)
-    query = query.order_by(ProgressMetric.timestamp.desc()).limit(MAX_ROWS)
-    rows = [
-        r
-        for r in (await session.execute(query)).scalars()
-        if all(str((r.labels or {}).get(k)) == v for k, v in wanted.items())
-    ]
     values = sorted(r.value for r in rows)
     return MetricSummary(
         name=name,

@@ -23,8 +23,9 @@ from notifier.api.errors import Conflict, NotFound, TooManyRequests, Unprocessab
 from notifier.api.idempotency import IdempotencyKeyHeader, IdempotentRequest
 from notifier.api.rate_limit import retry_after_header
 from notifier.auth import Principal
+from notifier.channels.registry import CHANNELS
+from notifier.channels.spec import PayloadDraft
 from notifier.models.base import utcnow
-from notifier.models.notification import Channel
 from notifier.schemas.errors import AUTHENTICATED, error_responses
 from notifier.schemas.notification import (
     NotificationBatchCreate,
@@ -43,8 +44,8 @@ from notifier.storage.notifications import (
     cancel_unsent_channels,
     get_notification,
     requeue_failed_channels,
-    wake_dispatchers,
 )
+from notifier.storage.wakeups import DISPATCH
 
 router = APIRouter(
     prefix="/v1/notifications",
@@ -53,29 +54,27 @@ router = APIRouter(
 )
 
 
-def _check_push_size(payload: NotificationCreate) -> None:
-    if Channel.BROWSER not in payload.channels:
-        return
-    from notifier.channels.browser import push_payload_fits
-
-    if not push_payload_fits(
-        title=payload.title,
-        message=payload.message,
-        action_url=payload.action_url,
-        notification_type=payload.notification_type,
-        priority=payload.priority,
-    ):
-        raise Unprocessable(
-            "the notification is too large for a Web Push message (3993 bytes after "
-            "encoding); shorten the title or message, or drop the browser channel",
-            details=[
-                {
-                    "loc": ["body", "message"],
-                    "msg": "too large for Web Push",
-                    "type": "push_payload_too_large",
-                }
-            ],
+def _check_payload_limits(payload: NotificationCreate) -> None:
+    """422 if the notification does not fit a limit of one of its channels (``ChannelSpec``):
+    better refused now than ``failed`` later."""
+    draft = None
+    for name in payload.channels:
+        spec = CHANNELS.get(name)
+        limit = spec.payload_limit if spec is not None else None
+        if limit is None:
+            continue
+        draft = draft or PayloadDraft(
+            title=payload.title,
+            message=payload.message,
+            action_url=payload.action_url,
+            notification_type=payload.notification_type,
+            priority=payload.priority,
         )
+        if not limit.fits(draft):
+            raise Unprocessable(
+                limit.message,
+                details=[{"loc": ["body", "message"], "msg": limit.reason, "type": limit.code}],
+            )
 
 
 def _charge_recipients(context: ServiceContext, user_ids: list[str]) -> dict[str, int]:
@@ -164,7 +163,7 @@ async def _enqueue(
         # cancelled while its group commits may well be stored.)
         _refund(context, charged)
         raise
-    context.enqueued()
+    context.wakeups.committed(DISPATCH)  # the group commit's SQL sent the NOTIFY
     return JSONResponse(response, status_code=status.HTTP_202_ACCEPTED)
 
 
@@ -194,7 +193,7 @@ async def enqueue_notification(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     guard = _guard(request, principal, idempotency_key, payload)
-    _check_push_size(payload)
+    _check_payload_limits(payload)
     prepared = prepare([payload])
     return await _enqueue(
         request=request,
@@ -220,7 +219,7 @@ async def enqueue_batch(
 ) -> JSONResponse:
     guard = _guard(request, principal, idempotency_key, payload)
     for item in payload.notifications:
-        _check_push_size(item)
+        _check_payload_limits(item)
     prepared = prepare(payload.notifications)
     return await _enqueue(
         request=request,
@@ -250,9 +249,8 @@ async def retry_notification(
         raise NotFound("no such notification")
     if requeue_failed_channels(row, utcnow()) == 0:
         raise Conflict("no channel of this notification has failed; there is nothing to retry")
-    await wake_dispatchers(session)
+    await context.wakeups.rows_due(session, DISPATCH)
     await session.commit()
-    context.enqueued()
     return NotificationPublic.from_row(row)
 
 

@@ -36,8 +36,15 @@ from notifier.schemas.task import (
     TaskUpdate,
 )
 from notifier.storage.cursors import InvalidCursor
-from notifier.storage.notifications import wake_dispatchers
-from notifier.storage.tasks import get_task, task_logs_page, tasks_of_user
+from notifier.storage.tasks import (
+    add_log,
+    add_notifications,
+    get_task,
+    task_logs_page,
+    tasks_of_user,
+)
+from notifier.storage.tasks import create_task as create_task_row
+from notifier.storage.wakeups import DISPATCH
 from notifier.triggers.progress import track_progress
 from notifier.triggers.task_events import apply_task_update, notifications_for_new_log
 from notifier.triggers.task_states import IllegalTransition
@@ -63,44 +70,31 @@ def _public(task: TaskProgress) -> TaskPublic:
 async def create_task(
     payload: TaskCreate, _: ProducerDep, session: SessionDep, response: Response
 ) -> TaskPublic:
-    existing = await get_task(session, payload.task_id)
-    if existing is not None:
-        if existing.user_id == payload.user_id and existing.task_type == payload.task_type:
-            response.status_code = status.HTTP_200_OK  # a retried create
-            return _public(existing)
-        raise Conflict(f"task {payload.task_id!r} already exists for another user or type")
-    now = utcnow()
-    task = TaskProgress(
-        id=uuid.uuid4(),
-        task_id=payload.task_id,
-        user_id=payload.user_id,
-        task_type=payload.task_type,
-        progress=0.0,
-        status=TaskStatus.PENDING.value,
-        total_steps=payload.total_steps,
-        estimated_duration=payload.estimated_duration,
-        tags=payload.tags,
-        task_metadata=payload.task_metadata,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(task)
-    try:
-        await session.commit()
-    except IntegrityError:
-        # The same create arriving twice at once: the unique task_id lets one insert win; the
-        # other answers as a retried create would (or 409 if it was not the same task).
-        await session.rollback()
-        existing = await get_task(session, payload.task_id)
-        if existing is None:
-            raise
-        if existing.user_id == payload.user_id and existing.task_type == payload.task_type:
-            response.status_code = status.HTTP_200_OK
-            return _public(existing)
-        raise Conflict(
-            f"task {payload.task_id!r} already exists for another user or type"
-        ) from None
-    return _public(task)
+    stored = await get_task(session, payload.task_id)
+    if stored is None:
+        now = utcnow()
+        task = TaskProgress(
+            id=uuid.uuid4(),
+            task_id=payload.task_id,
+            user_id=payload.user_id,
+            task_type=payload.task_type,
+            progress=0.0,
+            status=TaskStatus.PENDING.value,
+            total_steps=payload.total_steps,
+            estimated_duration=payload.estimated_duration,
+            tags=payload.tags,
+            task_metadata=payload.task_metadata,
+            created_at=now,
+            updated_at=now,
+        )
+        stored = await create_task_row(session, task)
+        if stored is task:
+            return _public(task)
+    # A retried create (or the same create arriving twice at once, whose insert lost).
+    if stored.user_id == payload.user_id and stored.task_type == payload.task_type:
+        response.status_code = status.HTTP_200_OK
+        return _public(stored)
+    raise Conflict(f"task {payload.task_id!r} already exists for another user or type")
 
 
 @router.get("/{task_id}", response_model=TaskPublic)
@@ -139,11 +133,11 @@ async def update_task(
         restarted=was_finished and not task.is_finished,
         now=task.updated_at,
     )
-    session.add_all(triggered)
+    add_notifications(session, triggered)
     if created is not None:
         triggered.append(created)
     if triggered:
-        await wake_dispatchers(session)
+        await context.wakeups.rows_due(session, DISPATCH)
     if context.recorder is not None:
         context.recorder.keep_latest(
             f"task:{task.task_id}",
@@ -154,8 +148,6 @@ async def update_task(
     # Live progress for the owner's open sockets, sent when (and only if) this commits.
     await context.fanout.publish(task.user_id, task_progress_frame(task), session=session)
     await session.commit()
-    if triggered:
-        context.enqueued()
     return _public(task)
 
 
@@ -200,12 +192,11 @@ async def add_task_log(
     triggered = notifications_for_new_log(task, log, context.settings)
     body = TaskLogPublic.model_validate(log.to_dict()).model_dump(mode="json")
     guard.remember(session, status.HTTP_201_CREATED, body)
-    session.add(log)
-    session.add_all(triggered)
+    add_log(session, log, triggered)
     try:
         await session.flush()  # a concurrent retry with the same key loses here
         if triggered:
-            await wake_dispatchers(session)
+            await context.wakeups.rows_due(session, DISPATCH)
         await session.commit()
     except IntegrityError:
         await session.rollback()
@@ -213,8 +204,6 @@ async def add_task_log(
         if earlier is None:
             raise
         return earlier
-    if triggered:
-        context.enqueued()
     return JSONResponse(body, status_code=status.HTTP_201_CREATED)
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
-from notifier.api.deps import ProducerDep, SessionDep
+from notifier.api.deps import ContextDep, ProducerDep, SessionDep
 from notifier.api.errors import NotFound, Unprocessable
 from notifier.models.base import utcnow
-from notifier.models.recipient import Recipient
 from notifier.schemas.errors import AUTHENTICATED, error_responses
 from notifier.schemas.template import (
     TEMPLATE_KEY_PATTERN,
@@ -24,6 +23,7 @@ from notifier.schemas.template import (
     TemplateSummary,
     TemplateUpsert,
 )
+from notifier.storage.recipients import get_recipient
 from notifier.storage.templates import (
     TemplateEntry,
     delete_template,
@@ -38,7 +38,6 @@ from notifier.templates import (
     RenderedTemplate,
     RenderRequest,
     TemplateError,
-    TemplateRenderer,
     builtin_template,
 )
 from notifier.templates.sms import sms_segments
@@ -55,14 +54,6 @@ TemplateKey = Annotated[
         description="lowercase letters, digits, '.', '_' and '-', starting with a letter or digit",
     ),
 ]
-
-
-async def get_renderer(request: Request) -> TemplateRenderer:
-    # One per app, made on first use (nothing is built at import time).
-    renderer: TemplateRenderer | None = getattr(request.app.state, "template_renderer", None)
-    if renderer is None:
-        renderer = request.app.state.template_renderer = TemplateRenderer()
-    return renderer
 
 
 def _refused(exc: TemplateError) -> Unprocessable:
@@ -119,15 +110,14 @@ async def put_one(
     payload: TemplateUpsert,
     _: ProducerDep,
     session: SessionDep,
-    request: Request,
+    context: ContextDep,
     response: Response,
 ) -> TemplatePublic:
     """Store a template: 201 when the key had no stored template (a built-in's first
     override included), 200 when it replaces one. Every PUT is a new version."""
-    renderer = await get_renderer(request)
     sources = payload.sources()
     try:
-        await renderer.validate_async(sources)
+        await context.renderer.validate_async(sources)
     except TemplateError as exc:
         raise _refused(exc.located(key=key)) from None
     entry, created = await put_template(
@@ -161,7 +151,7 @@ async def preview(
     payload: TemplatePreviewRequest,
     _: ProducerDep,
     session: SessionDep,
-    request: Request,
+    context: ContextDep,
 ) -> TemplatePreview:
     """Render every part, as the channels would send it, for ``data`` and (optionally) a
     user's locale and time zone or a locale of your choice. Nothing is stored."""
@@ -170,16 +160,15 @@ async def preview(
         raise NotFound(f"no template {key!r}")
     recipient = None
     if payload.user_id is not None:
-        row = await session.get(Recipient, payload.user_id)
+        row = await get_recipient(session, payload.user_id)
         recipient = RecipientInfo(
             id=payload.user_id,
             locale=row.locale if row else None,
             timezone=row.timezone if row else None,
         )
     await session.close()  # hold no connection while rendering
-    renderer = await get_renderer(request)
     try:
-        rendered = await renderer.render_async(
+        rendered = await context.renderer.render_async(
             RenderRequest(
                 template=entry.definition,
                 data=payload.data,

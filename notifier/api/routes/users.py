@@ -6,14 +6,11 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.api.deps import ContextDep, ProducerDep, SessionDep, UserAccessDep, UserIdPath
 from notifier.api.errors import NotFound, Unprocessable
 from notifier.models.base import utcnow
-from notifier.models.recipient import PushSubscription, Recipient
+from notifier.models.recipient import Recipient
 from notifier.schemas.errors import AUTHENTICATED, error_responses
 from notifier.schemas.notification import InboxPage, NotificationPublic, ReadAllResult
 from notifier.schemas.user import (
@@ -25,6 +22,7 @@ from notifier.schemas.user import (
     TokenCreate,
     TokenPublic,
 )
+from notifier.storage import push, recipients
 from notifier.storage.cursors import InvalidCursor
 from notifier.storage.notifications import (
     get_notification,
@@ -84,7 +82,8 @@ async def put_recipient(
     user_id: UserIdPath, payload: RecipientUpsert, _: ProducerDep, session: SessionDep
 ) -> RecipientPublic:
     """Replace the whole profile: a field left out is cleared (PATCH changes only some)."""
-    return await _save_recipient(session, user_id, _recipient_fields(payload, set(_FIELDS)))
+    fields = _recipient_fields(payload, set(recipients.RECIPIENT_FIELDS))
+    return _recipient_public(await recipients.save_recipient(session, user_id, fields))
 
 
 @router.patch("/recipient", response_model=RecipientPublic)
@@ -92,12 +91,8 @@ async def patch_recipient(
     user_id: UserIdPath, payload: RecipientPatch, _: ProducerDep, session: SessionDep
 ) -> RecipientPublic:
     """Change only the fields sent (``null`` clears one); creates the profile if absent."""
-    return await _save_recipient(
-        session, user_id, _recipient_fields(payload, payload.model_fields_set)
-    )
-
-
-_FIELDS = ("email", "phone", "locale", "timezone", "preferences", "quiet_hours")
+    fields = _recipient_fields(payload, payload.model_fields_set)
+    return _recipient_public(await recipients.save_recipient(session, user_id, fields))
 
 
 def _recipient_fields(payload: RecipientUpsert | RecipientPatch, names: set[str]) -> dict[str, Any]:
@@ -109,44 +104,21 @@ def _recipient_fields(payload: RecipientUpsert | RecipientPatch, names: set[str]
         "preferences": payload.preferences or {},
         "quiet_hours": payload.quiet_hours.model_dump() if payload.quiet_hours else None,
     }
-    return {name: values[name] for name in _FIELDS if name in names}
+    return {name: values[name] for name in recipients.RECIPIENT_FIELDS if name in names}
 
 
-async def _save_recipient(
-    session: AsyncSession, user_id: str, fields: dict[str, Any]
-) -> RecipientPublic:
-    # Two first writes for one user may both find no row and both insert; the loser of that
-    # race (primary key) goes round again and updates the winner's row.
-    for attempt in (1, 2):
-        row = await session.get(Recipient, user_id, with_for_update=True, populate_existing=True)
-        now = utcnow()
-        if row is None:
-            row = Recipient(user_id=user_id, created_at=now, sms_opted_out=False, preferences={})
-            session.add(row)
-        elif "phone" in fields and fields["phone"] != row.phone:
-            row.sms_opted_out = False  # an opt-out belongs to the old number
-        for name, value in fields.items():
-            setattr(row, name, value)
-        row.updated_at = now
-        try:
-            await session.commit()
-        except IntegrityError:
-            await session.rollback()
-            if attempt == 2:
-                raise
-            continue
-        return RecipientPublic.model_validate(row.to_dict())
-    raise AssertionError("unreachable")
+def _recipient_public(row: Recipient) -> RecipientPublic:
+    return RecipientPublic.model_validate(row.to_dict())
 
 
 @router.get("/recipient", response_model=RecipientPublic)
 async def get_recipient(
     user_id: UserIdPath, _: UserAccessDep, session: SessionDep
 ) -> RecipientPublic:
-    row = await session.get(Recipient, user_id)
+    row = await recipients.get_recipient(session, user_id)
     if row is None:
         raise NotFound("this user has no recipient profile")
-    return RecipientPublic.model_validate(row.to_dict())
+    return _recipient_public(row)
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenPublic)
@@ -182,37 +154,18 @@ async def subscribe_push(
             f"endpoint: {exc}",
             details=[{"loc": ["body", "endpoint"], "msg": str(exc), "type": "unsafe_endpoint"}],
         ) from None
-    query = select(PushSubscription).where(PushSubscription.endpoint == payload.endpoint)
-    # The same browser subscribing twice at once: both may find no row and both insert; the
-    # loser of that race (unique endpoint) goes round again and updates the winner's row.
-    for attempt in (1, 2):
-        found = await session.execute(
-            query.with_for_update().execution_options(populate_existing=True)
-        )
-        row = found.scalar_one_or_none()
-        if row is None:
-            row = PushSubscription(
-                id=uuid.uuid4(), user_id=user_id, endpoint=payload.endpoint, created_at=utcnow()
-            )
-            session.add(row)
-            response.status_code = status.HTTP_201_CREATED
-        else:
-            # A browser profile has one endpoint; whoever subscribes with it last owns it.
-            response.status_code = status.HTTP_200_OK
-            row.user_id = user_id
-        row.p256dh = payload.keys.p256dh
-        row.auth = payload.keys.auth
-        try:
-            await session.commit()
-        except IntegrityError:
-            await session.rollback()
-            if attempt == 2:
-                raise
-            continue
-        return PushSubscriptionPublic(
-            id=row.id, user_id=row.user_id, endpoint=row.endpoint, created_at=row.created_at
-        )
-    raise AssertionError("unreachable")
+    stored = await push.subscribe(
+        session,
+        user_id,
+        endpoint=payload.endpoint,
+        p256dh=payload.keys.p256dh,
+        auth=payload.keys.auth,
+    )
+    response.status_code = status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK
+    row = stored.subscription
+    return PushSubscriptionPublic(
+        id=row.id, user_id=row.user_id, endpoint=row.endpoint, created_at=row.created_at
+    )
 
 
 @router.delete("/push-subscriptions", status_code=status.HTTP_204_NO_CONTENT)
@@ -222,12 +175,7 @@ async def unsubscribe_push(
     session: SessionDep,
     endpoint: Annotated[str, Query(min_length=1, max_length=2048, pattern=r"^[^\x00-\x1f\x7f]+$")],
 ) -> Response:
-    result = await session.execute(
-        delete(PushSubscription).where(
-            PushSubscription.user_id == user_id, PushSubscription.endpoint == endpoint
-        )
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not await push.unsubscribe(session, user_id, endpoint):
         raise NotFound("no such push subscription for this user")
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

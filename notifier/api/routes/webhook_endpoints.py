@@ -32,6 +32,7 @@ from notifier.schemas.webhook_endpoint import (
 )
 from notifier.settings import Settings
 from notifier.storage import webhooks as storage
+from notifier.storage.wakeups import WEBHOOKS
 from notifier.webhooks.events import endpoint_test_event
 from notifier.webhooks.signing import new_key, secret_text
 
@@ -120,9 +121,8 @@ async def update_endpoint(
     if payload.enabled is not None:
         storage.set_enabled(endpoint, payload.enabled, now)
     endpoint.updated_at = now
-    await storage.wake_senders(session)  # re-enabled: its paused deliveries are due
+    await context.wakeups.rows_due(session, WEBHOOKS)  # re-enabled: its paused deliveries
     await session.commit()
-    context.enqueued()
     return WebhookEndpointPublic.from_row(endpoint)
 
 
@@ -161,8 +161,8 @@ async def send_test_event(
         raise Conflict('the endpoint is disabled; PATCH it with {"enabled": true} first')
     event = endpoint_test_event(endpoint_id=endpoint.id, url=endpoint.url)
     await storage.emit_to_endpoint(session, event, endpoint.id)
+    await context.wakeups.rows_due(session, WEBHOOKS)
     await session.commit()
-    context.enqueued()  # the in-process sender, on the embedded default
     return QueuedTestEvent(event_id=event.id)
 
 
@@ -195,6 +195,6 @@ async def replay(
     same ids (as far back as the log is kept: NOTIFIER_WEBHOOK_LOG_DAYS)."""
     endpoint = await _endpoint(session, endpoint_id, for_update=True)
     queued = await storage.replay(session, endpoint, payload.since)
+    await context.wakeups.rows_due(session, WEBHOOKS)
     await session.commit()
-    context.enqueued()
     return ReplayQueued(queued=queued)

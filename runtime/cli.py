@@ -1,7 +1,7 @@
 """The ``notifier`` command: ``serve`` (API), ``worker`` (dispatch), ``migrate``, ``run`` (API
-and worker in one process on SQLite: the embedded default) and ``secrets``.
+and worker in one process on SQLite: the embedded default) and ``secrets``. Each command's
+wiring is in ``roles``; here are its words, and the one-line errors.
 
-It lives in ``workers`` because it is the one place that knows both the API and the worker.
 Its help text for users is ``_DESCRIPTION`` and ``_COMMANDS``, not this docstring.
 """
 
@@ -9,35 +9,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import gc
 import importlib.metadata
 import logging
-import signal
 import sys
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from notifier.api import create_app
-from notifier.api.context import ServiceContext
-from notifier.api.server import build_server
-from notifier.embedded import with_development_secrets
+from notifier.channels.registry import check_trigger_channels
 from notifier.secret_values import secrets_env
 from notifier.settings import Settings, settings_problem
-from notifier.storage.db import create_engine
-from notifier.storage.migrate import SchemaBehindError, ensure_schema_current, upgrade_to_head
-from notifier.storage.startup import (
-    DatabaseUnusable,
-    explain_database_failure,
-    open_sqlite_file,
-)
-
-log = logging.getLogger("notifier")
-
+from notifier.storage.migrate import SchemaBehindError
+from notifier.storage.startup import DatabaseUnusable
+from runtime import roles
 
 _DESCRIPTION = """\
 notifier delivers notifications: producers enqueue them over HTTP (or report task progress and
@@ -121,8 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         settings = Settings()
+        check_trigger_channels(settings)
     except (ValidationError, SettingsError) as exc:
         print(f"notifier: {settings_problem(exc)}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"notifier: {exc}", file=sys.stderr)
         return 2
     if getattr(args, "host", None):
         settings = settings.model_copy(update={"host": args.host})
@@ -132,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     try:
-        _run(_command(args.command, settings))
+        run(_command(args.command, settings))
     # Told in one line: a schema behind, a database out of reach, settings that cannot work.
     except (SchemaBehindError, DatabaseUnusable, ValueError) as exc:
         print(f"notifier: {exc}", file=sys.stderr)
@@ -146,33 +136,16 @@ async def _command(name: str, settings: Settings) -> None:
     if name in ("serve", "worker"):
         settings.refuse_weak_secrets()
     if name == "migrate":
-        await _migrate(settings)
+        await roles.migrate(settings)
     elif name == "serve":
-        await _serve(settings)
+        await roles.serve(settings)
     elif name == "worker":
-        await _worker(settings)
+        await roles.run_worker_process(settings)
     elif name == "run":
-        await _run_embedded(settings)
+        await roles.run_embedded(settings)
 
 
-@contextlib.asynccontextmanager
-async def _first_contact(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    """An engine for the command's first use of the database, whose failure to reach or open
-    the database is told in one line (``DatabaseUnusable``) rather than a traceback."""
-    open_sqlite_file(settings.database_url)
-    engine = create_engine(settings.database_url)
-    try:
-        yield engine
-    except Exception as exc:
-        explained = explain_database_failure(settings.database_url, exc)
-        if explained is None:
-            raise
-        raise explained from exc
-    finally:
-        await engine.dispose()
-
-
-def _run(main: Coroutine[Any, Any, None]) -> None:
+def run(main: Coroutine[Any, Any, None]) -> None:
     """Run on uvloop when it is installed (uvicorn[standard] brings it), as uvicorn would."""
     try:
         import uvloop
@@ -181,74 +154,6 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main)
-
-
-async def _migrate(settings: Settings) -> None:
-    async with _first_contact(settings) as engine:
-        await upgrade_to_head(engine)
-    print("notifier: database schema is up to date")
-
-
-async def _check_schema(settings: Settings) -> None:
-    async with _first_contact(settings) as engine:
-        await ensure_schema_current(engine)
-
-
-async def _serve(settings: Settings) -> None:
-    await _check_schema(settings)
-    context = ServiceContext.from_settings(settings)
-    server = build_server(create_app(settings, context=context), settings)
-    _freeze_what_lives_forever()
-    try:
-        await server.serve()
-    finally:
-        await context.aclose()
-
-
-def _freeze_what_lives_forever() -> None:
-    """Move everything allocated so far (modules, the app and its routes, pydantic's and
-    SQLAlchemy's caches) out of the cyclic collector's sight: a full collection walked all of
-    it again and held the event loop for tens of milliseconds, the slowest requests' wait
-    (bench/RESULTS.md, scenario 3). The worker does the same (runner.py)."""
-    gc.freeze()
-
-
-async def _worker(settings: Settings) -> None:
-    from workers.runner import run_worker_process
-
-    await _check_schema(settings)
-    await run_worker_process(settings)
-
-
-async def _run_embedded(settings: Settings) -> None:
-    settings, dev_key = with_development_secrets(settings)
-    if settings.is_sqlite:
-        async with _first_contact(settings) as engine:
-            await upgrade_to_head(engine)  # the embedded default owns its SQLite file
-    await _check_schema(settings)
-    context = ServiceContext.from_settings(settings)
-    base = f"http://{settings.host}:{settings.port}"
-    if dev_key:
-        print(
-            f"notifier: development API key (kept in the SQLite file's .dev-secrets.json):\n"
-            f"  {dev_key}\n"
-            f"  curl -H 'Authorization: Bearer {dev_key}' {base}/v1/users/alice/notifications",
-            flush=True,
-        )
-    server = build_server(create_app(settings, context=context), settings)
-    _freeze_what_lives_forever()
-    try:
-        from workers.runner import run_in_process_worker
-
-        await run_in_process_worker(settings, context, server)
-    finally:
-        await context.aclose()
-
-
-def install_stop_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
 
 if __name__ == "__main__":
