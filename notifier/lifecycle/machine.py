@@ -194,7 +194,7 @@ def advance(channel: ChannelState, change: ChannelChange, now: datetime) -> Step
 
 
 def derive_status(channel_states: Iterable[str], *, leased: bool = False) -> NotificationStatus:
-    """The notification's status from its channels' (DESIGN "Notification").
+    """The notification's status from its channels' (docs/architecture.md, "Notification").
 
     Retrying while a channel waits for its next attempt; pending (dispatching while a worker
     holds it) while one waits for its first. Then: partially_failed when one failed and another

@@ -1,5 +1,5 @@
-"""The words of a notification's life (DESIGN "Notification"): its type, priority and channels,
-and the statuses of a notification and of each of its channels.
+"""The words of a notification's life (docs/architecture.md, "Notification"): its type,
+priority and channels, and the statuses of a notification and of each of its channels.
 
 Plain enums with no behaviour; what may follow what is ``lifecycle.machine``.
 """

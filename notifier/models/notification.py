@@ -98,7 +98,7 @@ AWAITING_SEND = frozenset({ChannelStatus.PENDING, ChannelStatus.RETRYING})
 
 
 def derive_status(channel_states: Iterable[str]) -> NotificationStatus:
-    """The notification's status from its channels' (DESIGN "Notification").
+    """The notification's status from its channels' (docs/architecture.md, "Notification").
 
     Delivered once every channel is sent, delivered or skipped and at least one succeeded;
     skipped when every channel was skipped (nothing went out: a producer polling for success

@@ -1,4 +1,5 @@
-"""Bounds on what one WebSocket's acks may cost the server (DESIGN "WebSocket", README).
+"""Bounds on what one WebSocket's acks may cost the server (docs/architecture.md,
+"WebSocket"; README).
 
 Each ack is recorded off the socket's read loop (``api/routes/ws.py``), so without bounds a
 client could queue acks faster than the database takes them: 100k random acks from one socket

@@ -1,4 +1,4 @@
-"""The WebSocket frames of DESIGN's "WebSocket" section, and the references that stand for them
+"""The WebSocket frames of docs/architecture.md, "WebSocket", and the references that stand for them
 where a whole frame does not fit (a NOTIFY payload is capped at 8000 bytes)."""
 
 from __future__ import annotations

@@ -340,7 +340,7 @@ def apply_change(delivery: DeliveryState, change: ChannelChange, now: datetime) 
 
 
 def refresh_summary(notification: NotificationState, now: datetime, *, leased: bool) -> None:
-    """Recompute status and retry_count from the channels (DESIGN "Notification")."""
+    """Recompute status and retry_count from the channels (docs/architecture.md, "Notification")."""
     states = [d.status for d in notification.deliveries]
     status = derive_status(states)
     if leased and status == NotificationStatus.PENDING:

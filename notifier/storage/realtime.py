@@ -77,8 +77,8 @@ async def unacked_for_users(
 
 
 class AckOutcome(StrEnum):
-    """What one client ack did (DESIGN "WebSocket": an ack that records nothing is answered as
-    such, not as ``acked``)."""
+    """What one client ack did (docs/architecture.md, "WebSocket": an ack that records nothing
+    is answered as such, not as ``acked``)."""
 
     ACKED = "acked"  # the websocket channel is now delivered
     ALREADY_ACKED = "already_acked"  # it was delivered before: a repeat, still answered acked

@@ -1,5 +1,5 @@
 """The webhook event types, the ``data`` each carries, and the envelope a receiver gets:
-``{"id", "type", "timestamp", "data"}`` (DESIGN "Outbound webhooks").
+``{"id", "type", "timestamp", "data"}`` (docs/architecture.md, "Outbound webhooks").
 
 One event per transition, named after the status entered; its id is the ``webhook-id`` of every
 delivery of it, to every endpoint, on every retry. Whoever makes the change builds the event

@@ -1,7 +1,7 @@
-"""A task's ONE progress notification (DESIGN, Triggers; hardening issue, newcomer items):
-updated in place as the task moves, marked read when it ends, reopened when it restarts, and
-never two for one task, even for concurrent reports. The worker's side (its websocket channel
-sent once) is in tests/test_task_flow.py."""
+"""A task's ONE progress notification (docs/architecture.md, "Triggers"; hardening issue,
+newcomer items): updated in place as the task moves, marked read when it ends, reopened when it
+restarts, and never two for one task, even for concurrent reports. The worker's side (its
+websocket channel sent once) is in tests/test_task_flow.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """An exception that is not a ``DeliveryError`` still ends as a recorded outcome, never as a
-row claimed again and again without a word (DESIGN "Rules"):
+row claimed again and again without a word (docs/architecture.md, "Rules"):
 
 - raised by a channel's send: an unknown outcome, recorded as an attempt naming the exception,
   tried at most once more, then ``failed``;

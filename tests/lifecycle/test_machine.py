@@ -1,6 +1,6 @@
 """The state machine, pair by pair: every (channel status, event) is either allowed with the
-status it leads to, or refused — as the matrix below says, written out by hand from DESIGN's
-rules rather than derived from the code's table."""
+status it leads to, or refused — as the matrix below says, written out by hand from the
+rules (docs/architecture.md, "The state machine") rather than derived from the code's table."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """An open WebSocket does not outlive its token: it is closed with 4401 when the token expires
-(DESIGN "WebSocket"), and no frame reaches it after that.
+(docs/architecture.md, "WebSocket"), and no frame reaches it after that.
 
 Reproduced on 02f835d: the token was checked only at connect; 75 s after a 60 s token expired,
 HTTP answered 401 and the socket still received notifications. Here the token is minted with a

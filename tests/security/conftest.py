@@ -22,7 +22,8 @@ from tests.support.service import RunningService
 from tests.support.worker import dispatcher_beside
 from workers.dispatcher import Dispatcher
 
-# Reachable without a credential (DESIGN "HTTP API"); the Twilio webhook checks a signature.
+# Reachable without a credential (docs/architecture.md, "HTTP API"); the Twilio webhook checks a
+# signature.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/push/vapid-public-key"})
 SIGNED_PATHS = frozenset({"/v1/webhooks/twilio/status"})
 

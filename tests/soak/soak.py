@@ -17,7 +17,7 @@ recorded as a success. At the end every message each peer received is judged:
 - lost: a notification's channel that never reached its peer, or never ended a success in the
   database (must be 0);
 - resent after success: a peer received a channel again after the database had recorded it as
-  sent/delivered (must be 0: DESIGN "a channel that succeeded is never sent again");
+  sent/delivered (must be 0: docs/architecture.md, "Rules");
 - duplicates inside the documented window: a peer received a channel twice but the database
   had not recorded the first success (a worker killed between the provider's acceptance and its
   record; the resend carries the same Message-ID / SMS reference) — counted and reported;

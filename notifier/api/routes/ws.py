@@ -1,4 +1,4 @@
-"""``GET /v1/ws?token=``: a user's live connection (DESIGN "WebSocket").
+"""``GET /v1/ws?token=``: a user's live connection (docs/architecture.md, "WebSocket").
 
 On connect the socket joins this process's hub first and then replays the user's unacked
 websocket notifications, oldest first, so nothing published in between is missed (a frame may
