@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 import uuid
@@ -44,7 +45,7 @@ from notifier.channels.push_endpoints import (
     is_unsafe_address_error,
 )
 from notifier.channels.retry_after import parse_retry_after
-from notifier.channels.spec import Address, ChannelParts, ChannelSpec, PayloadDraft, PayloadLimit
+from notifier.channels.spec import Address, ChannelSpec, PayloadLimit
 from notifier.models.notification import Channel, ChannelStatus
 from notifier.settings import Settings
 
@@ -310,33 +311,20 @@ class BrowserChannel:
             await session.close()
 
 
+
 def push_configured(settings: Settings) -> bool:
     """The settings are there (whether the key can be read shows when the channel is built)."""
     return bool(settings.vapid_private_key and settings.vapid_subject)
 
 
-def _fits(draft: PayloadDraft) -> bool:
-    return push_payload_fits(
-        title=draft.title,
-        message=draft.message,
-        action_url=draft.action_url,
-        notification_type=draft.notification_type,
-        priority=draft.priority,
-    )
-
-
-def _build(parts: ChannelParts) -> BrowserChannel:
-    return BrowserChannel(parts.settings, on_subscription_gone=parts.forget_push_subscription)
-
-
 SPEC = ChannelSpec(
-    name=Channel.BROWSER.value,
-    address=Address.PUSH_SUBSCRIPTION,
-    quiet_hours=True,
+    Channel.BROWSER.value, Address.PUSH_SUBSCRIPTION, quiet_hours=True,
     configured=push_configured,
-    build=_build,
+    build=lambda parts: BrowserChannel(
+        parts.settings, on_subscription_gone=parts.forget_push_subscription
+    ),
     payload_limit=PayloadLimit(
-        fits=_fits,
+        fits=lambda draft: push_payload_fits(**dataclasses.asdict(draft)),
         message=(
             f"the notification is too large for a Web Push message ({MAX_PUSH_PAYLOAD_BYTES} "
             "bytes after encoding); shorten the title or message, or drop the browser channel"
@@ -344,4 +332,4 @@ SPEC = ChannelSpec(
         reason="too large for Web Push",
         code="push_payload_too_large",
     ),
-)
+)  # fmt: skip

@@ -43,7 +43,7 @@ from notifier.channels.base import (
     TransientError,
     UnknownOutcomeError,
 )
-from notifier.channels.spec import Address, ChannelParts, ChannelSpec
+from notifier.channels.spec import Address, ChannelSpec
 from notifier.models.base import utcnow
 from notifier.models.notification import Channel, ChannelStatus
 from notifier.settings import Settings
@@ -316,18 +316,12 @@ async def _quit(smtp: aiosmtplib.SMTP) -> None:
         smtp.close()
 
 
+
 def email_configured(settings: Settings) -> bool:
     return bool(settings.smtp_host and settings.smtp_from)
 
 
-def _build(parts: ChannelParts) -> EmailChannel:
-    return EmailChannel(parts.settings)
-
-
 SPEC = ChannelSpec(
-    name=Channel.EMAIL.value,
-    address=Address.EMAIL,
-    quiet_hours=True,
-    configured=email_configured,
-    build=_build,
-)
+    Channel.EMAIL.value, Address.EMAIL, quiet_hours=True, configured=email_configured,
+    build=lambda parts: EmailChannel(parts.settings),
+)  # fmt: skip

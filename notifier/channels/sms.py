@@ -44,7 +44,7 @@ from notifier.channels.base import (
     UnknownOutcomeError,
 )
 from notifier.channels.retry_after import parse_retry_after
-from notifier.channels.spec import Address, ChannelParts, ChannelSpec
+from notifier.channels.spec import Address, ChannelSpec
 from notifier.models.notification import Channel, ChannelStatus
 from notifier.settings import Settings
 
@@ -308,18 +308,12 @@ class SmsChannel:
             await http.close()
 
 
+
 def sms_configured(settings: Settings) -> bool:
     return bool(settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from)
 
 
-def _build(parts: ChannelParts) -> SmsChannel:
-    return SmsChannel(parts.settings)
-
-
 SPEC = ChannelSpec(
-    name=Channel.SMS.value,
-    address=Address.PHONE,
-    quiet_hours=True,
-    configured=sms_configured,
-    build=_build,
-)
+    Channel.SMS.value, Address.PHONE, quiet_hours=True, configured=sms_configured,
+    build=lambda parts: SmsChannel(parts.settings),
+)  # fmt: skip

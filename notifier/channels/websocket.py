@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from notifier.channels.base import Destination, OutgoingMessage, SendResult
-from notifier.channels.spec import Address, ChannelParts, ChannelSpec
+from notifier.channels.spec import Address, ChannelSpec
 from notifier.models.base import iso
 from notifier.models.notification import Channel, ChannelStatus
 from notifier.realtime.fanout import Fanout
@@ -59,14 +59,9 @@ class WebSocketChannel:
         return None
 
 
-def _build(parts: ChannelParts) -> WebSocketChannel:
-    return WebSocketChannel(parts.fanout)
 
-
+# In-app: it only shows in a page the user has open, so quiet hours never hold it back.
 SPEC = ChannelSpec(
-    name=Channel.WEBSOCKET.value,
-    address=Address.OPEN_SOCKET,
-    quiet_hours=False,  # in-app: it only shows in a page the user has open
-    configured=lambda settings: True,
-    build=_build,
-)
+    Channel.WEBSOCKET.value, Address.OPEN_SOCKET, quiet_hours=False,
+    configured=lambda settings: True, build=lambda parts: WebSocketChannel(parts.fanout),
+)  # fmt: skip

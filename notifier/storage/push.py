@@ -7,11 +7,11 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notifier.models.base import utcnow
 from notifier.models.recipient import PushSubscription
+from notifier.storage.races import first_write_wins
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,12 +24,10 @@ async def subscribe(
     session: AsyncSession, user_id: str, *, endpoint: str, p256dh: str, auth: str
 ) -> Subscribed:
     """Store the subscription and commit. A browser profile has one endpoint; whoever
-    subscribes with it last owns it.
-
-    The same browser subscribing twice at once: both may find no row and both insert; the loser
-    of that race (unique endpoint) goes round again and updates the winner's row."""
+    subscribes with it last owns it (the same browser subscribing twice at once included)."""
     query = select(PushSubscription).where(PushSubscription.endpoint == endpoint)
-    for attempt in (1, 2):
+
+    async def write() -> Subscribed:
         found = await session.execute(
             query.with_for_update().execution_options(populate_existing=True)
         )
@@ -40,19 +38,10 @@ async def subscribe(
                 id=uuid.uuid4(), user_id=user_id, endpoint=endpoint, created_at=utcnow()
             )
             session.add(row)
-        else:
-            row.user_id = user_id
-        row.p256dh = p256dh
-        row.auth = auth
-        try:
-            await session.commit()
-        except IntegrityError:
-            await session.rollback()
-            if attempt == 2:
-                raise
-            continue
+        row.user_id, row.p256dh, row.auth = user_id, p256dh, auth
         return Subscribed(row, created)
-    raise AssertionError("unreachable")
+
+    return await first_write_wins(session, write)
 
 
 async def unsubscribe(session: AsyncSession, user_id: str, endpoint: str) -> bool:

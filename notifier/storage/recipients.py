@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.models.base import utcnow
 from notifier.models.recipient import Recipient
+from notifier.storage.races import first_write_wins
 
 # The fields a producer writes (the rest are the service's own).
 RECIPIENT_FIELDS = ("email", "phone", "locale", "timezone", "preferences", "quiet_hours")
@@ -20,11 +20,9 @@ async def get_recipient(session: AsyncSession, user_id: str) -> Recipient | None
 
 async def save_recipient(session: AsyncSession, user_id: str, fields: dict[str, Any]) -> Recipient:
     """Set ``fields`` (names from ``RECIPIENT_FIELDS``) on the user's profile, creating it if
-    absent, and commit. A new phone number clears the SMS opt-out: it belonged to the old one.
+    absent, and commit. A new phone number clears the SMS opt-out: it belonged to the old one."""
 
-    Two first writes for one user may both find no row and both insert; the loser of that race
-    (primary key) goes round again and updates the winner's row."""
-    for attempt in (1, 2):
+    async def write() -> Recipient:
         row = await session.get(Recipient, user_id, with_for_update=True, populate_existing=True)
         now = utcnow()
         if row is None:
@@ -35,12 +33,6 @@ async def save_recipient(session: AsyncSession, user_id: str, fields: dict[str, 
         for name, value in fields.items():
             setattr(row, name, value)
         row.updated_at = now
-        try:
-            await session.commit()
-        except IntegrityError:
-            await session.rollback()
-            if attempt == 2:
-                raise
-            continue
         return row
-    raise AssertionError("unreachable")
+
+    return await first_write_wins(session, write)
