@@ -10,6 +10,34 @@ from bench.harness import Bench, Figure
 
 PROFILE_LINES = 140
 
+# The sections this module writes; every other ``## `` section of RESULTS.md was written by
+# hand (an A/B, a one-off measurement) and is carried over when the file is rewritten.
+GENERATED_SECTIONS = (
+    "Figures",
+    "Scenarios that failed",
+    "Targets",
+    "How each figure was measured",
+    "Where the time goes",
+)
+
+
+def hand_written_sections(text: str) -> list[str]:
+    """The ``## `` sections of ``text`` that ``write_results`` did not generate, in order."""
+    sections: list[str] = []
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            if current is not None:
+                sections.append("\n".join(current).rstrip())
+            heading = line[3:]
+            generated = any(heading.startswith(name) for name in GENERATED_SECTIONS)
+            current = None if generated else [line]
+        elif current is not None:
+            current.append(line)
+    if current is not None:
+        sections.append("\n".join(current).rstrip())
+    return sections
+
 
 def _num(x: float) -> str:
     if x == 0:
@@ -71,8 +99,9 @@ def write_results(
     out: list[str] = [
         "# notifier benchmarks: results",
         "",
-        "Written by `bench/run.py` (rewritten on every run; see `bench/README.md` for what each "
-        "scenario does and how to read it).",
+        "Written by `bench/run.py` (its sections are rewritten on every run; hand-written "
+        "sections, at the end, are kept; see `bench/README.md` for what each scenario does "
+        "and how to read it).",
         "",
         f"- **Command:** `{command}` (sizes: {bench.sizes.name}, {bench.runs} runs per figure)",
         f"- **Date:** {date}",
@@ -141,4 +170,7 @@ def write_results(
             out += [f"### {key}", "", "```", _trim(profile), "```", ""]
         if not bench.profiles:
             out += ["(profiling was skipped in this run: `--no-profile`)", ""]
+    kept = hand_written_sections(path.read_text()) if path.exists() else []
+    for section in kept:
+        out += [section, ""]
     path.write_text("\n".join(out).rstrip() + "\n")

@@ -147,7 +147,7 @@ async def check_endpoint_url(
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode
             log.debug("%s host %s does not resolve: %s", kind, host, exc)
             raise UnsafeEndpointError(not_allowed(kind)) from None
         addresses = [str(info[4][0]) for info in infos]

@@ -53,6 +53,10 @@ async def test_unsafe_addresses_are_refused(url: str) -> None:
         "https://user:secret@93.184.216.34/x",
         "https://93.184.216.34:99999/x",
         "not a url",
+        # Host names IDNA cannot encode (a label over 63 characters, an empty label): the
+        # resolver raises UnicodeError, not OSError — still a refusal, not a 500.
+        "https://" + "a" * 70 + ".example.com/x",
+        "https://push..example.com/x",
     ],
 )
 async def test_malformed_or_insecure_urls_are_refused(url: str) -> None:
