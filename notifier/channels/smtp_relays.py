@@ -3,13 +3,14 @@
 
 A send goes to the first relay whose breaker is closed. When that relay fails transiently
 (connection refused or reset, a timeout, a 4xx, our credentials refused) its breaker opens for
-``NOTIFIER_BREAKER_SECONDS`` and the same message goes to the next relay at once. What is not
+``NOTIFIER_BREAKER_SECONDS`` and the same message goes to the next relay at once; relays whose
+breaker is open come last. What is not
 failed over: a permanent refusal (5xx: the message itself is refused, and another relay would
 refuse it too) and an unknown outcome (the connection was lost inside DATA: the relay may have
-queued the message, and a second relay would deliver it twice). When every relay's breaker is
-open they are all tried anyway, in order: with nowhere else to go a pause would only delay
-mail, and the worker's retry schedule already spaces the attempts. When all fail, the send
-fails transiently and the worker retries it as it would for a single relay.
+queued the message, and a second relay would deliver it twice). A relay whose breaker is open
+is still tried when every relay before it failed: with nowhere else to go a pause would only
+delay mail, and the worker's retry schedule already spaces the attempts. When all fail, the
+send fails transiently and the worker retries it as it would for a single relay.
 docs/architecture.md, "Email relays", says how this breaker and the worker's relate.
 """
 
@@ -94,15 +95,15 @@ class RelayChain:
     def _is_open_check(self, label: str) -> Callable[[], bool]:
         return lambda: self._breaker.paused_until(label, utcnow()) is not None
 
-    def _order(self) -> list[RelayConnections]:
+    def _order(self) -> tuple[list[RelayConnections], list[RelayConnections]]:
+        """The relays whose breaker is closed, in order, then those whose breaker is open."""
         now = utcnow()
-        closed = [r for r in self._relays if self._breaker.paused_until(r.relay.label, now) is None]
-        if not closed:
-            return list(self._relays)  # every one paused: try them all (module docstring)
-        for passed in self._relays:
-            if passed not in closed:
-                self._metrics.attempt(passed.relay.label, "passed_over")
-        return closed
+        closed: list[RelayConnections] = []
+        paused: list[RelayConnections] = []
+        for connections in self._relays:
+            is_paused = self._breaker.paused_until(connections.relay.label, now) is not None
+            (paused if is_paused else closed).append(connections)
+        return closed, paused
 
     async def send(self, payload: bytes, sender: str, rcpt: str, needs_utf8: bool) -> str:
         """Deliver the message; the label of the relay that took it (``host:port``)."""
@@ -113,8 +114,10 @@ class RelayChain:
         except TimeoutError:
             raise TransientError("SMTP timed out during pool") from None
         try:
+            closed, paused = self._order()
             failures: list[tuple[SmtpRelay, TransientError]] = []
-            for connections in self._order():
+            # A paused relay is reached only when every relay before it failed: last resort.
+            for tried, connections in enumerate(closed + paused):
                 label = connections.relay.label
                 try:
                     await connections.send(payload, sender, rcpt, needs_utf8)
@@ -131,6 +134,8 @@ class RelayChain:
                     raise
                 self._breaker.close(label)
                 self._metrics.attempt(label, "delivered")
+                for skipped in paused[max(0, tried + 1 - len(closed)) :]:
+                    self._metrics.attempt(skipped.relay.label, "passed_over")
                 return label
             raise _every_relay_failed(failures)
         finally:
