@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_from: str | None = None
     smtp_timeout_seconds: float = 10.0
+    # SMTP connections a worker keeps open and sends on at once (over all relays).
+    smtp_max_connections: int = Field(default=4, ge=1, le=256)
     # Further relays, tried in order when the one before fails transiently or is paused
     # (docs/architecture.md, "Email relays"); URLs as in notifier/smtp_urls.py.
     smtp_fallback_urls: Annotated[tuple[SmtpRelay, ...], NoDecode] = ()

@@ -122,7 +122,7 @@ class EmailChannel:
         self,
         settings: Settings,
         *,
-        max_connections: int = 4,
+        max_connections: int | None = None,
         metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self._settings = settings
@@ -131,7 +131,7 @@ class EmailChannel:
             relays_from(settings),
             timeout=settings.smtp_timeout_seconds,
             pause_seconds=settings.breaker_seconds,
-            max_connections=max_connections,
+            max_connections=max_connections or settings.smtp_max_connections,
             metrics=relay_metrics(metrics_registry),
         )
         self._closed = False
