@@ -16,6 +16,8 @@ in PostgreSQL, building the message, and the channel's own bookkeeping.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
+from typing import Any
 
 from bench.data import prime_statistics
 from bench.harness import PYTHON, Bench, Child, Figure, Target, connect, free_port
@@ -49,29 +51,44 @@ async def run(bench: Bench) -> list[Figure]:
             stack.push_async_callback(_quit, bench, raw)
             await raw.event("ready", timeout=30)
             receiver = ChildReceiver(sink, "count", "count")
+            worker_env = {
+                "NOTIFIER_SMTP_HOST": "127.0.0.1",
+                "NOTIFIER_SMTP_PORT": str(port),
+                "NOTIFIER_SMTP_FROM": "Bench <bench@notifier.test>",
+                "NOTIFIER_SMTP_STARTTLS": "false",
+                "NOTIFIER_SMTP_MAX_CONNECTIONS": str(connections),
+            }
+            options: dict[str, Any] = {
+                "module": "runtime",
+                "args": ("worker",),
+                "env": worker_env,
+                "channels": ("email",),
+                "recipient": {"email": "someone@bench.test"},
+                "receiver": receiver,
+            }
             for index in range(runs):
                 bench.log(f"email run {index + 1}/{runs}")
                 raw_samples.append(await _raw_run(bench, raw, receiver, n))
-                drain = await drain_notifier(
-                    bench,
-                    url,
-                    connection,
-                    n,
-                    label="-email",
-                    module="runtime",
-                    args=("worker",),
-                    env={
-                        "NOTIFIER_SMTP_HOST": "127.0.0.1",
-                        "NOTIFIER_SMTP_PORT": str(port),
-                        "NOTIFIER_SMTP_FROM": "Bench <bench@notifier.test>",
-                        "NOTIFIER_SMTP_STARTTLS": "false",
-                        "NOTIFIER_SMTP_MAX_CONNECTIONS": str(connections),
-                    },
-                    channels=("email",),
-                    recipient={"email": "someone@bench.test"},
-                    receiver=receiver,
-                )
+                drain = await drain_notifier(bench, url, connection, n, label="-email", **options)
                 worker_samples.append(drain.rate)
+            figure = Figure(
+                "dispatch_email",
+                "notifications/s",
+                worker_samples,
+                raw_samples,
+                f"raw aiosmtplib messages/s ({connections} connections)",
+                "higher",
+                SCENARIO,
+                TARGET,
+            )
+            if figure.met is False:
+
+                async def profiled(path: Path) -> None:
+                    await drain_notifier(
+                        bench, url, connection, n, profile_to=path, label="-profiled", **options
+                    )
+
+                await bench.profiled("dispatch_email (worker process)", profiled)
     bench.note(
         SCENARIO,
         f"{n} email notifications per run, {connections} SMTP connections on both sides "
@@ -80,18 +97,7 @@ async def run(bench: Bench) -> list[Figure]:
         "worker's `build_email` messages built before the clock). Worker: service defaults "
         "otherwise; its drain is capped like scenario 1's.",
     )
-    return [
-        Figure(
-            "dispatch_email",
-            "notifications/s",
-            worker_samples,
-            raw_samples,
-            f"raw aiosmtplib messages/s ({connections} connections)",
-            "higher",
-            SCENARIO,
-            TARGET,
-        )
-    ]
+    return [figure]
 
 
 async def _raw_run(bench: Bench, raw: Child, receiver: ChildReceiver, n: int) -> float:
