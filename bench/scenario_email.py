@@ -4,6 +4,8 @@
   ``bench/smtp_sink.py`` (aiosmtpd, 250 to everything), measured like scenario 1's drains
   (``scenario_dispatch.drain_notifier``: from the enqueue's commit until every row is settled
   and the sink has every message).
+- Diagnostic (in the notes, not a figure): ``bench/premade_email_worker.py``, the same worker
+  sending one pre-built message, which isolates the cost of building the MIME.
 - Baseline: ``bench/raw_smtp.py``, bare aiosmtplib sending the same messages (built by the
   worker's own ``build_email``, before the clock) to the same sink over the same number of
   connections (``NOTIFIER_SMTP_MAX_CONNECTIONS``), from its first connect until the sink has
@@ -34,6 +36,7 @@ async def run(bench: Bench) -> list[Figure]:
     connections = Settings().smtp_max_connections
     worker_samples: list[float] = []
     raw_samples: list[float] = []
+    premade_samples: list[float] = []
     async with bench.database("email") as url:
         connection = await connect(url)
         async with contextlib.AsyncExitStack() as stack:
@@ -71,6 +74,16 @@ async def run(bench: Bench) -> list[Figure]:
                 raw_samples.append(await _raw_run(bench, raw, receiver, n))
                 drain = await drain_notifier(bench, url, connection, n, label="-email", **options)
                 worker_samples.append(drain.rate)
+                # Diagnostic, not a figure: the same worker sending one pre-built message.
+                premade = await drain_notifier(
+                    bench,
+                    url,
+                    connection,
+                    n,
+                    label="-premade",
+                    **{**options, "module": "bench.premade_email_worker", "args": ()},
+                )
+                premade_samples.append(premade.rate)
             figure = Figure(
                 "dispatch_email",
                 "notifications/s",
@@ -97,6 +110,17 @@ async def run(bench: Bench) -> list[Figure]:
         "worker's `build_email` messages built before the clock). Worker: service defaults "
         "otherwise; its drain is capped like scenario 1's.",
     )
+    bench.note(
+        SCENARIO,
+        "Diagnostic: the same worker with `build_email` swapped for one message built at start "
+        "(`bench/premade_email_worker.py`) drained "
+        + ", ".join(f"{rate:.0f}" for rate in premade_samples)
+        + " notifications/s in the same runs (real worker: "
+        + ", ".join(f"{rate:.0f}" for rate in worker_samples)
+        + "; raw: "
+        + ", ".join(f"{rate:.0f}" for rate in raw_samples)
+        + "): the difference between the two workers is what building the MIME costs.",
+    )
     return [figure]
 
 
@@ -105,8 +129,13 @@ async def _raw_run(bench: Bench, raw: Child, receiver: ChildReceiver, n: int) ->
     await raw.send(f"send {n} {receiver.generation}")
     started = await raw.event("started", timeout=120, gen=receiver.generation)
     ended = await receiver.finished(timeout=max(120.0, n / 20))
+    sent = await raw.event("sent", timeout=120, gen=receiver.generation)
     rate = n / (ended - float(started["t"]))
-    bench.log(f"  raw aiosmtplib: {n} in {ended - float(started['t']):.2f}s ({rate:.0f}/s)")
+    cpu = float(sent["cpu"])
+    bench.log(
+        f"  raw aiosmtplib: {n} in {ended - float(started['t']):.2f}s ({rate:.0f}/s, CPU "
+        f"{cpu:.1f}s = {1000 * cpu / n:.2f} ms each)"
+    )
     return rate
 
 
