@@ -6,9 +6,9 @@ notifications (``build_email``: the same title, text, HTML and headers, one reci
 before the clock; then emits ``{"event": "started", "gen", "t"}`` and sends them with
 CONNECTIONS connections opened after the clock started (the worker opens its pool during its
 run too), each sending one message after the other with ``SMTP.sendmail``; then
-``{"event": "sent", "gen", "t", "sent", "cpu"}`` (CPU seconds of the sending). The bench reads the end from the sink, as for the
-worker. ``quit`` ends it. No database, no claim, no record: what is left is the SMTP exchange
-and aiosmtplib's own cost.
+``{"event": "sent", "gen", "t", "sent", "cpu"}`` (CPU seconds of the sending). The bench
+reads the end from the sink, as for the worker. ``quit`` ends it. No database, no claim, no
+record: what is left is the SMTP exchange and aiosmtplib's own cost.
 """
 
 from __future__ import annotations
