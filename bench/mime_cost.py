@@ -92,7 +92,7 @@ def hand_bytes(message: OutgoingMessage) -> bytes:
 
 
 def _read(raw: bytes) -> tuple[list[tuple[str, str]], str, str]:
-    email = cast(EmailMessage, message_from_bytes(raw, policy=policy.default))
+    email = message_from_bytes(raw, policy=policy.default)
     headers = [(k, str(v)) for k, v in email.items() if k not in ("Date", "Content-Type")]
     parts = []
     for subtype in ("plain", "html"):
