@@ -18,8 +18,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from pydantic import SecretStr
 
 # More relays than this is a configuration error, not a need: each one tried costs up to
-# NOTIFIER_SMTP_TIMEOUT_SECONDS of a send's time.
-MAX_FALLBACK_RELAYS = 4
+# NOTIFIER_SMTP_TIMEOUT_SECONDS of a send's time, and the worker gives a send 60 s in all
+# (workers/dispatcher.py): the wait for a connection and four relays at the default 10 s fit.
+MAX_FALLBACK_RELAYS = 3
 _DEFAULT_PORTS = {"smtp": 587, "smtps": 465}
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -83,10 +84,15 @@ def parse_smtp_urls(value: str) -> tuple[SmtpRelay, ...]:
     entries = [entry.strip() for entry in value.split(",") if entry.strip()]
     if len(entries) > MAX_FALLBACK_RELAYS:
         raise ValueError(f"lists {len(entries)} relays; at most {MAX_FALLBACK_RELAYS} are allowed")
-    relays = []
+    relays: list[SmtpRelay] = []
     for position, entry in enumerate(entries, start=1):
         try:
-            relays.append(parse_smtp_url(entry))
+            relay = parse_smtp_url(entry)
         except ValueError as exc:
             raise ValueError(f"entry {position} {exc}") from None
+        # One breaker and one set of series per host:port: a relay listed twice would share them.
+        for earlier, other in enumerate(relays, start=1):
+            if other.label == relay.label:
+                raise ValueError(f"entry {position} repeats entry {earlier} ({relay.label})")
+        relays.append(relay)
     return tuple(relays)
