@@ -131,7 +131,9 @@ class EmailChannel:
             relays_from(settings),
             timeout=settings.smtp_timeout_seconds,
             pause_seconds=settings.breaker_seconds,
-            max_connections=max_connections or settings.smtp_max_connections,
+            max_connections=(
+                settings.smtp_max_connections if max_connections is None else max_connections
+            ),
             metrics=relay_metrics(metrics_registry),
         )
         self._closed = False
