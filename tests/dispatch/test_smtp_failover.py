@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.api.helpers import new_user
 from tests.dispatch.harness import Stack, running_stack
 from tests.dispatch.smtp import DispatchSmtpPeer
+from tests.dispatch.test_worker_process import worker_process
 from tests.peers.base import free_port
 
 PAUSE = 1.0  # NOTIFIER_BREAKER_SECONDS in these tests
@@ -122,3 +125,36 @@ async def test_every_relay_down_retries_as_before_then_delivers(
     assert record["attempts"] >= 2
     assert record["provider_id"].startswith(f"127.0.0.1:{fallback_port} <")
     assert len(fallback.messages) == 1
+
+
+async def test_a_worker_process_serves_the_series_per_relay(
+    fresh_pg_url: str, fallback: DispatchSmtpPeer, tmp_path: Path
+) -> None:
+    """The real `notifier worker`: its /metrics (WORKER_METRICS_PORT) has each relay's series."""
+    refusing, metrics_port = free_port(), free_port()
+    async with running_stack(fresh_pg_url, worker=False, **relays(refusing, fallback)) as stack:
+        user = new_user()
+        await stack.put_recipient(user, email=f"{user}@example.com")
+        created = await stack.notify(user_id=user, title="t", message="m", channels=["email"])
+        env = {
+            "smtp_fallback_urls": f"smtp://{fallback.host}:{fallback.port}",
+            "breaker_seconds": "600",  # still open when scraped
+            "worker_metrics_port": str(metrics_port),
+        }
+        async with worker_process(stack, tmp_path / "worker.log", **env):
+            body = await stack.wait_channel(created["id"], "email", "delivered", within=30)
+            async with httpx.AsyncClient() as client:
+                scraped = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+
+    primary, backup = f"127.0.0.1:{refusing}", f"127.0.0.1:{fallback.port}"
+    assert body["delivery_status"]["email"]["provider_id"].startswith(f"{backup} <")
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in scraped.splitlines()
+        if line.startswith("notifier_smtp_relay")
+    }
+    attempts = "notifier_smtp_relay_attempts_total"
+    assert samples[f'{attempts}{{outcome="transient",relay="{primary}"}}'] == 1
+    assert samples[f'{attempts}{{outcome="delivered",relay="{backup}"}}'] == 1
+    assert samples[f'notifier_smtp_relay_breaker_open{{relay="{primary}"}}'] == 1
+    assert samples[f'notifier_smtp_relay_breaker_open{{relay="{backup}"}}'] == 0
