@@ -15,6 +15,7 @@ import logging
 import sys
 from typing import ClassVar
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import workers.runner as runner
@@ -43,7 +44,10 @@ class NoopChannel:
 
 
 def noop_channels(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], fanout: Fanout
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    fanout: Fanout,
+    metrics_registry: CollectorRegistry | None = None,
 ) -> dict[str, DeliveryChannel]:
     return {Channel.WEBSOCKET.value: NoopChannel()}
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench import (
     scenario_dispatch,
+    scenario_email,
     scenario_enqueue,
     scenario_growth,
     scenario_latency,
@@ -47,6 +48,7 @@ SCENARIOS: dict[int, tuple[str, Callable[[Bench], Awaitable[list[Figure]]]]] = {
     4: (scenario_sockets.SCENARIO, scenario_sockets.run),
     5: (scenario_growth.SCENARIO, scenario_growth.run),
     6: (scenario_webhooks.SCENARIO, scenario_webhooks.run),
+    7: (scenario_email.SCENARIO, scenario_email.run),
 }
 
 
@@ -55,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller sizes (a few minutes)")
     size.add_argument("--smoke", action="store_true", help="tiny sizes (the test suite's)")
-    parser.add_argument("--scenarios", default="1,2,3,4,5,6", help="comma-separated, e.g. 1,3")
+    parser.add_argument("--scenarios", default="1,2,3,4,5,6,7", help="comma-separated, e.g. 1,3")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
     parser.add_argument(

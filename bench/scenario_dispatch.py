@@ -8,7 +8,8 @@ released) and, where there is a receiver, until the receiver has them all.
 - ``dispatch_noop``: ``python -m bench.noop_worker`` (the real worker with a no-op channel).
 - ``dispatch_websocket``: ``notifier worker`` publishing to 100 users whose clients (another
   process) are connected to ``notifier serve`` and ack every frame; until all frames arrived.
-- ``dispatch_email``: ``notifier worker`` sending to a local aiosmtpd sink.
+
+``dispatch_email`` is scenario 7 (``scenario_email.py``), against its own baseline.
 
 Baseline: PgQueuer draining N no-op jobs (dequeue batch 100) in its own process, same database,
 measured the same way (from the enqueue's commit until its queue table is empty), alternating
@@ -36,7 +37,6 @@ from bench.harness import (
     Figure,
     Target,
     connect,
-    free_port,
     pg_dsn,
     wait_until,
 )
@@ -195,7 +195,7 @@ async def run(bench: Bench) -> list[Figure]:
     n, runs = bench.sizes.dispatch_n, bench.runs
     users = bench.sizes.dispatch_ws_clients
     capped: list[str] = []
-    samples: dict[str, list[float]] = {"pgqueuer": [], "noop": [], "websocket": [], "email": []}
+    samples: dict[str, list[float]] = {"pgqueuer": [], "noop": [], "websocket": []}
     async with bench.database("dispatch") as url:
         connection = await connect(url)
         async with contextlib.AsyncExitStack() as stack:
@@ -206,13 +206,7 @@ async def run(bench: Bench) -> list[Figure]:
             stack.push_async_callback(bench.stop, api.child)
             clients = await _start_clients(bench, api.ws_url, users)
             stack.push_async_callback(_quit, bench, clients)
-            smtp_port = free_port()
-            sink = await bench.spawn(
-                "smtp-sink", [PYTHON, "-m", "bench.smtp_sink", str(smtp_port)], pipe=True
-            )
-            stack.push_async_callback(_quit, bench, sink)
-            await sink.event("ready", timeout=30)
-            variants = _variants(clients, sink, smtp_port, users)
+            variants = _variants(clients, users)
             for run in range(runs):
                 bench.log(f"dispatch run {run + 1}/{runs}")
                 samples["pgqueuer"].append(await drain_pgqueuer(bench, url, connection, n))
@@ -239,7 +233,6 @@ async def run(bench: Bench) -> list[Figure]:
                     base,
                     Target("ratio_min", 0.5, ">= 0.5x PgQueuer"),
                 ),
-                _dispatch_figure("dispatch_email", samples["email"], base, None),
             ]
             for figure, name in zip(figures[:2], ("noop", "websocket"), strict=True):
                 if figure.met is False:
@@ -277,7 +270,7 @@ async def _quit(bench: Bench, child: Child) -> None:
     await bench.stop(child)
 
 
-def _variants(clients: Child, sink: Child, smtp_port: int, users: int) -> dict[str, dict[str, Any]]:
+def _variants(clients: Child, users: int) -> dict[str, dict[str, Any]]:
     return {
         "noop": {"module": "bench.noop_worker", "args": ()},
         "websocket": {
@@ -285,19 +278,6 @@ def _variants(clients: Child, sink: Child, smtp_port: int, users: int) -> dict[s
             "args": ("worker",),
             "users": users,
             "receiver": ChildReceiver(clients, "stats", "stats"),
-        },
-        "email": {
-            "module": "runtime",
-            "args": ("worker",),
-            "env": {
-                "NOTIFIER_SMTP_HOST": "127.0.0.1",
-                "NOTIFIER_SMTP_PORT": str(smtp_port),
-                "NOTIFIER_SMTP_FROM": "Bench <bench@notifier.test>",
-                "NOTIFIER_SMTP_STARTTLS": "false",
-            },
-            "channels": ("email",),
-            "recipient": {"email": "someone@bench.test"},
-            "receiver": ChildReceiver(sink, "count", "count"),
         },
     }
 
@@ -356,7 +336,7 @@ def _notes(bench: Bench, capped: list[str]) -> None:
         "one asyncpg connection. Each run starts a fresh worker process and waits until it "
         "has processed one probe notification/job, so process start-up is not timed; the "
         "clock starts at the commit of the enqueue transaction. Runs go round-robin "
-        "(PgQueuer, no-op, websocket, email), and all three figures share the PgQueuer runs.",
+        "(PgQueuer, no-op, websocket), and both figures share the PgQueuer runs.",
     )
     bench.note(
         SCENARIO,
@@ -380,10 +360,7 @@ def _notes(bench: Bench, capped: list[str]) -> None:
         f"Websocket: `notifier serve` and {sizes.dispatch_ws_clients} clients "
         "(`bench/wsclients.py`, one process, acking every frame) stay up for the scenario; a "
         "run ends when the queue is drained and the clients have every frame; after it the "
-        "bench waits (up to 30 s) for the acks to settle. Email: `notifier worker` with "
-        "NOTIFIER_SMTP_* pointing at `bench/smtp_sink.py` (aiosmtpd in its own process, 250 "
-        "to everything, no TLS/AUTH); a run ends when the queue is drained and the sink has "
-        "every message. Email has no target; it is there for reference.",
+        "bench waits (up to 30 s) for the acks to settle.",
     )
 
 

@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from notifier.smtp_urls import SmtpRelay, parse_smtp_urls
+
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./notifier.db"
 TWILIO_API_BASE_URL = "https://api.twilio.com"
 
@@ -85,6 +87,15 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_from: str | None = None
     smtp_timeout_seconds: float = 10.0
+    # SMTP connections a worker keeps open and sends on at once (over all relays). 16, not 4:
+    # more sends finishing together share the outcome's transaction (bench/RESULTS.md, "Email
+    # throughput": CPU per email 3.1 -> 2.2 ms, throughput about 2.5x).
+    smtp_max_connections: int = Field(default=16, ge=1, le=256)
+    # Further relays, tried in order when the one before fails transiently or is paused
+    # (docs/architecture.md, "Email relays"); URLs as in notifier/smtp_urls.py.
+    smtp_fallback_urls: Annotated[tuple[SmtpRelay, ...], NoDecode] = ()
+    # How long a relay that failed transiently is passed over while another one is available.
+    breaker_seconds: float = Field(default=60.0, gt=0, le=24 * 3600)
 
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
@@ -179,6 +190,11 @@ class Settings(BaseSettings):
     @classmethod
     def _database_driver(cls, value: str) -> str:
         return normalize_database_url(value)
+
+    @field_validator("smtp_fallback_urls", mode="before")
+    @classmethod
+    def _parse_fallback_urls(cls, value: object) -> object:
+        return parse_smtp_urls(value) if isinstance(value, str) else value
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -125,6 +125,7 @@ async def run_worker_process(settings: Settings) -> None:
         fanout=PostgresFanout(engine),
         observer=MetricsObserver(metrics, recorder),
         webhook_metrics=WebhookMetrics(metrics.registry),
+        metrics_registry=metrics.registry,
     )
     stop = asyncio.Event()
     install_stop_signals(stop)
@@ -162,6 +163,7 @@ async def run_embedded(settings: Settings) -> None:
         fanout=context.fanout,
         observer=MetricsObserver(context.metrics, context.recorder),
         webhook_metrics=WebhookMetrics(context.metrics.registry),
+        metrics_registry=context.metrics.registry,
     )
     context.wakeups.subscribe(DISPATCH, parts.dispatch_wakeup.notify)
     context.wakeups.subscribe(WEBHOOKS, parts.webhook_wakeup.notify)

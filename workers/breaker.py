@@ -1,23 +1,26 @@
 """Per-channel circuit breaker: after the provider refuses our credentials, the channel pauses
-so that every queued recipient is not tried (and failed) against a broken configuration."""
+so that every queued recipient is not tried (and failed) against a broken configuration. The
+pausing itself is ``notifier.breaker.Breaker``, shared with the email channel's per-relay
+breaker (docs/architecture.md, "Email relays")."""
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
+
+from notifier.breaker import Breaker
 
 log = logging.getLogger("notifier.worker")
 
 
 class ChannelBreaker:
     def __init__(self, *, pause_seconds: float) -> None:
-        self._pause = timedelta(seconds=pause_seconds)
-        self._paused_until: dict[str, datetime] = {}
-        self.trips: dict[str, int] = {}
+        self._breaker = Breaker(pause_seconds=pause_seconds)
+        self.trips = self._breaker.trips
 
     def trip(self, channel: str, now: datetime, reason: str) -> datetime:
-        until = now + self._pause
-        if self._paused_until.get(channel, now) <= now:
+        until, opened = self._breaker.trip(channel, now)
+        if opened:
             # ALERT: an operator must fix credentials; the log line is what pages them.
             log.error(
                 "ALERT channel %s paused until %s: the provider refused our credentials (%s)",
@@ -25,10 +28,7 @@ class ChannelBreaker:
                 until.isoformat(),
                 reason,
             )
-        self._paused_until[channel] = until
-        self.trips[channel] = self.trips.get(channel, 0) + 1
         return until
 
     def paused_until(self, channel: str, now: datetime) -> datetime | None:
-        until = self._paused_until.get(channel)
-        return until if until is not None and until > now else None
+        return self._breaker.paused_until(channel, now)

@@ -112,6 +112,7 @@ def policy_from(settings: Settings) -> RetryPolicy:
         max_attempts=settings.max_attempts,
         base_seconds=settings.retry_base_seconds,
         max_seconds=settings.retry_max_seconds,
+        pause_seconds=settings.breaker_seconds,
     )
 
 

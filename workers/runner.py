@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notifier.channels.base import DeliveryChannel
@@ -31,7 +32,10 @@ log = logging.getLogger("notifier.worker")
 
 
 def build_channels(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], fanout: Fanout
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    fanout: Fanout,
+    metrics_registry: CollectorRegistry | None = None,
 ) -> dict[str, DeliveryChannel]:
     """One of every registered channel, by name."""
 
@@ -39,7 +43,9 @@ def build_channels(
         await forget_subscription(sessions, endpoint)
         log.info("deleted a push subscription its push service reported gone")
 
-    return CHANNELS.build(ChannelParts(settings, fanout, forget_push_subscription))
+    return CHANNELS.build(
+        ChannelParts(settings, fanout, forget_push_subscription, metrics_registry)
+    )
 
 
 async def close_channels(channels: Mapping[str, DeliveryChannel]) -> None:
@@ -58,6 +64,8 @@ class WorkerParts:
     fanout: Fanout
     observer: DispatchObserver | None = None
     webhook_metrics: WebhookMetrics | None = None
+    # The process's Prometheus registry, for the channels' own series (the email relays').
+    metrics_registry: CollectorRegistry | None = None
     # Poked by an API in this process after its commits (storage.wakeups.Wakeups).
     dispatch_wakeup: Wakeup = field(default_factory=Wakeup)
     webhook_wakeup: Wakeup = field(default_factory=Wakeup)
@@ -86,7 +94,7 @@ async def worker_running(settings: Settings, parts: WorkerParts) -> AsyncIterato
     listener = None
     if not settings.is_sqlite:
         listener = PostgresWakeupListener(settings.database_url, parts.dispatch_wakeup.notify)
-    channels = build_channels(settings, parts.sessions, parts.fanout)
+    channels = build_channels(settings, parts.sessions, parts.fanout, parts.metrics_registry)
     dispatcher = Dispatcher(
         settings=settings,
         sessions=parts.sessions,

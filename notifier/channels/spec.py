@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from prometheus_client import CollectorRegistry
+
 from notifier.settings import Settings
 
 if TYPE_CHECKING:
@@ -57,6 +59,9 @@ class ChannelParts:
     fanout: Fanout
     # Deletes a push subscription its push service reported gone.
     forget_push_subscription: Callable[[str], Awaitable[None]]
+    # The process's Prometheus registry, for a channel's own series (the email relays');
+    # None: the channel keeps them to itself.
+    metrics_registry: CollectorRegistry | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,8 @@ async def test_delivers_text_and_html_with_headers(
     message_id = f"<{message.notification_id}@notifier.test>"
     assert channel.name is Channel.EMAIL
     assert result.status is ChannelStatus.DELIVERED
-    assert result.provider_id == message_id
+    # Which relay took it (host:port), then the Message-ID.
+    assert result.provider_id == f"{smtp_peer.host}:{smtp_peer.port} {message_id}"
     assert mail.mail_from == "notify@notifier.test"
     assert mail.rcpt_tos == ["alice@example.com"]
     assert mail.message["Subject"] == "Build <b>done</b> & dusted"
@@ -99,7 +100,9 @@ async def test_resend_carries_the_same_message_id(
 
     mails = await smtp_peer.wait_for_messages(2)
     assert first.provider_id == second.provider_id
-    assert mails[0].message["Message-ID"] == mails[1].message["Message-ID"] == first.provider_id
+    assert first.provider_id is not None
+    message_id = first.provider_id.split(" ", 1)[1]
+    assert mails[0].message["Message-ID"] == mails[1].message["Message-ID"] == message_id
 
 
 async def test_connection_is_reused_across_messages(

@@ -117,7 +117,7 @@ async def test_all_channels_to_a_stored_recipient(
     # The API: every channel's outcome.
     status = body["delivery_status"]
     assert status["email"]["status"] == "delivered"
-    assert status["email"]["provider_id"] == message_id
+    assert status["email"]["provider_id"] == f"{smtp_peer.host}:{smtp_peer.port} {message_id}"
     assert status["sms"]["status"] == "sent"
     assert status["sms"]["provider_id"] == sms.sid
     assert status["browser"]["status"] == "sent"

@@ -31,7 +31,8 @@ async def test_smtp_451_three_times_then_250(db_url: str, smtp_peer: DispatchSmt
     assert email["attempts"] == 4
     assert body["retry_count"] == 3
     assert body["status"] == "delivered"
-    assert email["provider_id"] == f"<{created['id']}@notifier.test>"
+    relay = f"{smtp_peer.host}:{smtp_peer.port}"
+    assert email["provider_id"] == f"{relay} <{created['id']}@notifier.test>"
     assert smtp_peer.rcpts == ["carol@example.com"] * 4
     assert len(smtp_peer.messages) == 1
 

@@ -165,9 +165,11 @@ class SmtpPeer:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self) -> Self:
+    async def start(self, *, port: int | None = None) -> Self:
+        """Serve on ``port`` (a stopped peer coming back where it was), else on a free one."""
         self._loop = asyncio.get_running_loop()
-        self.port = free_port()  # Controller(port=0) cannot work: it probes the port it got
+        # Controller(port=0) cannot work: it probes the port it got.
+        self.port = port or free_port()
         self._controller = _Controller(
             self,
             hostname=self.host,
