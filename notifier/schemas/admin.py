@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from notifier.schemas.notification import NotificationPublic
+
 
 class LatencySeries(BaseModel):
     p50: list[float | None]
@@ -33,3 +35,8 @@ class AdminStats(BaseModel):
     step_seconds: int
     timestamps: list[int] = Field(description="each step's start, in seconds since the epoch")
     channels: dict[str, ChannelStats]
+
+
+class NotificationSearchPage(BaseModel):
+    items: list[NotificationPublic]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: last")
