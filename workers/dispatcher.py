@@ -60,6 +60,7 @@ class Dispatcher:
         rng: random.Random | None = None,
         send_timeout: float = 60.0,
         drain_seconds: float | None = None,
+        webhook_wakeup: Wakeup | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -76,6 +77,9 @@ class Dispatcher:
             # SQLite has one writer at a time: a second flush would only wait for its lock.
             concurrency=1 if settings.is_sqlite else 2,
             success_lane=not settings.is_sqlite,
+            # Outcomes that wrote webhook events wake this process's sender (on PostgreSQL the
+            # commit's NOTIFY wakes every sender as well).
+            on_events=webhook_wakeup.notify if webhook_wakeup is not None else None,
         )
         self.delivery = NotificationDelivery(
             sessions=sessions,
