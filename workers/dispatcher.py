@@ -28,7 +28,7 @@ import functools
 import logging
 import random
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -60,7 +60,7 @@ class Dispatcher:
         rng: random.Random | None = None,
         send_timeout: float = 60.0,
         drain_seconds: float | None = None,
-        webhook_wakeup: Wakeup | None = None,
+        on_webhook_events: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -79,7 +79,7 @@ class Dispatcher:
             success_lane=not settings.is_sqlite,
             # Outcomes that wrote webhook events wake this process's sender (on PostgreSQL the
             # commit's NOTIFY wakes every sender as well).
-            on_events=webhook_wakeup.notify if webhook_wakeup is not None else None,
+            on_events=on_webhook_events,
         )
         self.delivery = NotificationDelivery(
             sessions=sessions,
