@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import delete, insert, text
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.lifecycle.machine import (
@@ -244,9 +244,25 @@ async def record_in_session(
     return created
 
 
-async def prune_transitions(connection: Executor, before: datetime) -> int:
-    """Delete the history older than ``before`` (the worker's housekeeping)."""
-    result = await connection.execute(
-        delete(NotificationTransition).where(NotificationTransition.occurred_at < before)
+async def prune_transitions(
+    session: AsyncSession, *, older_than: datetime, chunk: int = 5000
+) -> int:
+    """Delete the history from before ``older_than`` (the worker's hourly housekeeping), a
+    chunk per transaction so that none grows with the backlog; the number of rows deleted."""
+    old = (
+        select(NotificationTransition.id)
+        .where(NotificationTransition.occurred_at < older_than)
+        .limit(chunk)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    deleted = 0
+    while True:
+        result = await session.execute(
+            delete(NotificationTransition).where(
+                NotificationTransition.id.in_(old.scalar_subquery())
+            )
+        )
+        await session.commit()
+        count = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        deleted += count
+        if count < chunk:
+            return deleted
