@@ -4,10 +4,10 @@ both in the writer's transaction (docs/architecture.md, "The state machine").
 
 The writers (``outcome_batch``, ``notifications``, ``realtime``) apply changes with
 ``advance_channel`` and ``summarize_notification``, which collect a ``TransitionRecord`` for
-each change of status, then hand the batch to ``record_transitions``: one INSERT for the rows
-(``unnest`` on PostgreSQL, an executemany on SQLite) and one statement for the events
-(``webhooks.emit_events``). A transaction that rolls back takes both with it; a commit delivers
-both.
+each change of status, then hand the batch to ``record_transitions``: on PostgreSQL one
+statement for the rows (``unnest``) and their events (``webhooks``' outbox statement after it);
+on SQLite an executemany INSERT and ``webhooks.emit_events``. A transaction that rolls back
+takes both with it; a commit delivers both.
 
 This is the only writer of ``notification_transitions``.
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.lifecycle.machine import (
@@ -36,7 +36,13 @@ from notifier.lifecycle.machine import (
 from notifier.lifecycle.statuses import SUCCEEDED
 from notifier.models.base import iso
 from notifier.models.transition import NotificationTransition
-from notifier.storage.webhooks import WEBHOOK_WAKEUP_CHANNEL, Executor, emit_events
+from notifier.storage.webhooks import (
+    WEBHOOK_WAKEUP_CHANNEL,
+    Executor,
+    emit_events,
+    pg_emit_after,
+    pg_emit_params,
+)
 from notifier.webhooks import events as webhook_events
 
 
@@ -184,18 +190,21 @@ def _event(record: TransitionRecord) -> webhook_events.WebhookEvent | None:
     )
 
 
-# INSERT … SELECT FROM unnest(…): one statement, the same SQL whatever the batch's size.
-_PG_INSERT = text(
+# PostgreSQL: the rows (INSERT … SELECT FROM unnest(…)) and the outbox's statement in one: one
+# round trip for the batch, the same SQL whatever its size.
+_PG_RECORD_AND_EMIT = pg_emit_after(
     """
-INSERT INTO notification_transitions (
-    id, notification_id, user_id, kind, channel, from_status, to_status, attempts, latency_ms,
-    occurred_at)
-SELECT * FROM unnest(
-    CAST(:id AS uuid[]), CAST(:notification_id AS uuid[]), CAST(:user_id AS text[]),
-    CAST(:kind AS text[]), CAST(:channel AS text[]), CAST(:from_status AS text[]),
-    CAST(:to_status AS text[]), CAST(:attempts AS int[]), CAST(:latency_ms AS int[]),
-    CAST(:occurred_at AS timestamptz[]))
-"""
+recorded AS (
+    INSERT INTO notification_transitions (
+        id, notification_id, user_id, kind, channel, from_status, to_status, attempts,
+        latency_ms, occurred_at)
+    SELECT * FROM unnest(
+        CAST(:t_id AS uuid[]), CAST(:t_notification_id AS uuid[]), CAST(:t_user_id AS text[]),
+        CAST(:t_kind AS text[]), CAST(:t_channel AS text[]), CAST(:t_from_status AS text[]),
+        CAST(:t_to_status AS text[]), CAST(:t_attempts AS int[]), CAST(:t_latency_ms AS int[]),
+        CAST(:t_occurred_at AS timestamptz[]))
+    RETURNING 1
+)"""
 )
 
 
@@ -222,14 +231,13 @@ async def record_transitions(connection: Executor, rows: Sequence[TransitionReco
     if not rows:
         return 0
     values = [_row(record) for record in rows]
+    events = [event for record in rows if (event := _event(record)) is not None]
     bind = connection.get_bind() if isinstance(connection, AsyncSession) else connection
     if bind.dialect.name == "postgresql":
-        await connection.execute(
-            _PG_INSERT, {column: [v[column] for v in values] for column in values[0]}
-        )
-    else:
-        await connection.execute(insert(NotificationTransition), values)
-    events = [event for record in rows if (event := _event(record)) is not None]
+        params = pg_emit_params(events)
+        params.update({f"t_{column}": [v[column] for v in values] for column in values[0]})
+        return int((await connection.execute(_PG_RECORD_AND_EMIT, params)).scalar_one())
+    await connection.execute(insert(NotificationTransition), values)
     return await emit_events(connection, events)
 
 
