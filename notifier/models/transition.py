@@ -1,9 +1,9 @@
-"""One row per change of status (docs/architecture.md, "The state machine"): what the webhook
-outbox reads and what the operator console counts.
+"""``notification_transitions``: one row per change of status of a notification or of one of its
+channels, written in the transaction of the change (docs/architecture.md, "The state machine").
 
-``latency_ms`` is set only on a channel's first ``sent``/``delivered``: milliseconds from when
-the notification was due to then, so "enqueue → sent" percentiles are one aggregate over the
-window's rows, with no join back to the notification.
+The webhook outbox is fed from the same rows as they are written, and the operator console
+counts them (its charts read exactly these columns, by ``occurred_at`` and ``channel``). Only
+``notifier/storage/transitions.py`` writes here.
 """
 
 from __future__ import annotations
@@ -14,24 +14,28 @@ from datetime import datetime
 from sqlalchemy import Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from notifier.models.base import Base, utcnow
+from notifier.models.base import Base
 
 
 class NotificationTransition(Base):
     __tablename__ = "notification_transitions"
     __table_args__ = (
-        # The console reads a time window, per channel.
+        Index("idx_transitions_notification", "notification_id"),
+        # The console's charts: a time window, per channel.
         Index("idx_transitions_occurred_channel", "occurred_at", "channel"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    # No foreign key: the history outlives a notification deleted meanwhile, and the insert
+    # need not look the parent up.
     notification_id: Mapped[uuid.UUID]
     user_id: Mapped[str] = mapped_column(String(255))
-    # channel.<status entered>, notification.settled, notification.read
-    kind: Mapped[str] = mapped_column(String(32))
-    channel: Mapped[str | None] = mapped_column(String(20))
+    # channel.<status entered>, notification.settled or notification.read
+    kind: Mapped[str] = mapped_column(String(40))
+    channel: Mapped[str | None] = mapped_column(String(20))  # null for notification kinds
     from_status: Mapped[str | None] = mapped_column(String(20))
     to_status: Mapped[str] = mapped_column(String(20))
-    attempts: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int | None] = mapped_column(Integer)  # the channel's count after it
+    # Only on a channel's first sent/delivered: ms from when it was due (send_at or created_at).
     latency_ms: Mapped[int | None] = mapped_column(Integer)
-    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    occurred_at: Mapped[datetime]

@@ -1,7 +1,8 @@
 """notification transitions
 
-One row per change of status (notifier/models/transition.py): what the webhook outbox reads and
-what the operator console counts, indexed by time and channel for the console's window.
+``notification_transitions`` (notifier/models/transition.py): one row per change of status of a
+notification or of one of its channels, written in the transaction of the change; the webhook
+outbox is fed from them and the operator console counts them.
 
 Revision ID: 0006
 Revises: 0005
@@ -27,7 +28,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("notification_id", sa.Uuid(), nullable=False),
         sa.Column("user_id", sa.String(length=255), nullable=False),
-        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=40), nullable=False),
         sa.Column("channel", sa.String(length=20), nullable=True),
         sa.Column("from_status", sa.String(length=20), nullable=True),
         sa.Column("to_status", sa.String(length=20), nullable=False),
@@ -36,6 +37,7 @@ def upgrade() -> None:
         sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_transitions")),
     )
+    op.create_index("idx_transitions_notification", "notification_transitions", ["notification_id"])
     op.create_index(
         "idx_transitions_occurred_channel",
         "notification_transitions",
@@ -45,4 +47,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("idx_transitions_occurred_channel", table_name="notification_transitions")
+    op.drop_index("idx_transitions_notification", table_name="notification_transitions")
     op.drop_table("notification_transitions")
