@@ -183,8 +183,13 @@
     const width = Math.max(320, card.clientWidth - 24);
     const make = (target, labels, data, unit) => new uPlot({
       width, height: 150,
-      series: [{}, ...labels.map((label) => ({ label, stroke: COLORS[label], width: 1.5, spanGaps: unit === "ms" }))],
-      axes: [{}, { size: 48, values: (u, ticks) => ticks.map((t) => t + (unit === "ms" ? " ms" : "")) }],
+      // Latency points are drawn as dots too: a minute with sends between two without is one
+      // point, which a line alone would not show.
+      series: [{}, ...labels.map((label) => ({
+        label, stroke: COLORS[label], width: 1.5, spanGaps: unit === "ms",
+        points: { show: unit === "ms", size: 5, fill: COLORS[label] },
+      }))],
+      axes: [{}, { size: unit === "ms" ? 70 : 48, values: (u, ticks) => ticks.map((t) => t + (unit === "ms" ? " ms" : "")) }],
       scales: { x: { time: true } },
       legend: { live: false },
     }, data, target);
