@@ -70,6 +70,8 @@ class Notification(Base):
         # The inbox pages newest-first by (created_at, id) per user.
         Index("idx_notifications_user_created", "user_id", "created_at", "id"),
         Index("idx_notifications_related_task_id", "related_task_id"),
+        # Operators' search over every user, newest first (GET /v1/notifications; 0007c).
+        Index("idx_notifications_created", "created_at", "id"),
         # The inbox's unread count reads only this index (an index-only scan): a user's read
         # and cancelled rows are not in it, and send_at is in it for the "due yet" test. The
         # count's predicates must be literals, as here, for the planner to pick it.
@@ -280,7 +282,16 @@ class NotificationDelivery(Base):
     """One channel of one notification: its state, attempts and provider reference."""
 
     __tablename__ = "notification_deliveries"
-    __table_args__ = (Index("idx_notification_deliveries_provider", "channel", "provider_id"),)
+    __table_args__ = (
+        Index("idx_notification_deliveries_provider", "channel", "provider_id"),
+        # The console's dead letter: the few failed channels, not a scan of all (0007c).
+        Index(
+            "idx_notification_deliveries_failed",
+            "notification_id",
+            postgresql_where=text("status = 'failed'"),
+            sqlite_where=text("status = 'failed'"),
+        ),
+    )
 
     notification_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("notifications.id", ondelete="CASCADE"), primary_key=True
