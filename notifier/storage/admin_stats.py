@@ -4,7 +4,7 @@ database so that every API instance shows the same.
 Two queries per refresh:
 
 - the window: the ``notification_transitions`` rows of the last ``window_seconds`` (a range
-  scan of ``idx_transitions_occurred_channel``), grouped by channel and step, counting the
+  scan of the partial index ``idx_transitions_console``), grouped by channel and step, counting the
   channel statuses entered and, from the rows that carry a ``latency_ms`` (a channel's first
   ``sent``/``delivered``), the p50/p95/p99 of due → sent;
 - the queue now: the channels still waiting to be sent, by channel and status, reached through
@@ -106,7 +106,7 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
 # Both windows filter with CONSOLE_KINDS as written in the partial index idx_transitions_console,
 # so that the planner uses it. On PostgreSQL that index carries every column read here: an
 # index-only scan, no table access (bench/RESULTS.md, "Operator console stats"). date_bin keeps
-# the step arithmetic in integers (extract(epoch) is numeric, and cost a third of the query).
+# the step arithmetic on timestamps (extract(epoch) is numeric: slower to compute and to sort).
 PG_WINDOW = text(
     f"""
     SELECT channel,

@@ -17,6 +17,7 @@ import pytest
 from notifier.models.transition import NotificationTransition
 from notifier.storage.admin_stats import StatsWindow, percentile
 from tests.dispatch.harness import Stack, running_stack
+from tests.dispatch.smtp import DispatchSmtpPeer
 from tests.peers.smtp import SmtpPeer
 
 
@@ -230,3 +231,16 @@ async def test_refusals(db_url: str) -> None:
     for response in bad:
         assert response.status_code == 422, response.text
         assert response.json()["error"]["code"] == "validation_error"
+
+
+async def test_queue_shows_a_send_in_flight(db_url: str, smtp_peer: DispatchSmtpPeer) -> None:
+    """While the SMTP peer holds the message without answering, the worker holds the lease:
+    the channel is in flight, not pending."""
+    smtp_peer.accept_budget = 0  # every DATA is taken in, then never answered
+    async with running_stack(db_url, smtp_timeout_seconds=2.0, **smtp_peer.settings()) as stack:
+        user = new_user()
+        await stack.put_recipient(user, email="ops@example.com")
+        await stack.notify(user_id=user, title="slow", message="m", channels=["email"])
+        await smtp_peer.wait_for_messages(1)  # the worker is inside its send now
+        during = await stats(stack)
+    assert during["channels"]["email"]["queue"] == {"pending": 0, "retrying": 0, "in_flight": 1}
