@@ -202,6 +202,7 @@ async def in_database(url: str, requests: int) -> None:
         f"SELECT count(*) FROM notification_transitions WHERE occurred_at >= $1 AND {CONSOLE_KINDS}"
     )
     try:
+        await connection.execute("SET work_mem = '32MB'")  # as the endpoint's transaction does
         queries, baseline = [], []
         for i in range(requests + 5):
             started = time.perf_counter()

@@ -284,12 +284,19 @@ class NotificationDelivery(Base):
     __tablename__ = "notification_deliveries"
     __table_args__ = (
         Index("idx_notification_deliveries_provider", "channel", "provider_id"),
-        # The console's dead letter: the few failed channels, not a scan of all (0007c).
+        # The console's dead letter and queue: the few failed, and the few waiting, channels
+        # among all (0007c); without them each refresh read the whole table.
         Index(
             "idx_notification_deliveries_failed",
             "notification_id",
             postgresql_where=text("status = 'failed'"),
             sqlite_where=text("status = 'failed'"),
+        ),
+        Index(
+            "idx_notification_deliveries_awaiting",
+            "notification_id",
+            postgresql_where=text("status IN ('pending', 'retrying')"),
+            sqlite_where=text("status IN ('pending', 'retrying')"),
         ),
     )
 

@@ -6,6 +6,8 @@
 - ``idx_notifications_created``: every user's notifications newest first (GET
   /v1/notifications), which otherwise sorted the whole table: 650 ms at 1M rows.
 - ``idx_notification_deliveries_failed``: the dead letter's failed channels, few among many.
+- ``idx_notification_deliveries_awaiting``: the channels still to send, for the queue figures
+  (the planner otherwise read every delivery row: 73 ms at 300k rows, 10 ms with it).
 
 Revision ID: 0007c
 Revises: 0006
@@ -30,6 +32,7 @@ _CONSOLE_KINDS = (
     "kind IN ('channel.sent', 'channel.delivered', 'channel.failed', 'channel.skipped')"
 )
 _FAILED = "status = 'failed'"
+_AWAITING = "status IN ('pending', 'retrying')"
 
 
 def upgrade() -> None:
@@ -49,9 +52,17 @@ def upgrade() -> None:
         postgresql_where=sa.text(_FAILED),
         sqlite_where=sa.text(_FAILED),
     )
+    op.create_index(
+        "idx_notification_deliveries_awaiting",
+        "notification_deliveries",
+        ["notification_id"],
+        postgresql_where=sa.text(_AWAITING),
+        sqlite_where=sa.text(_AWAITING),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("idx_notification_deliveries_awaiting", table_name="notification_deliveries")
     op.drop_index("idx_notification_deliveries_failed", table_name="notification_deliveries")
     op.drop_index("idx_notifications_created", table_name="notifications")
     op.drop_index("idx_transitions_console", table_name="notification_transitions")
