@@ -98,6 +98,8 @@ async def test_filters_and_keyset_paging(db_url: str) -> None:
         {"cursor": "x" * 513},
         {"since": "2026-12-05T10:00:00"},  # no zone
         {"since": "yesterday"},
+        {"since": "0.5"},  # seconds since 1970 are not a time here
+        {"since": "0001-01-01T00:00:00+14:00"},  # before year 1 in UTC
         {"user_id": ""},
         {"user_id": "a\x01b"},
         {"user_id": "u" * 256},

@@ -5,7 +5,7 @@ same path."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -15,6 +15,7 @@ from notifier.api.errors import Unprocessable
 from notifier.lifecycle.statuses import ChannelStatus, NotificationStatus
 from notifier.schemas.admin import NotificationSearchPage
 from notifier.schemas.channels import ChannelName
+from notifier.schemas.common import IsoDatetime
 from notifier.schemas.errors import AUTHENTICATED, error_responses
 from notifier.schemas.notification import NotificationPublic
 from notifier.storage.cursors import InvalidCursor
@@ -26,23 +27,6 @@ router = APIRouter(tags=["notifications"], responses=error_responses(*AUTHENTICA
 _USER_ID = r"^[^\x00-\x1f\x7f]{1,255}$"
 
 
-def _utc(since: datetime | None) -> datetime | None:
-    if since is None:
-        return None
-    if since.tzinfo is None:
-        raise Unprocessable(
-            "since needs a time zone (an offset or Z): a bare time names no moment",
-            details=[{"loc": ["query", "since"], "msg": "no time zone", "type": "timezone"}],
-        )
-    try:
-        return since.astimezone(UTC)
-    except OverflowError:
-        raise Unprocessable(
-            "since is outside the times this service can store",
-            details=[{"loc": ["query", "since"], "msg": "out of range", "type": "range"}],
-        ) from None
-
-
 @router.get("/v1/notifications", response_model=NotificationSearchPage)
 async def search(
     _: ProducerDep,
@@ -51,7 +35,7 @@ async def search(
     channel: Annotated[ChannelName | None, Query()] = None,
     channel_status: ChannelStatus | None = None,
     user_id: Annotated[str | None, Query(min_length=1, max_length=255, pattern=_USER_ID)] = None,
-    since: Annotated[datetime | None, Query(description="created at or after (with zone)")] = None,
+    since: Annotated[IsoDatetime | None, Query(description="created at or after")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> NotificationSearchPage:
@@ -62,7 +46,7 @@ async def search(
         channel=channel,
         channel_status=channel_status.value if channel_status else None,
         user_id=user_id,
-        since=_utc(since),
+        since=since.astimezone(UTC) if since is not None else None,
     )
     try:
         page = await search_notifications(session, search_filter, limit=limit, cursor=cursor)
