@@ -98,6 +98,14 @@ async def test_a_wrong_key_shows_a_clear_message(db_url: str, browser: Browser) 
         await page.click("#sign-in")
         await expect(page.locator("#console")).to_be_visible()
         await expect(page.locator("#login-error")).to_have_text("")
+        # The key is entered once: a reload of the tab opens the console without asking.
+        await page.reload()
+        await expect(page.locator("#console")).to_be_visible()
+        await expect(page.locator("#queue tbody tr")).to_have_count(4)
+        # Signing out forgets it.
+        await page.click("#sign-out")
+        await expect(page.locator("#login")).to_be_visible()
+        assert await page.evaluate("sessionStorage.length") == 0
         assert await page.evaluate("window.__csp") == []
         await page.context.close()
     # The refused key's 401 is the only error the browser logged.
@@ -212,3 +220,27 @@ async def test_console_shows_deliveries_and_retries_the_dead_letter(
         await page.context.close()
     # Only the preview refused for missing data (a 422) may be logged.
     assert all("422" in e for e in errors), errors
+
+
+async def test_assets_are_served_under_the_policy(db_url: str) -> None:
+    """Every asset the page loads comes from here, under the same policy; nothing else does."""
+    async with webhook_stack(db_url) as hooks:
+        api = hooks.stack.api
+        page = await api.get("/admin", headers={"Authorization": ""})
+        assets = {
+            name: await api.get(f"/admin/{name}", headers={"Authorization": ""})
+            for name in ("admin.js", "admin.css", "uPlot.iife.min.js", "uPlot.min.css")
+        }
+        missing = await api.get("/admin/LICENSE", headers={"Authorization": ""})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for name, response in assets.items():
+        assert response.status_code == 200, name
+        assert (
+            response.headers["content-security-policy"] == page.headers["content-security-policy"]
+        )
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert f"/admin/{name}" in page.text
+    assert "<script>" not in page.text and "style=" not in page.text  # nothing inline
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    licence = ROOT / "notifier" / "api" / "static" / "vendor" / "uplot" / "LICENSE"
+    assert "MIT" in licence.read_text()
