@@ -17,7 +17,7 @@ transaction:
 4. writes back the rows that changed: on PostgreSQL in one statement (``unnest`` of arrays,
    one round trip for both tables), on SQLite with one executemany ``UPDATE`` per table;
 5. records the transitions those changes made, and their webhook events
-   (``transitions.record_transitions``: one INSERT, one outbox statement).
+   (``transitions.record_transitions``: one more statement on PostgreSQL).
 
 The rows are plain objects, not ORM instances: building, tracking and flushing those was most
 of the cost of recording an outcome.

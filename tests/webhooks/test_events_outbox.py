@@ -1,7 +1,7 @@
 """The outbox fed by the state machine, end to end on both databases: real notifications sent
-by a real dispatcher to real peers (an SMTP server, a Twilio-speaking server), their
-transitions recorded with the change, and the events they make delivered to a real HTTP
-receiver that verifies every request with ``standardwebhooks``.
+by a real dispatcher to real peers (an SMTP server, a Twilio-speaking server, a WebSocket
+client), their transitions recorded with the change, and the events they make delivered to a
+real HTTP receiver that verifies every request with ``standardwebhooks``.
 
 The webhook sender polls only every 30 s here: an event reaches the receiver within a test's
 time only if its writer woke the sender (NOTIFY on PostgreSQL; on SQLite the in-process wake-up
@@ -10,10 +10,12 @@ after the commit, from the API and from the dispatcher alike)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import websockets
 from sqlalchemy import func, select
 
 from notifier.models.notification import Notification
@@ -24,6 +26,7 @@ from notifier.storage.wakeups import DISPATCH, WEBHOOKS
 from tests.peers.smtp import SmtpPeer
 from tests.peers.twilio import TwilioPeer, TwilioReply
 from tests.peers.webhook import WebhookReceiver
+from tests.realtime.sockets import listening, next_frame, ws_url
 from tests.support.worker import running_dispatcher
 from tests.webhooks.harness import WebhookStack, webhook_stack
 from workers.dispatcher import Dispatcher
@@ -240,3 +243,38 @@ async def test_a_change_that_rolls_back_emits_nothing(
         ("channel.cancelled", "websocket", "pending", "cancelled"),
         ("notification.settled", None, "pending", "cancelled"),
     ]
+
+
+async def test_a_websocket_frame_then_its_ack(db_url: str, receiver: WebhookReceiver) -> None:
+    """The worker's `sent` (the frame published) and the client's ack (`sent` → `delivered`)
+    are two transitions of the channel, each its own event; the notification settles once, when
+    the frame went out."""
+    async with (
+        webhook_stack(db_url) as hooks,
+        hooks.sender(**SLOW_POLL),
+        dispatcher(hooks),
+    ):
+        service = hooks.stack.service
+        await listening(service)
+        endpoint = await hooks.create_endpoint(receiver.url())
+        token = await service.user_token("gu")
+        async with websockets.connect(ws_url(service, token)) as socket:
+            created = await hooks.stack.notify(user_id="gu", title="t", message="m")
+            await next_frame(socket, "notification")
+            await receiver.wait_for(2)  # notification.sent, notification.settled
+            await socket.send(json.dumps({"type": "ack", "id": created["id"]}))
+            await next_frame(socket, "acked")
+        await receiver.wait_for(3)
+        history = await transitions(hooks, created["id"])
+
+    bodies = received(receiver, endpoint["secret"], created["id"])
+    assert sorted(b["type"] for b in bodies[:2]) == ["notification.sent", "notification.settled"]
+    assert bodies[2]["type"] == "notification.delivered"
+    assert bodies[2]["data"]["channel"] == "websocket"
+    assert sorted(h[:4] for h in history) == [
+        ("channel.delivered", "websocket", "sent", "delivered"),
+        ("channel.sent", "websocket", "pending", "sent"),
+        ("notification.settled", None, "dispatching", "delivered"),
+    ]
+    latency = {h[0]: h[5] for h in history}
+    assert latency["channel.sent"] is not None and latency["channel.delivered"] is None
