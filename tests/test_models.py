@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from notifier.lifecycle.machine import derive_status
 from notifier.models import (
     Notification,
     ProgressMetric,
@@ -20,7 +21,7 @@ from notifier.models import (
     TaskProgress,
 )
 from notifier.models.log import LogLevel
-from notifier.models.notification import NotificationStatus, derive_status
+from notifier.models.notification import NotificationStatus
 from notifier.models.task import TaskStatus
 from notifier.storage.db import create_engine, create_session_factory
 

@@ -44,7 +44,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notifier.channels.base import (
@@ -56,10 +55,11 @@ from notifier.channels.base import (
     RecipientOptedOut,
     UnknownOutcomeError,
 )
+from notifier.lifecycle.machine import ChannelChange, ChannelEvent
 from notifier.models.base import utcnow
 from notifier.models.notification import AWAITING_SEND, ChannelStatus
-from notifier.models.recipient import Recipient
 from notifier.storage import dispatch as queries
+from notifier.storage.provider_reports import mark_sms_opted_out
 from workers.breaker import ChannelBreaker
 from workers.outcome_writer import OutcomeWriter
 from workers.outcomes import (
@@ -143,9 +143,7 @@ class NotificationDelivery:
                 await self._record(
                     notification.id,
                     delivery.channel,
-                    queries.ChannelChange(
-                        ChannelStatus.EXPIRED, last_error="expired before it was sent"
-                    ),
+                    ChannelChange(ChannelEvent.EXPIRED, last_error="expired before it was sent"),
                 )
 
     async def _deliver(
@@ -173,14 +171,14 @@ class NotificationDelivery:
             recorded = await self._record(
                 notification.id,
                 delivery.channel,
-                queries.ChannelChange(ChannelStatus.SKIPPED, last_error=verdict.reason),
+                ChannelChange(ChannelEvent.SKIPPED, last_error=verdict.reason),
                 release=release,
             )
             self._observe(notification, delivery.channel, ChannelStatus.SKIPPED)
             return recorded and release
         if isinstance(verdict, Defer):
-            change = queries.ChannelChange(
-                ChannelStatus.PENDING, last_error=verdict.reason, next_attempt_at=verdict.until
+            change = ChannelChange(
+                ChannelEvent.DEFERRED, last_error=verdict.reason, next_attempt_at=verdict.until
             )
             return (
                 await self._record(notification.id, delivery.channel, change, release=release)
@@ -189,8 +187,8 @@ class NotificationDelivery:
         assert channel is not None and verdict is None
         paused_until = self.breaker.paused_until(delivery.channel, now)
         if paused_until is not None:
-            change = queries.ChannelChange(
-                ChannelStatus.RETRYING,
+            change = ChannelChange(
+                ChannelEvent.RETRY,
                 last_error="channel paused: provider refused our credentials",
                 next_attempt_at=paused_until,
             )
@@ -210,8 +208,8 @@ class NotificationDelivery:
     ) -> bool:
         """A channel whose send could not even be prepared ends ``failed`` (module docstring)."""
         log.exception("could not prepare %s of %s", channel, notification.id)
-        change = queries.ChannelChange(
-            ChannelStatus.FAILED,
+        change = ChannelChange(
+            ChannelEvent.FAILED,
             last_error=f"not sent: {type(exc).__name__} before sending: {exc}"[:2000],
         )
         recorded = await self._record(notification.id, channel, change, release=release)
@@ -245,8 +243,9 @@ class NotificationDelivery:
             )
             self._observe(notification, delivery.channel, status, started=started, tries=tries)
             return recorded and release
-        change = queries.ChannelChange(
-            result.status, attempts=tries, provider_id=result.provider_id
+        # The channel's SendResult says sent or delivered: the machine's event of that name.
+        change = ChannelChange(
+            ChannelEvent(result.status.value), attempts=tries, provider_id=result.provider_id
         )
         recorded = await self._record(notification.id, delivery.channel, change, release=release)
         self._observe(notification, delivery.channel, result.status, started=started, tries=tries)
@@ -305,8 +304,9 @@ class NotificationDelivery:
         unknown = isinstance(error, UnknownOutcomeError)
         provider_id = error.provider_id if isinstance(error, UnknownOutcomeError) else None
         if isinstance(decision, RetryAt):
-            change = queries.ChannelChange(
-                ChannelStatus.RETRYING,
+            status = ChannelStatus.RETRYING
+            change = ChannelChange(
+                ChannelEvent.RETRY,
                 attempts=tries,
                 last_error=describe(error),
                 next_attempt_at=decision.when,
@@ -315,8 +315,8 @@ class NotificationDelivery:
             )
         else:
             status = ChannelStatus.SKIPPED if decision.skipped else ChannelStatus.FAILED
-            change = queries.ChannelChange(
-                status,
+            change = ChannelChange(
+                ChannelEvent.SKIPPED if decision.skipped else ChannelEvent.FAILED,
                 attempts=tries,
                 last_error=reason(decision, error),
                 unknown_outcome=unknown,
@@ -325,16 +325,11 @@ class NotificationDelivery:
         recorded = await self._record(
             work.notification.id, delivery.channel, change, release=release
         )
-        return change.status, recorded
+        return status, recorded
 
     async def _mark_sms_opt_out(self, user_id: str) -> None:
         try:
-            async with self.sessions() as session, session.begin():
-                await session.execute(
-                    update(Recipient)
-                    .where(Recipient.user_id == user_id)
-                    .values(sms_opted_out=True, updated_at=utcnow())
-                )
+            await mark_sms_opted_out(self.sessions, user_id)
         except Exception as exc:  # their next SMS meets Twilio's 21610 again, and tries again
             log.warning("could not store the SMS opt-out of a recipient: %s", type(exc).__name__)
 
@@ -342,7 +337,7 @@ class NotificationDelivery:
         self,
         notification_id: uuid.UUID,
         channel: str,
-        change: queries.ChannelChange,
+        change: ChannelChange,
         *,
         release: bool = False,
     ) -> bool:

@@ -28,7 +28,7 @@ import functools
 import logging
 import random
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -60,6 +60,7 @@ class Dispatcher:
         rng: random.Random | None = None,
         send_timeout: float = 60.0,
         drain_seconds: float | None = None,
+        on_webhook_events: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -76,6 +77,9 @@ class Dispatcher:
             # SQLite has one writer at a time: a second flush would only wait for its lock.
             concurrency=1 if settings.is_sqlite else 2,
             success_lane=not settings.is_sqlite,
+            # Outcomes that wrote webhook events wake this process's sender (on PostgreSQL the
+            # commit's NOTIFY wakes every sender as well).
+            on_events=on_webhook_events,
         )
         self.delivery = NotificationDelivery(
             sessions=sessions,

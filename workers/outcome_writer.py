@@ -44,13 +44,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from notifier.models.notification import SUCCEEDED
-from notifier.storage.dispatch import ChannelChange
+from notifier.lifecycle.machine import ChannelChange
 from notifier.storage.outcome_batch import (
+    SUCCESS_EVENTS,
     ChannelOutcome,
     Outcome,
     ReleaseLease,
@@ -69,7 +70,7 @@ class _Pending:
 
     @property
     def success(self) -> bool:
-        return isinstance(self.item, ChannelOutcome) and self.item.change.status in SUCCEEDED
+        return isinstance(self.item, ChannelOutcome) and self.item.change.event in SUCCESS_EVENTS
 
 
 class OutcomeWriter:
@@ -82,6 +83,7 @@ class OutcomeWriter:
         max_batch: int = 200,
         concurrency: int = 2,
         success_lane: bool = True,
+        on_events: Callable[[], None] | None = None,
     ) -> None:
         self.sessions = sessions
         self.worker_id = worker_id
@@ -89,6 +91,7 @@ class OutcomeWriter:
         self.max_batch = max_batch
         self.concurrency = concurrency
         self.success_lane = success_lane
+        self.on_events = on_events  # after a commit that wrote webhook events
         self._successes: list[_Pending] = []  # taken first by every flush
         self._others: list[_Pending] = []
         self._flushers: set[asyncio.Task[None]] = set()
@@ -207,6 +210,8 @@ class OutcomeWriter:
         within = self.lease_seconds - (asyncio.get_running_loop().time() - oldest)
         items = [pending.item for pending in batch]
         return await with_db_retries(
-            lambda: record_outcomes(self.sessions, items, worker_id=self.worker_id),
+            lambda: record_outcomes(
+                self.sessions, items, worker_id=self.worker_id, on_events=self.on_events
+            ),
             within=max(within, 0.0),
         )

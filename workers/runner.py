@@ -101,6 +101,7 @@ async def worker_running(settings: Settings, parts: WorkerParts) -> AsyncIterato
         channels=channels,
         wakeup=parts.dispatch_wakeup,
         observer=parts.observer,
+        on_webhook_events=parts.webhook_wakeup.notify,
     )
     stop = asyncio.Event()
     if listener is not None:

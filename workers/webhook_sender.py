@@ -43,6 +43,8 @@ from notifier.net_guard import guarded_connector
 from notifier.realtime.wakeups import PostgresWakeupListener
 from notifier.settings import Settings
 from notifier.storage import webhook_queue as queue
+from notifier.storage.transitions import KEEP_DAYS as HISTORY_DAYS
+from notifier.storage.transitions import prune_transitions
 from notifier.storage.webhooks import WEBHOOK_WAKEUP_CHANNEL, prune
 from workers.next_due import NextDue
 from workers.outcomes import is_transient_db_error
@@ -251,12 +253,15 @@ class WebhookSender:
                         await queue.release(session, self.worker_id, [d.id for d in waiting])
 
     async def _prune_until(self, stop: asyncio.Event) -> None:
-        """Delete log entries and events older than WEBHOOK_LOG_DAYS, at start and hourly."""
+        """Delete log entries and events older than WEBHOOK_LOG_DAYS, and the transitions
+        history older than its KEEP_DAYS, at start and hourly."""
         while not stop.is_set():
             try:
                 async with self.sessions() as session:
                     older_than = utcnow() - timedelta(days=self.settings.webhook_log_days)
                     deleted = await prune(session, older_than=older_than)
+                    history_before = utcnow() - timedelta(days=HISTORY_DAYS)
+                    deleted += await prune_transitions(session, older_than=history_before)
                 if deleted:
                     log.info("pruned %d webhook log entries and events", deleted)
             except Exception as exc:  # the next round tries again

@@ -22,6 +22,9 @@ from notifier.api.redaction import (
     redact_websocket_scope,
 )
 from notifier.api.routes import health, inbox, metrics, notifications, tasks, users, webhooks, ws
+from notifier.api.routes.admin import page_router as admin_page_router
+from notifier.api.routes.admin import router as admin_router
+from notifier.api.routes.notification_search import router as notification_search_router
 from notifier.api.routes.templates import router as templates_router
 from notifier.api.routes.webhook_endpoints import router as webhook_endpoints_router
 from notifier.settings import Settings
@@ -76,6 +79,9 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
         *(m.router for m in (notifications, users, tasks, metrics, webhooks, ws, health)),
         tasks.user_tasks_router,
         inbox.router,
+        admin_router,
+        notification_search_router,
+        admin_page_router,
         templates_router,
         webhook_endpoints_router,
         docs.router,

@@ -1,8 +1,9 @@
 """Notification and its per-channel delivery rows.
 
-A notification's overall ``status`` is derived from its channels (``derive_status``); each
-channel's state lives in its own ``notification_deliveries`` row so that two channels finishing
-at once never overwrite each other, and so that a provider's callback finds its row by
+A notification's overall ``status`` is derived from its channels (``lifecycle.machine``,
+``derive_status``); each channel's state lives in its own ``notification_deliveries`` row so
+that two channels finishing at once never overwrite each other, and so that a provider's
+callback finds its row by
 ``provider_id`` through an index. ``Notification.delivery_status`` assembles the API's
 ``{"email": {...}, ...}`` object from those rows.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -27,100 +27,36 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from notifier.lifecycle.statuses import (
+    AWAITING_SEND,
+    CHANNEL_NAMES,
+    PRIORITY_RANK,
+    SETTLED,
+    SUCCEEDED,
+    Channel,
+    ChannelStatus,
+    NotificationStatus,
+    NotificationType,
+    Priority,
+)
 from notifier.models.base import Base, iso, utcnow
 
-
-class NotificationType(StrEnum):
-    INFO = "info"
-    SUCCESS = "success"
-    WARNING = "warning"
-    ERROR = "error"
-    PROGRESS = "progress"
-
-
-class Priority(StrEnum):
-    LOW = "low"
-    NORMAL = "normal"
-    HIGH = "high"
-    URGENT = "urgent"
-
-
-# Lower rank is claimed first when there is a backlog.
-PRIORITY_RANK = {Priority.URGENT: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
-
-
-class Channel(StrEnum):
-    WEBSOCKET = "websocket"
-    EMAIL = "email"
-    BROWSER = "browser"
-    SMS = "sms"
-
-
-CHANNEL_NAMES = frozenset(c.value for c in Channel)
-
-
-class NotificationStatus(StrEnum):
-    PENDING = "pending"
-    DISPATCHING = "dispatching"
-    RETRYING = "retrying"
-    DELIVERED = "delivered"
-    PARTIALLY_FAILED = "partially_failed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-
-
-class ChannelStatus(StrEnum):
-    PENDING = "pending"
-    RETRYING = "retrying"
-    SENT = "sent"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    EXPIRED = "expired"
-    CANCELLED = "cancelled"
-
-
-SUCCEEDED = frozenset({ChannelStatus.SENT, ChannelStatus.DELIVERED})
-# A channel in one of these states is never sent again.
-SETTLED = frozenset(
-    {
-        ChannelStatus.SENT,
-        ChannelStatus.DELIVERED,
-        ChannelStatus.FAILED,
-        ChannelStatus.SKIPPED,
-        ChannelStatus.EXPIRED,
-        ChannelStatus.CANCELLED,
-    }
-)
-AWAITING_SEND = frozenset({ChannelStatus.PENDING, ChannelStatus.RETRYING})
-
-
-def derive_status(channel_states: Iterable[str]) -> NotificationStatus:
-    """The notification's status from its channels' (docs/architecture.md, "Notification").
-
-    Delivered once every channel is sent, delivered or skipped and at least one succeeded;
-    skipped when every channel was skipped (nothing went out: a producer polling for success
-    must not read it as one); partially_failed when one failed and another succeeded; failed
-    when none succeeded. A notification whose unsent channels were cancelled or expired is
-    cancelled/expired unless some channel had already succeeded.
-    """
-    states = {ChannelStatus(s) for s in channel_states}
-    if ChannelStatus.RETRYING in states:
-        return NotificationStatus.RETRYING
-    if ChannelStatus.PENDING in states:
-        return NotificationStatus.PENDING
-    succeeded = bool(states & SUCCEEDED)
-    if ChannelStatus.FAILED in states:
-        return NotificationStatus.PARTIALLY_FAILED if succeeded else NotificationStatus.FAILED
-    if succeeded:
-        return NotificationStatus.DELIVERED
-    if states <= {ChannelStatus.SKIPPED}:
-        return NotificationStatus.SKIPPED
-    if ChannelStatus.EXPIRED in states:
-        return NotificationStatus.EXPIRED
-    return NotificationStatus.CANCELLED
+# The words of a notification's life are the lifecycle's; they are re-exported here for the
+# code that reads them beside the tables. Its status is derived by ``lifecycle.machine``.
+__all__ = [
+    "AWAITING_SEND",
+    "CHANNEL_NAMES",
+    "PRIORITY_RANK",
+    "SETTLED",
+    "SUCCEEDED",
+    "Channel",
+    "ChannelStatus",
+    "Notification",
+    "NotificationDelivery",
+    "NotificationStatus",
+    "NotificationType",
+    "Priority",
+]
 
 
 class Notification(Base):
@@ -134,6 +70,8 @@ class Notification(Base):
         # The inbox pages newest-first by (created_at, id) per user.
         Index("idx_notifications_user_created", "user_id", "created_at", "id"),
         Index("idx_notifications_related_task_id", "related_task_id"),
+        # Operators' search over every user, newest first (GET /v1/notifications; 0007c).
+        Index("idx_notifications_created", "created_at", "id"),
         # The inbox's unread count reads only this index (an index-only scan): a user's read
         # and cancelled rows are not in it, and send_at is in it for the "due yet" test. The
         # count's predicates must be literals, as here, for the planner to pick it.
@@ -344,7 +282,23 @@ class NotificationDelivery(Base):
     """One channel of one notification: its state, attempts and provider reference."""
 
     __tablename__ = "notification_deliveries"
-    __table_args__ = (Index("idx_notification_deliveries_provider", "channel", "provider_id"),)
+    __table_args__ = (
+        Index("idx_notification_deliveries_provider", "channel", "provider_id"),
+        # The console's dead letter and queue: the few failed, and the few waiting, channels
+        # among all (0007c); without them each refresh read the whole table.
+        Index(
+            "idx_notification_deliveries_failed",
+            "notification_id",
+            postgresql_where=text("status = 'failed'"),
+            sqlite_where=text("status = 'failed'"),
+        ),
+        Index(
+            "idx_notification_deliveries_awaiting",
+            "notification_id",
+            postgresql_where=text("status IN ('pending', 'retrying')"),
+            sqlite_where=text("status IN ('pending', 'retrying')"),
+        ),
+    )
 
     notification_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("notifications.id", ondelete="CASCADE"), primary_key=True

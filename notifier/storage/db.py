@@ -69,10 +69,6 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def dialect_name(engine: AsyncEngine | Any) -> str:
-    return str(engine.dialect.name)
-
-
 def is_one_of(
     column: ColumnElement[Any] | QueryableAttribute[Any], name: str, dialect: str
 ) -> ColumnElement[bool]:

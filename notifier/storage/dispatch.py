@@ -1,11 +1,14 @@
-"""The queries of dispatch: claim (and load) due rows, renew leases, settle a channel from
-outside; and the rules every writer of a channel follows. Recording outcomes and releasing
-leases, in batches, is ``outcome_batch``.
+"""The queries of dispatch: claim (and load) due rows, renew leases. Recording outcomes and
+releasing leases, in batches, is ``outcome_batch``; the rules every writer of a channel follows
+are the state machine's (``notifier.lifecycle.machine``).
 
 Every writer of a notification's delivery rows (a worker recording an outcome, a WebSocket ack,
 a Twilio callback, a retry or cancel request) first locks the notification row with
-``SELECT … FOR UPDATE`` (on SQLite, ``BEGIN IMMEDIATE`` plays that part: see ``db.py``). The
-per-notification lock makes each read-modify-write of the channels and the derived status atomic.
+``SELECT … FOR UPDATE`` (on SQLite, ``BEGIN IMMEDIATE`` plays that part: see ``db.py``), then
+reads its channels in a statement of their own: under READ COMMITTED, a ``SELECT … FOR
+UPDATE`` that waited for the lock returns the locked row as the previous holder committed it,
+but rows joined to it as they were when the statement started. The per-notification lock makes
+each read-modify-write of the channels and the derived status atomic.
 
 A worker's writes are also guarded by its lease: it updates a notification only while
 ``lease_owner`` is still its id. Once its lease expired and another worker claimed the row, its
@@ -19,21 +22,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Integer, Select, Update, bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from notifier.lifecycle.machine import CLAIMED_STATUSES
 from notifier.models.base import UTCDateTime, utcnow
-from notifier.models.notification import (
-    AWAITING_SEND,
-    SETTLED,
-    ChannelStatus,
-    Notification,
-    NotificationDelivery,
-    NotificationStatus,
-    derive_status,
-)
+from notifier.models.notification import Notification, NotificationDelivery
 from notifier.models.recipient import PushSubscription, Recipient
 from notifier.storage.db import is_one_of
 
@@ -239,9 +235,6 @@ def _claim_statement() -> Update:
         .with_for_update(skip_locked=True)
         .cte("due")
     )
-    pending_or_retrying = Notification.status.in_(
-        [NotificationStatus.PENDING.value, NotificationStatus.RETRYING.value]
-    )
     return (
         update(Notification)
         .where(Notification.id == due.c.id)
@@ -249,8 +242,10 @@ def _claim_statement() -> Update:
             lease_owner=bindparam("worker"),
             lease_expires_at=bindparam("until"),
             next_attempt_at=bindparam("until"),
+            # The machine's CLAIMED_STATUSES: a waiting row becomes dispatching.
             status=case(
-                (pending_or_retrying, NotificationStatus.DISPATCHING.value),
+                {before.value: after.value for before, after in CLAIMED_STATUSES.items()},
+                value=Notification.status,
                 else_=Notification.status,
             ),
         )
@@ -279,104 +274,6 @@ async def queue_depth(session: AsyncSession) -> dict[str, int]:
     return {status: int(count) for status, count in (await session.execute(query)).all()}
 
 
-@dataclass(frozen=True, slots=True)
-class ChannelChange:
-    """What one attempt (or decision) did to one channel."""
-
-    status: ChannelStatus
-    attempts: int = 0  # tries made, added to the channel's count
-    last_error: str | None = None
-    provider_id: str | None = None
-    next_attempt_at: datetime | None = None
-    unknown_outcome: bool = False
-
-
-class DeliveryState(Protocol):
-    """What the rules below read and write of one channel: a ``NotificationDelivery``, or the
-    plain row the batched outcome writer loads (``outcome_batch``)."""
-
-    channel: str
-    status: str
-    attempts: int
-    last_error: str | None
-    provider_id: str | None
-    unknown_outcomes: int
-    next_attempt_at: datetime | None
-    updated_at: datetime
-
-
-class NotificationState(Protocol):
-    """What the rules below read and write of a notification (see ``DeliveryState``)."""
-
-    status: str
-    retry_count: int
-    updated_at: datetime
-    expires_at: datetime | None
-
-    @property
-    def deliveries(self) -> Sequence[DeliveryState]: ...
-
-
-def apply_change(delivery: DeliveryState, change: ChannelChange, now: datetime) -> None:
-    """Write ``change`` onto ``delivery`` without ever moving it backwards: an ack that came
-    first (``delivered``) outranks the worker's ``sent``, and a cancellation stands unless the
-    message had already gone out."""
-    delivery.attempts += change.attempts
-    delivery.updated_at = now
-    if change.unknown_outcome:
-        delivery.unknown_outcomes += 1
-    if change.provider_id is not None:
-        # Cut to the column: a push service's Location may be any length, and a record that
-        # PostgreSQL refuses would leave a sent message unrecorded, to be sent again.
-        delivery.provider_id = change.provider_id[:PROVIDER_ID_CHARS]
-    current = ChannelStatus(delivery.status)
-    if current == ChannelStatus.DELIVERED:
-        return
-    if current in SETTLED and change.status not in (ChannelStatus.SENT, ChannelStatus.DELIVERED):
-        return
-    delivery.status = change.status.value
-    delivery.last_error = change.last_error
-    delivery.next_attempt_at = change.next_attempt_at if change.status in AWAITING_SEND else None
-
-
-def refresh_summary(notification: NotificationState, now: datetime, *, leased: bool) -> None:
-    """Recompute status and retry_count from the channels (docs/architecture.md, "Notification")."""
-    states = [d.status for d in notification.deliveries]
-    status = derive_status(states)
-    if leased and status == NotificationStatus.PENDING:
-        status = NotificationStatus.DISPATCHING
-    notification.status = status.value
-    notification.retry_count = sum(max(d.attempts - 1, 0) for d in notification.deliveries)
-    notification.updated_at = now
-
-
-def next_attempt_for(notification: NotificationState, now: datetime) -> datetime | None:
-    """When a worker must next look at this notification; None once nothing is left to send."""
-    waiting = [d for d in notification.deliveries if d.status in AWAITING_SEND]
-    if not waiting:
-        return None
-    due = min((d.next_attempt_at or now) for d in waiting)
-    if notification.expires_at is not None:
-        due = min(due, notification.expires_at)
-    return due
-
-
-async def _locked(session: AsyncSession, notification_id: uuid.UUID) -> Notification | None:
-    # Lock the notification row first (every writer of the channels takes that lock first),
-    # then read its channels in a statement of their own. Not one statement with a join: under
-    # READ COMMITTED, a SELECT … FOR UPDATE that waited for the lock returns the locked row as
-    # the previous holder committed it, but the joined channel rows as they were when the
-    # statement started, i.e. from before the previous holder's write. The relationship's
-    # selectin load is that second statement.
-    query = (
-        select(Notification)
-        .where(Notification.id == notification_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return (await session.execute(query)).scalar_one_or_none()
-
-
 async def renew_leases(
     session: AsyncSession, ids: Sequence[uuid.UUID], *, worker_id: str, lease_seconds: float
 ) -> int:
@@ -403,33 +300,3 @@ async def renew_leases(
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-async def settle_channel_externally(
-    session: AsyncSession,
-    notification_id: uuid.UUID,
-    channel: str,
-    new_status: ChannelStatus,
-    *,
-    last_error: str | None = None,
-    allowed_from: frozenset[ChannelStatus],
-) -> bool:
-    """A confirmation from outside the worker (WebSocket ack, provider callback) moves a
-    channel forward. Returns False if the channel was not in ``allowed_from`` (a duplicate, or
-    an out-of-order report that would move it backwards). The caller commits."""
-    notification = await _locked(session, notification_id)
-    if notification is None:
-        return False
-    delivery = next((d for d in notification.deliveries if d.channel == channel), None)
-    if delivery is None or ChannelStatus(delivery.status) not in allowed_from:
-        return False
-    now = utcnow()
-    delivery.status = new_status.value
-    delivery.last_error = last_error
-    delivery.next_attempt_at = None
-    delivery.updated_at = now
-    leased = notification.lease_owner is not None
-    if not leased:
-        notification.next_attempt_at = next_attempt_for(notification, now)
-    refresh_summary(notification, now, leased=leased)
-    return True

@@ -1,5 +1,6 @@
 """Queries on notifications that the API runs: insert, fetch, inbox pages, read marks, and the
-hand-made state changes (retry, cancel). The dispatch queries live in ``dispatch.py``."""
+hand-made state changes (read, retry, cancel: through the state machine, their transitions
+recorded in the same transaction). The dispatch queries live in ``dispatch.py``."""
 
 from __future__ import annotations
 
@@ -18,35 +19,28 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    text,
     tuple_,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
+from notifier.lifecycle.machine import ChannelChange, ChannelEvent
 from notifier.models.base import utcnow
-from notifier.models.notification import (
-    AWAITING_SEND,
-    ChannelStatus,
-    Notification,
-    NotificationStatus,
-    derive_status,
-)
+from notifier.models.notification import Notification, NotificationStatus
 from notifier.models.unread import UserUnreadCount
 from notifier.storage.cursors import decode_cursor, encode_cursor
+from notifier.storage.transitions import (
+    TransitionRecord,
+    Wakeups,
+    advance_channel,
+    read_record,
+    record_in_session,
+    summarize_notification,
+)
 
 # LISTEN/NOTIFY channel that wakes dispatch workers; the payload is empty, it only says "look".
 DISPATCH_WAKEUP_CHANNEL = "notifier_dispatch"
-
-
-async def wake_dispatchers(session: AsyncSession) -> None:
-    """Queue a NOTIFY in the current transaction: PostgreSQL delivers it on commit, so a worker
-    never wakes for a row it cannot see yet."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(
-            text("SELECT pg_notify(:channel, '')"), {"channel": DISPATCH_WAKEUP_CHANNEL}
-        )
 
 
 async def get_notification(
@@ -147,46 +141,68 @@ async def unread_count(session: AsyncSession, user_id: str, *, now: datetime | N
     return int((await session.execute(query)).scalar_one())
 
 
-async def mark_all_read(session: AsyncSession, user_id: str) -> int:
+async def mark_read(
+    session: AsyncSession, notification: Notification, now: datetime, wakeups: Wakeups | None
+) -> None:
+    """Mark one (locked) notification read; ``notification.read`` the first time only."""
+    if notification.is_read:
+        return
+    notification.mark_read(now)
+    record = read_record(notification.id, notification.user_id, now)
+    await record_in_session(session, [record] if record else [], wakeups)
+
+
+async def mark_all_read(session: AsyncSession, user_id: str, wakeups: Wakeups | None) -> int:
+    """Mark every visible unread notification of the user read: one UPDATE … RETURNING, and a
+    ``notification.read`` for each row it marked."""
     now = utcnow()
     result = await session.execute(
         update(Notification)
         .where(*_visible_to_user(user_id, now), _UNREAD)
         .values(is_read=True, read_at=now, updated_at=now)
+        .returning(Notification.id)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    ids = list(result.scalars())
+    records = [read_record(ident, user_id, now) for ident in ids]
+    await record_in_session(session, [r for r in records if r is not None], wakeups)
+    return len(ids)
 
 
-def requeue_failed_channels(notification: Notification, now: datetime) -> int:
-    """Give every failed channel a fresh retry budget and make the row due now."""
+async def requeue_failed_channels(
+    session: AsyncSession, notification: Notification, now: datetime, wakeups: Wakeups | None
+) -> int:
+    """Give every failed channel of a (locked) notification a fresh retry budget and make the
+    row due now (the machine's ``requeued``); the number of channels re-queued."""
+    records: list[TransitionRecord] = []
     count = 0
     for delivery in notification.deliveries:
-        if delivery.status == ChannelStatus.FAILED:
-            delivery.status = ChannelStatus.PENDING.value
+        # The error stays on show until the next attempt says otherwise.
+        change = ChannelChange(ChannelEvent.REQUEUED, last_error=delivery.last_error)
+        if advance_channel(notification, delivery, change, now, records).applied:
             delivery.attempts_at_requeue = delivery.attempts
-            delivery.next_attempt_at = None
-            delivery.updated_at = now
             count += 1
     if count:
-        notification.status = derive_status(d.status for d in notification.deliveries).value
+        summarize_notification(notification, now, records, leased=False)
         notification.next_attempt_at = now
-        notification.updated_at = now
+        await record_in_session(session, records, wakeups)
     return count
 
 
-def cancel_unsent_channels(notification: Notification, now: datetime) -> int:
-    """Cancel every channel that has not been handed over yet."""
+async def cancel_unsent_channels(
+    session: AsyncSession, notification: Notification, now: datetime, wakeups: Wakeups | None
+) -> int:
+    """Cancel every channel of a (locked) notification that has not been handed over yet;
+    the number cancelled."""
+    records: list[TransitionRecord] = []
     count = 0
     for delivery in notification.deliveries:
-        if delivery.status in AWAITING_SEND:
-            delivery.status = ChannelStatus.CANCELLED.value
-            delivery.next_attempt_at = None
-            delivery.updated_at = now
+        change = ChannelChange(ChannelEvent.CANCELLED, last_error=delivery.last_error)
+        if advance_channel(notification, delivery, change, now, records).applied:
             count += 1
     if count:
-        notification.status = derive_status(d.status for d in notification.deliveries).value
+        summarize_notification(notification, now, records, leased=False)
         if notification.is_settled:
             notification.next_attempt_at = None
-        notification.updated_at = now
+        await record_in_session(session, records, wakeups)
     return count

@@ -8,14 +8,16 @@ transaction:
 1. locks every notification involved, in id order (``SELECT … ORDER BY id FOR UPDATE``), so
    that two batches, or a batch and a lease renewal, cannot deadlock over the same rows;
 2. reads their channels in a second statement, which under READ COMMITTED sees every write
-   committed by whoever held a lock before us (see ``dispatch._locked``);
-3. applies the items in the order they were submitted, with the rules every writer of a
-   channel follows (``dispatch.apply_change``, ``refresh_summary``, ``next_attempt_for``) and
+   committed by whoever held a lock before us (see ``dispatch``'s docstring);
+3. applies the items in the order they were submitted through the state machine
+   (``lifecycle.machine``: ``advance`` for the channel, ``summarize`` for the notification) and
    the lease check: an item is refused unless this worker still holds the lease, except for a
-   success, which is recorded whoever holds the row now (``apply_change`` never moves a channel
+   success, which is recorded whoever holds the row now (the machine never moves a channel
    backwards), so that the new holder does not send it a second time;
 4. writes back the rows that changed: on PostgreSQL in one statement (``unnest`` of arrays,
-   one round trip for both tables), on SQLite with one executemany ``UPDATE`` per table.
+   one round trip for both tables), on SQLite with one executemany ``UPDATE`` per table;
+5. records the transitions those changes made, and their webhook events
+   (``transitions.record_transitions``: one more statement on PostgreSQL).
 
 The rows are plain objects, not ORM instances: building, tracking and flushing those was most
 of the cost of recording an outcome.
@@ -23,9 +25,10 @@ of the cost of recording an outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,21 +36,21 @@ from typing import Any
 from sqlalchemy import Select, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
+from notifier.lifecycle.machine import ChannelChange, ChannelEvent, next_attempt_for
+from notifier.lifecycle.statuses import SETTLED
 from notifier.models.base import utcnow
-from notifier.models.notification import (
-    SETTLED,
-    SUCCEEDED,
-    ChannelStatus,
-    Notification,
-    NotificationDelivery,
-)
+from notifier.models.notification import Notification, NotificationDelivery
 from notifier.storage.db import is_one_of
-from notifier.storage.dispatch import (
-    ChannelChange,
-    apply_change,
-    next_attempt_for,
-    refresh_summary,
+from notifier.storage.dispatch import PROVIDER_ID_CHARS
+from notifier.storage.transitions import (
+    TransitionRecord,
+    advance_channel,
+    record_transitions,
+    summarize_notification,
 )
+
+# What a worker records whoever holds the row now: the peer took the message.
+SUCCESS_EVENTS = frozenset({ChannelEvent.SENT, ChannelEvent.DELIVERED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +78,7 @@ Outcome = ChannelOutcome | ReleaseLease
 
 @dataclass(slots=True)
 class _Channel:
-    """One ``notification_deliveries`` row (a ``dispatch.DeliveryState``)."""
+    """One ``notification_deliveries`` row (a ``machine.ChannelState``)."""
 
     notification_id: uuid.UUID
     channel: str
@@ -91,9 +94,13 @@ class _Channel:
 
 @dataclass(slots=True)
 class _Row:
-    """One locked ``notifications`` row and its channels (a ``dispatch.NotificationState``)."""
+    """One locked ``notifications`` row and its channels (a
+    ``transitions.TrackedNotification``)."""
 
     id: uuid.UUID
+    user_id: str
+    send_at: datetime | None
+    created_at: datetime
     status: str
     retry_count: int
     updated_at: datetime
@@ -106,60 +113,72 @@ class _Row:
 
 
 async def record_outcomes(
-    sessions: async_sessionmaker[AsyncSession], items: Sequence[Outcome], *, worker_id: str
+    sessions: async_sessionmaker[AsyncSession],
+    items: Sequence[Outcome],
+    *,
+    worker_id: str,
+    on_events: Callable[[], None] | None = None,
 ) -> list[bool]:
     """Apply ``items`` in one transaction; for each, whether it was recorded (False: the lease
-    was taken over, or the notification is gone)."""
+    was taken over, or the notification is gone). ``on_events`` is called after the commit
+    when it wrote webhook deliveries (an in-process webhook sender's wake-up)."""
     ids = sorted({item.notification_id for item in items})
+    records: list[TransitionRecord] = []
     async with sessions() as session, session.begin():
         connection = await session.connection()
         rows = await _lock_and_load(connection, ids)
         now = utcnow()
-        results = [_apply(item, rows.get(item.notification_id), worker_id, now) for item in items]
+        results = [
+            _apply(item, rows.get(item.notification_id), worker_id, now, records) for item in items
+        ]
         await _write_back(connection, [row for row in rows.values() if row.changed])
+        emitted = await record_transitions(connection, records)
+    if emitted and on_events is not None:
+        on_events()
     return results
 
 
 @dataclass(frozen=True, slots=True)
 class ExternalSettlement:
-    """A confirmation from outside the worker (a WebSocket ack) for one channel: the batch
-    form of ``dispatch.settle_channel_externally``, with the same rules."""
+    """A report from outside the worker on one channel: a WebSocket ack (``ACKED``), a
+    provider's status callback (``CONFIRMED``, ``REPORTED_FAILED``)."""
 
     notification_id: uuid.UUID
     channel: str
-    new_status: ChannelStatus
-    allowed_from: frozenset[ChannelStatus]
+    change: ChannelChange
 
 
 async def settle_externally(
     connection: AsyncConnection, items: Sequence[ExternalSettlement]
-) -> list[bool]:
-    """Apply ``items`` in the caller's transaction (the caller commits): four statements for
-    the batch (lock, read channels, write both tables) instead of four per item. For each,
-    whether it moved the channel (False: a duplicate, or a report that would move it back)."""
+) -> tuple[list[bool], int]:
+    """Apply ``items`` in the caller's transaction (the caller commits): five statements for
+    the batch (lock, read channels, write both tables, record the transitions) instead of five
+    per item. For each, whether it moved the channel (False: a duplicate, or a report the
+    machine refuses); and the number of webhook deliveries written (see
+    ``transitions.record_transitions``)."""
     rows = await _lock_and_load(connection, sorted({i.notification_id for i in items}))
     now = utcnow()
     results = []
+    records: list[TransitionRecord] = []
     for item in items:
         row = rows.get(item.notification_id)
         deliveries = row.deliveries if row is not None else []
         delivery = next((d for d in deliveries if d.channel == item.channel), None)
-        if row is None or delivery is None or delivery.status not in item.allowed_from:
+        if row is None or delivery is None:
             results.append(False)
             continue
-        delivery.status = item.new_status.value
-        delivery.last_error = None
-        delivery.next_attempt_at = None
-        delivery.updated_at = now
+        if not advance_channel(row, delivery, item.change, now, records).applied:
+            results.append(False)  # refused: nothing is written
+            continue
         delivery.changed = True
         leased = row.lease_owner is not None
         if not leased:
             row.next_attempt_at = next_attempt_for(row, now)
-        refresh_summary(row, now, leased=leased)
+        summarize_notification(row, now, records, leased=leased)
         row.changed = True
         results.append(True)
     await _write_back(connection, [row for row in rows.values() if row.changed])
-    return results
+    return results, await record_transitions(connection, records)
 
 
 # SELECT id, status, … FROM notifications WHERE id IN (…) ORDER BY id FOR UPDATE
@@ -169,6 +188,9 @@ def _lock_statement(dialect: str) -> Select[*tuple[Any, ...]]:
     return (
         select(
             Notification.id,
+            Notification.user_id,
+            Notification.send_at,
+            Notification.created_at,
             Notification.status,
             Notification.retry_count,
             Notification.updated_at,
@@ -215,39 +237,48 @@ async def _lock_and_load(
     return rows
 
 
-def _apply(item: Outcome, row: _Row | None, worker_id: str, now: datetime) -> bool:
-    """The effect of ``record_outcome``/``release`` of old, on the loaded row."""
+def _apply(
+    item: Outcome, row: _Row | None, worker_id: str, now: datetime, records: list[TransitionRecord]
+) -> bool:
+    """One item on its loaded row, through the state machine."""
     if row is None:
         return False
     if isinstance(item, ReleaseLease):
         if row.lease_owner != worker_id:
             return False
-        _release(row, now, immediately=item.immediately)
+        _release(row, now, records, immediately=item.immediately)
         return True
-    if row.lease_owner != worker_id and item.change.status not in SUCCEEDED:
+    change = item.change
+    if row.lease_owner != worker_id and change.event not in SUCCESS_EVENTS:
         return False
     if item.release and row.lease_owner == worker_id:
         row.lease_owner = row.lease_expires_at = None
+    if change.provider_id is not None and len(change.provider_id) > PROVIDER_ID_CHARS:
+        # Cut to the column: a push service's Location may be any length, and a record that
+        # PostgreSQL refuses would leave a sent message unrecorded, to be sent again.
+        change = dataclasses.replace(change, provider_id=change.provider_id[:PROVIDER_ID_CHARS])
     for delivery in row.deliveries:
         if delivery.channel == item.channel:
-            apply_change(delivery, item.change, now)
+            advance_channel(row, delivery, change, now, records)
             delivery.changed = True
     leased = row.lease_owner is not None
-    refresh_summary(row, now, leased=leased)
+    summarize_notification(row, now, records, leased=leased)
     if not leased:  # released meanwhile: due again only if other channels still wait
         row.next_attempt_at = next_attempt_for(row, now)
     row.changed = True
     return True
 
 
-def _release(row: _Row, now: datetime, *, immediately: bool) -> None:
+def _release(
+    row: _Row, now: datetime, records: list[TransitionRecord], *, immediately: bool
+) -> None:
     row.lease_owner = row.lease_expires_at = None
     settled = all(d.status in SETTLED for d in row.deliveries)
     if immediately and not settled:
         row.next_attempt_at = now
     else:
         row.next_attempt_at = next_attempt_for(row, now)
-    refresh_summary(row, now, leased=False)
+    summarize_notification(row, now, records, leased=False)
     row.changed = True
 
 

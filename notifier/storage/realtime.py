@@ -9,41 +9,26 @@ from enum import StrEnum
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notifier.lifecycle.machine import ChannelChange, ChannelEvent
 from notifier.models.notification import (
-    AWAITING_SEND,
     Channel,
     ChannelStatus,
     Notification,
     NotificationDelivery,
 )
 from notifier.storage.outcome_batch import ExternalSettlement, settle_externally
+from notifier.storage.transitions import Wakeups
+from notifier.storage.webhooks import WEBHOOK_WAKEUP_CHANNEL
 
 REPLAY_LIMIT = 500
-
-
-async def unacked_websocket_notifications(
-    session: AsyncSession, user_id: str, *, limit: int = REPLAY_LIMIT
-) -> Sequence[Notification]:
-    """The user's websocket notifications that went out but were never acked, oldest first."""
-    query = (
-        select(Notification)
-        .join(NotificationDelivery)
-        .where(
-            Notification.user_id == user_id,
-            NotificationDelivery.channel == Channel.WEBSOCKET.value,
-            NotificationDelivery.status == ChannelStatus.SENT.value,
-        )
-        .order_by(Notification.created_at, Notification.id)
-        .limit(limit)
-    )
-    return list((await session.execute(query)).scalars())
 
 
 async def unacked_for_users(
     session: AsyncSession, user_ids: Sequence[str], *, limit: int = REPLAY_LIMIT
 ) -> dict[str, list[Notification]]:
-    """``unacked_websocket_notifications`` for many users in two statements: the ids (at most
-    ``limit`` per user, oldest first), then, only if there are any, their rows."""
+    """The users' websocket notifications that went out but were never acked, oldest first, in
+    two statements: the ids (at most ``limit`` per user), then, only if there are any, their
+    rows."""
     ranked = (
         select(
             Notification.id,
@@ -87,11 +72,15 @@ class AckOutcome(StrEnum):
 
 
 async def acknowledge_many(
-    session: AsyncSession, acks: Sequence[tuple[str, uuid.UUID]]
+    session: AsyncSession,
+    acks: Sequence[tuple[str, uuid.UUID]],
+    wakeups: Wakeups | None = None,
 ) -> list[AckOutcome]:
     """Mark the websocket channel ``delivered`` for each (user id, notification id), in one
-    transaction (the caller commits); an ack may overtake the worker's own record of ``sent``
-    and still counts. One ownership query, then ``settle_externally`` for the batch, which
+    transaction (the caller commits): the machine's ``acked``, which may overtake the worker's
+    own record of ``sent`` and still counts. ``wakeups`` wakes an in-process webhook sender
+    after the commit when the acks wrote webhook events. One ownership query, then
+    ``settle_externally`` for the batch, which
     locks the rows in id order, as every batch writer does, so two batches never wait in a
     cycle. Only when some owned ack moved nothing, one more query tells a repeat from an ack
     that cannot apply (channel failed, skipped, expired, cancelled, or not websocket at all)."""
@@ -105,13 +94,12 @@ async def acknowledge_many(
         ).all()
     )
     owned = sorted({(u, i) for u, i in acks if owners.get(i) == u}, key=lambda ack: ack[1])
-    moved = await settle_externally(
+    moved, webhooks = await settle_externally(
         await session.connection(),
-        [
-            ExternalSettlement(ident, Channel.WEBSOCKET.value, ChannelStatus.DELIVERED, _ACKABLE)
-            for _, ident in owned
-        ],
+        [ExternalSettlement(ident, Channel.WEBSOCKET.value, _ACK) for _, ident in owned],
     )
+    if webhooks and wakeups is not None:
+        wakeups.after_commit(session, WEBHOOK_WAKEUP_CHANNEL)
     outcomes = {
         ack: AckOutcome.ACKED if did else AckOutcome.NOT_ACKABLE
         for ack, did in zip(owned, moved, strict=True)
@@ -135,4 +123,4 @@ async def acknowledge_many(
     return [outcomes.get(ack, AckOutcome.NOT_FOUND) for ack in acks]
 
 
-_ACKABLE = frozenset({ChannelStatus.SENT, *AWAITING_SEND})
+_ACK = ChannelChange(ChannelEvent.ACKED)

@@ -52,6 +52,11 @@ class Wakeups:
         """Wake ``channel``'s workers once the session's transaction commits."""
         if session.get_bind().dialect.name == "postgresql":
             await session.execute(select(func.pg_notify(channel, "")))
+        self.after_commit(session, channel)
+
+    def after_commit(self, session: AsyncSession, channel: str) -> None:
+        """Only the in-process half of ``rows_due``: for a writer whose SQL queues the NOTIFY
+        in the transaction itself (the webhook outbox, ``transitions.record_transitions``)."""
         sync = session.sync_session
         if not sync.info.get(_LISTENING):
             sync.info[_LISTENING] = True

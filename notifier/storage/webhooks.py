@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.elements import TextClause
 
 from notifier.models.base import utcnow
 from notifier.models.webhook import (
@@ -174,9 +175,8 @@ async def _lock_deliveries(session: AsyncSession, where: ColumnElement[bool]) ->
 # filter matches, due at once. The deliveries reference events inserted by the sibling CTE:
 # foreign keys are checked at the end of the statement. ``data`` arrives as text[] and is cast
 # per element (the driver's jsonb codec is not applied inside arrays).
-_PG_EMIT = text(
-    f"""
-WITH incoming AS (
+_PG_EMIT_CTES = f"""
+incoming AS (
     SELECT * FROM unnest(
         CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:data AS text[]),
         CAST(:created_at AS timestamptz[])
@@ -201,7 +201,24 @@ WITH incoming AS (
 ), created AS (SELECT count(*) AS n FROM new_deliveries)
 SELECT n, CASE WHEN n > 0 THEN pg_notify(:wakeup, '') END AS woke FROM created
 """
-)
+_PG_EMIT = text(f"WITH {_PG_EMIT_CTES}")
+
+
+def pg_emit_after(cte: str) -> TextClause:
+    """The emit statement run after another data-modifying CTE (``name AS (INSERT …)``) in the
+    same statement: a writer's own rows and its events in one round trip
+    (``transitions.record_transitions``). Parameters: ``pg_emit_params`` and the CTE's own."""
+    return text(f"WITH {cte},{_PG_EMIT_CTES}")
+
+
+def pg_emit_params(events: Sequence[webhook_events.WebhookEvent]) -> dict[str, Any]:
+    return {
+        "ids": [event.id for event in events],
+        "types": [event.type.value for event in events],
+        "data": [json.dumps(_plain(event.data)) for event in events],
+        "created_at": [event.created_at for event in events],
+        "wakeup": WEBHOOK_WAKEUP_CHANNEL,
+    }
 
 
 async def emit_events(connection: Executor, events: Sequence[webhook_events.WebhookEvent]) -> int:
@@ -215,14 +232,7 @@ async def emit_events(connection: Executor, events: Sequence[webhook_events.Webh
     if not events:
         return 0
     if _dialect(connection) == "postgresql":
-        params = {
-            "ids": [event.id for event in events],
-            "types": [event.type.value for event in events],
-            "data": [json.dumps(_plain(event.data)) for event in events],
-            "created_at": [event.created_at for event in events],
-            "wakeup": WEBHOOK_WAKEUP_CHANNEL,
-        }
-        return int((await connection.execute(_PG_EMIT, params)).scalar_one())
+        return int((await connection.execute(_PG_EMIT, pg_emit_params(events))).scalar_one())
     return await _emit_sqlite(connection, events)
 
 

@@ -1,9 +1,11 @@
 """Apply a producer's task update or log to the stored task, and say which notifications it
-triggers. Pure functions over the ORM objects; the caller writes everything in one transaction."""
+triggers, and the webhook event of a task that ended. Pure functions over the ORM objects; the
+caller writes everything in one transaction."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from notifier.models.log import TaskLog
 from notifier.models.notification import Notification
@@ -12,6 +14,7 @@ from notifier.schemas.task import TaskUpdate
 from notifier.settings import Settings
 from notifier.triggers.rules import notifications_for_log, notifications_for_transition
 from notifier.triggers.task_states import check_transition, is_restart
+from notifier.webhooks.events import WebhookEvent, task_ended
 
 
 def apply_task_update(
@@ -72,3 +75,18 @@ def notifications_for_new_log(
     task: TaskProgress, log: TaskLog, settings: Settings
 ) -> list[Notification]:
     return notifications_for_log(task, log, settings)
+
+
+# The task statuses a producer's webhook hears about (docs/architecture.md, "Triggers").
+_ENDED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+
+
+def task_end_event(
+    before: str, task: TaskProgress, body: dict[str, Any], now: datetime
+) -> WebhookEvent | None:
+    """``task.completed`` / ``task.failed`` when this update made the task enter that status
+    (a repeated report of it is no new event); ``body`` is the task as GET /v1/tasks/{id}
+    shows it. The caller writes it to the outbox in the update's transaction."""
+    if task.status == before or task.status not in _ENDED:
+        return None
+    return task_ended(task.status, body, at=now)

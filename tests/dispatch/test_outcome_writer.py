@@ -17,10 +17,10 @@ from sqlalchemy import event, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from notifier.lifecycle.machine import ChannelChange, ChannelEvent
 from notifier.models.base import utcnow
-from notifier.models.notification import ChannelStatus, Notification
+from notifier.models.notification import Notification
 from notifier.storage.db import create_engine, create_session_factory
-from notifier.storage.dispatch import ChannelChange
 from workers.outcome_writer import OutcomeWriter
 
 WORKER = "worker-under-test"
@@ -100,11 +100,9 @@ async def test_outcomes_submitted_together_are_committed_together(db: Db) -> Non
     ids = [await db.leased(["email"]) for _ in range(60)]
     later = utcnow() + timedelta(minutes=5)
     changes = {
-        0: ChannelChange(ChannelStatus.DELIVERED, attempts=1, provider_id="p-0"),
-        1: ChannelChange(
-            ChannelStatus.RETRYING, attempts=2, last_error="451", next_attempt_at=later
-        ),
-        2: ChannelChange(ChannelStatus.FAILED, attempts=1, last_error="550 no such user"),
+        0: ChannelChange(ChannelEvent.DELIVERED, attempts=1, provider_id="p-0"),
+        1: ChannelChange(ChannelEvent.RETRY, attempts=2, last_error="451", next_attempt_at=later),
+        2: ChannelChange(ChannelEvent.FAILED, attempts=1, last_error="550 no such user"),
     }
     writer = db.writer()
     commits_before = db.commits
@@ -145,10 +143,10 @@ async def test_channels_of_one_notification_in_one_batch(db: Db) -> None:
     writer = db.writer()
 
     recorded = await asyncio.gather(
-        writer.record(notification_id, "email", ChannelChange(ChannelStatus.DELIVERED, 1)),
-        writer.record(notification_id, "websocket", ChannelChange(ChannelStatus.SENT, 1)),
+        writer.record(notification_id, "email", ChannelChange(ChannelEvent.DELIVERED, 1)),
+        writer.record(notification_id, "websocket", ChannelChange(ChannelEvent.SENT, 1)),
         writer.record(
-            notification_id, "sms", ChannelChange(ChannelStatus.FAILED, 3, last_error="gone")
+            notification_id, "sms", ChannelChange(ChannelEvent.FAILED, 3, last_error="gone")
         ),
         writer.release(notification_id),
     )
@@ -173,8 +171,8 @@ async def test_a_lease_taken_over_refuses_failures_but_not_successes(db: Db) -> 
     writer = db.writer()
 
     failure, success, release = await asyncio.gather(
-        writer.record(taken, "email", ChannelChange(ChannelStatus.RETRYING, 1, last_error="x")),
-        writer.record(taken, "websocket", ChannelChange(ChannelStatus.SENT, 1), release=True),
+        writer.record(taken, "email", ChannelChange(ChannelEvent.RETRY, 1, last_error="x")),
+        writer.record(taken, "websocket", ChannelChange(ChannelEvent.SENT, 1), release=True),
         writer.release(taken),
     )
 
@@ -198,7 +196,7 @@ async def test_a_transient_error_retries_the_whole_flush(db: Db) -> None:
     with db.failing(once):
         results = await asyncio.gather(
             *(
-                writer.record(i, "email", ChannelChange(ChannelStatus.DELIVERED, 1), release=True)
+                writer.record(i, "email", ChannelChange(ChannelEvent.DELIVERED, 1), release=True)
                 for i in ids
             )
         )
@@ -223,7 +221,7 @@ async def test_a_bad_item_fails_alone(db: Db) -> None:
     with db.failing(on_bad):
         results = await asyncio.gather(
             *(
-                writer.record(i, "email", ChannelChange(ChannelStatus.DELIVERED, 1), release=True)
+                writer.record(i, "email", ChannelChange(ChannelEvent.DELIVERED, 1), release=True)
                 for i in [*good, bad]
             ),
             return_exceptions=True,
@@ -241,7 +239,7 @@ async def test_flushed_waits_for_what_is_pending_even_if_its_caller_gave_up(db: 
     ids = [await db.leased(["websocket"]) for _ in range(3)]
     writer = db.writer()
     records = [
-        asyncio.create_task(writer.record(i, "websocket", ChannelChange(ChannelStatus.SENT, 1)))
+        asyncio.create_task(writer.record(i, "websocket", ChannelChange(ChannelEvent.SENT, 1)))
         for i in ids
     ]
 
@@ -297,11 +295,11 @@ async def test_an_outcome_does_not_wait_for_a_flush_held_by_a_lock(fresh_pg_url:
                 select(Notification.id).where(Notification.id == held).with_for_update()
             )
             waiting = asyncio.create_task(
-                writer.record(held, "email", ChannelChange(ChannelStatus.DELIVERED, 1))
+                writer.record(held, "email", ChannelChange(ChannelEvent.DELIVERED, 1))
             )
             await _until_backends_wait_for_a_lock(engine, 1)
             recorded = await asyncio.wait_for(
-                writer.record(free, "email", ChannelChange(ChannelStatus.DELIVERED, 1)), 10
+                writer.record(free, "email", ChannelChange(ChannelEvent.DELIVERED, 1)), 10
             )
             assert recorded is True
             assert delivery(await db.row(free), "email")["status"] == "delivered"
@@ -342,10 +340,10 @@ async def test_a_success_goes_in_the_next_flush_ahead_of_other_outcomes(db: Db) 
         assert await writer.record(notification_id, "email", change, release=True)
         committed_after[name] = db.commits - commits_before
 
-    failed = ChannelChange(ChannelStatus.FAILED, 1, last_error="550")
+    failed = ChannelChange(ChannelEvent.FAILED, 1, last_error="550")
     await asyncio.gather(
         *(record(f"failure {n}", i, failed) for n, i in enumerate(ids[:4])),
-        record("success", ids[4], ChannelChange(ChannelStatus.DELIVERED, 1)),
+        record("success", ids[4], ChannelChange(ChannelEvent.DELIVERED, 1)),
     )
 
     assert committed_after["success"] == 1
@@ -362,7 +360,7 @@ async def test_a_success_does_not_wait_for_flushes_of_failures(fresh_pg_url: str
         held = [await db.leased(["email"]), await db.leased(["email"])]
         free = await db.leased(["email"])
         writer = db.writer()
-        failed = ChannelChange(ChannelStatus.FAILED, 1, last_error="550")
+        failed = ChannelChange(ChannelEvent.FAILED, 1, last_error="550")
         async with engine.connect() as locker, locker.begin():
             waiting = []
             for notification_id in held:  # one flush each: the second starts while the first
@@ -374,7 +372,7 @@ async def test_a_success_does_not_wait_for_flushes_of_failures(fresh_pg_url: str
                 waiting.append(asyncio.create_task(writer.record(notification_id, "email", failed)))
                 await _until_backends_wait_for_a_lock(engine, len(waiting))
             recorded = await asyncio.wait_for(
-                writer.record(free, "email", ChannelChange(ChannelStatus.DELIVERED, 1)), 10
+                writer.record(free, "email", ChannelChange(ChannelEvent.DELIVERED, 1)), 10
             )
             assert recorded is True
             assert delivery(await db.row(free), "email")["status"] == "delivered"

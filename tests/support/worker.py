@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from notifier.realtime.fanout import Fanout, PostgresFanout
 from notifier.realtime.wakeups import PostgresWakeupListener
@@ -25,10 +25,12 @@ async def running_dispatcher(
     fanout: Fanout | None = None,
     wakeup: Wakeup | None = None,
     observer: DispatchObserver | None = None,
+    on_webhook_events: Callable[[], None] | None = None,
 ) -> AsyncIterator[Dispatcher]:
     """Run one dispatcher until the block ends. On SQLite pass the service's ``LocalFanout``
     and a ``Wakeup`` subscribed to its ``wakeups``; on PostgreSQL it LISTENs like a worker
-    process does."""
+    process does. ``on_webhook_events``: after a commit of outcomes that wrote webhook events
+    (`notifier run` wakes its webhook sender there)."""
     # Sized like `notifier worker` sizes its pool (workers/runner.py), so a test with several
     # dispatchers needs no more PostgreSQL connections than as many worker processes would.
     engine = create_engine(
@@ -43,7 +45,12 @@ async def running_dispatcher(
         await asyncio.wait_for(listener.listening.wait(), 10)
     channels = build_channels(settings, sessions, fanout or PostgresFanout(engine))
     dispatcher = Dispatcher(
-        settings=settings, sessions=sessions, channels=channels, wakeup=wakeup, observer=observer
+        settings=settings,
+        sessions=sessions,
+        channels=channels,
+        wakeup=wakeup,
+        observer=observer,
+        on_webhook_events=on_webhook_events,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))

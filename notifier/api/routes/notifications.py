@@ -247,7 +247,7 @@ async def retry_notification(
     row = await get_notification(session, notification_id, for_update=True)
     if row is None:
         raise NotFound("no such notification")
-    if requeue_failed_channels(row, utcnow()) == 0:
+    if await requeue_failed_channels(session, row, utcnow(), context.wakeups) == 0:
         raise Conflict("no channel of this notification has failed; there is nothing to retry")
     await context.wakeups.rows_due(session, DISPATCH)
     await session.commit()
@@ -256,12 +256,12 @@ async def retry_notification(
 
 @router.post("/{notification_id}/cancel", response_model=NotificationPublic)
 async def cancel_notification(
-    notification_id: uuid.UUID, _: ProducerDep, session: SessionDep
+    notification_id: uuid.UUID, _: ProducerDep, context: ContextDep, session: SessionDep
 ) -> NotificationPublic:
     row = await get_notification(session, notification_id, for_update=True)
     if row is None:
         raise NotFound("no such notification")
-    if cancel_unsent_channels(row, utcnow()) == 0:
+    if await cancel_unsent_channels(session, row, utcnow(), context.wakeups) == 0:
         raise Conflict("every channel was already sent or settled; there is nothing to cancel")
     await session.commit()
     return NotificationPublic.from_row(row)

@@ -44,9 +44,14 @@ from notifier.storage.tasks import (
     tasks_of_user,
 )
 from notifier.storage.tasks import create_task as create_task_row
-from notifier.storage.wakeups import DISPATCH
+from notifier.storage.wakeups import DISPATCH, WEBHOOKS
+from notifier.storage.webhooks import emit_events
 from notifier.triggers.progress import track_progress
-from notifier.triggers.task_events import apply_task_update, notifications_for_new_log
+from notifier.triggers.task_events import (
+    apply_task_update,
+    notifications_for_new_log,
+    task_end_event,
+)
 from notifier.triggers.task_states import IllegalTransition
 
 router = APIRouter(
@@ -118,7 +123,7 @@ async def update_task(
     task = await get_task(session, task_id, for_update=True)
     if task is None:
         raise NotFound("no such task")
-    was_finished = task.is_finished
+    was_finished, before = task.is_finished, task.status
     try:
         triggered = apply_task_update(task, payload, context.settings, utcnow())
     except IllegalTransition as exc:
@@ -145,10 +150,14 @@ async def update_task(
                 task.task_id, task.progress_percentage, related_user_id=task.user_id
             ),
         )
+    public = _public(task)
+    ended = task_end_event(before, task, public.model_dump(mode="json"), task.updated_at)
+    if ended is not None and await emit_events(session, [ended]):
+        context.wakeups.after_commit(session, WEBHOOKS)
     # Live progress for the owner's open sockets, sent when (and only if) this commits.
     await context.fanout.publish(task.user_id, task_progress_frame(task), session=session)
     await session.commit()
-    return _public(task)
+    return public
 
 
 @router.post(

@@ -22,7 +22,7 @@ from notifier.schemas.user import (
     TokenCreate,
     TokenPublic,
 )
-from notifier.storage import push, recipients
+from notifier.storage import notifications, push, recipients
 from notifier.storage.cursors import InvalidCursor
 from notifier.storage.notifications import (
     get_notification,
@@ -60,19 +60,25 @@ async def inbox(
 
 @router.post("/notifications/{notification_id}/read", response_model=NotificationPublic)
 async def mark_read(
-    user_id: UserIdPath, notification_id: uuid.UUID, _: UserAccessDep, session: SessionDep
+    user_id: UserIdPath,
+    notification_id: uuid.UUID,
+    _: UserAccessDep,
+    context: ContextDep,
+    session: SessionDep,
 ) -> NotificationPublic:
     row = await get_notification(session, notification_id, for_update=True)
     if row is None or row.user_id != user_id:
         raise NotFound("no such notification")
-    row.mark_read(utcnow())
+    await notifications.mark_read(session, row, utcnow(), context.wakeups)
     await session.commit()
     return NotificationPublic.from_row(row)
 
 
 @router.post("/notifications/read-all", response_model=ReadAllResult)
-async def read_all(user_id: UserIdPath, _: UserAccessDep, session: SessionDep) -> ReadAllResult:
-    updated = await mark_all_read(session, user_id)
+async def read_all(
+    user_id: UserIdPath, _: UserAccessDep, context: ContextDep, session: SessionDep
+) -> ReadAllResult:
+    updated = await mark_all_read(session, user_id, context.wakeups)
     await session.commit()
     return ReadAllResult(updated=updated, unread_count=await unread_count(session, user_id))
 

@@ -18,15 +18,15 @@ import uuid
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response, status
-from sqlalchemy import select
 
 from notifier.api.context import ServiceContext
 from notifier.api.deps import ContextDep, SessionDep
 from notifier.api.errors import Forbidden, NotFound
 from notifier.channels.sms import twilio_status_to_channel_status, validate_twilio_signature
-from notifier.models.notification import Channel, ChannelStatus, NotificationDelivery
+from notifier.lifecycle.machine import ChannelChange, ChannelEvent
+from notifier.models.notification import Channel, ChannelStatus
 from notifier.schemas.errors import error_responses
-from notifier.storage.dispatch import settle_channel_externally
+from notifier.storage.provider_reports import apply_report, notification_for_provider_id
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
@@ -37,16 +37,13 @@ _UNKNOWN_SID_POLL_SECONDS = 0.1
 
 
 async def _notification_for_sid(context: ServiceContext, sid: str) -> uuid.UUID | None:
-    query = select(NotificationDelivery.notification_id).where(
-        NotificationDelivery.channel == Channel.SMS.value,
-        NotificationDelivery.provider_id == sid,
-    )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + UNKNOWN_SID_WAIT_SECONDS
     while True:
-        # A new session each time: each look sees what has been committed since.
-        async with context.sessions() as session:
-            notification_id = await session.scalar(query)
+        # Each look sees what has been committed since.
+        notification_id = await notification_for_provider_id(
+            context.sessions, Channel.SMS.value, sid
+        )
         if notification_id is not None or loop.time() >= deadline:
             return notification_id
         await asyncio.sleep(_UNKNOWN_SID_POLL_SECONDS)
@@ -87,19 +84,15 @@ async def twilio_status_callback(
     notification_id = await _notification_for_sid(context, sid)
     if notification_id is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)  # not ours, or already gone
-    error = None
+    change = ChannelChange(ChannelEvent.CONFIRMED)
     if new_status == ChannelStatus.FAILED:
         code = params.get("ErrorCode")
         error = f"Twilio reported {params.get('MessageStatus')}" + (
             f" (error {code})" if code else ""
         )
-    await settle_channel_externally(
-        session,
-        notification_id,
-        Channel.SMS.value,
-        new_status,
-        last_error=error,
-        allowed_from=frozenset({ChannelStatus.SENT}),
-    )
+        change = ChannelChange(ChannelEvent.REPORTED_FAILED, last_error=error)
+    # The machine takes a report only on a `sent` channel: duplicates and reports that would
+    # move it back change nothing.
+    await apply_report(session, notification_id, Channel.SMS.value, change, context.wakeups)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -119,7 +119,7 @@ class SocketQueries:
     async def _ack(self, acks: list[tuple[str, uuid.UUID]]) -> list[AckOutcome]:
         try:
             async with self._context.sessions() as session:
-                settled = await acknowledge_many(session, acks)
+                settled = await acknowledge_many(session, acks, self._context.wakeups)
                 await session.commit()
                 return settled
         except Exception:
@@ -130,7 +130,7 @@ class SocketQueries:
         results = []
         for ack in acks:
             async with self._context.sessions() as session:
-                results.extend(await acknowledge_many(session, [ack]))
+                results.extend(await acknowledge_many(session, [ack], self._context.wakeups))
                 await session.commit()
         return results
 
