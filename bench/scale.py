@@ -94,17 +94,36 @@ class Measured:
 
 
 class CpuMeter:
-    """CPU seconds of named processes between ``start`` and ``stop``."""
+    """CPU seconds of named processes between ``start`` and ``stop``, and of the PostgreSQL
+    backends serving the database (``pg_stat_activity``; the server runs on this machine): the
+    pools keep their connections through a measurement, and a backend that appears meanwhile
+    counts whole. One that exits before ``stop`` is missed (none should: nothing reconnects)."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], connection: asyncpg.Connection) -> None:
         self.pids = pids
+        self.connection = connection
         self._before: dict[str, float] = {}
+        self._backends: dict[int, float] = {}
 
-    def start(self) -> None:
+    async def _backend_cpu(self) -> dict[int, float]:
+        rows = await self.connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        found = {}
+        for row in rows:
+            with contextlib.suppress(OSError):
+                found[int(row["pid"])] = cpu_seconds(int(row["pid"]))
+        return found
+
+    async def start(self) -> None:
+        self._backends = await self._backend_cpu()
         self._before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
 
-    def stop(self) -> dict[str, float]:
-        return {name: cpu_seconds(pid) - self._before[name] for name, pid in self.pids.items()}
+    async def stop(self) -> dict[str, float]:
+        used = {name: cpu_seconds(pid) - self._before[name] for name, pid in self.pids.items()}
+        after = await self._backend_cpu()
+        used["postgres"] = sum(cpu - self._backends.get(pid, 0.0) for pid, cpu in after.items())
+        return used
 
 
 def nats_server_pid(url: str) -> int | None:
@@ -141,12 +160,12 @@ class Stack:
     workers: list[Child]
     clients: list[Child]
 
-    def meter(self, broker_pid: int | None) -> CpuMeter:
+    def meter(self, broker_pid: int | None, connection: asyncpg.Connection) -> CpuMeter:
         pids = {f"api{i + 1}": a.child.pid for i, a in enumerate(self.apis)}
         pids |= {f"worker{i + 1}": w.pid for i, w in enumerate(self.workers)}
         if broker_pid is not None:
             pids["nats-server"] = broker_pid
-        return CpuMeter(pids)
+        return CpuMeter(pids, connection)
 
 
 async def start_stack(bench: Bench, url: str, broker: str) -> Stack:
@@ -209,27 +228,33 @@ async def drain_ws(
     counts = half_counts(n)
     for child, count in zip(stack.clients, counts, strict=True):
         await child.send(f"expect {count} {generation}")
-    meter = stack.meter(nats_server_pid(NATS_URL) if broker == "nats" else None)
-    meter.start()
+    meter = stack.meter(nats_server_pid(NATS_URL) if broker == "nats" else None, connection)
+    await meter.start()
     started = await queue_notifications(connection, n, user_prefix=PREFIX, users=USERS)
     ends = [
         float((await child.event("done", timeout=120, gen=generation))["t"])
         for child in stack.clients
     ]
-    cpu = meter.stop()
+    cpu = await meter.stop()
     return Measured(f"ws_drain_{broker}", n, max(ends) - started, cpu)
 
 
 async def rate_ws(
-    bench: Bench, stack: Stack, broker: str, rate: float, seconds: float, generation: int
+    bench: Bench,
+    stack: Stack,
+    connection: asyncpg.Connection,
+    broker: str,
+    rate: float,
+    seconds: float,
+    generation: int,
 ) -> Measured:
     per_api = rate / 2
     total = int(per_api * seconds)
     first, second = rate_counts(total)
     for child, count in zip(stack.clients, (2 * first, 2 * second), strict=True):
         await child.send(f"expect {count} {generation}")
-    meter = stack.meter(nats_server_pid(NATS_URL) if broker == "nats" else None)
-    meter.start()
+    meter = stack.meter(nats_server_pid(NATS_URL) if broker == "nats" else None, connection)
+    await meter.start()
     t0 = time.time()
     loadgens = [
         await bench.spawn(
@@ -270,7 +295,7 @@ async def rate_ws(
         with contextlib.suppress(Exception):  # what did not arrive is counted below
             await child.event("done", timeout=max(horizon - time.time(), 0.1), gen=generation)
     ended = time.time()
-    cpu = meter.stop()
+    cpu = await meter.stop()
     for child in stack.clients:
         await child.send("stats")
         latencies += [float(x) for x in (await child.event("stats", timeout=60))["latencies_ms"]]
@@ -296,21 +321,28 @@ async def drain_noop(
         for i in range(workers)
     ]
     try:
-        meter = CpuMeter({f"worker{i + 1}": c.pid for i, c in enumerate(children)})
+        meter = CpuMeter({f"worker{i + 1}": c.pid for i, c in enumerate(children)}, connection)
 
         async def drained() -> bool:
             return not await any_unsettled(connection)
 
-        meter.start()
+        await meter.start()
         started = await queue_notifications(connection, n, users=USERS)
         ended = await wait_until(
             drained, timeout=120, interval=0.02, what="noop drain", alive=children
         )
-        cpu = meter.stop()
+        cpu = await meter.stop()
     finally:
         for child in children:
             await bench.stop(child)
     return Measured(f"noop_{workers}_workers", n, ended - started, cpu)
+
+
+def _rate_cell(r: Measured) -> str:
+    """Throughput for a drain; for a fixed-rate run the load offered (its window holds the
+    load generators' start and the wait after the load, so notifications/window is no rate)."""
+    offered = r.extra.get("offered_per_second")
+    return f"{r.rate:.0f}" if offered is None else f"offered {offered:g}"
 
 
 def _table(rows: list[Measured]) -> str:
@@ -325,7 +357,7 @@ def _table(rows: list[Measured]) -> str:
         p50 = "—" if r.p50_ms is None else f"{r.p50_ms:.1f}"
         p99 = "—" if r.p99_ms is None else f"{r.p99_ms:.1f}"
         lines.append(
-            f"| {r.label} | {r.notifications} | {r.rate:.0f} | {p50} | {p99} | "
+            f"| {r.label} | {r.notifications} | {_rate_cell(r)} | {p50} | {p99} | "
             + " | ".join(cells)
             + " |"
         )
@@ -336,18 +368,75 @@ def _medians(rows: list[Measured]) -> str:
     by: dict[str, list[Measured]] = {}
     for r in rows:
         by.setdefault(r.label, []).append(r)
+    names = sorted({k for r in rows for k in r.cpu})
     out = [
-        "| measurement | runs | median /s | median p99 ms | median CPU ms per notification, "
-        "all processes counted |",
-        "|---|---|---|---|---|",
+        "| measurement | runs | median /s | median p50 / p99 ms | median CPU ms per "
+        "notification: " + ", ".join(names) + " | all counted |",
+        "|---|---|---|---|---|---|",
     ]
     for label, group in by.items():
+        p50s = [r.p50_ms for r in group if r.p50_ms is not None]
         p99s = [r.p99_ms for r in group if r.p99_ms is not None]
-        p99 = f"{statistics.median(p99s):.1f}" if p99s else "—"
-        rate = statistics.median(r.rate for r in group)
+        latency = f"{statistics.median(p50s):.1f} / {statistics.median(p99s):.1f}" if p99s else "—"
+        rate = (
+            _rate_cell(group[0])
+            if "offered_per_second" in group[0].extra
+            else f"{statistics.median(r.rate for r in group):.0f}"
+        )
+        per = [
+            f"{statistics.median(r.cpu_ms_each()[n] for r in group):.3f}"
+            if n in group[0].cpu
+            else "—"
+            for n in names
+        ]
         total = statistics.median(sum(r.cpu_ms_each().values()) for r in group)
-        out.append(f"| {label} | {len(group)} | {rate:.0f} | {p99} | {total:.3f} |")
+        out.append(
+            f"| {label} | {len(group)} | {rate} | {latency} | {', '.join(per)} | {total:.3f} |"
+        )
     return "\n".join(out)
+
+
+def forward_cost(messages: int = 200_000) -> float:
+    """Microseconds an API process spends on a frame for a user it does not hold (parse, look
+    up, drop): with one subject, what every process pays for every frame."""
+    from notifier.realtime.fanout import FrameForwarder, fanout_payload
+    from notifier.realtime.hub import ConnectionHub
+
+    async def loader(_user: str, _ref: object) -> None:
+        return None
+
+    forwarder = FrameForwarder(ConnectionHub(), loader)
+    frame = {"type": "notification", "notification": {"id": "x" * 36, "title": "t" * 40}}
+    payloads = [fanout_payload(f"user-{i}", frame).encode() for i in range(1000)]
+    started = time.perf_counter()
+    for i in range(messages):
+        forwarder.forward(payloads[i % 1000])
+    return (time.perf_counter() - started) / messages * 1e6
+
+
+def render(rows: list[Measured]) -> str:
+    return _medians(rows) + "\n\n" + _table(rows)
+
+
+def load_rows(path: Path) -> list[Measured]:
+    rows = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        data = json.loads(line)
+        extra = {k: data[k] for k in ("offered_per_second", "load_seconds", "missing") if k in data}
+        rows.append(
+            Measured(
+                data["label"],
+                data["notifications"],
+                data["seconds"],
+                data["cpu_seconds"],
+                data["p50_ms"],
+                data["p99_ms"],
+                extra,
+            )
+        )
+    return rows
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -388,7 +477,13 @@ async def main(args: argparse.Namespace) -> None:
                             generation += 1
                             record(
                                 await rate_ws(
-                                    bench, stack, broker, args.rate, args.seconds, generation
+                                    bench,
+                                    stack,
+                                    connection,
+                                    broker,
+                                    args.rate,
+                                    args.seconds,
+                                    generation,
                                 )
                             )
                         finally:
@@ -405,7 +500,8 @@ async def main(args: argparse.Namespace) -> None:
                 await connection.close()
     finally:
         await bench.stop_all()
-    print("\n" + _medians(rows) + "\n\n" + _table(rows), flush=True)
+    print(f"\nforward, a frame for nobody here: {forward_cost():.2f} µs\n", flush=True)
+    print(render(rows), flush=True)
 
 
 def cli() -> int:
@@ -415,7 +511,12 @@ def cli() -> int:
     parser.add_argument("--rate", type=float, default=400.0, help="offered load, both APIs")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the rate load")
     parser.add_argument("--noop-n", type=int, default=10_000, help="noop drain size")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--tables", type=Path, help="only print the tables of this output")
+    args = parser.parse_args()
+    if args.tables is not None:
+        print(render(load_rows(args.tables)))
+        return 0
+    asyncio.run(main(args))
     return 0
 
 
