@@ -148,7 +148,11 @@ async def run_worker_process(settings: Settings) -> None:
     if settings.worker_metrics_port is not None:
         start_http_server(settings.worker_metrics_port, registry=metrics.registry)
     fanout = nats_fanout(settings, "notifier-worker") or PostgresFanout(engine)
-    await first_contact_broker(fanout)
+    try:
+        await first_contact_broker(fanout)
+    except ValueError:
+        await engine.dispose()
+        raise
     parts = WorkerParts(
         sessions=sessions,
         fanout=fanout,
@@ -179,7 +183,11 @@ async def run_embedded(settings: Settings) -> None:
     await check_schema(settings)
     api = api_role(settings)
     context = api.context
-    await first_contact_broker(context.fanout)
+    try:
+        await first_contact_broker(context.fanout)
+    except ValueError:
+        await context.aclose()
+        raise
     base = f"http://{settings.host}:{settings.port}"
     if dev_key:
         print(

@@ -125,7 +125,9 @@ class NatsFanout:
         event.listen(session.sync_session, "after_commit", after_commit, once=True)
 
     async def _send(self, user_id: str, frame: dict[str, Any]) -> None:
-        client = await self.connect()
+        client = self._client
+        if client is None or client.is_closed:
+            client = await self.connect()
         limit = min(INLINE_LIMIT, client.max_payload - 1024)
         payload = fanout_payload(user_id, frame, limit=limit).encode()
         await client.publish(FRAMES_SUBJECT, payload)
@@ -222,8 +224,8 @@ class NatsListener(FrameForwarder):
         while self._subscription is None:
             try:
                 self._subscription = await self._fanout.subscribe(self._on_message)
-            except FanoutUnreachable as exc:  # started before the server: keep trying
-                log.warning("%s; trying again", exc)
+            except (FanoutUnreachable, nats.errors.Error) as exc:  # keep trying
+                log.warning("could not subscribe to realtime frames (%s); trying again", exc)
                 await asyncio.sleep(RECONNECT_WAIT)
         self.listening.set()
         while True:
