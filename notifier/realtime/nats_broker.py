@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import asyncpg
@@ -52,6 +53,7 @@ FIRST_CONTACT_TIMEOUT = 10.0  # `serve` and `worker` refuse to start past this
 PENDING_BYTES = 8 * 1024 * 1024  # published while reconnecting, waiting to go out
 SUBSCRIPTION_MESSAGES = 65_536  # received, not yet forwarded to sockets
 SUBSCRIPTION_BYTES = 64 * 1024 * 1024
+DROP_LOG_INTERVAL = 5.0  # seconds between warnings while messages are being dropped
 
 
 class FanoutUnreachable(ValueError):
@@ -73,6 +75,8 @@ class NatsFanout:
         # messages: the listeners, which re-send the unacked.
         self.listeners: list[NatsListener] = []
         self.reconnects = 0
+        self.dropped = 0  # messages NATS dropped for falling behind (slow consumer)
+        self._drop_logged = -DROP_LOG_INTERVAL
         self._closing = False
 
     async def connect(self) -> Client:
@@ -166,7 +170,12 @@ class NatsFanout:
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, SlowConsumerError):
-            log.warning("realtime frames dropped: this process fell behind NATS")
+            # Told once per dropped message: say it at most every few seconds.
+            self.dropped += 1
+            now = time.monotonic()
+            if now - self._drop_logged >= DROP_LOG_INTERVAL:
+                self._drop_logged = now
+                log.warning("realtime frames dropped (%d so far): fell behind NATS", self.dropped)
             for listener in self.listeners:
                 listener.missed_some()
             return
