@@ -109,7 +109,7 @@ class NatsFanout:
                     f"NOTIFIER_FANOUT_URL: no NATS server answered at {_without_secret(self.url)} "
                     f"within {FIRST_CONTACT_TIMEOUT:g} s ({type(exc).__name__})"
                 ) from exc
-            self._client = client
+            self._client, self._closing = client, False
             return client
 
     async def publish(
