@@ -7,6 +7,7 @@ it to ``create_app`` and to the workers.
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -56,6 +57,29 @@ def normalize_database_url(value: str) -> str:
     return f"{canonical}+{wanted}://{value.split('://', 1)[1]}"
 
 
+_FANOUT_SCHEMES = ("nats", "tls")
+
+
+def check_fanout_url(value: str) -> str:
+    """A NATS server's URL (``nats://host:port``, ``tls://`` for TLS; user and password or a
+    token may be written in it), refused with the reason when it cannot be one."""
+    try:
+        url = urlsplit(value)
+        port = url.port
+    except ValueError:
+        raise ValueError("is not a URL; expected nats://host:4222") from None
+    if url.scheme not in _FANOUT_SCHEMES:
+        raise ValueError(
+            f"has the scheme {url.scheme or 'none'!r}; the fan-out broker is a NATS server: "
+            "nats://host:4222 (or tls://host:4222)"
+        )
+    if not url.hostname:
+        raise ValueError("names no host; expected nats://host:4222")
+    if port == 0 or url.path not in ("", "/") or url.query or url.fragment:
+        raise ValueError("must be nats://host[:port] with nothing after the port")
+    return value
+
+
 def settings_problem(exc: ValidationError | SettingsError) -> str:
     """One line naming each setting that is wrong, and why (never its value: it may be a
     password)."""
@@ -76,6 +100,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFIER_", extra="ignore")
 
     database_url: str = EMBEDDED_DATABASE_URL
+    # Where frames for users' sockets cross between processes: unset, PostgreSQL NOTIFY (the
+    # in-process hub on SQLite); ``nats://host:4222``, that NATS server (docs/architecture.md,
+    # "Fan-out brokers").
+    fanout_url: str | None = None
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     token_secret: SecretStr | None = None
     token_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
@@ -195,6 +223,13 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_fallback_urls(cls, value: object) -> object:
         return parse_smtp_urls(value) if isinstance(value, str) else value
+
+    @field_validator("fanout_url")
+    @classmethod
+    def _fanout_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return check_fanout_url(value.strip())
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -23,7 +23,8 @@ from notifier.embedded import with_development_secrets
 from notifier.metrics.instruments import ServiceMetrics
 from notifier.metrics.recorder import MetricRecorder
 from notifier.metrics.webhooks import WebhookMetrics
-from notifier.realtime.fanout import PostgresFanout
+from notifier.realtime.fanout import Fanout, PostgresFanout
+from notifier.realtime.nats_broker import NatsFanout
 from notifier.settings import Settings
 from notifier.storage.db import create_engine, create_session_factory
 from notifier.storage.migrate import ensure_schema_current, upgrade_to_head
@@ -82,8 +83,29 @@ class ApiRole:
     server: Server
 
 
+def nats_fanout(settings: Settings, role: str) -> NatsFanout | None:
+    """The NATS broker when ``NOTIFIER_FANOUT_URL`` names one (docs/architecture.md, "Fan-out
+    brokers"); None for the default, NOTIFY on PostgreSQL and the in-process hub on SQLite."""
+    if settings.fanout_url is None:
+        return None
+    if settings.is_sqlite:
+        raise ValueError(
+            "NOTIFIER_FANOUT_URL is set, but NOTIFIER_DATABASE_URL is SQLite, which one process "
+            "serves alone: its frames stay in that process; unset NOTIFIER_FANOUT_URL or use "
+            "PostgreSQL"
+        )
+    return NatsFanout(settings.fanout_url, database_url=settings.database_url, name=role)
+
+
+async def first_contact_broker(fanout: Fanout) -> None:
+    """Refuse to start, in one line naming the setting, when the NATS server does not answer
+    (``FanoutUnreachable``); once connected, its client reconnects by itself."""
+    if isinstance(fanout, NatsFanout):
+        await fanout.connect()
+
+
 def api_role(settings: Settings) -> ApiRole:
-    context = ServiceContext.from_settings(settings)
+    context = ServiceContext.from_settings(settings, fanout=nats_fanout(settings, "notifier-api"))
     app = create_app(settings, context=context)
     return ApiRole(context, app, build_server(app, settings))
 
@@ -92,6 +114,11 @@ async def serve(settings: Settings) -> None:
     """``notifier serve``: the API, until SIGTERM/SIGINT (uvicorn handles the signals)."""
     await check_schema(settings)
     api = api_role(settings)
+    try:
+        await first_contact_broker(api.context.fanout)
+    except ValueError:
+        await api.context.aclose()
+        raise
     freeze_what_lives_forever()
     try:
         await api.server.serve()
@@ -120,9 +147,15 @@ async def run_worker_process(settings: Settings) -> None:
     recorder = MetricRecorder(sessions)
     if settings.worker_metrics_port is not None:
         start_http_server(settings.worker_metrics_port, registry=metrics.registry)
+    fanout = nats_fanout(settings, "notifier-worker") or PostgresFanout(engine)
+    try:
+        await first_contact_broker(fanout)
+    except ValueError:
+        await engine.dispose()
+        raise
     parts = WorkerParts(
         sessions=sessions,
-        fanout=PostgresFanout(engine),
+        fanout=fanout,
         observer=MetricsObserver(metrics, recorder),
         webhook_metrics=WebhookMetrics(metrics.registry),
         metrics_registry=metrics.registry,
@@ -136,6 +169,7 @@ async def run_worker_process(settings: Settings) -> None:
             await worker.until(stop)
     finally:
         await recorder.stop()
+        await fanout.aclose()
         await engine.dispose()
 
 
@@ -150,6 +184,11 @@ async def run_embedded(settings: Settings) -> None:
     await check_schema(settings)
     api = api_role(settings)
     context = api.context
+    try:
+        await first_contact_broker(context.fanout)
+    except ValueError:
+        await context.aclose()
+        raise
     base = f"http://{settings.host}:{settings.port}"
     if dev_key:
         print(

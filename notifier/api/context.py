@@ -15,7 +15,7 @@ from notifier.auth import ApiKeyRing, UserTokens
 from notifier.metrics.instruments import ServiceMetrics
 from notifier.metrics.recorder import MetricRecorder
 from notifier.models.metric import ProgressMetric
-from notifier.realtime.fanout import Fanout, LocalFanout, PostgresFanout, PostgresListener
+from notifier.realtime.fanout import Fanout, FanoutListener, LocalFanout, PostgresFanout
 from notifier.realtime.frames import FrameReference, notification_frame_for, task_progress_frame
 from notifier.realtime.hub import ConnectionHub
 from notifier.settings import Settings
@@ -45,10 +45,12 @@ class ServiceContext:
     key_limits: TokenBuckets = field(default_factory=lambda: TokenBuckets(rate=0, burst=1))
     recipient_limits: TokenBuckets = field(default_factory=lambda: TokenBuckets(rate=0, burst=1))
     owns_engine: bool = False
-    listener: PostgresListener | None = None
+    listener: FanoutListener | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ServiceContext:
+    def from_settings(cls, settings: Settings, *, fanout: Fanout | None = None) -> ServiceContext:
+        """``fanout``: the broker the composition root picked (NATS); by default NOTIFY on
+        PostgreSQL, the in-process hub on SQLite."""
         if not settings.api_keys:
             raise ValueError("NOTIFIER_API_KEYS is empty: set at least one producer API key")
         if settings.token_secret is None:
@@ -74,7 +76,7 @@ class ServiceContext:
                 default_ttl_seconds=settings.token_ttl_seconds,
             ),
             hub=hub,
-            fanout=LocalFanout(hub) if settings.is_sqlite else PostgresFanout(engine),
+            fanout=fanout or (LocalFanout(hub) if settings.is_sqlite else PostgresFanout(engine)),
             vapid_private_key=(
                 settings.vapid_private_key.get_secret_value()
                 if settings.vapid_private_key
@@ -84,7 +86,7 @@ class ServiceContext:
         )
 
     async def _load_frame(self, user_id: str, reference: FrameReference) -> dict[str, Any] | None:
-        """The frame a reference from another process stands for (``PostgresListener``)."""
+        """The frame a reference from another process stands for (``FrameForwarder``)."""
         async with self.sessions() as session:
             if reference.kind == "notification":
                 row = await get_notification(session, uuid.UUID(reference.key))
@@ -102,9 +104,10 @@ class ServiceContext:
         if self.recorder is not None and not self.recorder.running:
             self.recorder.before_flush(self._connection_sample)
             self.recorder.start()
-        if isinstance(self.fanout, PostgresFanout) and self.listener is None:
-            self.listener = PostgresListener(self.settings.database_url, self.hub, self._load_frame)
-            self.listener.start()
+        if self.listener is None:
+            self.listener = self.fanout.listener(self.hub, self._load_frame)
+            if self.listener is not None:
+                self.listener.start()
 
     def _connection_sample(self) -> list[ProgressMetric]:
         return [ProgressMetric.create_websocket_connection_metric(self.hub.connection_count)]
@@ -116,5 +119,6 @@ class ServiceContext:
         if self.listener is not None:
             await self.listener.stop()
             self.listener = None
+        await self.fanout.aclose()
         if self.owns_engine:
             await self.engine.dispose()

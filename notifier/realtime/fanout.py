@@ -36,13 +36,39 @@ MAX_NOTIFY_PAYLOAD = 7900
 PUBLISH_RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 2.0)  # about 6 s in all
 
 
+# Reads the row a reference names and rebuilds its frame; None when there is nothing to send
+# (the row is gone, not this user's, or a later version whose own frame follows).
+FrameLoader = Callable[[str, FrameReference], Awaitable[dict[str, Any] | None]]
+
+
+class FanoutListener(Protocol):
+    """The receiving side of a broker in an API process: forwards what any process published
+    to this process's hub (docs/architecture.md, "Fan-out brokers")."""
+
+    listening: asyncio.Event  # set while frames published from now on will arrive
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class Fanout(Protocol):
+    """One broker: ``LocalFanout`` (one process), ``PostgresFanout`` (NOTIFY) or
+    ``NatsFanout`` (``notifier/realtime/nats_broker.py``); the composition root picks it."""
+
     async def publish(
         self, user_id: str, frame: dict[str, Any], *, session: AsyncSession | None = None
     ) -> None:
         """Send ``frame`` to the user's sockets everywhere. With ``session``, only once that
         session's transaction commits."""
         ...
+
+    def listener(self, hub: ConnectionHub, load_frame: FrameLoader) -> FanoutListener | None:
+        """What an API process runs to receive frames; None when ``publish`` reaches the hub
+        itself."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 class LocalFanout:
@@ -61,14 +87,22 @@ class LocalFanout:
 
         event.listen(session.sync_session, "after_commit", after_commit, once=True)
 
+    def listener(self, hub: ConnectionHub, load_frame: FrameLoader) -> None:
+        return None
 
-def _payload(user_id: str, frame: dict[str, Any]) -> str:
+    async def aclose(self) -> None:
+        return None
+
+
+def fanout_payload(user_id: str, frame: dict[str, Any], *, limit: int = MAX_NOTIFY_PAYLOAD) -> str:
+    """The message every broker carries: the frame, or a reference to its row when the frame
+    is larger than ``limit`` bytes."""
     payload = json.dumps({"user_id": user_id, "frame": frame}, separators=(",", ":"))
-    if len(payload.encode()) <= MAX_NOTIFY_PAYLOAD:
+    if len(payload.encode()) <= limit:
         return payload
     reference = reference_to(frame)
     if reference is None:  # every frame we publish is made from a row; this one was not
-        raise ValueError(f"realtime frame of type {frame.get('type')!r} too large for NOTIFY")
+        raise ValueError(f"realtime frame of type {frame.get('type')!r} too large to publish")
     # user_id and task_id are at most 255 characters each: a reference always fits.
     return json.dumps(reference.to_message(user_id), separators=(",", ":"))
 
@@ -90,16 +124,18 @@ class PostgresFanout:
     async def publish(
         self, user_id: str, frame: dict[str, Any], *, session: AsyncSession | None = None
     ) -> None:
-        payload = _payload(user_id, frame)
+        payload = fanout_payload(user_id, frame)
         if session is not None:
             await session.execute(select(func.pg_notify(REALTIME_CHANNEL, payload)))
             return
         await self._batcher.publish(payload)
 
+    def listener(self, hub: ConnectionHub, load_frame: FrameLoader) -> PostgresListener:
+        url = self.engine.url.render_as_string(hide_password=False)
+        return PostgresListener(url, hub, load_frame)
 
-# Reads the row a reference names and rebuilds its frame; None when there is nothing to send
-# (the row is gone, not this user's, or a later version whose own frame follows).
-FrameLoader = Callable[[str, FrameReference], Awaitable[dict[str, Any] | None]]
+    async def aclose(self) -> None:
+        return None  # the engine is its owner's to dispose
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -119,70 +155,31 @@ LIMIT $2
 CATCH_UP_LIMIT = 5000
 
 
-class PostgresListener:
-    """LISTENs on a dedicated connection and forwards frames to this process's hub. Reconnects
-    after the database restarts. NOTIFYs sent while it was away are lost to it, and a socket that
-    stayed open meanwhile would never see those frames (the replay runs only when a client
-    connects), so after every reconnect it sends its connected users their unacked websocket
-    notifications again, as the replay on connect would (clients de-duplicate by id)."""
+class FrameForwarder:
+    """Forwards the messages of any broker (``fanout_payload``) to this process's hub: a frame
+    at once, a reference read back first, one user's frames in publish order. A broker's
+    messages sent while its listener was away are lost to it, and a socket that stayed open
+    meanwhile would never see those frames (the replay runs only when a client connects), so
+    after every reconnect the listener calls ``resend_unacked``: the connected users get their
+    unacked websocket notifications again, as the replay on connect would (clients de-duplicate
+    by id)."""
 
-    def __init__(
-        self, database_url: str, hub: ConnectionHub, load_frame: FrameLoader, *, retry: float = 1.0
-    ) -> None:
-        self._dsn = asyncpg_dsn(database_url)
+    def __init__(self, hub: ConnectionHub, load_frame: FrameLoader) -> None:
         self._hub = hub
         self._load_frame = load_frame
-        self._retry = retry
-        self._task: asyncio.Task[None] | None = None
-        self.listening = asyncio.Event()
         self._loading: set[asyncio.Task[None]] = set()
         # user_id → the last of that user's frames still being read back or waiting its turn.
         self._in_order: dict[str, asyncio.Task[None]] = {}
-        self._connections = 0
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="realtime-listener")
-
-    async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._loading) if t is not None]
+    async def _stop_tasks(self, *others: asyncio.Task[None] | None) -> None:
+        tasks = [t for t in (*others, *self._loading) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._listen_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("realtime listener lost its connection (%s); reconnecting", exc)
-            self.listening.clear()
-            await asyncio.sleep(self._retry)
-
-    async def _listen_once(self) -> None:
-        connection = await asyncpg.connect(self._dsn, timeout=10)
-        lost = asyncio.Event()
-        connection.add_termination_listener(lambda _c: lost.set())
-        try:
-            await connection.add_listener(REALTIME_CHANNEL, self._on_notify)
-            self._connections += 1
-            if self._connections > 1:
-                # Listening again: whatever is published from now on arrives live; what was
-                # published while we were away is still `sent` in the table.
-                await self._catch_up(connection)
-            self.listening.set()
-            while not lost.is_set():
-                # A cheap heartbeat notices a dead server that never closed the socket.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), timeout=15)
-                if not lost.is_set():
-                    await connection.execute("SELECT 1")
-        finally:
-            with contextlib.suppress(Exception):
-                await connection.close(timeout=2)
-
-    async def _catch_up(self, connection: asyncpg.Connection) -> None:
+    async def resend_unacked(self, connection: asyncpg.Connection) -> None:
         users = self._hub.connected_users()
         if not users:
             return
@@ -208,7 +205,7 @@ class PostgresListener:
                 log.warning("could not re-send unacked notifications: %s", type(exc).__name__)
                 return
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def forward(self, payload: str | bytes) -> None:
         message = json.loads(payload)
         user_id = message["user_id"]
         if not self._hub.has_user(user_id):
@@ -258,3 +255,59 @@ class PostgresListener:
         frame = await self._load_frame(user_id, reference)
         if frame is not None:
             await self._hub.deliver(user_id, frame)
+
+
+class PostgresListener(FrameForwarder):
+    """LISTENs on a dedicated connection and forwards frames to this process's hub. Reconnects
+    after the database restarts, then re-sends what its users may have missed
+    (``FrameForwarder.resend_unacked``)."""
+
+    def __init__(
+        self, database_url: str, hub: ConnectionHub, load_frame: FrameLoader, *, retry: float = 1.0
+    ) -> None:
+        super().__init__(hub, load_frame)
+        self._dsn = asyncpg_dsn(database_url)
+        self._retry = retry
+        self._task: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()
+        self._connections = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="realtime-listener")
+
+    async def stop(self) -> None:
+        await self._stop_tasks(self._task)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._listen_once()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("realtime listener lost its connection (%s); reconnecting", exc)
+            self.listening.clear()
+            await asyncio.sleep(self._retry)
+
+    async def _listen_once(self) -> None:
+        connection = await asyncpg.connect(self._dsn, timeout=10)
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _c: lost.set())
+        try:
+            await connection.add_listener(REALTIME_CHANNEL, self._on_notify)
+            self._connections += 1
+            if self._connections > 1:
+                # Listening again: whatever is published from now on arrives live; what was
+                # published while we were away is still `sent` in the table.
+                await self.resend_unacked(connection)
+            self.listening.set()
+            while not lost.is_set():
+                # A cheap heartbeat notices a dead server that never closed the socket.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), timeout=15)
+                if not lost.is_set():
+                    await connection.execute("SELECT 1")
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.close(timeout=2)
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self.forward(payload)

@@ -4,8 +4,9 @@ updated, and its owner's socket gets the whole frame.
 Reproduced on 02f835d: a task created with 8 KB of ``task_metadata``, or failed with a
 9,000-character ``error_message``, made ``PATCH /v1/tasks/{id}`` answer 500 ("realtime frame too
 large for NOTIFY"), so it could never be updated again and its failure notification was never
-created. Every field was within its documented limit. Runs on both databases: on PostgreSQL the
-frame travels by reference (the listener reads the task row), on SQLite straight to the hub.
+created. Every field was within its documented limit. Runs on each broker (``fanout_service``):
+with NOTIFY the frame travels by reference (the listener reads the task row), with NATS whole
+after the commit, on SQLite straight to the hub.
 """
 
 from __future__ import annotations
@@ -55,9 +56,9 @@ async def fail_with_long_error(
 
 
 async def test_a_task_with_large_fields_is_updated_and_streamed_whole(
-    service: RunningService,
+    fanout_service: RunningService,
 ) -> None:
-    async with task_owner(service) as (user, task_id, socket, client):
+    async with task_owner(fanout_service) as (user, task_id, socket, client):
         created = await client.post(
             "/v1/tasks",
             json={
@@ -81,9 +82,9 @@ async def test_a_task_with_large_fields_is_updated_and_streamed_whole(
 
 
 async def test_a_failure_with_a_long_error_message_is_recorded_and_streamed(
-    service: RunningService,
+    fanout_service: RunningService,
 ) -> None:
-    async with task_owner(service) as (user, task_id, socket, client):
+    async with task_owner(fanout_service) as (user, task_id, socket, client):
         body = {"task_id": task_id, "user_id": user, "task_type": "export"}
         assert (await client.post("/v1/tasks", json=body)).status_code == 201
         assert (

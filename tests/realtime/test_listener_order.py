@@ -1,8 +1,9 @@
-"""The LISTEN side of the PostgreSQL fan-out keeps one user's frames in publish order when some
+"""The receiving side of each fan-out broker keeps one user's frames in publish order when some
 travel by reference: a frame that must be read back from the database holds the user's later
-frames until it is out, and a read that fails does not hold them for ever. A real PostgreSQL and
-real NOTIFYs (``PostgresFanout.publish``); the hub's sockets are recording sinks, and the frame
-loader is a stand-in so that the test decides when a read-back finishes."""
+frames until it is out, and a read that fails does not hold them for ever. Both brokers, real:
+PostgreSQL NOTIFY (``PostgresFanout``) and the NATS server (``NatsFanout``); the hub's sockets are
+recording sinks, and the frame loader is a stand-in so that the test decides when a read-back
+finishes."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from typing import Any
 
 import pytest
 
-from notifier.realtime.fanout import MAX_NOTIFY_PAYLOAD, PostgresFanout, PostgresListener
+from notifier.realtime.fanout import MAX_NOTIFY_PAYLOAD, Fanout, PostgresFanout
 from notifier.realtime.frames import FrameReference, reference_to
 from notifier.realtime.hub import ConnectionHub
+from notifier.realtime.nats_broker import INLINE_LIMIT, NatsFanout
 from notifier.storage.db import create_engine
+from tests.support.nats import require_nats
 
 pytestmark = pytest.mark.postgres
 
@@ -56,34 +59,51 @@ def task_frame(task_id: str, step: str, *, padding: int = 0) -> dict[str, Any]:
     return {"type": "task_progress", "task": {**task, "task_metadata": {"pad": "x" * padding}}}
 
 
-@pytest.fixture
-async def wired(pg_url: str) -> AsyncIterator[tuple[PostgresFanout, ConnectionHub, GatedLoader]]:
+Wired = tuple[Fanout, ConnectionHub, GatedLoader, int]
+
+
+@pytest.fixture(params=["notify", "nats"])
+async def wired(request: pytest.FixtureRequest, pg_url: str) -> AsyncIterator[Wired]:
+    """A publisher and another process's listener (its own connection) on one broker, and the
+    padding that makes a frame travel by reference on it."""
     hub, loader = ConnectionHub(), GatedLoader()
-    listener = PostgresListener(pg_url, hub, loader)
-    listener.start()
     engine = create_engine(pg_url, pool_size=2)
+    publisher: Fanout
+    if request.param == "notify":
+        receiver: Fanout = PostgresFanout(engine)
+        publisher, big = PostgresFanout(engine), MAX_NOTIFY_PAYLOAD
+    else:
+        url = await require_nats()
+        receiver = NatsFanout(url, database_url=pg_url)
+        publisher, big = NatsFanout(url, database_url=pg_url), INLINE_LIMIT
+    listener = receiver.listener(hub, loader)
+    assert listener is not None
+    listener.start()
     try:
         await asyncio.wait_for(listener.listening.wait(), 10)
-        yield PostgresFanout(engine), hub, loader
+        yield publisher, hub, loader, big
     finally:
         await listener.stop()
+        await publisher.aclose()
+        await receiver.aclose()
         await engine.dispose()
 
 
 async def test_frames_read_back_keep_the_users_order(
-    wired: tuple[PostgresFanout, ConnectionHub, GatedLoader],
+    wired: Wired,
 ) -> None:
-    fanout, hub, loader = wired
+    fanout, hub, loader, big = wired
     mine, other = RecordingSink(), RecordingSink()
     hub.add("u", mine)
     hub.add("v", other)
 
-    await fanout.publish("u", task_frame("big", "1", padding=MAX_NOTIFY_PAYLOAD))
+    await fanout.publish("u", task_frame("big", "1", padding=big))
     await fanout.publish("u", task_frame("small", "2"))
     await fanout.publish("u", task_frame("small", "3"))
     await fanout.publish("v", task_frame("other", "1"))
-    # NOTIFYs on one connection arrive in order: once v's frame is out, u's three were
-    # received too; the two small ones wait for the big one, and nobody else waits.
+    # Messages from one connection arrive in order (NOTIFY and NATS alike): once v's frame is
+    # out, u's three were received too; the two small ones wait for the big one, and nobody
+    # else waits.
     await other.wait_for(1)
     assert mine.texts == []
     assert [r.key for r in loader.asked] == ["big"]
@@ -95,12 +115,12 @@ async def test_frames_read_back_keep_the_users_order(
 
 
 async def test_a_failed_read_back_does_not_hold_up_later_frames(
-    wired: tuple[PostgresFanout, ConnectionHub, GatedLoader],
+    wired: Wired,
 ) -> None:
-    fanout, hub, loader = wired
+    fanout, hub, loader, big = wired
     mine = RecordingSink()
     hub.add("u", mine)
-    await fanout.publish("u", task_frame("broken", "1", padding=MAX_NOTIFY_PAYLOAD))
+    await fanout.publish("u", task_frame("broken", "1", padding=big))
     await fanout.publish("u", task_frame("small", "2"))
     loader.gate.set()
     await mine.wait_for(1)

@@ -11,6 +11,7 @@ from notifier.realtime.wakeups import PostgresWakeupListener
 from notifier.settings import Settings
 from notifier.storage.db import create_engine, create_session_factory
 from notifier.storage.wakeups import DISPATCH
+from runtime.roles import nats_fanout
 from tests.support.service import RunningService
 from workers.dispatcher import Dispatcher
 from workers.outcomes import DispatchObserver
@@ -43,7 +44,9 @@ async def running_dispatcher(
         listener = PostgresWakeupListener(settings.database_url, wakeup.notify)
         listener.start()
         await asyncio.wait_for(listener.listening.wait(), 10)
-    channels = build_channels(settings, sessions, fanout or PostgresFanout(engine))
+    # Like a worker process: its own broker connection (NATS when the settings name one).
+    own_fanout = None if fanout else nats_fanout(settings, "test-worker")
+    channels = build_channels(settings, sessions, fanout or own_fanout or PostgresFanout(engine))
     dispatcher = Dispatcher(
         settings=settings,
         sessions=sessions,
@@ -62,6 +65,8 @@ async def running_dispatcher(
         if listener is not None:
             await listener.stop()
         await close_channels(channels)
+        if own_fanout is not None:
+            await own_fanout.aclose()
         await engine.dispose()
 
 
