@@ -9,6 +9,7 @@ serialization failure) for as long as the lease would keep the row ours anyway.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
@@ -127,19 +128,21 @@ def reason(decision: GiveUp, error: DeliveryError) -> str:
     )
 
 
+# What a message copies from the claimed row as is: the fields the two share by name.
+_COPIED = tuple(
+    f.name
+    for f in dataclasses.fields(OutgoingMessage)
+    if f.name in {c.name for c in dataclasses.fields(ClaimedNotification)}
+)
+
+
 def outgoing(notification: ClaimedNotification, delivery: ClaimedDelivery) -> OutgoingMessage:
+    """The message a channel sends, from the claimed row (docs/architecture.md, "Notification
+    shape"): every field the two share by name, plus the two that are named differently."""
     return OutgoingMessage(
         notification_id=notification.id,
-        user_id=notification.user_id,
-        title=notification.title,
-        message=notification.message,
-        notification_type=notification.notification_type,
-        priority=notification.priority,
-        created_at=notification.created_at,
-        action_url=notification.action_url,
-        related_task_id=notification.related_task_id,
-        expires_at=notification.expires_at,
         metadata=dict(notification.notification_metadata or {}),
         previous_attempts=delivery.attempts,
         after_unknown_outcome=delivery.unknown_outcomes > 0,
+        **{name: getattr(notification, name) for name in _COPIED},
     )
