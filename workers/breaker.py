@@ -4,19 +4,18 @@ so that every queued recipient is not tried (and failed) against a broken config
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
 log = logging.getLogger("notifier.worker")
 
 
 class ChannelBreaker:
-    def __init__(self, *, pause_seconds: float) -> None:
-        self._pause = timedelta(seconds=pause_seconds)
+    def __init__(self) -> None:
         self._paused_until: dict[str, datetime] = {}
         self.trips: dict[str, int] = {}
 
-    def trip(self, channel: str, now: datetime, reason: str) -> datetime:
-        until = now + self._pause
+    def trip(self, channel: str, now: datetime, until: datetime, reason: str) -> None:
+        """Pause ``channel`` until ``until``: what ``workers.retry.decide`` decided."""
         if self._paused_until.get(channel, now) <= now:
             # ALERT: an operator must fix credentials; the log line is what pages them.
             log.error(
@@ -27,7 +26,6 @@ class ChannelBreaker:
             )
         self._paused_until[channel] = until
         self.trips[channel] = self.trips.get(channel, 0) + 1
-        return until
 
     def paused_until(self, channel: str, now: datetime) -> datetime | None:
         until = self._paused_until.get(channel)

@@ -4,7 +4,8 @@ Recording an outcome is the one write that must not be lost: a success that is n
 sent again once the lease runs out (a duplicate email for the recipient). So an outcome's short
 transaction is retried, with Tenacity, on errors that say "the database cannot take this right
 now" (connection lost or refused, too many connections, shutting down, a deadlock or
-serialization failure) for as long as the lease would keep the row ours anyway.
+serialization failure: ``storage/db.py`` ``classify``) for as long as the lease would keep the
+row ours anyway.
 """
 
 from __future__ import annotations
@@ -24,17 +25,11 @@ from tenacity import (
 from notifier.channels.base import DeliveryError, OutgoingMessage
 from notifier.models.notification import ChannelStatus
 from notifier.settings import Settings
-from notifier.storage.db import is_database_unavailable
+from notifier.storage.db import is_transient
 from notifier.storage.dispatch import ClaimedDelivery, ClaimedNotification
 from workers.retry import GiveUp, RetryPolicy
 
 T = TypeVar("T")
-
-# SQLSTATE classes and codes worth another try: connection exception, insufficient resources
-# (e.g. 53300 too many connections), operator intervention (57P01-57P03: shutdown, crash,
-# cannot connect now), serialization failure and deadlock.
-_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P0", "40001", "40P01")
-
 
 class DispatchObserver(Protocol):
     """Hooks for metrics; every method must be cheap and must not raise."""
@@ -74,23 +69,9 @@ class NoObserver:
         return None
 
 
-def _sqlstate(exc: BaseException) -> str | None:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        code = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
-        if isinstance(code, str):
-            return code
-        current = getattr(current, "orig", None) or current.__cause__
-    return None
-
-
 def is_transient_db_error(exc: BaseException) -> bool:
-    if is_database_unavailable(exc):
-        return True
-    code = _sqlstate(exc)
-    return code is not None and code.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+    """Worth running the transaction again: ``storage/db.py``'s one ``classify``."""
+    return is_transient(exc)
 
 
 async def with_db_retries(operation: Callable[[], Awaitable[T]], *, within: float) -> T:
