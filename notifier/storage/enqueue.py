@@ -23,10 +23,8 @@ shape").
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,6 +35,7 @@ from sqlalchemy import Column, insert, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from notifier.coalescer import Coalescer, OnFailure
 from notifier.models.base import utcnow
 from notifier.models.idempotency import IdempotencyRecord
 from notifier.models.notification import (
@@ -328,75 +327,49 @@ def merge(parts: Sequence[PreparedEnqueue]) -> PreparedEnqueue:
     return merged
 
 
-# A waiting enqueue: its rows, and the future its caller awaits.
-_Member = tuple[PreparedEnqueue, "asyncio.Future[None]"]
-
-
 class GroupCommit:
     """Concurrent enqueues share one statement and one commit.
 
     Under load every single enqueue paid for a pool checkout (with its pre-ping), a statement
     and a commit (a WAL flush) of its own, and with 64 concurrent producers most of a
-    request's time was spent waiting for a pooled connection. Here the first request that
-    arrives starts a writer (up to ``writers`` of them, so that one group is sent while another
-    commits); requests that arrive while they write form the next group, written as one
-    ``insert_prepared`` by the first writer free. So at most ``writers`` statements are in
-    flight per process, and groups grow with the load.
+    request's time was spent waiting for a pooled connection. Here (``notifier/coalescer.py``)
+    the first request that arrives is written at once, by one of up to ``writers`` writers (so
+    that one group is sent while another commits); requests that arrive meanwhile form the next
+    group, up to ``max_rows`` notifications, written as one ``insert_prepared``. So at most
+    ``writers`` statements are in flight per process, and groups grow with the load.
 
     Each caller awaits the commit of the group it joined, so its 202 still means committed.
-    If a group fails for any reason but the database being unavailable, its members are
-    written again one by one, so that one request's bad row fails that request alone.
+    If a group fails for any reason but the database being unavailable, it is split in halves
+    down to the request at fault, so that one request's bad row fails that request alone.
     Requests with an ``Idempotency-Key`` are not grouped: their key conflict is an error of
     their own statement, reported to them alone.
     """
 
     def __init__(self, engine: AsyncEngine, *, max_rows: int = 1000, writers: int = 2) -> None:
         self.engine = engine
-        self.groups_written = 0  # for tests and curiosity: how much grouping happened
-        self._max_rows = max_rows
-        self._waiting: deque[_Member] = deque()
-        self._max_writers = writers
-        self._writers: set[asyncio.Task[None]] = set()
+        self._coalescer: Coalescer[PreparedEnqueue, None] = Coalescer(
+            self._write,
+            max_batch=max_rows,
+            weight=lambda prepared: len(prepared.notifications),
+            concurrency=writers,
+            on_failure=_split_unless_unavailable,
+        )
+
+    @property
+    def groups_written(self) -> int:
+        """For tests and curiosity: how much grouping happened."""
+        return self._coalescer.batches_handled
 
     async def insert(self, prepared: PreparedEnqueue) -> None:
         """Insert ``prepared`` with whatever else is waiting; returns once it is committed."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((prepared, future))
-        if len(self._writers) < self._max_writers:
-            self._writers.add(asyncio.create_task(self._write_groups()))
-        await future
+        await self._coalescer.submit(prepared)
 
-    async def _write_groups(self) -> None:
-        try:
-            while self._waiting:
-                group: list[_Member] = []
-                rows = 0
-                while self._waiting and (not group or rows < self._max_rows):
-                    member = self._waiting.popleft()
-                    group.append(member)
-                    rows += len(member[0].notifications)
-                await self._write(group)
-        finally:
-            # No await between the loop's last check and here: a caller that comes later finds
-            # a free writer slot and starts one.
-            task = asyncio.current_task()
-            if task is not None:
-                self._writers.discard(task)
+    async def _write(self, group: list[PreparedEnqueue]) -> list[None]:
+        async with write_connection(self.engine) as connection:
+            await insert_prepared(connection, merge(group))
+        return [None] * len(group)
 
-    async def _write(self, group: list[_Member]) -> None:
-        try:
-            async with write_connection(self.engine) as connection:
-                await insert_prepared(connection, merge([prepared for prepared, _ in group]))
-            self.groups_written += 1
-        except Exception as exc:
-            if len(group) > 1 and not is_database_unavailable(exc):
-                for member in group:
-                    await self._write([member])
-                return
-            for _, future in group:
-                if not future.done():  # its caller may have been cancelled meanwhile
-                    future.set_exception(exc)
-            return
-        for _, future in group:
-            if not future.done():
-                future.set_result(None)
+
+def _split_unless_unavailable(exc: Exception) -> OnFailure:
+    # An outage fails every request of the group alike: splitting it would only repeat it.
+    return OnFailure.FAIL if is_database_unavailable(exc) else OnFailure.SPLIT
