@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, Protocol
 
 from sqlalchemy import Column, insert, text
@@ -49,7 +50,7 @@ from notifier.models.notification import (
     new_delivery_values,
     new_row_values,
 )
-from notifier.models.shape import DELIVERY_PUBLIC_FIELDS, public_dict_of_values
+from notifier.models.shape import DELIVERY_PUBLIC_FIELDS, api_time, reader
 from notifier.storage.db import is_database_unavailable
 from notifier.storage.notifications import DISPATCH_WAKEUP_CHANNEL
 
@@ -132,6 +133,10 @@ def _varying(table: Any, constants: dict[str, Any]) -> tuple[Column[Any], ...]:
 _ROW_COLUMNS = _varying(Notification.__table__, NEW_ROW_CONSTANTS)
 _DELIVERY_COLUMNS = _varying(NotificationDelivery.__table__, NEW_DELIVERY_CONSTANTS)
 _JSON_COLUMNS = tuple(c.name for c in _ROW_COLUMNS if _pg_type(c) == "JSONB")
+_ROW_PARAMS = tuple(f"n_{c.name}" for c in _ROW_COLUMNS)
+_ROW_VALUES = itemgetter(*(c.name for c in _ROW_COLUMNS))
+_DELIVERY_PARAMS = tuple(f"d_{c.name}" for c in _DELIVERY_COLUMNS)
+_DELIVERY_VALUES = itemgetter(*(c.name for c in _DELIVERY_COLUMNS))
 
 
 def _selected(column: Column[Any], constants: dict[str, Any]) -> str:
@@ -205,6 +210,14 @@ def _json_text(value: Any) -> str:
     return json.dumps(value)
 
 
+# The API's answer, read off the row's values (models/shape.py).
+_PUBLIC = reader(by_key=True)
+# A new channel's entry in ``delivery_status``, from the constants of a new delivery row.
+_NEW_CHANNEL_PUBLIC = reader(DELIVERY_PUBLIC_FIELDS, names=(), by_key=True)(
+    new_delivery_values(uuid.UUID(int=0), "", utcnow())
+)
+
+
 def prepare(payloads: Sequence[NewNotification]) -> PreparedEnqueue:
     """Rows and answers for ``payloads``: the row ``Notification.build`` makes
     (``new_row_values``), and its public dict (``models/shape.py``)."""
@@ -234,10 +247,10 @@ def prepare(payloads: Sequence[NewNotification]) -> PreparedEnqueue:
         deliveries = [new_delivery_values(ident, channel, now) for channel in channels]
         prepared.notifications.append(row)
         prepared.deliveries += deliveries
-        # Every new channel's entry is the same: computed once per row.
-        channel_public = public_dict_of_values(deliveries[0], DELIVERY_PUBLIC_FIELDS)
+        # Every new channel's entry is the same but for its time: one dict per row.
+        channel_public = {**_NEW_CHANNEL_PUBLIC, "updated_at": api_time(now)}
         row["delivery_status"] = dict.fromkeys(channels, channel_public)
-        prepared.public.append(public_dict_of_values(row))
+        prepared.public.append(_PUBLIC(row))
         del row["delivery_status"]  # not a column
     return prepared
 
@@ -291,13 +304,19 @@ async def insert_prepared(
 async def _insert_postgres(
     connection: AsyncConnection, prepared: PreparedEnqueue, record: dict[str, Any] | None
 ) -> None:
-    params: dict[str, Any] = {
-        f"n_{c.name}": [row[c.name] for row in prepared.notifications] for c in _ROW_COLUMNS
-    }
+    # Rows to columns in C: one itemgetter call per row, one zip for the lot.
+    params: dict[str, Any] = dict(
+        zip(_ROW_PARAMS, zip(*map(_ROW_VALUES, prepared.notifications), strict=True), strict=True)
+    )
     for name in _JSON_COLUMNS:
         params[f"n_{name}"] = [_json_text(value) for value in params[f"n_{name}"]]
-    for c in _DELIVERY_COLUMNS:
-        params[f"d_{c.name}"] = [row[c.name] for row in prepared.deliveries]
+    params.update(
+        zip(
+            _DELIVERY_PARAMS,
+            zip(*map(_DELIVERY_VALUES, prepared.deliveries), strict=True),
+            strict=True,
+        )
+    )
     params["wakeup"] = DISPATCH_WAKEUP_CHANNEL
     statement = _PG_INSERT
     if record is not None:
