@@ -13,9 +13,7 @@ order; storage may not import the schemas, so the list lives here and
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import cache
-from operator import attrgetter, itemgetter
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -88,30 +86,10 @@ def api_time(value: Any) -> str | None:
 _last_time: tuple[Any, str | None] = (None, None)
 
 
-_CONVERT: dict[str, Callable[[Any], Any]] = {
-    "id": str,
-    "channels": list,
-    **{name: api_time for name in TIME_FIELDS},
-}
+# How a value becomes the API's: the name of the call in the generated reader (below).
+_CONVERT: dict[str, str] = {"id": "str", "channels": "list", **dict.fromkeys(TIME_FIELDS, "_time")}
 
-
-@dataclass(frozen=True, slots=True)
-class Reader:
-    """Reads ``fields`` off a row in one C call (``attrgetter``/``itemgetter`` of them all),
-    then converts the few that need it: a 1000-row enqueue answer is built in a few ms."""
-
-    names: tuple[str, ...]
-    get: Callable[[Any], tuple[Any, ...]]
-    convert: tuple[tuple[str, int, Callable[[Any], Any]], ...]
-
-    def __call__(self, source: Any) -> dict[str, Any]:
-        values = self.get(source)
-        out = dict(zip(self.names, values, strict=True))
-        for name, index, convert in self.convert:
-            value = values[index]
-            if value is not None:  # None stays None: most optional fields are unset
-                out[name] = convert(value)
-        return out
+Reader = Callable[[Any], dict[str, Any]]
 
 
 @cache
@@ -121,13 +99,25 @@ def reader(
     names: tuple[tuple[str, str], ...] = tuple(COLUMN_OF.items()),
     by_key: bool = False,
 ) -> Reader:
-    """A ``Reader`` of ``fields`` from a row's attributes (or, ``by_key``, a dict's keys) named
-    as the columns are, renamed by ``names``."""
+    """A function that reads ``fields`` off a row's attributes (or, ``by_key``, a dict's keys)
+    named as the columns are (renamed by ``names``) and returns them as the API shows them.
+
+    The function is generated from the lists, once per (fields, names), as one dict display
+    (``{"id": str(s.id), "title": s.title, …}``): as fast as the hand-written dicts it replaced
+    (a 1000-row enqueue answer is built on the request's path), without a list to keep by hand.
+    The names are this module's own identifiers, never a user's input."""
     renamed = dict(names)
-    keys = [renamed.get(f, f) for f in fields]
-    getter = itemgetter(*keys) if by_key else attrgetter(*keys)
-    convert = tuple((f, i, _CONVERT[f]) for i, f in enumerate(fields) if f in _CONVERT)
-    return Reader(fields, getter, convert)
+    items = []
+    for field in fields:
+        key = renamed.get(field, field)
+        assert key.isidentifier(), key
+        value = f"s[{key!r}]" if by_key else f"s.{key}"
+        convert = _CONVERT.get(field)
+        items.append(f"{field!r}: {convert}({value})" if convert else f"{field!r}: {value}")
+    namespace: dict[str, Any] = {"_time": api_time}
+    exec(f"def read(s):\n    return {{{', '.join(items)}}}\n", namespace)
+    read: Reader = namespace["read"]
+    return read
 
 
 def public_dict(
