@@ -7,7 +7,7 @@ each kept its own list, and they drifted: a live frame had 12 keys and a replaye
 
 The public fields are ``NotificationPublic``'s (``notifier/schemas/notification.py``), in its
 order; storage may not import the schemas, so the list lives here and
-``tests/test_models.py::test_public_fields_are_the_schema_fields`` checks the two agree.
+``tests/test_notification_shape.py::test_public_fields_are_the_schema_fields`` checks the two agree.
 """
 
 from __future__ import annotations
