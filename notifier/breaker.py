@@ -19,10 +19,11 @@ class Breaker:
         self._paused_until: dict[str, datetime] = {}
         self.trips: dict[str, int] = {}
 
-    def trip(self, key: str, now: datetime) -> tuple[datetime, bool]:
-        """Pause ``key`` from ``now``: when the pause ends, and whether it was closed before
-        (a trip while already open extends the pause; callers alert only on the first)."""
-        until = now + self.pause
+    def trip(self, key: str, now: datetime, until: datetime | None = None) -> tuple[datetime, bool]:
+        """Pause ``key`` from ``now`` until ``until`` (default: the breaker's own pause): when
+        the pause ends, and whether it was closed before (a trip while already open extends
+        the pause; callers alert only on the first)."""
+        until = until if until is not None else now + self.pause
         opened = self._paused_until.get(key, now) <= now
         self._paused_until[key] = until
         self.trips[key] = self.trips.get(key, 0) + 1

@@ -1,7 +1,8 @@
 """Per-channel circuit breaker: after the provider refuses our credentials, the channel pauses
-so that every queued recipient is not tried (and failed) against a broken configuration. The
-pausing itself is ``notifier.breaker.Breaker``, shared with the email channel's per-relay
-breaker (docs/architecture.md, "Email relays")."""
+so that every queued recipient is not tried (and failed) against a broken configuration. How
+long is ``workers.retry.decide``'s to say (``RetryAt.pauses_channel``); the pausing itself is
+``notifier.breaker.Breaker``, shared with the email channel's per-relay breaker
+(docs/architecture.md, "Email relays")."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ log = logging.getLogger("notifier.worker")
 
 
 class ChannelBreaker:
-    def __init__(self, *, pause_seconds: float) -> None:
-        self._breaker = Breaker(pause_seconds=pause_seconds)
+    def __init__(self) -> None:
+        # Every trip names its own end (the decision's), so the default pause is never used.
+        self._breaker = Breaker(pause_seconds=0)
         self.trips = self._breaker.trips
 
-    def trip(self, channel: str, now: datetime, reason: str) -> datetime:
-        until, opened = self._breaker.trip(channel, now)
+    def trip(self, channel: str, now: datetime, until: datetime, reason: str) -> None:
+        """Pause ``channel`` until ``until``: what ``workers.retry.decide`` decided."""
+        _, opened = self._breaker.trip(channel, now, until)
         if opened:
             # ALERT: an operator must fix credentials; the log line is what pages them.
             log.error(
@@ -28,7 +31,6 @@ class ChannelBreaker:
                 until.isoformat(),
                 reason,
             )
-        return until
 
     def paused_until(self, channel: str, now: datetime) -> datetime | None:
         return self._breaker.paused_until(channel, now)

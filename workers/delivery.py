@@ -51,7 +51,6 @@ from notifier.channels.base import (
     DeliveryError,
     Destination,
     OutgoingMessage,
-    ProviderAuthError,
     RecipientOptedOut,
     UnknownOutcomeError,
 )
@@ -104,7 +103,7 @@ class NotificationDelivery:
         self.observer = observer
         self.rng = rng
         self.send_timeout = send_timeout
-        self.breaker = ChannelBreaker(pause_seconds=policy.pause_seconds)
+        self.breaker = ChannelBreaker()
         self._slots = slots
 
     async def process(self, work: queries.ClaimedWork) -> None:
@@ -294,10 +293,9 @@ class NotificationDelivery:
             now=now,
             rng=self.rng,
         )
-        if isinstance(error, ProviderAuthError):
-            paused_until = self.breaker.trip(delivery.channel, now, str(error))
+        if isinstance(decision, RetryAt) and decision.pauses_channel:
+            self.breaker.trip(delivery.channel, now, decision.when, str(error))
             self.observer.channel_paused(delivery.channel)
-            decision = RetryAt(paused_until, f"channel paused: {error}")
         if isinstance(error, RecipientOptedOut):
             # Before the record: whoever sees the channel failed finds the opt-out stored.
             await self._mark_sms_opt_out(work.notification.user_id)

@@ -31,8 +31,11 @@ Failures:
   whole flush through ``with_db_retries``, for as long as the oldest outcome's lease would keep
   its row ours anyway; then every caller of the batch gets the error, and the rows come back
   to a worker when their leases run out;
-- any other error (one bad item should not sink the rest) retries each item of the batch in a
-  transaction of its own, once, successes first: only the item at fault fails.
+- any other error (one bad item should not sink the rest) splits the batch in halves, down to
+  the item at fault, successes first: only that item fails.
+
+The batching itself, the success lane and the failure policy are the generic ``Coalescer``
+(``notifier/coalescer.py``); this module says what a batch is and which policy applies.
 
 A caller that is cancelled while it waits does not take its outcome back: the message went out,
 so it is still recorded. ``flushed()`` waits until everything submitted is written, which the
@@ -49,6 +52,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from notifier.coalescer import Coalescer, OnFailure
 from notifier.lifecycle.machine import ChannelChange
 from notifier.storage.outcome_batch import (
     SUCCESS_EVENTS,
@@ -66,7 +70,6 @@ log = logging.getLogger("notifier.worker")
 class _Pending:
     item: Outcome
     submitted_at: float  # loop time: the item's retry budget runs from here
-    result: asyncio.Future[bool]
 
     @property
     def success(self) -> bool:
@@ -89,14 +92,15 @@ class OutcomeWriter:
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self.max_batch = max_batch
-        self.concurrency = concurrency
-        self.success_lane = success_lane
         self.on_events = on_events  # after a commit that wrote webhook events
-        self._successes: list[_Pending] = []  # taken first by every flush
-        self._others: list[_Pending] = []
-        self._flushers: set[asyncio.Task[None]] = set()
-        self._starting: set[asyncio.Task[None]] = set()  # flushers yet to take a batch
-        self._carrying = 0  # flushes in the database whose batch holds a success
+        self._coalescer: Coalescer[_Pending, bool] = Coalescer(
+            self._write,
+            max_batch=max_batch,
+            concurrency=concurrency,
+            on_failure=_on_failure,
+            urgent=lambda pending: pending.success,
+            urgent_lane=success_lane,
+        )
 
     async def record(
         self,
@@ -122,87 +126,11 @@ class OutcomeWriter:
 
     async def flushed(self) -> None:
         """Wait until everything submitted so far is written (or failed)."""
-        while self._flushers:
-            await asyncio.shield(next(iter(self._flushers)))
+        await self._coalescer.flushed()
 
     async def _submit(self, item: Outcome) -> bool:
-        loop = asyncio.get_running_loop()
-        pending = _Pending(item, loop.time(), loop.create_future())
-        (self._successes if pending.success else self._others).append(pending)
-        if len(self._flushers) < self.concurrency or self._needs_lane(pending):
-            # Started, not run: the callers that become ready in this same turn of the event
-            # loop join its first flush.
-            flusher = asyncio.create_task(self._flush_while_pending(), name="outcomes")
-            self._flushers.add(flusher)
-            self._starting.add(flusher)
-            flusher.add_done_callback(self._flushers.discard)
-            flusher.add_done_callback(self._starting.discard)
-        return await pending.result
-
-    def _needs_lane(self, pending: _Pending) -> bool:
-        """Whether a success starts a flush of its own now: no flush that will take it, or
-        that carries successes, is under way (see above)."""
-        return (
-            self.success_lane and pending.success and not self._starting and not self._carrying
-        )
-
-    def _next_batch(self) -> list[_Pending]:
-        batch = self._successes[: self.max_batch]
-        del self._successes[: len(batch)]
-        room = self.max_batch - len(batch)
-        batch += self._others[:room]
-        del self._others[:room]
-        return batch
-
-    async def _flush_while_pending(self) -> None:
-        this = asyncio.current_task()
-        try:
-            # Flushers beyond ``concurrency`` (a success's own) leave the rest to the others.
-            while self._successes or (self._others and len(self._flushers) <= self.concurrency):
-                batch = self._next_batch()
-                self._starting.discard(this)
-                carrying = 1 if batch[0].success else 0  # successes come first in a batch
-                self._carrying += carrying
-                try:
-                    await self._flush(batch)
-                finally:
-                    self._carrying -= carrying
-        finally:
-            self._starting.discard(this)
-            # Leave the set now, not in a done callback (which runs a turn of the loop later):
-            # an outcome submitted in between would find no room for a flusher, and none left
-            # to take it.
-            self._flushers.discard(this)
-
-    async def _flush(self, batch: list[_Pending]) -> None:
-        try:
-            results = await self._write(batch)
-        except asyncio.CancelledError:
-            for pending in batch:
-                pending.result.cancel()
-            raise
-        except Exception as exc:
-            if len(batch) > 1 and not is_transient_db_error(exc):
-                log.warning(
-                    "recording %d outcomes failed (%s); recording them one by one",
-                    len(batch),
-                    type(exc).__name__,
-                )
-                for pending in batch:
-                    await self._flush([pending])
-                return
-            log.warning(
-                "could not record %d outcome(s) (%s); their rows come back when the leases run out",
-                len(batch),
-                type(exc).__name__,
-            )
-            for pending in batch:
-                if not pending.result.done():
-                    pending.result.set_exception(exc)
-            return
-        for pending, recorded in zip(batch, results, strict=True):
-            if not pending.result.done():  # its caller may have been cancelled meanwhile
-                pending.result.set_result(recorded)
+        loop_time = asyncio.get_running_loop().time()
+        return await self._coalescer.submit(_Pending(item, loop_time))
 
     async def _write(self, batch: list[_Pending]) -> list[bool]:
         # Retried through a brief database outage: an unrecorded success would be sent again.
@@ -215,3 +143,13 @@ class OutcomeWriter:
             ),
             within=max(within, 0.0),
         )
+
+
+def _on_failure(exc: Exception) -> OnFailure:
+    if is_transient_db_error(exc):
+        # ``_write`` retried it for as long as the leases allow: the rows come back to a
+        # worker when they run out.
+        log.warning("could not record outcomes (%s); their rows come back", type(exc).__name__)
+        return OnFailure.FAIL
+    log.warning("recording outcomes failed (%s); splitting the batch", type(exc).__name__)
+    return OnFailure.SPLIT

@@ -4,11 +4,13 @@ Recording an outcome is the one write that must not be lost: a success that is n
 sent again once the lease runs out (a duplicate email for the recipient). So an outcome's short
 transaction is retried, with Tenacity, on errors that say "the database cannot take this right
 now" (connection lost or refused, too many connections, shutting down, a deadlock or
-serialization failure) for as long as the lease would keep the row ours anyway.
+serialization failure: ``storage/db.py`` ``classify``) for as long as the lease would keep the
+row ours anyway.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
@@ -23,17 +25,11 @@ from tenacity import (
 from notifier.channels.base import DeliveryError, OutgoingMessage
 from notifier.models.notification import ChannelStatus
 from notifier.settings import Settings
-from notifier.storage.db import is_database_unavailable
+from notifier.storage.db import is_transient
 from notifier.storage.dispatch import ClaimedDelivery, ClaimedNotification
 from workers.retry import GiveUp, RetryPolicy
 
 T = TypeVar("T")
-
-# SQLSTATE classes and codes worth another try: connection exception, insufficient resources
-# (e.g. 53300 too many connections), operator intervention (57P01-57P03: shutdown, crash,
-# cannot connect now), serialization failure and deadlock.
-_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P0", "40001", "40P01")
-
 
 class DispatchObserver(Protocol):
     """Hooks for metrics; every method must be cheap and must not raise."""
@@ -73,23 +69,9 @@ class NoObserver:
         return None
 
 
-def _sqlstate(exc: BaseException) -> str | None:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        code = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
-        if isinstance(code, str):
-            return code
-        current = getattr(current, "orig", None) or current.__cause__
-    return None
-
-
 def is_transient_db_error(exc: BaseException) -> bool:
-    if is_database_unavailable(exc):
-        return True
-    code = _sqlstate(exc)
-    return code is not None and code.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+    """Worth running the transaction again: ``storage/db.py``'s one ``classify``."""
+    return is_transient(exc)
 
 
 async def with_db_retries(operation: Callable[[], Awaitable[T]], *, within: float) -> T:
@@ -128,19 +110,21 @@ def reason(decision: GiveUp, error: DeliveryError) -> str:
     )
 
 
+# What a message copies from the claimed row as is: the fields the two share by name.
+_COPIED = tuple(
+    f.name
+    for f in dataclasses.fields(OutgoingMessage)
+    if f.name in {c.name for c in dataclasses.fields(ClaimedNotification)}
+)
+
+
 def outgoing(notification: ClaimedNotification, delivery: ClaimedDelivery) -> OutgoingMessage:
+    """The message a channel sends, from the claimed row (docs/architecture.md, "Notification
+    shape"): every field the two share by name, plus the two that are named differently."""
     return OutgoingMessage(
         notification_id=notification.id,
-        user_id=notification.user_id,
-        title=notification.title,
-        message=notification.message,
-        notification_type=notification.notification_type,
-        priority=notification.priority,
-        created_at=notification.created_at,
-        action_url=notification.action_url,
-        related_task_id=notification.related_task_id,
-        expires_at=notification.expires_at,
         metadata=dict(notification.notification_metadata or {}),
         previous_attempts=delivery.attempts,
         after_unknown_outcome=delivery.unknown_outcomes > 0,
+        **{name: getattr(notification, name) for name in _COPIED},
     )

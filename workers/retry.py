@@ -1,6 +1,9 @@
 """The retry decision: given a channel's attempts and the error it just met, when to try again,
 or whether to give up. Pure (the clock and the random source come in as arguments), so it is
-tested without a clock, a database or a peer.
+tested without a clock, a database or a peer. ``decide`` is the only retry decision in the
+worker: the breaker (``workers/breaker.py``) pauses a channel because a decision says so
+(``RetryAt.pauses_channel``), and an exception a channel was not meant to raise reaches it as an
+``UnknownOutcomeError`` (``workers/sending.py``), docs/architecture.md "Rules".
 
 The backoff schedule is Tenacity's exponential-with-jitter wait; a peer's ``Retry-After`` is a
 floor under it. Brief in-process retries (``in_process_retrying``) use the same library for the
@@ -48,6 +51,9 @@ class RetryPolicy:
 class RetryAt:
     when: datetime
     reason: str
+    # The provider refused our credentials: the whole channel pauses until ``when``, not only
+    # this recipient's try (the worker's breaker acts on this; it decides nothing itself).
+    pauses_channel: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +95,11 @@ def decide(
         return GiveUp(str(error))
     if isinstance(error, ProviderAuthError):
         # Our credentials, not the recipient: wait out the pause, never fail the recipient.
-        return RetryAt(now + timedelta(seconds=policy.pause_seconds), f"channel paused: {error}")
+        return RetryAt(
+            now + timedelta(seconds=policy.pause_seconds),
+            f"channel paused: {error}",
+            pauses_channel=True,
+        )
     if isinstance(error, UnknownOutcomeError):
         if unknown_outcomes >= 1:
             return GiveUp(f"outcome unknown twice, not sent again: {error}")

@@ -19,7 +19,7 @@ at the channel's boundary):
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -103,6 +103,10 @@ class OutgoingMessage:
     related_task_id: str | None = None
     expires_at: datetime | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The rest of what a WebSocket frame shows (models/shape.py FRAME_FIELDS).
+    channels: Sequence[str] = ()
+    is_read: bool = False
+    send_at: datetime | None = None
     # Attempts already made on this channel (0 on the first).
     previous_attempts: int = 0
     # The previous attempt ended in UnknownOutcomeError: the peer may already hold the message,

@@ -5,6 +5,7 @@ builds it — reads the spec instead of naming the channel (docs/architecture.md
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,6 +39,12 @@ class PayloadDraft:
     action_url: str | None
     notification_type: str
     priority: str
+
+    @classmethod
+    def of(cls, source: object) -> PayloadDraft:
+        """The draft of anything with these fields by name (the API's request): the list of
+        what a limit reads is this class, kept nowhere else."""
+        return cls(**{f.name: getattr(source, f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclass(frozen=True, slots=True)

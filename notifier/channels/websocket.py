@@ -12,29 +12,20 @@ from typing import Any, ClassVar
 
 from notifier.channels.base import Destination, OutgoingMessage, SendResult
 from notifier.channels.spec import Address, ChannelSpec
-from notifier.models.base import iso
 from notifier.models.notification import Channel, ChannelStatus
+from notifier.models.shape import frame_dict
 from notifier.realtime.fanout import Fanout
 from notifier.realtime.frames import notification_frame
 
 
 def message_frame(message: OutgoingMessage) -> dict[str, Any]:
-    return notification_frame(
-        {
-            "id": str(message.notification_id),
-            "user_id": message.user_id,
-            "title": message.title,
-            "message": message.message,
-            "notification_type": message.notification_type,
-            "priority": message.priority,
-            "action_url": message.action_url,
-            "related_task_id": message.related_task_id,
-            "metadata": message.metadata,
-            "is_read": False,
-            "created_at": iso(message.created_at),
-            "expires_at": iso(message.expires_at),
-        }
-    )
+    """The frame of ``message``: the same object the replay sends for its row
+    (``realtime/frames.py``, ``models/shape.py``)."""
+    return notification_frame(frame_dict(message, names=_MESSAGE_NAMES))
+
+
+# OutgoingMessage's name for a frame field, where it is not the column's.
+_MESSAGE_NAMES = {"id": "notification_id"}
 
 
 class WebSocketChannel:

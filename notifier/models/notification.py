@@ -39,7 +39,8 @@ from notifier.lifecycle.statuses import (
     NotificationType,
     Priority,
 )
-from notifier.models.base import Base, iso, utcnow
+from notifier.models.base import Base, utcnow
+from notifier.models.shape import DELIVERY_PUBLIC_FIELDS, public_dict
 
 # The words of a notification's life are the lifecycle's; they are re-exported here for the
 # code that reads them beside the tables. Its status is derived by ``lifecycle.machine``.
@@ -57,6 +58,86 @@ __all__ = [
     "NotificationType",
     "Priority",
 ]
+
+# Member -> plain str: ``Enum.value`` is a descriptor call, slow enough to show in the profile
+# of a 1000-row enqueue; a dict lookup is not.
+_PLAIN_PRIORITY: dict[str, str] = {m: m.value for m in Priority}
+
+
+# What every new row holds whatever was asked: ``new_row_values`` and the enqueue's bulk insert
+# (which sends these as constants, the rest as one array per column) read them from here.
+NEW_ROW_CONSTANTS: dict[str, Any] = {
+    "is_read": False,
+    "read_at": None,
+    "status": NotificationStatus.PENDING.value,
+    "retry_count": 0,
+    "lease_owner": None,
+    "lease_expires_at": None,
+}
+NEW_DELIVERY_CONSTANTS: dict[str, Any] = {
+    "status": ChannelStatus.PENDING.value,
+    "attempts": 0,
+    "attempts_at_requeue": 0,
+    "last_error": None,
+    "provider_id": None,
+    "unknown_outcomes": 0,
+    "next_attempt_at": None,
+}
+
+
+def new_row_values(
+    *,
+    ident: uuid.UUID,
+    user_id: str,
+    title: str,
+    message: str,
+    notification_type: str,
+    priority: Priority,
+    channels: list[str],
+    related_task_id: str | None,
+    action_url: str | None,
+    metadata: dict[str, Any],
+    recipient: dict[str, Any] | None,
+    send_at: datetime | None,
+    expires_at: datetime | None,
+    dedupe_key: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Every column of a new ``notifications`` row, by column name: ``Notification.build`` and
+    the enqueue (``storage/enqueue.py``) write the same row. ``channels`` are unique plain names;
+    ``notification_type`` and ``priority`` plain values (``priority`` also sets the rank)."""
+    return {
+        "id": ident,
+        "user_id": user_id,
+        "title": title,
+        "message": message,
+        "notification_type": notification_type,
+        "priority": _PLAIN_PRIORITY[priority],
+        "priority_rank": PRIORITY_RANK[priority],
+        "channels": channels,
+        "related_task_id": related_task_id,
+        "action_url": action_url,
+        "notification_metadata": metadata,
+        "recipient": recipient,
+        "send_at": send_at,
+        "expires_at": expires_at,
+        "created_at": now,
+        "updated_at": now,
+        "dedupe_key": dedupe_key,
+        # A row scheduled for later is claimed then, not before.
+        "next_attempt_at": max(send_at, now) if send_at else now,
+        **NEW_ROW_CONSTANTS,
+    }
+
+
+def new_delivery_values(notification_id: uuid.UUID, channel: str, now: datetime) -> dict[str, Any]:
+    """Every column of a new channel's ``notification_deliveries`` row."""
+    return {
+        "notification_id": notification_id,
+        "channel": channel,
+        "updated_at": now,
+        **NEW_DELIVERY_CONSTANTS,
+    }
 
 
 class Notification(Base):
@@ -176,41 +257,28 @@ class Notification(Base):
     ) -> Notification:
         """A new, undispatched notification with one pending delivery row per channel."""
         now = now or utcnow()
-        unique_channels = list(dict.fromkeys(Channel(c).value for c in channels))
-        notification_id = uuid.uuid4()
-        return cls(
-            id=notification_id,
+        values = new_row_values(
+            ident=uuid.uuid4(),
             user_id=user_id,
             title=title,
             message=message,
             notification_type=NotificationType(notification_type).value,
-            priority=Priority(priority).value,
-            priority_rank=PRIORITY_RANK[Priority(priority)],
-            channels=unique_channels,
-            is_read=False,
+            priority=Priority(priority),
+            channels=list(dict.fromkeys(Channel(c).value for c in channels)),
             related_task_id=related_task_id,
             action_url=action_url,
-            notification_metadata=metadata or {},
+            metadata=metadata or {},
             recipient=recipient,
-            status=NotificationStatus.PENDING.value,
-            retry_count=0,
             send_at=send_at,
             expires_at=expires_at,
-            created_at=now,
-            updated_at=now,
             dedupe_key=dedupe_key,
-            next_attempt_at=max(send_at, now) if send_at else now,
+            now=now,
+        )
+        return cls(
+            **values,
             deliveries=[
-                NotificationDelivery(
-                    notification_id=notification_id,
-                    channel=channel,
-                    status=ChannelStatus.PENDING.value,
-                    attempts=0,
-                    attempts_at_requeue=0,
-                    unknown_outcomes=0,
-                    updated_at=now,
-                )
-                for channel in unique_channels
+                NotificationDelivery(**new_delivery_values(values["id"], channel, now))
+                for channel in values["channels"]
             ],
         )
 
@@ -255,27 +323,8 @@ class Notification(Base):
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": str(self.id),
-            "user_id": self.user_id,
-            "title": self.title,
-            "message": self.message,
-            "notification_type": self.notification_type,
-            "priority": self.priority,
-            "channels": list(self.channels),
-            "is_read": self.is_read,
-            "read_at": iso(self.read_at),
-            "related_task_id": self.related_task_id,
-            "action_url": self.action_url,
-            "metadata": self.notification_metadata,
-            "status": self.status,
-            "delivery_status": self.delivery_status,
-            "retry_count": self.retry_count,
-            "send_at": iso(self.send_at),
-            "expires_at": iso(self.expires_at),
-            "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at),
-        }
+        """The API's notification (``NotificationPublic``), field for field: ``models/shape.py``."""
+        return public_dict(self)
 
 
 class NotificationDelivery(Base):
@@ -320,11 +369,4 @@ class NotificationDelivery(Base):
     notification: Mapped[Notification] = relationship(back_populates="deliveries")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "attempts": self.attempts,
-            "last_error": self.last_error,
-            "provider_id": self.provider_id,
-            "next_attempt_at": iso(self.next_attempt_at),
-            "updated_at": iso(self.updated_at),
-        }
+        return public_dict(self, DELIVERY_PUBLIC_FIELDS)

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from notifier.models.notification import Notification
+from notifier.models.shape import frame_dict
 from notifier.models.task import TaskProgress
 
 
@@ -16,7 +17,9 @@ def notification_frame(notification: dict[str, Any]) -> dict[str, Any]:
 
 
 def notification_frame_for(row: Notification) -> dict[str, Any]:
-    return notification_frame(row.to_dict())
+    """The frame of a stored row: the same object the worker published live for it
+    (``models/shape.py`` FRAME_FIELDS), so a replayed frame is the live one again."""
+    return notification_frame(frame_dict(row))
 
 
 def task_progress_frame(task: TaskProgress) -> dict[str, Any]:

@@ -9,13 +9,14 @@ round trip per batch. ``publish`` returns once its frame's NOTIFY was sent, as b
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 
 from sqlalchemy import Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from notifier.coalescer import Coalescer, OnFailure
 from notifier.storage.db import is_database_unavailable
 
 log = logging.getLogger("notifier.realtime")
@@ -32,12 +33,13 @@ MAX_BATCH = 500
 
 
 class NotifyBatcher:
-    """Sends the payloads given to ``publish`` on ``channel``, batching concurrent ones.
+    """Sends the payloads given to ``publish`` on ``channel``, batching concurrent ones
+    (``notifier/coalescer.py``: one batch at a time, so one user's frames keep their order).
 
-    One drain task at a time holds one pooled connection (autocommit) for as long as payloads
-    keep coming and gives it back when none are left, so an idle process holds none and the
-    engine's owner closes everything as before. While the database is unreachable a batch is
-    tried again after each of ``retry_delays``; then its callers get the error.
+    The drain holds one pooled connection (autocommit) for as long as payloads keep coming and
+    gives it back when none are left, so an idle process holds none and the engine's owner
+    closes everything as before. While the database is unreachable a batch is tried again after
+    each of ``retry_delays`` (on a new connection); then its callers get the error.
     """
 
     def __init__(
@@ -45,63 +47,45 @@ class NotifyBatcher:
     ) -> None:
         self._engine = engine
         self._channel = channel
-        self._retry_delays = retry_delays
-        self._pending: list[tuple[str, asyncio.Future[None]]] = []
-        self._drain: asyncio.Task[None] | None = None
-        self.batches_sent = 0  # statements that went out: how well bursts were batched
+        self._connection: AsyncConnection | None = None
+        self._coalescer: Coalescer[str, None] = Coalescer(
+            self._send,
+            max_batch=MAX_BATCH,
+            on_failure=_retry_if_unavailable,
+            retry_delays=retry_delays,
+            on_idle=self._give_back,
+        )
+
+    @property
+    def batches_sent(self) -> int:
+        """Statements that went out: how well bursts were batched."""
+        return self._coalescer.batches_handled
 
     async def publish(self, payload: str) -> None:
-        loop = asyncio.get_running_loop()
-        if self._drain is not None and self._drain.get_loop() is not loop:
-            # Left over from an event loop that has since closed (tests run one per test).
-            self._drain, self._pending = None, []
-        future: asyncio.Future[None] = loop.create_future()
-        self._pending.append((payload, future))
-        if self._drain is None:
-            self._drain = loop.create_task(self._run(), name="realtime-notify")
-        await future
+        await self._coalescer.submit(payload)
 
-    async def _run(self) -> None:
+    async def _send(self, payloads: list[str]) -> list[None]:
+        if self._connection is None:
+            connection = await self._engine.connect()
+            self._connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
         try:
-            while self._pending:
-                await self._send_all()
-        finally:
-            self._drain = None
-            for _, future in self._pending:  # only when this task itself was cancelled
-                future.cancel()
-            self._pending = []
+            await self._connection.execute(
+                _NOTIFY_MANY, {"channel": self._channel, "payloads": payloads}
+            )
+        except Exception:
+            await self._give_back()  # a lost connection: the retry takes a new one
+            raise
+        return [None] * len(payloads)
 
-    async def _send_all(self) -> None:
-        """Send batches until none are left, on one connection; on a lost connection, wait and
-        go round again with a new one."""
-        for delay in (*self._retry_delays, None):
-            try:
-                async with self._engine.connect() as connection:
-                    autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-                    while self._pending:
-                        await self._send_batch(autocommit)
-                return
-            except Exception as exc:
-                if delay is None or not is_database_unavailable(exc):
-                    self._fail_batch(exc)
-                    return
-                log.warning("could not publish frames (%s); trying again", type(exc).__name__)
-            await asyncio.sleep(delay)
+    async def _give_back(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # a dead connection is dropped by the pool
+                await connection.close()
 
-    async def _send_batch(self, connection: AsyncConnection) -> None:
-        batch = self._pending[:MAX_BATCH]
-        await connection.execute(
-            _NOTIFY_MANY, {"channel": self._channel, "payloads": [p for p, _ in batch]}
-        )
-        self.batches_sent += 1
-        del self._pending[: len(batch)]
-        for _, future in batch:
-            if not future.done():  # its caller may have been cancelled meanwhile
-                future.set_result(None)
 
-    def _fail_batch(self, exc: Exception) -> None:
-        batch = self._pending[:MAX_BATCH]
-        del self._pending[: len(batch)]
-        for _, future in batch:
-            if not future.done():
-                future.set_exception(exc)
+def _retry_if_unavailable(exc: Exception) -> OnFailure:
+    if is_database_unavailable(exc):
+        log.warning("could not publish frames (%s); trying again", type(exc).__name__)
+        return OnFailure.RETRY
+    return OnFailure.FAIL

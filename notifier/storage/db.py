@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, any_, bindparam, event
@@ -85,12 +86,27 @@ def is_one_of(
     return column.in_(bindparam(name, expanding=True))
 
 
-# SQLSTATEs that mean "the database cannot serve us right now", not "this request is wrong":
-# connection exceptions (08), insufficient resources (53: too many connections, disk full),
-# operator intervention (57P: admin shutdown, crash shutdown, "the database system is starting
-# up"), the database itself gone (3D000) and a login the server refuses (28). asyncpg reports
-# these while connecting as a plain DBAPIError, neither an OperationalError nor a disconnect.
+class DbErrorKind(StrEnum):
+    """What a database error says about trying again: the one classification every caller uses
+    (the API's 503, the worker's retries, the batchers' failure policies)."""
+
+    # The database cannot serve us right now (down, restarting, connection lost, out of
+    # connections): the same request may succeed later; retrying it now mostly waits.
+    UNAVAILABLE = "unavailable"
+    # The transaction lost a race (serialization failure, deadlock): run it again at once.
+    CONFLICT = "conflict"
+    # What was asked is wrong (a constraint, bad data, a bug): it fails the same way again.
+    REQUEST = "request"
+
+
+# SQLSTATEs that mean UNAVAILABLE: connection exceptions (08), insufficient resources (53: too
+# many connections, disk full), operator intervention (57P: admin shutdown, crash shutdown, "the
+# database system is starting up"), the database itself gone (3D000) and a login the server
+# refuses (28). asyncpg reports these while connecting as a plain DBAPIError, neither an
+# OperationalError nor a disconnect.
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "3D000", "28")
+# SQLSTATEs that mean CONFLICT: serialization failure and deadlock detected.
+_CONFLICT_SQLSTATES = ("40001", "40P01")
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -105,18 +121,34 @@ def _sqlstate(exc: BaseException) -> str | None:
     return None
 
 
-def is_database_unavailable(exc: BaseException) -> bool:
-    """True for failures to reach the database (down, restarting, connection lost, out of
-    connections), as opposed to errors in what was asked of it."""
+def classify(exc: BaseException) -> DbErrorKind:
+    """What ``exc``, raised by a database call, says about trying again (``DbErrorKind``)."""
+    state = _sqlstate(exc)
+    if state is not None and state.startswith(_CONFLICT_SQLSTATES):
+        return DbErrorKind.CONFLICT
     if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError | sa_exc.ProgrammingError):
-        return False
+        return DbErrorKind.REQUEST
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated or isinstance(
             exc, sa_exc.OperationalError | sa_exc.InterfaceError
         ):
-            return True
-        state = _sqlstate(exc)
-        return state is not None and state.startswith(_UNAVAILABLE_SQLSTATES)
-    return isinstance(
+            return DbErrorKind.UNAVAILABLE
+        if state is not None and state.startswith(_UNAVAILABLE_SQLSTATES):
+            return DbErrorKind.UNAVAILABLE
+        return DbErrorKind.REQUEST
+    if isinstance(
         exc, sa_exc.TimeoutError | sa_exc.DisconnectionError | ConnectionError | TimeoutError
-    ) or (isinstance(exc, OSError) and exc.errno is not None)
+    ) or (isinstance(exc, OSError) and exc.errno is not None):
+        return DbErrorKind.UNAVAILABLE
+    return DbErrorKind.REQUEST
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True for failures to reach the database, as opposed to errors in what was asked of it
+    (or lost races, which a caller without a retry of its own reports as it does any error)."""
+    return classify(exc) is DbErrorKind.UNAVAILABLE
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when running the same transaction again may succeed: unavailable or a lost race."""
+    return classify(exc) is not DbErrorKind.REQUEST

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,6 +63,7 @@ class ClaimedNotification:
     notification_type: str
     priority: str
     channels: list[str]
+    is_read: bool
     related_task_id: str | None
     action_url: str | None
     notification_metadata: dict[str, Any]
@@ -80,22 +81,10 @@ class ClaimedWork:
     push_subscriptions: tuple[PushSubscription, ...]
 
 
-# The columns of a claimed row that sending reads, in ``ClaimedNotification``'s field order.
-_CLAIMED_COLUMNS = (
-    Notification.id,
-    Notification.user_id,
-    Notification.title,
-    Notification.message,
-    Notification.notification_type,
-    Notification.priority,
-    Notification.channels,
-    Notification.related_task_id,
-    Notification.action_url,
-    Notification.notification_metadata,
-    Notification.recipient,
-    Notification.send_at,
-    Notification.expires_at,
-    Notification.created_at,
+# The columns of a claimed row that sending reads: ``ClaimedNotification``'s fields, in order
+# (its dataclass is the one list; ``models/shape.py`` FRAME_FIELDS are among them).
+_CLAIMED_COLUMNS = tuple(
+    getattr(Notification, f.name) for f in fields(ClaimedNotification) if f.name != "deliveries"
 )
 
 

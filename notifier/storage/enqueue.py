@@ -3,9 +3,12 @@ as few round trips as the database allows.
 
 The ORM path built two mapped objects per notification (one per channel more), then flushed them
 with per-table ``executemany``; at 1000 per batch that object bookkeeping was most of the
-request's time. Here each notification becomes one tuple of column values, its channels one
-tuple each, and the API's answer a plain dict — the same values ``Notification.build`` and
-``NotificationPublic`` produce (``tests/api/test_enqueue_core.py`` compares them byte for byte).
+request's time. Here each notification becomes one dict of column values
+(``new_row_values``, which ``Notification.build`` uses too), its channels one each, and the
+API's answer a plain dict made by ``models/shape.py`` — what ``NotificationPublic`` produces
+(``tests/api/test_enqueue_core.py`` compares them byte for byte). The insert's columns are read
+from the tables, so a new column needs no edit here (docs/architecture.md, "Notification
+shape").
 
 - PostgreSQL: one statement for everything — notifications and their delivery rows through
   ``INSERT … SELECT * FROM unnest(…)`` (arrays travel in asyncpg's binary format, one parameter
@@ -20,100 +23,155 @@ tuple each, and the API's answer a plain dict — the same values ``Notification
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from operator import itemgetter
+from typing import Any, Protocol
 
-from pydantic_core import to_jsonable_python
-from sqlalchemy import insert, text
+from sqlalchemy import Column, insert, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from notifier.coalescer import Coalescer, OnFailure
 from notifier.models.base import utcnow
 from notifier.models.idempotency import IdempotencyRecord
 from notifier.models.notification import (
-    PRIORITY_RANK,
+    NEW_DELIVERY_CONSTANTS,
+    NEW_ROW_CONSTANTS,
     Channel,
-    ChannelStatus,
     Notification,
     NotificationDelivery,
-    NotificationStatus,
     NotificationType,
     Priority,
+    new_delivery_values,
+    new_row_values,
 )
-from notifier.schemas.notification import NotificationCreate
+from notifier.models.shape import DELIVERY_PUBLIC_FIELDS, api_time, reader
 from notifier.storage.db import is_database_unavailable
 from notifier.storage.notifications import DISPATCH_WAKEUP_CHANNEL
 
-_PENDING = NotificationStatus.PENDING.value
-_CHANNEL_PENDING = ChannelStatus.PENDING.value
 # Member -> plain str. ``Enum.value`` is a descriptor call, slow enough to show in the profile
 # of a 1000-row batch; a dict lookup is not. (Equal strings map to equal values.)
 _PLAIN: dict[str, str] = {m: m.value for e in (Channel, NotificationType, Priority) for m in e}
 
-# The notification columns that vary per row, in the order of the tuples ``prepare`` builds;
-# the others (is_read, status, retry_count, dedupe_key) are the same for every new row.
-_COLUMNS = (
-    "id",
-    "user_id",
-    "title",
-    "message",
-    "notification_type",
-    "priority",
-    "priority_rank",
-    "channels",
-    "related_task_id",
-    "action_url",
-    "notification_metadata",
-    "recipient",
-    "send_at",
-    "expires_at",
-    "created_at",
-    "next_attempt_at",
+
+class _Dumpable(Protocol):
+    def model_dump(self, *, exclude_none: bool) -> dict[str, Any]: ...
+
+
+class NewNotification(Protocol):
+    """What the enqueue reads of one validated request (the API's ``NotificationCreate``;
+    storage speaks plain values, not the API's models)."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def notification_type(self) -> str: ...
+    @property
+    def priority(self) -> Priority: ...
+    @property
+    def channels(self) -> Sequence[str]: ...
+    @property
+    def related_task_id(self) -> str | None: ...
+    @property
+    def action_url(self) -> str | None: ...
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+    @property
+    def recipient(self) -> _Dumpable | None: ...
+    @property
+    def send_at(self) -> datetime | None: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+
+
+# The statement is derived from the tables: every column that varies per row travels as one
+# array (``unnest``), every column in ``NEW_*_CONSTANTS`` is a literal. Bind names carry a
+# prefix, since both tables have an ``updated_at``.
+_PG_ARRAY_OF = {
+    "UUID": "uuid[]",
+    "VARCHAR": "text[]",
+    "TEXT": "text[]",
+    "SMALLINT": "smallint[]",
+    "INTEGER": "integer[]",
+    "BOOLEAN": "boolean[]",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz[]",
+    # JSON arrives as text[] and is cast per element: the driver's jsonb codec is not applied
+    # inside arrays. ``recipient`` of None is the JSON text 'null', as the ORM stores it.
+    "JSONB": "text[]",
+}
+
+
+def _pg_type(column: Column[Any]) -> str:
+    compiled: str = column.type.compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
+    return compiled.split("(")[0]
+
+
+def _literal(value: Any) -> str:
+    # Only our own constants come here (NEW_*_CONSTANTS), never a user's value.
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _varying(table: Any, constants: dict[str, Any]) -> tuple[Column[Any], ...]:
+    return tuple(c for c in table.columns if c.name not in constants)
+
+
+_ROW_COLUMNS = _varying(Notification.__table__, NEW_ROW_CONSTANTS)
+_DELIVERY_COLUMNS = _varying(NotificationDelivery.__table__, NEW_DELIVERY_CONSTANTS)
+_JSON_COLUMNS = tuple(c.name for c in _ROW_COLUMNS if _pg_type(c) == "JSONB")
+_ROW_PARAMS = tuple(f"n_{c.name}" for c in _ROW_COLUMNS)
+_ROW_VALUES = itemgetter(*(c.name for c in _ROW_COLUMNS))
+_DELIVERY_PARAMS = tuple(f"d_{c.name}" for c in _DELIVERY_COLUMNS)
+_DELIVERY_VALUES = itemgetter(*(c.name for c in _DELIVERY_COLUMNS))
+
+
+def _selected(column: Column[Any], constants: dict[str, Any]) -> str:
+    if column.name in constants:
+        return _literal(constants[column.name])
+    return f"t.{column.name}::jsonb" if _pg_type(column) == "JSONB" else f"t.{column.name}"
+
+
+def _insert_from_arrays(
+    table: Any, varying: tuple[Column[Any], ...], constants: dict[str, Any], prefix: str
+) -> str:
+    names = ", ".join(c.name for c in table.columns)
+    values = ", ".join(_selected(c, constants) for c in table.columns)
+    arrays = ", ".join(f"CAST(:{prefix}{c.name} AS {_PG_ARRAY_OF[_pg_type(c)]})" for c in varying)
+    aliases = ", ".join(c.name for c in varying)
+    return (
+        f"INSERT INTO {table.name} ({names})\n"
+        f"    SELECT {values}\n"
+        f"    FROM unnest({arrays}) AS t({aliases})"
+    )
+
+
+_INSERT_ROWS = _insert_from_arrays(Notification.__table__, _ROW_COLUMNS, NEW_ROW_CONSTANTS, "n_")
+_INSERT_DELIVERIES = _insert_from_arrays(
+    NotificationDelivery.__table__, _DELIVERY_COLUMNS, NEW_DELIVERY_CONSTANTS, "d_"
 )
-_DELIVERY_COLUMNS = ("notification_id", "channel", "updated_at")
 
 # One statement, one implicit transaction. The delivery rows reference notifications inserted
 # by the sibling CTE: foreign keys are checked at the end of the whole statement, when both are
-# in. JSON columns arrive as text[] and are cast per element (the driver's jsonb codec is not
-# applied inside arrays); ``recipient`` of None is the JSON text 'null', which is what the ORM
-# stores for it too (a JSON column without none_as_null).
+# in.
 _PG_ROWS = f"""
 WITH new_notifications AS (
-    INSERT INTO notifications (
-        id, user_id, title, message, notification_type, priority, priority_rank, channels,
-        is_read, related_task_id, action_url, notification_metadata, recipient, status,
-        retry_count, send_at, expires_at, created_at, updated_at, dedupe_key, next_attempt_at)
-    SELECT id, user_id, title, message, notification_type, priority, priority_rank,
-           channels::jsonb, false, related_task_id, action_url, metadata::jsonb,
-           recipient::jsonb, '{_PENDING}', 0, send_at, expires_at, created_at, created_at,
-           NULL, next_attempt_at
-    FROM unnest(
-        CAST(:id AS uuid[]), CAST(:user_id AS text[]), CAST(:title AS text[]),
-        CAST(:message AS text[]), CAST(:notification_type AS text[]),
-        CAST(:priority AS text[]), CAST(:priority_rank AS smallint[]),
-        CAST(:channels AS text[]), CAST(:related_task_id AS text[]),
-        CAST(:action_url AS text[]), CAST(:notification_metadata AS text[]),
-        CAST(:recipient AS text[]), CAST(:send_at AS timestamptz[]),
-        CAST(:expires_at AS timestamptz[]), CAST(:created_at AS timestamptz[]),
-        CAST(:next_attempt_at AS timestamptz[])
-    ) AS t(id, user_id, title, message, notification_type, priority, priority_rank, channels,
-           related_task_id, action_url, metadata, recipient, send_at, expires_at, created_at,
-           next_attempt_at)
+    {_INSERT_ROWS}
 ), new_deliveries AS (
-    INSERT INTO notification_deliveries (
-        notification_id, channel, status, attempts, attempts_at_requeue, unknown_outcomes,
-        updated_at)
-    SELECT notification_id, channel, '{_CHANNEL_PENDING}', 0, 0, 0, updated_at
-    FROM unnest(
-        CAST(:notification_id AS uuid[]), CAST(:channel AS text[]),
-        CAST(:updated_at AS timestamptz[])
-    ) AS t(notification_id, channel, updated_at)
+    {_INSERT_DELIVERIES}
 ){{key_cte}}
 SELECT pg_notify(:wakeup, '')
 """
@@ -123,7 +181,7 @@ _PG_KEY_CTE = """, new_key AS (
     INSERT INTO idempotency_keys (
         api_key_id, key, request_hash, response_status, response_body, created_at)
     VALUES (:api_key_id, :key, :request_hash, :response_status,
-            CAST(:response_body AS jsonb), :key_created_at)
+            CAST(:response_body AS jsonb), :created_at)
 )"""
 _PG_INSERT = text(_PG_ROWS.format(key_cte=""))
 _PG_INSERT_WITH_KEY = text(_PG_ROWS.format(key_cte=_PG_KEY_CTE))
@@ -131,15 +189,16 @@ _PG_INSERT_WITH_KEY = text(_PG_ROWS.format(key_cte=_PG_KEY_CTE))
 
 @dataclass(slots=True)
 class PreparedEnqueue:
-    """What one request writes: rows as column-ordered tuples, and the API's answer per row."""
+    """What one request writes: every column of each row by name, and the API's answer per
+    row."""
 
-    notifications: list[tuple[Any, ...]] = field(default_factory=list)
-    deliveries: list[tuple[Any, ...]] = field(default_factory=list)
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
     public: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def user_ids(self) -> list[str]:
-        return [row[1] for row in self.notifications]
+        return [row["user_id"] for row in self.notifications]
 
 
 def _json_text(value: Any) -> str:
@@ -151,76 +210,48 @@ def _json_text(value: Any) -> str:
     return json.dumps(value)
 
 
-def _json_time(value: datetime | None) -> str | None:
-    # Exactly what NotificationPublic's AwareDatetime fields dump to ("Z" for UTC).
-    return None if value is None else str(to_jsonable_python(value))
+# The API's answer, read off the row's values (models/shape.py).
+_PUBLIC = reader(by_key=True)
+# A new channel's entry in ``delivery_status``, from the constants of a new delivery row.
+_NEW_CHANNEL_PUBLIC = reader(DELIVERY_PUBLIC_FIELDS, names=(), by_key=True)(
+    new_delivery_values(uuid.UUID(int=0), "", utcnow())
+)
 
 
-def prepare(payloads: Sequence[NotificationCreate]) -> PreparedEnqueue:
-    """Rows and answers for ``payloads``, with the values ``Notification.build`` would set."""
+def prepare(payloads: Sequence[NewNotification]) -> PreparedEnqueue:
+    """Rows and answers for ``payloads``: the row ``Notification.build`` makes
+    (``new_row_values``), and its public dict (``models/shape.py``)."""
     prepared = PreparedEnqueue()
     for payload in payloads:
         now = utcnow()  # per row, as Notification.build does: batch order shows in created_at
         ident = uuid.uuid4()
         channels = list(dict.fromkeys(payload.channels))  # plain names (a registered channel)
-        priority = payload.priority
-        send_at, expires_at = payload.send_at, payload.expires_at
         recipient = payload.recipient.model_dump(exclude_none=True) if payload.recipient else None
-        prepared.notifications.append(
-            (
-                ident,
-                payload.user_id,
-                payload.title,
-                payload.message,
-                _PLAIN[payload.notification_type],
-                _PLAIN[priority],
-                PRIORITY_RANK[priority],
-                channels,
-                payload.related_task_id,
-                payload.action_url,
-                payload.metadata,
-                recipient,
-                send_at,
-                expires_at,
-                now,
-                max(send_at, now) if send_at else now,
-            )
+        row = new_row_values(
+            ident=ident,
+            user_id=payload.user_id,
+            title=payload.title,
+            message=payload.message,
+            notification_type=_PLAIN[payload.notification_type],
+            priority=payload.priority,
+            channels=channels,
+            related_task_id=payload.related_task_id,
+            action_url=payload.action_url,
+            metadata=payload.metadata,
+            recipient=recipient,
+            send_at=payload.send_at,
+            expires_at=payload.expires_at,
+            dedupe_key=None,
+            now=now,
         )
-        prepared.deliveries.extend((ident, channel, now) for channel in channels)
-        stamp = _json_time(now)
-        prepared.public.append(
-            {
-                "id": str(ident),
-                "user_id": payload.user_id,
-                "title": payload.title,
-                "message": payload.message,
-                "notification_type": _PLAIN[payload.notification_type],
-                "priority": _PLAIN[priority],
-                "channels": channels,
-                "is_read": False,
-                "read_at": None,
-                "related_task_id": payload.related_task_id,
-                "action_url": payload.action_url,
-                "metadata": payload.metadata,
-                "status": _PENDING,
-                "delivery_status": {
-                    channel: {
-                        "status": _CHANNEL_PENDING,
-                        "attempts": 0,
-                        "last_error": None,
-                        "provider_id": None,
-                        "next_attempt_at": None,
-                        "updated_at": stamp,
-                    }
-                    for channel in channels
-                },
-                "retry_count": 0,
-                "send_at": _json_time(send_at),
-                "expires_at": _json_time(expires_at),
-                "created_at": stamp,
-                "updated_at": stamp,
-            }
-        )
+        deliveries = [new_delivery_values(ident, channel, now) for channel in channels]
+        prepared.notifications.append(row)
+        prepared.deliveries += deliveries
+        # Every new channel's entry is the same but for its time: one dict per row.
+        channel_public = {**_NEW_CHANNEL_PUBLIC, "updated_at": api_time(now)}
+        row["delivery_status"] = dict.fromkeys(channels, channel_public)
+        prepared.public.append(_PUBLIC(row))
+        del row["delivery_status"]  # not a column
     return prepared
 
 
@@ -273,19 +304,25 @@ async def insert_prepared(
 async def _insert_postgres(
     connection: AsyncConnection, prepared: PreparedEnqueue, record: dict[str, Any] | None
 ) -> None:
-    columns = list(zip(*prepared.notifications, strict=True))
-    params: dict[str, Any] = dict(zip(_COLUMNS, columns, strict=True))
-    for name in ("channels", "notification_metadata", "recipient"):
-        params[name] = [_json_text(value) for value in params[name]]
-    params.update(zip(_DELIVERY_COLUMNS, zip(*prepared.deliveries, strict=True), strict=True))
+    # Rows to columns in C: one itemgetter call per row, one zip for the lot.
+    params: dict[str, Any] = dict(
+        zip(_ROW_PARAMS, zip(*map(_ROW_VALUES, prepared.notifications), strict=True), strict=True)
+    )
+    for name in _JSON_COLUMNS:
+        params[f"n_{name}"] = [_json_text(value) for value in params[f"n_{name}"]]
+    params.update(
+        zip(
+            _DELIVERY_PARAMS,
+            zip(*map(_DELIVERY_VALUES, prepared.deliveries), strict=True),
+            strict=True,
+        )
+    )
     params["wakeup"] = DISPATCH_WAKEUP_CHANNEL
     statement = _PG_INSERT
     if record is not None:
         statement = _PG_INSERT_WITH_KEY
         params.update(record)
         params["response_body"] = json.dumps(record["response_body"])
-        params["key_created_at"] = params.pop("created_at")
-        params["created_at"] = columns[_COLUMNS.index("created_at")]
     await connection.execute(statement, params)
 
 
@@ -294,33 +331,8 @@ async def _insert_sqlite(
 ) -> None:
     # Core inserts through the ORM's own table and column types (UUID as hex, UTC datetimes,
     # JSON text), so a row reads back exactly as one the ORM wrote.
-    constant = {
-        "is_read": False,
-        "status": _PENDING,
-        "retry_count": 0,
-        "dedupe_key": None,
-    }
-    rows = []
-    for values in prepared.notifications:
-        row = dict(zip(_COLUMNS, values, strict=True))
-        row["updated_at"] = row["created_at"]
-        rows.append(row | constant)
-    await connection.execute(insert(Notification), rows)
-    await connection.execute(
-        insert(NotificationDelivery),
-        [
-            {
-                "notification_id": ident,
-                "channel": channel,
-                "status": _CHANNEL_PENDING,
-                "attempts": 0,
-                "attempts_at_requeue": 0,
-                "unknown_outcomes": 0,
-                "updated_at": now,
-            }
-            for ident, channel, now in prepared.deliveries
-        ],
-    )
+    await connection.execute(insert(Notification), prepared.notifications)
+    await connection.execute(insert(NotificationDelivery), prepared.deliveries)
     if record is not None:
         await connection.execute(insert(IdempotencyRecord), [record])
 
@@ -334,75 +346,49 @@ def merge(parts: Sequence[PreparedEnqueue]) -> PreparedEnqueue:
     return merged
 
 
-# A waiting enqueue: its rows, and the future its caller awaits.
-_Member = tuple[PreparedEnqueue, "asyncio.Future[None]"]
-
-
 class GroupCommit:
     """Concurrent enqueues share one statement and one commit.
 
     Under load every single enqueue paid for a pool checkout (with its pre-ping), a statement
     and a commit (a WAL flush) of its own, and with 64 concurrent producers most of a
-    request's time was spent waiting for a pooled connection. Here the first request that
-    arrives starts a writer (up to ``writers`` of them, so that one group is sent while another
-    commits); requests that arrive while they write form the next group, written as one
-    ``insert_prepared`` by the first writer free. So at most ``writers`` statements are in
-    flight per process, and groups grow with the load.
+    request's time was spent waiting for a pooled connection. Here (``notifier/coalescer.py``)
+    the first request that arrives is written at once, by one of up to ``writers`` writers (so
+    that one group is sent while another commits); requests that arrive meanwhile form the next
+    group, up to ``max_rows`` notifications, written as one ``insert_prepared``. So at most
+    ``writers`` statements are in flight per process, and groups grow with the load.
 
     Each caller awaits the commit of the group it joined, so its 202 still means committed.
-    If a group fails for any reason but the database being unavailable, its members are
-    written again one by one, so that one request's bad row fails that request alone.
+    If a group fails for any reason but the database being unavailable, it is split in halves
+    down to the request at fault, so that one request's bad row fails that request alone.
     Requests with an ``Idempotency-Key`` are not grouped: their key conflict is an error of
     their own statement, reported to them alone.
     """
 
     def __init__(self, engine: AsyncEngine, *, max_rows: int = 1000, writers: int = 2) -> None:
         self.engine = engine
-        self.groups_written = 0  # for tests and curiosity: how much grouping happened
-        self._max_rows = max_rows
-        self._waiting: deque[_Member] = deque()
-        self._max_writers = writers
-        self._writers: set[asyncio.Task[None]] = set()
+        self._coalescer: Coalescer[PreparedEnqueue, None] = Coalescer(
+            self._write,
+            max_batch=max_rows,
+            weight=lambda prepared: len(prepared.notifications),
+            concurrency=writers,
+            on_failure=_split_unless_unavailable,
+        )
+
+    @property
+    def groups_written(self) -> int:
+        """For tests and curiosity: how much grouping happened."""
+        return self._coalescer.batches_handled
 
     async def insert(self, prepared: PreparedEnqueue) -> None:
         """Insert ``prepared`` with whatever else is waiting; returns once it is committed."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((prepared, future))
-        if len(self._writers) < self._max_writers:
-            self._writers.add(asyncio.create_task(self._write_groups()))
-        await future
+        await self._coalescer.submit(prepared)
 
-    async def _write_groups(self) -> None:
-        try:
-            while self._waiting:
-                group: list[_Member] = []
-                rows = 0
-                while self._waiting and (not group or rows < self._max_rows):
-                    member = self._waiting.popleft()
-                    group.append(member)
-                    rows += len(member[0].notifications)
-                await self._write(group)
-        finally:
-            # No await between the loop's last check and here: a caller that comes later finds
-            # a free writer slot and starts one.
-            task = asyncio.current_task()
-            if task is not None:
-                self._writers.discard(task)
+    async def _write(self, group: list[PreparedEnqueue]) -> list[None]:
+        async with write_connection(self.engine) as connection:
+            await insert_prepared(connection, merge(group))
+        return [None] * len(group)
 
-    async def _write(self, group: list[_Member]) -> None:
-        try:
-            async with write_connection(self.engine) as connection:
-                await insert_prepared(connection, merge([prepared for prepared, _ in group]))
-            self.groups_written += 1
-        except Exception as exc:
-            if len(group) > 1 and not is_database_unavailable(exc):
-                for member in group:
-                    await self._write([member])
-                return
-            for _, future in group:
-                if not future.done():  # its caller may have been cancelled meanwhile
-                    future.set_exception(exc)
-            return
-        for _, future in group:
-            if not future.done():
-                future.set_result(None)
+
+def _split_unless_unavailable(exc: Exception) -> OnFailure:
+    # An outage fails every request of the group alike: splitting it would only repeat it.
+    return OnFailure.FAIL if is_database_unavailable(exc) else OnFailure.SPLIT

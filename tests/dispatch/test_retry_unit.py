@@ -108,6 +108,17 @@ def test_provider_auth_error_pauses_even_at_max_attempts() -> None:
     assert isinstance(decision, RetryAt)
     assert delay_of(decision) == POLICY.pause_seconds
     assert "paused" in decision.reason
+    # The breaker acts on this (workers/delivery.py); no other error pauses the channel.
+    assert decision.pauses_channel
+
+
+@pytest.mark.parametrize(
+    "error",
+    [TransientError("503"), UnknownOutcomeError("timeout"), TransientError("429", retry_after=5)],
+)
+def test_only_provider_auth_errors_pause_the_channel(error: DeliveryError) -> None:
+    decision = run(error)
+    assert isinstance(decision, RetryAt) and not decision.pauses_channel
 
 
 policies = st.builds(

@@ -63,13 +63,7 @@ def _check_payload_limits(payload: NotificationCreate) -> None:
         limit = spec.payload_limit if spec is not None else None
         if limit is None:
             continue
-        draft = draft or PayloadDraft(
-            title=payload.title,
-            message=payload.message,
-            action_url=payload.action_url,
-            notification_type=payload.notification_type,
-            priority=payload.priority,
-        )
+        draft = draft or PayloadDraft.of(payload)
         if not limit.fits(draft):
             raise Unprocessable(
                 limit.message,

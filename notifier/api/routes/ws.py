@@ -27,9 +27,9 @@ from starlette.websockets import WebSocketDisconnected
 from notifier.api.context import ServiceContext
 from notifier.api.redaction import original_query_string
 from notifier.auth import InvalidCredentials
+from notifier.coalescer import Coalescer, OnFailure
 from notifier.models.base import utcnow
 from notifier.realtime.acks import CLOSE_POLICY_VIOLATION, AckLimits, SocketAcks
-from notifier.realtime.batching import Coalescer
 from notifier.realtime.frames import notification_frame_for
 from notifier.realtime.hub import ConnectionHub
 from notifier.storage.realtime import AckOutcome, acknowledge_many, unacked_for_users
@@ -59,7 +59,11 @@ class SocketQueries:
         self.replay: Coalescer[str, list[dict[str, Any]]] = Coalescer(self._replay)
         # Acks come in bursts after a fan-out (one per socket per frame): a few transactions
         # at a time keep up with them, each locking its rows in id order (no lock cycles).
-        self.ack: Coalescer[tuple[str, uuid.UUID], AckOutcome] = Coalescer(self._ack, concurrency=4)
+        # A batch that fails (one bad ack, or a lock cycle with a worker) is split down to the
+        # ack at fault: only that one fails.
+        self.ack: Coalescer[tuple[str, uuid.UUID], AckOutcome] = Coalescer(
+            self._ack, concurrency=4, on_failure=OnFailure.SPLIT
+        )
         self.ack_limits = AckLimits.from_settings(context.settings)
         self._acking: set[asyncio.Task[None]] = set()
 
@@ -117,22 +121,10 @@ class SocketQueries:
             return [[notification_frame_for(row) for row in found.get(u, ())] for u in users]
 
     async def _ack(self, acks: list[tuple[str, uuid.UUID]]) -> list[AckOutcome]:
-        try:
-            async with self._context.sessions() as session:
-                settled = await acknowledge_many(session, acks, self._context.wakeups)
-                await session.commit()
-                return settled
-        except Exception:
-            if len(acks) == 1:
-                raise
-        # One ack of the batch failed it (or a lock cycle with a worker did): each on its own,
-        # so that only that one fails.
-        results = []
-        for ack in acks:
-            async with self._context.sessions() as session:
-                results.extend(await acknowledge_many(session, [ack], self._context.wakeups))
-                await session.commit()
-        return results
+        async with self._context.sessions() as session:
+            settled = await acknowledge_many(session, acks, self._context.wakeups)
+            await session.commit()
+            return settled
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
