@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     ForeignKey,
     Index,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from notifier.models.base import Base, iso, utcnow
@@ -179,6 +181,12 @@ class Notification(Base):
     action_url: Mapped[str | None] = mapped_column(String(2048))
     notification_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
     recipient: Mapped[dict[str, Any] | None]  # per-notification address override
+    # A template's channel parts (email_subject, email_html, sms, push_title, push_body), as
+    # rendered at enqueue; None without a template. What the channels send (README "Templates").
+    # SQL NULL (not JSON null) when absent, whichever path wrote the row (storage/enqueue.py).
+    rendered_parts: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+    )
     status: Mapped[str] = mapped_column(String(20), default=NotificationStatus.PENDING)
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     send_at: Mapped[datetime | None]

@@ -75,6 +75,7 @@ _COLUMNS = (
     "expires_at",
     "created_at",
     "next_attempt_at",
+    "rendered_parts",
 )
 _DELIVERY_COLUMNS = ("notification_id", "channel", "updated_at")
 
@@ -88,11 +89,12 @@ WITH new_notifications AS (
     INSERT INTO notifications (
         id, user_id, title, message, notification_type, priority, priority_rank, channels,
         is_read, related_task_id, action_url, notification_metadata, recipient, status,
-        retry_count, send_at, expires_at, created_at, updated_at, dedupe_key, next_attempt_at)
+        retry_count, send_at, expires_at, created_at, updated_at, dedupe_key, next_attempt_at,
+        rendered_parts)
     SELECT id, user_id, title, message, notification_type, priority, priority_rank,
            channels::jsonb, false, related_task_id, action_url, metadata::jsonb,
            recipient::jsonb, '{_PENDING}', 0, send_at, expires_at, created_at, created_at,
-           NULL, next_attempt_at
+           NULL, next_attempt_at, rendered_parts::jsonb
     FROM unnest(
         CAST(:id AS uuid[]), CAST(:user_id AS text[]), CAST(:title AS text[]),
         CAST(:message AS text[]), CAST(:notification_type AS text[]),
@@ -101,10 +103,10 @@ WITH new_notifications AS (
         CAST(:action_url AS text[]), CAST(:notification_metadata AS text[]),
         CAST(:recipient AS text[]), CAST(:send_at AS timestamptz[]),
         CAST(:expires_at AS timestamptz[]), CAST(:created_at AS timestamptz[]),
-        CAST(:next_attempt_at AS timestamptz[])
+        CAST(:next_attempt_at AS timestamptz[]), CAST(:rendered_parts AS text[])
     ) AS t(id, user_id, title, message, notification_type, priority, priority_rank, channels,
            related_task_id, action_url, metadata, recipient, send_at, expires_at, created_at,
-           next_attempt_at)
+           next_attempt_at, rendered_parts)
 ), new_deliveries AS (
     INSERT INTO notification_deliveries (
         notification_id, channel, status, attempts, attempts_at_requeue, unknown_outcomes,
@@ -156,10 +158,16 @@ def _json_time(value: datetime | None) -> str | None:
     return None if value is None else str(to_jsonable_python(value))
 
 
-def prepare(payloads: Sequence[NotificationCreate]) -> PreparedEnqueue:
-    """Rows and answers for ``payloads``, with the values ``Notification.build`` would set."""
+def prepare(
+    payloads: Sequence[NotificationCreate],
+    rendered_parts: Sequence[dict[str, str] | None] | None = None,
+) -> PreparedEnqueue:
+    """Rows and answers for ``payloads``, with the values ``Notification.build`` would set.
+
+    ``rendered_parts``, one per payload: the channel parts of a rendered template, stored with
+    the notification so that a retry sends what the first attempt did (README "Templates")."""
     prepared = PreparedEnqueue()
-    for payload in payloads:
+    for index, payload in enumerate(payloads):
         now = utcnow()  # per row, as Notification.build does: batch order shows in created_at
         ident = uuid.uuid4()
         channels = list(dict.fromkeys(payload.channels))  # plain names (a registered channel)
@@ -184,6 +192,7 @@ def prepare(payloads: Sequence[NotificationCreate]) -> PreparedEnqueue:
                 expires_at,
                 now,
                 max(send_at, now) if send_at else now,
+                rendered_parts[index] if rendered_parts is not None else None,
             )
         )
         prepared.deliveries.extend((ident, channel, now) for channel in channels)
@@ -277,6 +286,10 @@ async def _insert_postgres(
     params: dict[str, Any] = dict(zip(_COLUMNS, columns, strict=True))
     for name in ("channels", "notification_metadata", "recipient"):
         params[name] = [_json_text(value) for value in params[name]]
+    # SQL NULL when absent, as the ORM writes it (the column is none_as_null).
+    params["rendered_parts"] = [
+        None if value is None else json.dumps(value) for value in params["rendered_parts"]
+    ]
     params.update(zip(_DELIVERY_COLUMNS, zip(*prepared.deliveries, strict=True), strict=True))
     params["wakeup"] = DISPATCH_WAKEUP_CHANNEL
     statement = _PG_INSERT

@@ -22,6 +22,7 @@ from notifier.api.deps import (
 from notifier.api.errors import Conflict, NotFound, TooManyRequests, Unprocessable
 from notifier.api.idempotency import IdempotencyKeyHeader, IdempotentRequest
 from notifier.api.rate_limit import retry_after_header
+from notifier.api.template_enqueue import render_templated
 from notifier.auth import Principal
 from notifier.channels.registry import CHANNELS
 from notifier.channels.spec import PayloadDraft
@@ -64,8 +65,8 @@ def _check_payload_limits(payload: NotificationCreate) -> None:
         if limit is None:
             continue
         draft = draft or PayloadDraft(
-            title=payload.title,
-            message=payload.message,
+            title=payload.title or "",  # rendered by now (render_templated)
+            message=payload.message or "",
             action_url=payload.action_url,
             notification_type=payload.notification_type,
             priority=payload.priority,
@@ -193,8 +194,9 @@ async def enqueue_notification(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     guard = _guard(request, principal, idempotency_key, payload)
-    _check_payload_limits(payload)
-    prepared = prepare([payload])
+    payloads, parts = await render_templated(context, [payload], batch=False)
+    _check_payload_limits(payloads[0])
+    prepared = prepare(payloads, parts)
     return await _enqueue(
         request=request,
         context=context,
@@ -218,9 +220,10 @@ async def enqueue_batch(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     guard = _guard(request, principal, idempotency_key, payload)
-    for item in payload.notifications:
+    payloads, parts = await render_templated(context, payload.notifications, batch=True)
+    for item in payloads:
         _check_payload_limits(item)
-    prepared = prepare(payload.notifications)
+    prepared = prepare(payloads, parts)
     return await _enqueue(
         request=request,
         context=context,
