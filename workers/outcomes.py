@@ -142,4 +142,5 @@ def outgoing(notification: ClaimedNotification, delivery: ClaimedDelivery) -> Ou
         metadata=dict(notification.notification_metadata or {}),
         previous_attempts=delivery.attempts,
         after_unknown_outcome=delivery.unknown_outcomes > 0,
+        parts=notification.rendered_parts or {},
     )

@@ -74,6 +74,8 @@ class ClaimedNotification:
     send_at: datetime | None
     expires_at: datetime | None
     created_at: datetime
+    # A template's channel parts, rendered at enqueue (None: title and message for all).
+    rendered_parts: dict[str, str] | None
     deliveries: tuple[ClaimedDelivery, ...]
 
 
@@ -100,6 +102,7 @@ _CLAIMED_COLUMNS = (
     Notification.send_at,
     Notification.expires_at,
     Notification.created_at,
+    Notification.rendered_parts,
 )
 
 
