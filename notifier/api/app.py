@@ -22,6 +22,8 @@ from notifier.api.redaction import (
     redact_websocket_scope,
 )
 from notifier.api.routes import health, inbox, metrics, notifications, tasks, users, webhooks, ws
+from notifier.api.routes.preferences import router as preferences_router
+from notifier.api.routes.preferences import unsubscribe_router
 from notifier.api.routes.templates import router as templates_router
 from notifier.api.routes.webhook_endpoints import router as webhook_endpoints_router
 from notifier.settings import Settings
@@ -77,6 +79,8 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
         tasks.user_tasks_router,
         inbox.router,
         templates_router,
+        preferences_router,
+        unsubscribe_router,
         webhook_endpoints_router,
         docs.router,
     ]
