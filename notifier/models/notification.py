@@ -182,7 +182,8 @@ class Notification(Base):
     notification_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
     recipient: Mapped[dict[str, Any] | None]  # per-notification address override
     # A template's channel parts (email_subject, email_html, sms, push_title, push_body), as
-    # rendered at enqueue; None without a template. What the channels send (README "Templates").
+    # rendered at enqueue; None without a template. What the channels send
+    # (docs/architecture.md, "Templates").
     # SQL NULL (not JSON null) when absent, whichever path wrote the row (storage/enqueue.py).
     rendered_parts: Mapped[dict[str, Any] | None] = mapped_column(
         JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")

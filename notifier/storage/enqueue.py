@@ -165,7 +165,8 @@ def prepare(
     """Rows and answers for ``payloads``, with the values ``Notification.build`` would set.
 
     ``rendered_parts``, one per payload: the channel parts of a rendered template, stored with
-    the notification so that a retry sends what the first attempt did (README "Templates")."""
+    the notification so that a retry sends what the first attempt did (docs/architecture.md,
+    "Templates")."""
     prepared = PreparedEnqueue()
     for index, payload in enumerate(payloads):
         now = utcnow()  # per row, as Notification.build does: batch order shows in created_at

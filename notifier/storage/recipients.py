@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.models.base import utcnow
@@ -18,15 +17,6 @@ RECIPIENT_FIELDS = ("email", "phone", "locale", "timezone", "preferences", "quie
 
 async def get_recipient(session: AsyncSession, user_id: str) -> Recipient | None:
     return await session.get(Recipient, user_id)
-
-
-async def get_recipients(session: AsyncSession, user_ids: Collection[str]) -> dict[str, Recipient]:
-    """The profiles of ``user_ids`` that exist, in one query (a batch enqueued by template)."""
-    wanted = sorted(set(user_ids))
-    if not wanted:
-        return {}
-    rows = await session.execute(select(Recipient).where(Recipient.user_id.in_(wanted)))
-    return {row.user_id: row for row in rows.scalars()}
 
 
 async def save_recipient(session: AsyncSession, user_id: str, fields: dict[str, Any]) -> Recipient:

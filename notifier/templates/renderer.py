@@ -164,6 +164,16 @@ class TemplateRenderer:
             return []
         return await self._in_pool(self._render_each, list(requests))
 
+    async def render_groups(
+        self, groups: Sequence[Sequence[RenderRequest]]
+    ) -> list[list[RenderedTemplate | TemplateError]]:
+        """``render_many`` for several callers at once, in one hop to the pool: each group has
+        its own batch budget, so one caller's runaway templates cannot fail another's (they
+        can delay them, by at most ``Limits.batch_seconds``)."""
+        if not groups:
+            return []
+        return await self._in_pool(lambda: [self._render_each(list(group)) for group in groups])
+
     async def validate_async(self, locales: Mapping[str, Mapping[str, str]]) -> None:
         await self._in_pool(self.validate, locales)
 

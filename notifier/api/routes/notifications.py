@@ -22,7 +22,7 @@ from notifier.api.deps import (
 from notifier.api.errors import Conflict, NotFound, TooManyRequests, Unprocessable
 from notifier.api.idempotency import IdempotencyKeyHeader, IdempotentRequest
 from notifier.api.rate_limit import retry_after_header
-from notifier.api.template_enqueue import render_templated
+from notifier.api.template_enqueue import GroupRender, render_templated
 from notifier.auth import Principal
 from notifier.channels.registry import CHANNELS
 from notifier.channels.spec import PayloadDraft
@@ -123,6 +123,14 @@ def _group_commit(request: Request, context: ServiceContext) -> GroupCommit:
     return group
 
 
+def _group_render(request: Request, context: ServiceContext) -> GroupRender:
+    """This app's shared renders for enqueues by template (made on first use, as the writer)."""
+    group: GroupRender | None = getattr(request.app.state, "template_group_render", None)
+    if group is None or group.context is not context:
+        group = request.app.state.template_group_render = GroupRender(context)
+    return group
+
+
 async def _enqueue(
     *,
     request: Request,
@@ -194,7 +202,9 @@ async def enqueue_notification(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     guard = _guard(request, principal, idempotency_key, payload)
-    payloads, parts = await render_templated(context, [payload], batch=False)
+    payloads, parts = await render_templated(
+        _group_render(request, context), [payload], batch=False
+    )
     _check_payload_limits(payloads[0])
     prepared = prepare(payloads, parts)
     return await _enqueue(
@@ -220,7 +230,8 @@ async def enqueue_batch(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     guard = _guard(request, principal, idempotency_key, payload)
-    payloads, parts = await render_templated(context, payload.notifications, batch=True)
+    renders = _group_render(request, context)
+    payloads, parts = await render_templated(renders, payload.notifications, batch=True)
     for item in payloads:
         _check_payload_limits(item)
     prepared = prepare(payloads, parts)
