@@ -176,6 +176,27 @@ async def test_every_refusal_is_a_422_that_stores_nothing(service: RunningServic
         assert await notifications_of(service, user) == 0, why
 
 
+async def test_push_parts_that_cannot_fit_one_push_message_are_refused(
+    service: RunningService,
+) -> None:
+    body = template_body("Hi", "Short.")
+    body["locales"]["en"]["push_body"] = "{{ data.text }}"
+    key = await put_template(service, body)
+    user = new_user()
+    # 900 CJK characters: 2,700 bytes of UTF-8, which fit one push message (3,993 bytes).
+    fits = await enqueue(service, user_id=user, template=key, data={"text": "界" * 900},
+                         channels=["browser"])  # fmt: skip
+    assert fits.status_code == 202, fits.text
+    # 999 emoji: within push_body's 1,000 characters, but 3,996 bytes.
+    huge = await enqueue(service, user_id=user, template=key, data={"text": "😀" * 999},
+                         channels=["browser"])  # fmt: skip
+    # The title and message alone are short: it is the push part that would not fit.
+    assert_error(huge, 422, "validation_error")
+    email_only = await enqueue(service, user_id=user, template=key, data={"text": "😀" * 999},
+                               channels=["email"])  # fmt: skip
+    assert email_only.status_code == 202, email_only.text
+
+
 async def test_one_bad_item_refuses_the_whole_batch_and_names_it(service: RunningService) -> None:
     key = await put_template(service, LOCALIZED)
     user = new_user()

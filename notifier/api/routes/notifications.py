@@ -27,6 +27,7 @@ from notifier.auth import Principal
 from notifier.channels.registry import CHANNELS
 from notifier.channels.spec import PayloadDraft
 from notifier.models.base import utcnow
+from notifier.models.notification import Channel
 from notifier.schemas.errors import AUTHENTICATED, error_responses
 from notifier.schemas.notification import (
     NotificationBatchCreate,
@@ -55,18 +56,24 @@ router = APIRouter(
 )
 
 
-def _check_payload_limits(payload: NotificationCreate) -> None:
+def _check_payload_limits(
+    payload: NotificationCreate, parts: dict[str, str] | None = None
+) -> None:
     """422 if the notification does not fit a limit of one of its channels (``ChannelSpec``):
-    better refused now than ``failed`` later."""
-    draft = None
+    better refused now than ``failed`` later. ``parts``: a template's rendered channel parts."""
+    parts = parts or {}
     for name in payload.channels:
         spec = CHANNELS.get(name)
         limit = spec.payload_limit if spec is not None else None
         if limit is None:
             continue
-        draft = draft or PayloadDraft(
-            title=payload.title or "",  # rendered by now (render_templated)
-            message=payload.message or "",
+        title, message = payload.title or "", payload.message or ""  # rendered by now
+        if name == Channel.BROWSER.value:  # push sends its own parts (channels/browser.py)
+            title = parts.get("push_title", title)
+            message = parts.get("push_body", message)
+        draft = PayloadDraft(
+            title=title,
+            message=message,
             action_url=payload.action_url,
             notification_type=payload.notification_type,
             priority=payload.priority,
@@ -205,7 +212,7 @@ async def enqueue_notification(
     payloads, parts = await render_templated(
         _group_render(request, context), [payload], batch=False
     )
-    _check_payload_limits(payloads[0])
+    _check_payload_limits(payloads[0], parts[0] if parts else None)
     prepared = prepare(payloads, parts)
     return await _enqueue(
         request=request,
@@ -232,8 +239,8 @@ async def enqueue_batch(
     guard = _guard(request, principal, idempotency_key, payload)
     renders = _group_render(request, context)
     payloads, parts = await render_templated(renders, payload.notifications, batch=True)
-    for item in payloads:
-        _check_payload_limits(item)
+    for index, item in enumerate(payloads):
+        _check_payload_limits(item, parts[index] if parts else None)
     prepared = prepare(payloads, parts)
     return await _enqueue(
         request=request,
