@@ -56,9 +56,7 @@ router = APIRouter(
 )
 
 
-def _check_payload_limits(
-    payload: NotificationCreate, parts: dict[str, str] | None = None
-) -> None:
+def _check_payload_limits(payload: NotificationCreate, parts: dict[str, str] | None = None) -> None:
     """422 if the notification does not fit a limit of one of its channels (``ChannelSpec``):
     better refused now than ``failed`` later. ``parts``: a template's rendered channel parts."""
     parts = parts or {}
