@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import html
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -75,7 +75,16 @@ def _target(settings: Settings, token: str) -> UnsubscribeTarget:
         raise Forbidden(str(exc)) from None
 
 
-@unsubscribe_router.post("/{token}", response_model=UnsubscribeResult)
+# Documented beside the JSON: the page (GET) and the answer to the page's form (POST).
+_HTML_PAGE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON; or, for a request that accepts text/html, a page",
+        "content": {"text/html": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@unsubscribe_router.post("/{token}", response_model=UnsubscribeResult, responses=_HTML_PAGE)
 async def one_click_unsubscribe(
     token: UnsubscribeToken, request: Request, context: ContextDep, session: SessionDep
 ) -> JSONResponse | HTMLResponse:
@@ -96,7 +105,13 @@ async def one_click_unsubscribe(
     return JSONResponse(result.model_dump())
 
 
-@unsubscribe_router.get("/{token}", response_class=HTMLResponse)
+@unsubscribe_router.get(
+    "/{token}",
+    response_model=None,
+    responses={
+        200: {"description": "a page", "content": {"text/html": {"schema": {"type": "string"}}}}
+    },
+)
 async def unsubscribe_page(token: UnsubscribeToken, context: ContextDep) -> HTMLResponse:
     """A page with the unsubscribe button (following the link changes nothing by itself)."""
     target = _target(context.settings, token)  # a forged link gets no page either
