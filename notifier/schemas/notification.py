@@ -17,7 +17,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.json_schema import SkipJsonSchema
+from pydantic.functional_validators import PlainValidator
+from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
 from notifier.models.notification import (
     Channel,
@@ -39,7 +40,8 @@ from notifier.schemas.common import (
     PhoneE164,
     Title,
 )
-from notifier.schemas.template import TEMPLATE_KEY_PATTERN, LocaleTag
+from notifier.schemas.template import LOCALE_TAG_PATTERN, TEMPLATE_KEY_PATTERN, locale_tag
+from notifier.templates.locales import MAX_TAG_CHARS
 
 MAX_BATCH = 1000
 
@@ -52,6 +54,21 @@ class RecipientOverride(BaseModel):
     phone: PhoneE164 | None = None
 
 
+def _optional_locale(value: Any) -> str | None:
+    if value is None:  # the default (an explicit null is refused by _no_nulls)
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return locale_tag(value)
+
+
+# A locale tag or nothing, without a union: a union with None refused a tag Babel does not
+# know twice, once as "not a locale Babel knows" and once as "not None".
+OptionalLocale = Annotated[
+    str | None,
+    PlainValidator(_optional_locale),
+    WithJsonSchema({"type": "string", "maxLength": MAX_TAG_CHARS, "pattern": LOCALE_TAG_PATTERN}),
+]
 TemplateKey = Annotated[str, StringConstraints(pattern=TEMPLATE_KEY_PATTERN, max_length=64)]
 _TEMPLATE_FIELDS = ("template", "data", "locale")
 # The either/or of texts and template, for the OpenAPI document (so a schema-driven client, or
@@ -84,7 +101,7 @@ class NotificationCreate(BaseModel):
     data: JsonObject | SkipJsonSchema[None] = Field(
         default=None, description="the template's ``data``: at most 64 KiB of JSON"
     )
-    locale: LocaleTag | SkipJsonSchema[None] = Field(
+    locale: OptionalLocale = Field(
         default=None, description="render in this locale (else the recipient's), with fallbacks"
     )
     notification_type: NotificationType = NotificationType.INFO
