@@ -1,9 +1,9 @@
 """Enqueue by template: ``template`` + ``data`` (+ ``locale``) rendered into the texts a
 notification stores, before anything is written (docs/architecture.md, "Templates").
 
-A request (or a whole batch) costs one query for its templates and one for its recipients
-(their locale and time zone), then one hop to the renderer's thread pool for all its renders —
-all three shared with the requests that arrive meanwhile (``GroupRender``).
+A request (or a whole batch) costs one read of its templates and its recipients (their locale
+and time zone) and one hop to the renderer's thread pool for all its renders, both shared with
+the requests that arrive meanwhile (``GroupRender``).
 Any render that fails refuses the whole request with 422, naming the variable, part and
 locale; nothing is written. What a render gives:
 
@@ -36,9 +36,6 @@ from notifier.templates import (
     TemplateError,
 )
 
-# The parts a channel reads instead of title and message (notifier/channels/*).
-CHANNEL_PARTS = ("email_subject", "email_html", "sms", "push_title", "push_body")
-
 
 @dataclass(slots=True)
 class _Member:
@@ -52,8 +49,8 @@ class _Member:
 
 class GroupRender:
     """Concurrent enqueues by template share their reads and their hop to the renderer: one
-    session with one query for all their templates and one for all their recipients, then one
-    call to the renderer's pool for all their renders.
+    statement reads all their templates and recipients (storage/render_inputs.py), then one
+    call to the renderer's pool renders for all of them.
 
     Under load each request checked out a pooled connection of its own for two small reads,
     and waited for its own turn on the pool, whose threads wait for the GIL the event loop
@@ -183,10 +180,7 @@ def _apply(
     copy = payload.model_copy(
         update={"title": texts.title, "message": texts.message, "metadata": metadata}
     )
-    channel_parts = {
-        name: value for name in CHANNEL_PARTS if (value := getattr(texts, name)) is not None
-    }
-    return copy, channel_parts
+    return copy, texts.channel_parts()
 
 
 def _key(payload: NotificationCreate) -> str:

@@ -38,9 +38,6 @@ from notifier.templates import (
 
 logger = logging.getLogger(__name__)
 
-# The parts a channel reads instead of title and message (as notifier/api/template_enqueue.py).
-_CHANNEL_PARTS = ("email_subject", "email_html", "sms", "push_title", "push_body")
-
 
 def template_key(notification: Notification) -> str | None:
     template = (notification.notification_metadata or {}).get("template")
@@ -107,6 +104,4 @@ def _apply(notification: Notification, result: RenderedTemplate) -> None:
         **(notification.notification_metadata or {}),
         "template": {"key": result.key, "version": result.version, "locale": result.locale},
     }
-    notification.rendered_parts = {
-        name: value for name in _CHANNEL_PARTS if (value := getattr(texts, name)) is not None
-    }
+    notification.rendered_parts = texts.channel_parts()
