@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from notifier.models.notification import Notification
 from tests.api.helpers import assert_error, new_user, notifications_of
@@ -210,3 +210,31 @@ async def test_one_bad_item_refuses_the_whole_batch_and_names_it(service: Runnin
     assert error["details"]["loc"] == ["body", "notifications", 1, "data"], error
     assert "data.order" in error["message"], error
     assert await notifications_of(service, user) == 0
+
+
+async def test_a_batch_reads_its_templates_and_recipients_once(service: RunningService) -> None:
+    """One statement for all the batch's templates and recipients, whatever its size."""
+    keys = [await put_template(service, LOCALIZED) for _ in range(3)]
+    users = [new_user() for _ in range(50)]
+    for user in users[:10]:
+        await set_recipient(service, user, locale="fr")
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    engine = service.context.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        items = [
+            {"user_id": user, "template": keys[i % 3], "data": DATA} for i, user in enumerate(users)
+        ]
+        async with service.client() as client:
+            response = await client.post("/v1/notifications/batch", json={"notifications": items})
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert response.status_code == 202, response.text
+    titles = [n["title"] for n in response.json()["notifications"]]
+    assert titles == ["Bonjour Ann"] * 10 + ["Hello Ann"] * 40
+    reads = [s for s in statements if "FROM recipients" in s]
+    assert len(reads) == 1 and "FROM templates" in reads[0], statements
