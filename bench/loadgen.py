@@ -164,6 +164,18 @@ def notification(user: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def templated(user: str, key: str) -> dict[str, Any]:
+    """The same notification as ``notification``, by template (``--template``)."""
+    return {
+        "user_id": user,
+        "template": key,
+        "data": {"build": 1234, "seconds": 192},
+        "notification_type": "success",
+        "priority": "normal",
+        "channels": ["websocket"],
+    }
+
+
 async def closed(args: argparse.Namespace) -> dict[str, Any]:
     if args.batch_size:
         bodies = [
@@ -176,6 +188,11 @@ async def closed(args: argparse.Namespace) -> dict[str, Any]:
                 }
             ).encode()
             for b in range(4)
+        ]
+    elif args.template:
+        bodies = [
+            json.dumps(templated(f"{args.user_prefix}{i}", args.template)).encode()
+            for i in range(args.users)
         ]
     else:
         bodies = [
@@ -286,6 +303,7 @@ def main() -> int:
     parser.add_argument("--drain", type=float, default=5.0, help="rate: wait after the load")
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--user-prefix", default="load-")
+    parser.add_argument("--template", default="", help="closed: enqueue by this template key")
     parser.add_argument(
         "--client", choices=["raw", "httpx"], default="raw", help="HTTP client (see above)"
     )

@@ -5,6 +5,9 @@
   warm-up) against one ``notifier serve`` process. Baseline: the same load against
   ``bench/bare_app.py`` (a constant-JSON FastAPI endpoint, served by uvicorn exactly as
   ``notifier serve`` serves the service).
+- ``enqueue_template``: the same load as ``enqueue_single``, each notification by ``template``
+  + ``data`` (rendered at enqueue in its recipient's locale: en, zh-CN or fr-BE → fr).
+  Baseline: ``enqueue_single`` in the same run (same texts, sent ready-made).
 - ``enqueue_batch``: ``POST /v1/notifications/batch`` with 1000 per request, one request at a
   time. Baseline: raw asyncpg ``INSERT … SELECT * FROM unnest(…)`` of the same rows (the same
   columns of ``notifications`` and ``notification_deliveries``, with the wake-up NOTIFY), one
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 
 from bench.data import DISPATCH_WAKEUP_CHANNEL
 from bench.harness import API_KEY, PYTHON, Api, Bench, Figure, Target, connect
@@ -74,7 +78,44 @@ async def _loadgen(bench: Bench, api: Api, *extra: str) -> dict[str, Any]:
         await bench.stop(child)
 
 
-async def _single(bench: Bench, api: Api) -> float:
+# en, zh-CN and fr, with a Babel filter: what a producer's template does at enqueue.
+TEMPLATE_KEY = "bench.build"
+TEMPLATE = {
+    "description": "bench: enqueue_template",
+    "default_locale": "en",
+    "locales": {
+        "en": {
+            "title": "Build finished",
+            "message": "Your build #{{ data.build }} finished successfully in "
+            "{{ data.seconds|number }} s.",
+        },
+        "zh-CN": {
+            "title": "构建完成",
+            "message": "您的构建 #{{ data.build }} 已成功完成，用时 {{ data.seconds|number }} 秒。",  # noqa: RUF001
+        },
+        "fr": {
+            "title": "Build terminé",
+            "message": "Votre build n° {{ data.build }} a réussi en {{ data.seconds|number }} s.",
+        },
+    },
+}
+_LOCALES = ("en", "zh-CN", "fr-BE")
+
+
+async def _prepare_templates(api: Api, users: int) -> None:
+    """The template, and a recipient profile with a locale for each load user."""
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=api.base_url, headers=headers, timeout=30) as client:
+        response = await client.put(f"/v1/templates/{TEMPLATE_KEY}", json=TEMPLATE)
+        response.raise_for_status()
+        for i in range(users):
+            response = await client.put(
+                f"/v1/users/load-{i}/recipient", json={"locale": _LOCALES[i % len(_LOCALES)]}
+            )
+            response.raise_for_status()
+
+
+async def _single(bench: Bench, api: Api, *extra: str) -> float:
     sizes = bench.sizes
     result = await _loadgen(
         bench,
@@ -87,11 +128,15 @@ async def _single(bench: Bench, api: Api) -> float:
         str(sizes.enqueue_warmup),
         "--users",
         "1000",
+        *extra,
     )
     if result["errors"]:
         bench.log(f"  {api.child.name}: errors {result['statuses']}")
     rate = float(result["count"]) / float(result["seconds"])
-    bench.log(f"  {api.child.name}: {result['count']} in {result['seconds']:.1f}s = {rate:.0f}/s")
+    what = " by template" if extra else ""
+    bench.log(
+        f"  {api.child.name}{what}: {result['count']} in {result['seconds']:.1f}s = {rate:.0f}/s"
+    )
     return rate
 
 
@@ -167,11 +212,13 @@ async def run(bench: Bench) -> list[Figure]:
         bare = await bench.start_api(url, module="bench.bare_app", args=(), name="bare-app")
         connection = await connect(url)
         try:
-            base, subject = [], []
+            await _prepare_templates(service, 1000)
+            base, subject, templated = [], [], []
             for run in range(runs):
                 bench.log(f"enqueue single run {run + 1}/{runs}")
                 base.append(await _single(bench, bare))
                 subject.append(await _single(bench, service))
+                templated.append(await _single(bench, service, "--template", TEMPLATE_KEY))
             single = Figure(
                 "enqueue_single",
                 "requests/s",
@@ -183,6 +230,18 @@ async def run(bench: Bench) -> list[Figure]:
                 Target("ratio_min", 0.7, ">= 0.7x bare endpoint"),
             )
             figures.append(single)
+            figures.append(
+                Figure(
+                    "enqueue_template",
+                    "requests/s",
+                    templated,
+                    list(subject),
+                    "enqueue_single requests/s (same run, texts sent ready-made)",
+                    "higher",
+                    SCENARIO,
+                    Target("ratio_min", 0.8, ">= 0.8x enqueue_single"),
+                )
+            )
             base, subject = [], []
             for run in range(runs):
                 bench.log(f"enqueue batch run {run + 1}/{runs}")

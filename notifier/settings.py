@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     twilio_from: str | None = None
     twilio_base_url: str = TWILIO_API_BASE_URL
     public_base_url: str | None = None  # where Twilio reaches our status webhook
+    # Where users reach the service (one-click unsubscribe links in emails; notifier/unsubscribe.py)
+    public_url: str | None = None
 
     vapid_private_key: SecretStr | None = None
     vapid_subject: str | None = None

@@ -35,7 +35,7 @@ TIMEOUT = 240.0
 
 EXPECTED: dict[int, set[str]] = {
     1: {"dispatch_noop", "dispatch_websocket"},
-    2: {"enqueue_single", "enqueue_batch"},
+    2: {"enqueue_single", "enqueue_template", "enqueue_batch"},
     3: {"latency_p50", "latency_p95", "latency_p99", "latency_max"},
     4: {"ws_memory_per_socket", "ws_connect_seconds_per_1k", "ws_fanout_seconds"},
     5: {"growth_claim", "inbox_first_page", "inbox_deep_page"},

@@ -127,4 +127,5 @@ def outgoing(notification: ClaimedNotification, delivery: ClaimedDelivery) -> Ou
         previous_attempts=delivery.attempts,
         after_unknown_outcome=delivery.unknown_outcomes > 0,
         **{name: getattr(notification, name) for name in _COPIED},
+        parts=notification.rendered_parts or {},
     )

@@ -25,6 +25,8 @@ from notifier.api.routes import health, inbox, metrics, notifications, tasks, us
 from notifier.api.routes.admin import page_router as admin_page_router
 from notifier.api.routes.admin import router as admin_router
 from notifier.api.routes.notification_search import router as notification_search_router
+from notifier.api.routes.preferences import router as preferences_router
+from notifier.api.routes.preferences import unsubscribe_router
 from notifier.api.routes.templates import router as templates_router
 from notifier.api.routes.webhook_endpoints import router as webhook_endpoints_router
 from notifier.settings import Settings
@@ -83,6 +85,8 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
         notification_search_router,
         admin_page_router,
         templates_router,
+        preferences_router,
+        unsubscribe_router,
         webhook_endpoints_router,
         docs.router,
     ]

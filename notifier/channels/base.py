@@ -19,7 +19,7 @@ at the channel's boundary):
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -112,6 +112,9 @@ class OutgoingMessage:
     # The previous attempt ended in UnknownOutcomeError: the peer may already hold the message,
     # so the channel must check (or make the resend recognisable) rather than resend blindly.
     after_unknown_outcome: bool = False
+    # A template's channel parts (email_subject, email_html, sms, push_title, push_body),
+    # rendered at enqueue; a channel uses its own part when present, else title and message.
+    parts: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

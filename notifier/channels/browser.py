@@ -98,8 +98,8 @@ def build_push_payload(message: OutgoingMessage) -> bytes:
     """The JSON the service worker receives (before encryption)."""
     return _encode_payload(
         notification_id=message.notification_id,
-        title=message.title,
-        message=message.message,
+        title=message.parts.get("push_title", message.title),
+        message=message.parts.get("push_body", message.message),
         notification_type=message.notification_type,
         priority=message.priority,
         action_url=message.action_url,
@@ -309,7 +309,6 @@ class BrowserChannel:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
-
 
 
 def push_configured(settings: Settings) -> bool:

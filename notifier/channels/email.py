@@ -11,12 +11,10 @@ title) and whose folder then crashes on some of them (``=?utf-8?q?=FF?=``: a lon
 
 from __future__ import annotations
 
-import html
 import re
-from email import policy
 from email.header import Header
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.utils import parseaddr
 from typing import ClassVar
 from urllib.parse import urlsplit
 
@@ -30,11 +28,12 @@ from notifier.channels.base import (
     SendResult,
     TransientError,
 )
+from notifier.channels.email_message import WIRE, WIRE_UTF8, compose_email
 from notifier.channels.smtp_relays import RelayChain, relay_metrics, relays_from
 from notifier.channels.spec import Address, ChannelSpec
-from notifier.models.base import utcnow
 from notifier.models.notification import Channel, ChannelStatus
 from notifier.settings import Settings
+from notifier.unsubscribe import unsubscribe_url
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
@@ -83,36 +82,22 @@ def message_id_for(message: OutgoingMessage, smtp_from: str) -> str:
     return f"<{message.notification_id}@{domain}>"
 
 
-def build_email(message: OutgoingMessage, *, to: str, smtp_from: str) -> EmailMessage:
-    """The email for one notification: a text part and an HTML alternative."""
-    link = safe_link(message.action_url)
-    text = f"{message.title}\n\n{message.message}\n"
-    if link:
-        text += f"\n{link}\n"
-    body_html = "<br>\n".join(html.escape(line) for line in message.message.splitlines())
-    parts = [
-        "<!doctype html>",
-        '<html><body style="font-family: sans-serif">',
-        f"<h2>{html.escape(message.title)}</h2>",
-        f"<p>{body_html}</p>",
-    ]
-    if link:
-        parts.append(f'<p><a href="{html.escape(link, quote=True)}">Open</a></p>')
-    parts.append("</body></html>")
-
-    email = EmailMessage()
-    # Stored as it goes on the wire: see the module's docstring for why not email["Subject"].
-    email.set_raw("Subject", encode_subject(safe_subject(message.title)))
-    email["From"] = smtp_from
-    email["To"] = to
-    email["Date"] = format_datetime(utcnow())
-    email["Message-ID"] = message_id_for(message, smtp_from)
-    email["X-Notifier-Notification-Id"] = str(message.notification_id)
-    # RFC 3834: tells auto-responders not to answer a notification.
-    email["Auto-Submitted"] = "auto-generated"
-    email.set_content(text)
-    email.add_alternative("\n".join(parts) + "\n", subtype="html")
-    return email
+def build_email(
+    message: OutgoingMessage, *, to: str, smtp_from: str, unsubscribe: str | None = None
+) -> EmailMessage:
+    """The email for one notification: a text part and an HTML alternative (email_message.py);
+    the Subject is the template's ``email_subject`` when it has one, else the title."""
+    subject = message.parts.get("email_subject") or message.title
+    return compose_email(
+        message,
+        to=to,
+        smtp_from=smtp_from,
+        # Stored as it goes on the wire: see the module's docstring for why not email["Subject"].
+        subject=encode_subject(safe_subject(subject)),
+        message_id=message_id_for(message, smtp_from),
+        link=safe_link(message.action_url),
+        unsubscribe=unsubscribe,
+    )
 
 
 class EmailChannel:
@@ -156,8 +141,13 @@ class EmailChannel:
             raise PermanentError("unusable address: it contains control characters")
         needs_utf8 = not (sender.isascii() and rcpt.isascii())
         try:
-            email = build_email(message, to=rcpt, smtp_from=settings.smtp_from)
-            payload = email.as_bytes(policy=policy.SMTPUTF8 if needs_utf8 else policy.SMTP)
+            email = build_email(
+                message,
+                to=rcpt,
+                smtp_from=settings.smtp_from,
+                unsubscribe=unsubscribe_url(settings, message.user_id, message.notification_type),
+            )
+            payload = email.as_bytes(policy=WIRE_UTF8 if needs_utf8 else WIRE)
         except Exception as exc:  # the same content fails the same way every time
             raise PermanentError(
                 f"the email could not be built: {type(exc).__name__}: {exc}"[:1000]

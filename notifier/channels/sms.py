@@ -73,12 +73,16 @@ def sms_reference(message: OutgoingMessage) -> str:
 
 
 def build_sms_body(message: OutgoingMessage) -> str:
-    """Title and message, trimmed to ``MAX_SMS_BODY_CHARS`` with the reference kept at the end."""
+    """The template's ``sms`` part, else title and message; trimmed to ``MAX_SMS_BODY_CHARS``
+    with the reference kept at the end."""
     suffix = " " + sms_reference(message)
-    text = " ".join(message.title.split())
-    body = " ".join(message.message.split())
-    if body:
-        text = f"{text}: {body}" if text else body
+    if "sms" in message.parts:
+        text = message.parts["sms"]  # as rendered: its line breaks are the author's
+    else:
+        text = " ".join(message.title.split())
+        body = " ".join(message.message.split())
+        if body:
+            text = f"{text}: {body}" if text else body
     room = MAX_SMS_BODY_CHARS - len(suffix)
     if len(text) > room:
         # "..." rather than an ellipsis character, which would force UCS-2 encoding.
@@ -306,7 +310,6 @@ class SmsChannel:
         http, self._http, self._client = self._http, None, None
         if http is not None:
             await http.close()
-
 
 
 def sms_configured(settings: Settings) -> bool:

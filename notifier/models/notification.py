@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     ForeignKey,
     Index,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from notifier.lifecycle.statuses import (
@@ -102,6 +104,7 @@ def new_row_values(
     expires_at: datetime | None,
     dedupe_key: str | None,
     now: datetime,
+    rendered_parts: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Every column of a new ``notifications`` row, by column name: ``Notification.build`` and
     the enqueue (``storage/enqueue.py``) write the same row. ``channels`` are unique plain names;
@@ -124,6 +127,7 @@ def new_row_values(
         "created_at": now,
         "updated_at": now,
         "dedupe_key": dedupe_key,
+        "rendered_parts": rendered_parts,
         # A row scheduled for later is claimed then, not before.
         "next_attempt_at": max(send_at, now) if send_at else now,
         **NEW_ROW_CONSTANTS,
@@ -151,7 +155,7 @@ class Notification(Base):
         # The inbox pages newest-first by (created_at, id) per user.
         Index("idx_notifications_user_created", "user_id", "created_at", "id"),
         Index("idx_notifications_related_task_id", "related_task_id"),
-        # Operators' search over every user, newest first (GET /v1/notifications; 0007c).
+        # Operators' search over every user, newest first (GET /v1/notifications; 0007).
         Index("idx_notifications_created", "created_at", "id"),
         # The inbox's unread count reads only this index (an index-only scan): a user's read
         # and cancelled rows are not in it, and send_at is in it for the "due yet" test. The
@@ -198,6 +202,13 @@ class Notification(Base):
     action_url: Mapped[str | None] = mapped_column(String(2048))
     notification_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
     recipient: Mapped[dict[str, Any] | None]  # per-notification address override
+    # A template's channel parts (email_subject, email_html, sms, push_title, push_body), as
+    # rendered at enqueue; None without a template. What the channels send
+    # (docs/architecture.md, "Templates").
+    # SQL NULL (not JSON null) when absent, whichever path wrote the row (storage/enqueue.py).
+    rendered_parts: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+    )
     status: Mapped[str] = mapped_column(String(20), default=NotificationStatus.PENDING)
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     send_at: Mapped[datetime | None]
@@ -334,7 +345,7 @@ class NotificationDelivery(Base):
     __table_args__ = (
         Index("idx_notification_deliveries_provider", "channel", "provider_id"),
         # The console's dead letter and queue: the few failed, and the few waiting, channels
-        # among all (0007c); without them each refresh read the whole table.
+        # among all (0007); without them each refresh read the whole table.
         Index(
             "idx_notification_deliveries_failed",
             "notification_id",

@@ -28,7 +28,7 @@ class NotificationTransition(Base):
         # The console's charts: a time window, per channel.
         Index("idx_transitions_occurred_channel", "occurred_at", "channel"),
         # What the console counts, and only that, read by an index-only scan on PostgreSQL
-        # (notifier/storage/admin_stats.py; migration 0007c; bench/RESULTS.md).
+        # (notifier/storage/admin_stats.py; migration 0007; bench/RESULTS.md).
         Index(
             "idx_transitions_console",
             "occurred_at",

@@ -12,9 +12,13 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    StringConstraints,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
+from pydantic.functional_validators import PlainValidator
+from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
 from notifier.models.notification import (
     Channel,
@@ -30,11 +34,14 @@ from notifier.schemas.common import (
     HttpUrlStr,
     Identifier,
     IsoDatetime,
+    JsonObject,
     MessageText,
     Metadata,
     PhoneE164,
     Title,
 )
+from notifier.schemas.template import LOCALE_TAG_PATTERN, TEMPLATE_KEY_PATTERN, locale_tag
+from notifier.templates.locales import MAX_TAG_CHARS
 
 MAX_BATCH = 1000
 
@@ -47,12 +54,56 @@ class RecipientOverride(BaseModel):
     phone: PhoneE164 | None = None
 
 
+def _optional_locale(value: Any) -> str | None:
+    if value is None:  # the default (an explicit null is refused by _no_nulls)
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return locale_tag(value)
+
+
+# A locale tag or nothing, without a union: a union with None refused a tag Babel does not
+# know twice, once as "not a locale Babel knows" and once as "not None".
+OptionalLocale = Annotated[
+    str | None,
+    PlainValidator(_optional_locale),
+    WithJsonSchema({"type": "string", "maxLength": MAX_TAG_CHARS, "pattern": LOCALE_TAG_PATTERN}),
+]
+TemplateKey = Annotated[str, StringConstraints(pattern=TEMPLATE_KEY_PATTERN, max_length=64)]
+_TEMPLATE_FIELDS = ("template", "data", "locale")
+# The either/or of texts and template, for the OpenAPI document (so a schema-driven client, or
+# fuzzer, knows it as the validator below does).
+_TEXTS_OR_TEMPLATE: dict[str, Any] = {
+    "oneOf": [
+        {
+            "required": ["title", "message"],
+            "not": {"anyOf": [{"required": [name]} for name in _TEMPLATE_FIELDS]},
+        },
+        {
+            "required": ["template"],
+            "not": {"anyOf": [{"required": ["title"]}, {"required": ["message"]}]},
+        },
+    ]
+}
+
+
 class NotificationCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_TEXTS_OR_TEMPLATE)
 
     user_id: Identifier
-    title: Title
-    message: MessageText
+    # Either title and message, or template and data (docs/architecture.md, "Templates"). Left
+    # out, not null: the document says so (SkipJsonSchema), and _no_nulls refuses a null.
+    title: Title | SkipJsonSchema[None] = None
+    message: MessageText | SkipJsonSchema[None] = None
+    template: TemplateKey | SkipJsonSchema[None] = Field(
+        default=None, description="a template key, rendered at enqueue, in place of title/message"
+    )
+    data: JsonObject | SkipJsonSchema[None] = Field(
+        default=None, description="the template's ``data``: at most 64 KiB of JSON"
+    )
+    locale: OptionalLocale = Field(
+        default=None, description="render in this locale (else the recipient's), with fallbacks"
+    )
     notification_type: NotificationType = NotificationType.INFO
     priority: Priority = Priority.NORMAL
     channels: Annotated[
@@ -82,6 +133,28 @@ class NotificationCreate(BaseModel):
         if value is not None and send_at is not None and value <= send_at:
             raise ValueError("expires_at must be later than send_at")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name in ("title", "message", *_TEMPLATE_FIELDS):
+                if name in value and value[name] is None:
+                    raise ValueError(f"{name} must not be null: leave it out")
+        return value
+
+    @model_validator(mode="after")
+    def _texts_or_template(self) -> NotificationCreate:
+        texts = self.title is not None or self.message is not None
+        if self.template is not None:
+            if texts:
+                raise ValueError("send either title and message, or template and data, not both")
+            return self
+        if self.data is not None or self.locale is not None:
+            raise ValueError("data and locale go with a template")
+        if self.title is None or self.message is None:
+            raise ValueError("title and message are required (or template and data)")
+        return self
 
 
 class NotificationBatchCreate(BaseModel):

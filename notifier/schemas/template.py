@@ -30,7 +30,7 @@ from notifier.templates.locales import MAX_TAG_CHARS, UnusableLocale, canonical_
 TEMPLATE_KEY_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
 
-def _locale_tag(value: str) -> str:
+def locale_tag(value: str) -> str:
     try:
         return canonical_tag(value)
     except UnusableLocale as exc:
@@ -45,7 +45,7 @@ LOCALE_TAG_PATTERN = (
 )
 _TAG_SHAPE = TextRule(LOCALE_TAG_PATTERN, "is not a BCP 47 language tag such as en, fr-BE or zh-CN")
 LocaleTag = Annotated[
-    str, StringConstraints(max_length=MAX_TAG_CHARS), _TAG_SHAPE, AfterValidator(_locale_tag)
+    str, StringConstraints(max_length=MAX_TAG_CHARS), _TAG_SHAPE, AfterValidator(locale_tag)
 ]
 
 
@@ -105,7 +105,7 @@ class TemplateUpsert(BaseModel):
             return value
         canonical: dict[str, Any] = {}
         for tag, parts in value.items():
-            key = _locale_tag(tag) if isinstance(tag, str) else tag
+            key = locale_tag(tag) if isinstance(tag, str) else tag
             if key in canonical:
                 raise ValueError(f"locale {key!r} is given twice")
             canonical[key] = parts

@@ -71,6 +71,8 @@ class ClaimedNotification:
     send_at: datetime | None
     expires_at: datetime | None
     created_at: datetime
+    # A template's channel parts, rendered at enqueue (None: title and message for all).
+    rendered_parts: dict[str, str] | None
     deliveries: tuple[ClaimedDelivery, ...]
 
 

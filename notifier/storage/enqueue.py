@@ -69,10 +69,11 @@ class NewNotification(Protocol):
 
     @property
     def user_id(self) -> str: ...
+    # None only before a template is rendered: the enqueue takes rendered requests.
     @property
-    def title(self) -> str: ...
+    def title(self) -> str | None: ...
     @property
-    def message(self) -> str: ...
+    def message(self) -> str | None: ...
     @property
     def notification_type(self) -> str: ...
     @property
@@ -133,6 +134,8 @@ def _varying(table: Any, constants: dict[str, Any]) -> tuple[Column[Any], ...]:
 _ROW_COLUMNS = _varying(Notification.__table__, NEW_ROW_CONSTANTS)
 _DELIVERY_COLUMNS = _varying(NotificationDelivery.__table__, NEW_DELIVERY_CONSTANTS)
 _JSON_COLUMNS = tuple(c.name for c in _ROW_COLUMNS if _pg_type(c) == "JSONB")
+# JSON columns whose None is SQL NULL (``none_as_null``), as the ORM writes them.
+_NULL_JSON = frozenset(c.name for c in _ROW_COLUMNS if getattr(c.type, "none_as_null", False))
 _ROW_PARAMS = tuple(f"n_{c.name}" for c in _ROW_COLUMNS)
 _ROW_VALUES = itemgetter(*(c.name for c in _ROW_COLUMNS))
 _DELIVERY_PARAMS = tuple(f"d_{c.name}" for c in _DELIVERY_COLUMNS)
@@ -218,20 +221,30 @@ _NEW_CHANNEL_PUBLIC = reader(DELIVERY_PUBLIC_FIELDS, names=(), by_key=True)(
 )
 
 
-def prepare(payloads: Sequence[NewNotification]) -> PreparedEnqueue:
+def prepare(
+    payloads: Sequence[NewNotification],
+    rendered_parts: Sequence[dict[str, str] | None] | None = None,
+) -> PreparedEnqueue:
     """Rows and answers for ``payloads``: the row ``Notification.build`` makes
-    (``new_row_values``), and its public dict (``models/shape.py``)."""
+    (``new_row_values``), and its public dict (``models/shape.py``).
+
+    ``rendered_parts``, one per payload: the channel parts of a rendered template, stored with
+    the notification so that a retry sends what the first attempt did (docs/architecture.md,
+    "Templates")."""
     prepared = PreparedEnqueue()
-    for payload in payloads:
+    for index, payload in enumerate(payloads):
         now = utcnow()  # per row, as Notification.build does: batch order shows in created_at
         ident = uuid.uuid4()
         channels = list(dict.fromkeys(payload.channels))  # plain names (a registered channel)
         recipient = payload.recipient.model_dump(exclude_none=True) if payload.recipient else None
+        title, message = payload.title, payload.message
+        if title is None or message is None:
+            raise ValueError("enqueue of a request whose template was not rendered")
         row = new_row_values(
             ident=ident,
             user_id=payload.user_id,
-            title=payload.title,
-            message=payload.message,
+            title=title,
+            message=message,
             notification_type=_PLAIN[payload.notification_type],
             priority=payload.priority,
             channels=channels,
@@ -243,6 +256,7 @@ def prepare(payloads: Sequence[NewNotification]) -> PreparedEnqueue:
             expires_at=payload.expires_at,
             dedupe_key=None,
             now=now,
+            rendered_parts=rendered_parts[index] if rendered_parts is not None else None,
         )
         deliveries = [new_delivery_values(ident, channel, now) for channel in channels]
         prepared.notifications.append(row)
@@ -309,7 +323,11 @@ async def _insert_postgres(
         zip(_ROW_PARAMS, zip(*map(_ROW_VALUES, prepared.notifications), strict=True), strict=True)
     )
     for name in _JSON_COLUMNS:
-        params[f"n_{name}"] = [_json_text(value) for value in params[f"n_{name}"]]
+        keep_null = name in _NULL_JSON
+        params[f"n_{name}"] = [
+            None if value is None and keep_null else _json_text(value)
+            for value in params[f"n_{name}"]
+        ]
     params.update(
         zip(
             _DELIVERY_PARAMS,

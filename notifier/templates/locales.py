@@ -80,7 +80,13 @@ def resolve_locale(wanted: str | None, available: Iterable[str], default_locale:
     ``zh-CN``: Chinese in China is written in simplified characters)."""
     if wanted is None:
         return default_locale
-    keys = list(available)
+    return _resolved(wanted, tuple(available), default_locale)
+
+
+@lru_cache(maxsize=4096)
+def _resolved(wanted: str, keys: tuple[str, ...], default_locale: str) -> str:
+    # Cached: every render of a template asks the same question of the same keys, and the
+    # Babel identities below were a seventh of a small render's time.
     by_spelling = {key.lower(): key for key in keys}
     by_identity: dict[str, str] = {}
     for key in keys:

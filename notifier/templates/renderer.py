@@ -109,6 +109,18 @@ class RenderedParts:
     push_title: str | None = None
     push_body: str | None = None
 
+    def channel_parts(self) -> dict[str, str]:
+        """The parts a channel reads instead of title and message, those the template has:
+        what a notification stores (``rendered_parts``) for its channels to send."""
+        found = {
+            "email_subject": self.email_subject,
+            "email_html": self.email_html,
+            "sms": self.sms,
+            "push_title": self.push_title,
+            "push_body": self.push_body,
+        }
+        return {name: text for name, text in found.items() if text is not None}
+
     def with_fallbacks(self) -> dict[str, str | None]:
         """Each part as its channel uses it: a missing subject or push title is the title, a
         missing push body the message, a missing SMS ``title: message`` (before the SMS
@@ -163,6 +175,16 @@ class TemplateRenderer:
         if not requests:
             return []
         return await self._in_pool(self._render_each, list(requests))
+
+    async def render_groups(
+        self, groups: Sequence[Sequence[RenderRequest]]
+    ) -> list[list[RenderedTemplate | TemplateError]]:
+        """``render_many`` for several callers at once, in one hop to the pool: each group has
+        its own batch budget, so one caller's runaway templates cannot fail another's (they
+        can delay them, by at most ``Limits.batch_seconds``)."""
+        if not groups:
+            return []
+        return await self._in_pool(lambda: [self._render_each(list(group)) for group in groups])
 
     async def validate_async(self, locales: Mapping[str, Mapping[str, str]]) -> None:
         await self._in_pool(self.validate, locales)

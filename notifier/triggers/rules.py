@@ -5,14 +5,16 @@
 - a log at ``ERROR``: an ``error`` notification; at ``CRITICAL``: priority ``urgent``.
 Channels come from settings (``notify_on_*``), overridden per task by
 ``task_metadata["notify"]["on_completed" | "on_failed" | "on_error_log" | "on_critical_log"]``.
-Each notification carries a ``dedupe_key`` naming its event, so a trigger that fires twice for
-one event creates one row (the unique index refuses the second).
+The texts are the built-in templates' (``metadata.template.key``), rendered in the owner's
+locale by texts.py; the English ones here are the fallback. Each notification carries a
+``dedupe_key`` naming its event, so a trigger that fires twice for one event creates one row
+(the unique index refuses the second).
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Any, Literal
 
 from notifier.channels.registry import CHANNELS
 from notifier.models.log import LogLevel, TaskLog
@@ -43,6 +45,12 @@ def task_key(task_id: str) -> str:
     return hashlib.sha256(task_id.encode()).hexdigest()
 
 
+def _metadata(task: TaskProgress, template: str) -> dict[str, Any]:
+    # The template that says it in the owner's language: texts.py renders it; the English
+    # texts here are what is sent should that render fail.
+    return {"task_id": task.task_id, "task_type": task.task_type, "template": {"key": template}}
+
+
 def _run_marker(task: TaskProgress) -> str:
     # A restarted task may complete or fail again: each run notifies once.
     return task.started_at.isoformat() if task.started_at else "never-started"
@@ -62,7 +70,7 @@ def notifications_for_transition(
                 f"Task {task.task_id} completed.",
                 channels=channels,
                 related_task_id=task.task_id,
-                metadata={"task_id": task.task_id, "task_type": task.task_type},
+                metadata=_metadata(task, "task.completed"),
                 dedupe_key=f"task:{task_key(task.task_id)}:completed:{_run_marker(task)}",
             )
         ]
@@ -78,7 +86,7 @@ def notifications_for_transition(
                 channels=channels,
                 priority=Priority.HIGH,
                 related_task_id=task.task_id,
-                metadata={"task_id": task.task_id, "task_type": task.task_type},
+                metadata=_metadata(task, "task.failed"),
                 dedupe_key=f"task:{task_key(task.task_id)}:failed:{_run_marker(task)}",
             )
         ]
@@ -102,7 +110,12 @@ def notifications_for_log(
             channels=channels,
             priority=Priority.URGENT if critical else Priority.HIGH,
             related_task_id=task.task_id,
-            metadata={"task_id": task.task_id, "log_id": str(log.id), "level": log.level},
+            metadata={
+                "task_id": task.task_id,
+                "log_id": str(log.id),
+                "level": log.level,
+                "template": {"key": "task.log.critical" if critical else "task.log.error"},
+            },
             dedupe_key=f"log:{log.id}",
         )
     ]

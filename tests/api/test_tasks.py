@@ -189,7 +189,8 @@ async def test_failed_creates_a_high_priority_error_notification(service: Runnin
     errors = _of_type(await notifications_for_task(service, task["task_id"]), "error")
     assert len(errors) == 1
     assert errors[0].priority == "high"
-    assert errors[0].message == "disk full on /var/export"
+    # The built-in task.failed template's text (tests/templates/test_trigger_templates.py).
+    assert errors[0].message == f"Task {task['task_id']} failed: disk full on /var/export"
     assert errors[0].user_id == user
 
 
@@ -220,8 +221,8 @@ async def test_logs_trigger_by_level(service: RunningService) -> None:
     assert after_info == []
     triggered = await notifications_for_task(service, task["task_id"])
     assert [(n.notification_type, n.priority, n.message) for n in triggered] == [
-        ("error", "high", "row 7 rejected"),
-        ("error", "urgent", "db lost"),
+        ("error", "high", f"Task {task['task_id']} logged an error in loader: row 7 rejected"),
+        ("error", "urgent", f"Task {task['task_id']} logged a critical error: db lost"),
     ]
     assert all(n.user_id == user for n in triggered)
     assert await logs_of(service, task["task_id"]) == 4
@@ -244,7 +245,9 @@ async def test_a_retried_error_log_with_its_key_is_stored_and_notified_once(
     assert_error(other, 409, "conflict")
     assert await logs_of(service, task["task_id"]) == 1
     triggered = await notifications_for_task(service, task["task_id"])
-    assert [n.message for n in triggered] == ["row 9 rejected"]
+    assert [n.message for n in triggered] == [
+        f"Task {task['task_id']} logged an error: row 9 rejected"
+    ]
 
 
 async def test_logs_oldest_first_with_level_filter_and_cursor(service: RunningService) -> None:

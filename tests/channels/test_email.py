@@ -62,7 +62,7 @@ async def test_delivers_text_and_html_with_headers(
     # The HTML part escapes the user's text and the link.
     assert "Build &lt;b&gt;done&lt;/b&gt; &amp; dusted" in mail.html
     assert "line &lt;two&gt;" in mail.html
-    assert '<a href="https://app.example.com/builds/42?tab=log&amp;x=1">' in mail.html
+    assert '<a href="https://app.example.com/builds/42?tab=log&amp;x=1" ' in mail.html
     assert "<b>" not in mail.html
 
 

@@ -88,8 +88,8 @@ async def test_all_channels_to_a_stored_recipient(
     assert mail.message["From"] == "Notifier <notify@notifier.test>"
     assert "All 12 steps passed.\nSee the log." in mail.text
     assert "https://app.example.com/builds/42" in mail.text
-    assert "<h2>Build &lt;b&gt;done&lt;/b&gt;</h2>" in mail.html
-    assert '<a href="https://app.example.com/builds/42">' in mail.html
+    assert ">Build &lt;b&gt;done&lt;/b&gt;</h2>" in mail.html
+    assert '<a href="https://app.example.com/builds/42" ' in mail.html
 
     # SMS: To, From, body with title, message and the reference.
     [sms] = twilio_peer.messages

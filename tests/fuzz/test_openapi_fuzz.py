@@ -61,6 +61,7 @@ UNSTATABLE_RULES: list[tuple[str, str]] = [
     ("is not a locale Babel knows", "a locale tag Babel has data for: CLDR decides"),
     ("syntax_error", "a template's parts are Jinja sources, parsed at PUT"),
     ("missing_variable", "the data must hold every variable the template uses"),
+    ("unknown_template", "a template key names a stored or built-in template: the store decides"),
     ("unsafe_endpoint", "a push or webhook URL's host must resolve to public addresses: DNS"),
     ("webhook endpoints; delete one first", "a count across requests (WEBHOOK_MAX_ENDPOINTS)"),
     (

@@ -25,7 +25,7 @@ from workers.dispatcher import Dispatcher
 # Reachable without a credential (docs/architecture.md, "HTTP API"); the Twilio webhook checks a
 # signature.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/push/vapid-public-key"})
-SIGNED_PATHS = frozenset({"/v1/webhooks/twilio/status"})
+SIGNED_PATHS = frozenset({"/v1/webhooks/twilio/status", "/v1/unsubscribe/{token}"})
 
 
 @dataclass(frozen=True)

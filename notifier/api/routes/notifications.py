@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from collections import Counter
@@ -22,10 +23,12 @@ from notifier.api.deps import (
 from notifier.api.errors import Conflict, NotFound, TooManyRequests, Unprocessable
 from notifier.api.idempotency import IdempotencyKeyHeader, IdempotentRequest
 from notifier.api.rate_limit import retry_after_header
+from notifier.api.template_enqueue import GroupRender, render_templated
 from notifier.auth import Principal
 from notifier.channels.registry import CHANNELS
 from notifier.channels.spec import PayloadDraft
 from notifier.models.base import utcnow
+from notifier.models.notification import Channel
 from notifier.schemas.errors import AUTHENTICATED, error_responses
 from notifier.schemas.notification import (
     NotificationBatchCreate,
@@ -54,16 +57,23 @@ router = APIRouter(
 )
 
 
-def _check_payload_limits(payload: NotificationCreate) -> None:
+def _check_payload_limits(payload: NotificationCreate, parts: dict[str, str] | None = None) -> None:
     """422 if the notification does not fit a limit of one of its channels (``ChannelSpec``):
-    better refused now than ``failed`` later."""
-    draft = None
+    better refused now than ``failed`` later. ``parts``: a template's rendered channel parts."""
+    parts = parts or {}
     for name in payload.channels:
         spec = CHANNELS.get(name)
         limit = spec.payload_limit if spec is not None else None
         if limit is None:
             continue
-        draft = draft or PayloadDraft.of(payload)
+        # Rendered by now (a template's title and message replaced the payload's).
+        draft = PayloadDraft.of(payload)
+        if name == Channel.BROWSER.value:  # push sends its own parts (channels/browser.py)
+            draft = dataclasses.replace(
+                draft,
+                title=parts.get("push_title", draft.title),
+                message=parts.get("push_body", draft.message),
+            )
         if not limit.fits(draft):
             raise Unprocessable(
                 limit.message,
@@ -113,6 +123,14 @@ def _group_commit(request: Request, context: ServiceContext) -> GroupCommit:
     group: GroupCommit | None = getattr(request.app.state, "enqueue_group_commit", None)
     if group is None or group.engine is not context.engine:
         group = request.app.state.enqueue_group_commit = GroupCommit(context.engine)
+    return group
+
+
+def _group_render(request: Request, context: ServiceContext) -> GroupRender:
+    """This app's shared renders for enqueues by template (made on first use, as the writer)."""
+    group: GroupRender | None = getattr(request.app.state, "template_group_render", None)
+    if group is None or group.context is not context:
+        group = request.app.state.template_group_render = GroupRender(context)
     return group
 
 
@@ -187,8 +205,11 @@ async def enqueue_notification(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     guard = _guard(request, principal, idempotency_key, payload)
-    _check_payload_limits(payload)
-    prepared = prepare([payload])
+    payloads, parts = await render_templated(
+        _group_render(request, context), [payload], batch=False
+    )
+    _check_payload_limits(payloads[0], parts[0] if parts else None)
+    prepared = prepare(payloads, parts)
     return await _enqueue(
         request=request,
         context=context,
@@ -212,9 +233,11 @@ async def enqueue_batch(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     guard = _guard(request, principal, idempotency_key, payload)
-    for item in payload.notifications:
-        _check_payload_limits(item)
-    prepared = prepare(payload.notifications)
+    renders = _group_render(request, context)
+    payloads, parts = await render_templated(renders, payload.notifications, batch=True)
+    for index, item in enumerate(payloads):
+        _check_payload_limits(item, parts[index] if parts else None)
+    prepared = prepare(payloads, parts)
     return await _enqueue(
         request=request,
         context=context,

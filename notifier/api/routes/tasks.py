@@ -53,6 +53,7 @@ from notifier.triggers.task_events import (
     task_end_event,
 )
 from notifier.triggers.task_states import IllegalTransition
+from notifier.triggers.texts import render_triggered
 
 router = APIRouter(
     prefix="/v1/tasks", tags=["tasks"], responses=error_responses(*AUTHENTICATED, 409)
@@ -138,6 +139,7 @@ async def update_task(
         restarted=was_finished and not task.is_finished,
         now=task.updated_at,
     )
+    await render_triggered(session, context.renderer, task, triggered)
     add_notifications(session, triggered)
     if created is not None:
         triggered.append(created)
@@ -201,6 +203,7 @@ async def add_task_log(
     triggered = notifications_for_new_log(task, log, context.settings)
     body = TaskLogPublic.model_validate(log.to_dict()).model_dump(mode="json")
     guard.remember(session, status.HTTP_201_CREATED, body)
+    await render_triggered(session, context.renderer, task, triggered, log=log)
     add_log(session, log, triggered)
     try:
         await session.flush()  # a concurrent retry with the same key loses here

@@ -378,6 +378,64 @@
     say("Browser notifications are on.");
   }
 
+  // ---- preferences ---------------------------------------------------------------------------
+
+  // What a user may turn off: a channel for everything, or email for one notification type
+  // (what an email's unsubscribe link does). PATCH sends false to turn off, null to turn back
+  // on (the setting is removed). GET/PATCH /v1/users/{user}/preferences.
+  const PREF_CHANNELS = [
+    ["email", "Email"],
+    ["sms", "SMS"],
+    ["browser", "Browser notifications"],
+    ["websocket", "In this page"],
+  ];
+  const PREF_TYPES = ["info", "success", "warning", "error", "progress"];
+
+  function preferenceToggle(id, label, checked, changeFor) {
+    const row = el("label", "toggle");
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.id = "pref-" + id;
+    box.checked = checked;
+    box.addEventListener("change", async () => {
+      box.disabled = true;
+      try {
+        renderPreferences(await api("PATCH", userPath + "/preferences", changeFor(box.checked)));
+        say("Preferences saved.");
+      } catch (error) {
+        box.checked = !box.checked;
+        box.disabled = false;
+        say("Could not save preferences: " + error.message);
+      }
+    });
+    row.append(box, el("span", null, label));
+    return row;
+  }
+
+  function renderPreferences(prefs) {
+    const channels = prefs.channels || {};
+    const types = prefs.types || {};
+    $("pref-channels").replaceChildren(
+      ...PREF_CHANNELS.map(([name, label]) =>
+        preferenceToggle("channel-" + name, label, channels[name] !== false, (on) => ({
+          channels: { [name]: on ? null : false },
+        })),
+      ),
+    );
+    $("pref-types").replaceChildren(
+      ...PREF_TYPES.map((kind) =>
+        preferenceToggle("email-" + kind, kind, !(types[kind] && types[kind].email === false), (on) => ({
+          types: { [kind]: { email: on ? null : false } },
+        })),
+      ),
+    );
+  }
+
+  async function loadPreferences() {
+    renderPreferences(await api("GET", userPath + "/preferences"));
+    $("preferences").hidden = false;
+  }
+
   // ---- start ---------------------------------------------------------------------------------
 
   // The page says "Loading…" (in its HTML, so also before this script runs) until the first
@@ -400,6 +458,7 @@
       say("Open this page with #token=…&user=… in its address.");
       return;
     }
+    loadPreferences().catch((error) => say("Could not load preferences: " + error.message));
     // Load first, then connect: anything created in between is replayed by the server.
     Promise.all([loadInbox(), loadTasks()])
       .catch((error) => say("Could not load the inbox: " + error.message))
