@@ -193,14 +193,15 @@ def _event(record: TransitionRecord) -> webhook_events.WebhookEvent | None:
 
 # PostgreSQL: the rows, INSERT … SELECT FROM unnest(…), as a data-modifying CTE that runs before
 # the outbox's statement (``webhooks.pg_emit_after``): one round trip for the rows and their
-# events, the same SQL whatever the batch's size.
+# events, the same SQL whatever the batch's size. The ids are the server's (a uuid4 in Python
+# cost a tenth of recording a transition).
 _RECORD_CTE = """
 recorded AS (
     INSERT INTO notification_transitions (
         id, notification_id, user_id, kind, channel, from_status, to_status, attempts,
         latency_ms, occurred_at)
-    SELECT * FROM unnest(
-        CAST(:t_id AS uuid[]), CAST(:t_notification_id AS uuid[]), CAST(:t_user_id AS text[]),
+    SELECT gen_random_uuid(), * FROM unnest(
+        CAST(:t_notification_id AS uuid[]), CAST(:t_user_id AS text[]),
         CAST(:t_kind AS text[]), CAST(:t_channel AS text[]), CAST(:t_from_status AS text[]),
         CAST(:t_to_status AS text[]), CAST(:t_attempts AS int[]), CAST(:t_latency_ms AS int[]),
         CAST(:t_occurred_at AS timestamptz[]))
@@ -222,7 +223,6 @@ def pg_record_params(records: Sequence[TransitionRecord]) -> dict[str, Any]:
     params = pg_emit_params(events)
     params.update(
         {
-            "t_id": [uuid.uuid4() for _ in records],
             "t_notification_id": [r.notification_id for r in records],
             "t_user_id": [r.user_id for r in records],
             "t_kind": [r.transition.kind for r in records],
