@@ -14,10 +14,10 @@ transaction:
    the lease check: an item is refused unless this worker still holds the lease, except for a
    success, which is recorded whoever holds the row now (the machine never moves a channel
    backwards), so that the new holder does not send it a second time;
-4. writes back the rows that changed: on PostgreSQL in one statement (``unnest`` of arrays,
-   one round trip for both tables), on SQLite with one executemany ``UPDATE`` per table;
-5. records the transitions those changes made, and their webhook events
-   (``transitions.record_transitions``: one more statement on PostgreSQL).
+4. writes back the rows that changed and records the transitions those changes made, with
+   their webhook events: on PostgreSQL in one statement (``unnest`` of arrays, one round trip
+   for the tables and the outbox), on SQLite with one executemany ``UPDATE`` per table and
+   ``transitions.record_transitions``.
 
 The rows are plain objects, not ORM instances: building, tracking and flushing those was most
 of the cost of recording an outcome.
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select, text, update
+from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from notifier.lifecycle.machine import ChannelChange, ChannelEvent, next_attempt_for
@@ -45,6 +45,8 @@ from notifier.storage.dispatch import PROVIDER_ID_CHARS
 from notifier.storage.transitions import (
     TransitionRecord,
     advance_channel,
+    pg_record_after,
+    pg_record_params,
     record_transitions,
     summarize_notification,
 )
@@ -131,8 +133,8 @@ async def record_outcomes(
         results = [
             _apply(item, rows.get(item.notification_id), worker_id, now, records) for item in items
         ]
-        await _write_back(connection, [row for row in rows.values() if row.changed])
-        emitted = await record_transitions(connection, records)
+        changed = [row for row in rows.values() if row.changed]
+        emitted = await _write_back(connection, changed, records)
     if emitted and on_events is not None:
         on_events()
     return results
@@ -177,8 +179,8 @@ async def settle_externally(
         summarize_notification(row, now, records, leased=leased)
         row.changed = True
         results.append(True)
-    await _write_back(connection, [row for row in rows.values() if row.changed])
-    return results, await record_transitions(connection, records)
+    changed = [row for row in rows.values() if row.changed]
+    return results, await _write_back(connection, changed, records)
 
 
 # SELECT id, status, … FROM notifications WHERE id IN (…) ORDER BY id FOR UPDATE
@@ -318,11 +320,12 @@ _WRITE_NOTIFICATION = (
 
 
 # The same two writes in one statement, one round trip, on PostgreSQL: ``unnest`` turns the
-# column arrays back into rows, and the channels' UPDATE runs as a data-modifying CTE (which
-# PostgreSQL executes whether or not the main statement reads it).
-_WRITE_BOTH_POSTGRES = text(
-    """
-WITH channels AS (
+# column arrays back into rows, and both UPDATEs run as data-modifying CTEs (which PostgreSQL
+# executes whether or not the main statement reads them), followed by the record of the
+# transitions they made and their webhook events (``transitions.pg_record_after``): the change
+# and its record in one round trip, made while the batch's row locks are held.
+_WRITE_CTES = """
+channels AS (
     UPDATE notification_deliveries AS d
     SET status = v.status, attempts = v.attempts, last_error = v.last_error,
         provider_id = v.provider_id, unknown_outcomes = v.unknown_outcomes,
@@ -334,27 +337,33 @@ WITH channels AS (
          AS v(notification_id, channel, status, attempts, last_error, provider_id,
               unknown_outcomes, next_attempt_at, updated_at)
     WHERE d.notification_id = v.notification_id AND d.channel = v.channel
-)
-UPDATE notifications AS n
-SET status = v.status, retry_count = v.retry_count, updated_at = v.updated_at,
-    next_attempt_at = v.next_attempt_at, lease_owner = v.lease_owner,
-    lease_expires_at = v.lease_expires_at
-FROM unnest(CAST(:n_id AS uuid[]), CAST(:n_status AS text[]), CAST(:n_retry_count AS int[]),
-            CAST(:n_updated_at AS timestamptz[]), CAST(:n_next_attempt_at AS timestamptz[]),
-            CAST(:n_lease_owner AS text[]), CAST(:n_lease_expires_at AS timestamptz[]))
-     AS v(id, status, retry_count, updated_at, next_attempt_at, lease_owner, lease_expires_at)
-WHERE n.id = v.id
-"""
-)
+), notified AS (
+    UPDATE notifications AS n
+    SET status = v.status, retry_count = v.retry_count, updated_at = v.updated_at,
+        next_attempt_at = v.next_attempt_at, lease_owner = v.lease_owner,
+        lease_expires_at = v.lease_expires_at
+    FROM unnest(CAST(:n_id AS uuid[]), CAST(:n_status AS text[]), CAST(:n_retry_count AS int[]),
+                CAST(:n_updated_at AS timestamptz[]), CAST(:n_next_attempt_at AS timestamptz[]),
+                CAST(:n_lease_owner AS text[]), CAST(:n_lease_expires_at AS timestamptz[]))
+         AS v(id, status, retry_count, updated_at, next_attempt_at, lease_owner,
+              lease_expires_at)
+    WHERE n.id = v.id
+    RETURNING 1
+)"""
+_WRITE_AND_RECORD_POSTGRES = pg_record_after(_WRITE_CTES)
 
 
-async def _write_back(connection: AsyncConnection, rows: list[_Row]) -> None:
+async def _write_back(
+    connection: AsyncConnection, rows: list[_Row], records: list[TransitionRecord]
+) -> int:
+    """Write the changed rows back and record ``records``; the number of webhook deliveries
+    written (``transitions.record_transitions``)."""
     if not rows:
-        return
+        return await record_transitions(connection, records)  # nothing changed: none either
     channels = [d for row in rows for d in row.deliveries if d.changed]
     if connection.dialect.name == "postgresql":
-        await connection.execute(_WRITE_BOTH_POSTGRES, _as_arrays(rows, channels))
-        return
+        params = _as_arrays(rows, channels) | pg_record_params(records)
+        return int((await connection.execute(_WRITE_AND_RECORD_POSTGRES, params)).scalar_one())
     if channels:
         await connection.execute(
             _WRITE_CHANNEL,
@@ -388,10 +397,11 @@ async def _write_back(connection: AsyncConnection, rows: list[_Row]) -> None:
             for row in rows
         ],
     )
+    return await record_transitions(connection, records)
 
 
 def _as_arrays(rows: list[_Row], channels: list[_Channel]) -> dict[str, list[Any]]:
-    """``_WRITE_BOTH_POSTGRES``'s parameters: one array per column."""
+    """``_WRITE_CTES``' parameters: one array per column."""
     return {
         "notification_id": [d.notification_id for d in channels],
         "channel": [d.channel for d in channels],

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import TextClause
 
 from notifier.lifecycle.machine import (
     ChannelChange,
@@ -190,22 +191,52 @@ def _event(record: TransitionRecord) -> webhook_events.WebhookEvent | None:
     )
 
 
-# PostgreSQL: the rows (INSERT … SELECT FROM unnest(…)) and the outbox's statement in one: one
-# round trip for the batch, the same SQL whatever its size.
-_PG_RECORD_AND_EMIT = pg_emit_after(
-    """
+# PostgreSQL: the rows, INSERT … SELECT FROM unnest(…), as a data-modifying CTE that runs before
+# the outbox's statement (``webhooks.pg_emit_after``): one round trip for the rows and their
+# events, the same SQL whatever the batch's size. The ids are the server's (a uuid4 in Python
+# cost a tenth of recording a transition).
+_RECORD_CTE = """
 recorded AS (
     INSERT INTO notification_transitions (
         id, notification_id, user_id, kind, channel, from_status, to_status, attempts,
         latency_ms, occurred_at)
-    SELECT * FROM unnest(
-        CAST(:t_id AS uuid[]), CAST(:t_notification_id AS uuid[]), CAST(:t_user_id AS text[]),
+    SELECT gen_random_uuid(), * FROM unnest(
+        CAST(:t_notification_id AS uuid[]), CAST(:t_user_id AS text[]),
         CAST(:t_kind AS text[]), CAST(:t_channel AS text[]), CAST(:t_from_status AS text[]),
         CAST(:t_to_status AS text[]), CAST(:t_attempts AS int[]), CAST(:t_latency_ms AS int[]),
         CAST(:t_occurred_at AS timestamptz[]))
     RETURNING 1
 )"""
-)
+_PG_RECORD_AND_EMIT = pg_emit_after(_RECORD_CTE)
+
+
+def pg_record_after(ctes: str) -> TextClause:
+    """``record_transitions``' PostgreSQL statement after a writer's own data-modifying CTEs
+    (``name AS (UPDATE …)``), so that the change and its record are one round trip
+    (``outcome_batch``'s write-back). Its result is the number of webhook deliveries created;
+    its parameters ``pg_record_params``' and the CTEs' own."""
+    return pg_emit_after(f"{ctes},{_RECORD_CTE}")
+
+
+def pg_record_params(records: Sequence[TransitionRecord]) -> dict[str, Any]:
+    events = [event for record in records if (event := _event(record)) is not None]
+    params = pg_emit_params(events)
+    params.update(
+        {
+            "t_notification_id": [r.notification_id for r in records],
+            "t_user_id": [r.user_id for r in records],
+            "t_kind": [r.transition.kind for r in records],
+            "t_channel": [r.transition.channel for r in records],
+            "t_from_status": [r.transition.from_status for r in records],
+            "t_to_status": [r.transition.to_status for r in records],
+            "t_attempts": [
+                r.attempts if r.transition.channel is not None else None for r in records
+            ],
+            "t_latency_ms": [r.latency_ms for r in records],
+            "t_occurred_at": [r.occurred_at for r in records],
+        }
+    )
+    return params
 
 
 def _row(record: TransitionRecord) -> dict[str, Any]:
@@ -230,14 +261,12 @@ async def record_transitions(connection: Executor, rows: Sequence[TransitionReco
     after its commit; on PostgreSQL the commit's NOTIFY wakes the others)."""
     if not rows:
         return 0
-    values = [_row(record) for record in rows]
-    events = [event for record in rows if (event := _event(record)) is not None]
     bind = connection.get_bind() if isinstance(connection, AsyncSession) else connection
     if bind.dialect.name == "postgresql":
-        params = pg_emit_params(events)
-        params.update({f"t_{column}": [v[column] for v in values] for column in values[0]})
+        params = pg_record_params(rows)
         return int((await connection.execute(_PG_RECORD_AND_EMIT, params)).scalar_one())
-    await connection.execute(insert(NotificationTransition), values)
+    await connection.execute(insert(NotificationTransition), [_row(record) for record in rows])
+    events = [event for record in rows if (event := _event(record)) is not None]
     return await emit_events(connection, events)
 
 
