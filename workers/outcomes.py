@@ -32,26 +32,11 @@ from workers.retry import GiveUp, RetryPolicy
 T = TypeVar("T")
 
 class DispatchObserver(Protocol):
-    """Hooks for metrics; every method must be cheap and must not raise."""
+    """Hooks for metrics; every method must be cheap and must not raise. The bodies record
+    nothing: ``NoObserver`` is this protocol as it stands."""
 
     def claimed(self, waited_seconds: Sequence[float]) -> None:
         """One entry per notification just claimed: how long it had been due."""
-
-    def outcome(
-        self,
-        channel: str,
-        status: ChannelStatus,
-        *,
-        send_seconds: float,
-        waited_seconds: float,
-        tries: int,
-    ) -> None: ...
-
-    def channel_paused(self, channel: str) -> None: ...
-
-
-class NoObserver:
-    def claimed(self, waited_seconds: Sequence[float]) -> None:
         return None
 
     def outcome(
@@ -67,6 +52,10 @@ class NoObserver:
 
     def channel_paused(self, channel: str) -> None:
         return None
+
+
+class NoObserver(DispatchObserver):
+    """Records nothing (tests, and the bench's no-op worker)."""
 
 
 def is_transient_db_error(exc: BaseException) -> bool:

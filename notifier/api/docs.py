@@ -8,29 +8,23 @@ licence file) and served under ``/docs/assets/``.
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
-
 from fastapi import APIRouter, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
-from notifier.api.errors import NotFound
+from notifier.api.static_files import Assets, static_response
 
 router = APIRouter(include_in_schema=False)
 
-VENDOR_DIR = Path(__file__).resolve().parent / "static" / "vendor" / "swagger-ui"
 ASSETS_PATH = "/docs/assets"
-_ASSETS: dict[str, str] = {
-    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
-    "swagger-ui.css": "text/css; charset=utf-8",
-    "favicon-32x32.png": "image/png",
+_VENDOR = "vendor/swagger-ui/"
+_ASSETS: Assets = {
+    "swagger-ui-bundle.js": (_VENDOR + "swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+    "swagger-ui.css": (_VENDOR + "swagger-ui.css", "text/css; charset=utf-8"),
+    "favicon-32x32.png": (_VENDOR + "favicon-32x32.png", "image/png"),
 }
-
-
-@cache
-def _read(name: str) -> bytes:
-    return (VENDOR_DIR / name).read_bytes()
+# A release's vendored files do not change: cached for an hour.
+_HEADERS = {"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}
 
 
 @router.get("/docs")
@@ -49,11 +43,4 @@ async def swagger_ui(request: Request) -> HTMLResponse:
 
 @router.get(ASSETS_PATH + "/{name}")
 async def swagger_ui_asset(name: str) -> Response:
-    media_type = _ASSETS.get(name)
-    if media_type is None:
-        raise NotFound("no such documentation asset")
-    return Response(
-        _read(name),
-        media_type=media_type,
-        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
-    )
+    return static_response(_ASSETS, name, what="documentation asset", headers=_HEADERS)

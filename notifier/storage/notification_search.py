@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, exists, select, tuple_
+from sqlalchemy import ColumnElement, exists
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.models.notification import Notification, NotificationDelivery
-from notifier.storage.cursors import decode_cursor, encode_cursor
+from notifier.storage.notifications import newest_first
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,21 +58,7 @@ async def search_notifications(
     session: AsyncSession, search: SearchFilter, *, limit: int, cursor: str | None
 ) -> SearchPage:
     """Raises ``InvalidCursor`` for a cursor this service did not issue."""
-    conditions = _conditions(search)
-    if cursor is not None:
-        created_at, ident = decode_cursor(cursor)
-        conditions.append(
-            tuple_(Notification.created_at, Notification.id) < tuple_(created_at, ident)
-        )
-    query = (
-        select(Notification)
-        .where(*conditions)
-        .order_by(Notification.created_at.desc(), Notification.id.desc())
-        .limit(limit + 1)
+    rows, next_cursor = await newest_first(
+        session, _conditions(search), limit=limit, cursor=cursor
     )
-    rows = list((await session.execute(query)).scalars())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
     return SearchPage(rows, next_cursor)

@@ -92,11 +92,26 @@ async def inbox_page(
     conditions = _visible_to_user(user_id, now)
     if unread_only:
         conditions.append(_UNREAD)
+    rows, next_cursor = await newest_first(session, conditions, limit=limit, cursor=cursor)
+    return InboxSlice(rows, await unread_count(session, user_id, now=now), next_cursor)
+
+
+async def newest_first(
+    session: AsyncSession,
+    conditions: list[ColumnElement[bool]],
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Notification], str | None]:
+    """The notifications matching ``conditions``, newest first, keyset-paged on
+    (created_at, id), and the cursor of the next page (None on the last). Raises
+    ``InvalidCursor`` for a cursor this service did not issue."""
     if cursor is not None:
         created_at, ident = decode_cursor(cursor)
-        conditions.append(
-            tuple_(Notification.created_at, Notification.id) < tuple_(created_at, ident)
-        )
+        conditions = [
+            *conditions,
+            tuple_(Notification.created_at, Notification.id) < tuple_(created_at, ident),
+        ]
     query = (
         select(Notification)
         .where(*conditions)
@@ -104,11 +119,10 @@ async def inbox_page(
         .limit(limit + 1)
     )
     rows = list((await session.execute(query)).scalars())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
-    return InboxSlice(rows, await unread_count(session, user_id, now=now), next_cursor)
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
 
 
 async def unread_count(session: AsyncSession, user_id: str, *, now: datetime | None = None) -> int:

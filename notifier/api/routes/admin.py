@@ -10,14 +10,12 @@ types in.
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
 from notifier.api.deps import ProducerDep, SessionDep
-from notifier.api.errors import NotFound
+from notifier.api.static_files import PAGE_HEADERS, Assets, read_static, static_response
 from notifier.channels.registry import CHANNELS
 from notifier.schemas.admin import AdminStats, ChannelStats, LatencySeries, QueueDepth
 from notifier.schemas.errors import AUTHENTICATED, error_responses
@@ -26,8 +24,7 @@ from notifier.storage.admin_stats import MAX_WINDOW_SECONDS, MIN_WINDOW_SECONDS,
 router = APIRouter(tags=["admin"], responses=error_responses(*AUTHENTICATED))
 page_router = APIRouter(include_in_schema=False)
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-_ASSETS: dict[str, tuple[str, str]] = {
+_ASSETS: Assets = {
     "admin.js": ("admin.js", "text/javascript; charset=utf-8"),
     "admin.css": ("admin.css", "text/css; charset=utf-8"),
     "uPlot.iife.min.js": ("vendor/uplot/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
@@ -45,17 +42,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "frame-ancestors 'none'",
     ]
 )
-_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
-
-
-@cache
-def _read(name: str) -> bytes:
-    return (STATIC_DIR / name).read_bytes()
+_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, **PAGE_HEADERS}
 
 
 @router.get("/v1/admin/stats", response_model=AdminStats)
@@ -86,13 +73,11 @@ async def admin_stats(
 
 @page_router.get("/admin")
 async def admin_page() -> Response:
-    return Response(_read("admin.html"), media_type="text/html; charset=utf-8", headers=_HEADERS)
+    return Response(
+        read_static("admin.html"), media_type="text/html; charset=utf-8", headers=_HEADERS
+    )
 
 
 @page_router.get("/admin/{name}")
 async def admin_asset(name: str) -> Response:
-    asset = _ASSETS.get(name)
-    if asset is None:
-        raise NotFound("no such console asset")
-    path, media_type = asset
-    return Response(_read(path), media_type=media_type, headers=_HEADERS)
+    return static_response(_ASSETS, name, what="console asset", headers=_HEADERS)

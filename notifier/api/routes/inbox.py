@@ -13,38 +13,24 @@ worker lives at ``/inbox/sw.js`` and is allowed the scope ``/inbox`` so that it 
 from __future__ import annotations
 
 import re
-from functools import cache
-from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 
-from notifier.api.errors import NotFound
+from notifier.api.static_files import PAGE_HEADERS, Assets, read_static, static_response
 
 router = APIRouter(tags=["inbox"], include_in_schema=False)
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 SERVICE_WORKER_SCOPE = "/inbox"
 
-_ASSETS: dict[str, str] = {
-    "inbox.js": "text/javascript; charset=utf-8",
-    "inbox.css": "text/css; charset=utf-8",
-    "sw.js": "text/javascript; charset=utf-8",
+_ASSETS: Assets = {
+    "inbox.js": ("inbox.js", "text/javascript; charset=utf-8"),
+    "inbox.css": ("inbox.css", "text/css; charset=utf-8"),
+    "sw.js": ("sw.js", "text/javascript; charset=utf-8"),
 }
 
 # A Host header we are willing to echo into the CSP: a DNS name, IPv4 or bracketed IPv6
 # literal, with an optional port. Anything else falls back to 'self' alone.
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$")
-
-_COMMON_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
-
-
-@cache
-def _read(name: str) -> bytes:
-    return (STATIC_DIR / name).read_bytes()
 
 
 def content_security_policy(host: str | None) -> str:
@@ -70,17 +56,18 @@ def content_security_policy(host: str | None) -> str:
 
 @router.get("/inbox")
 async def inbox_page(request: Request) -> Response:
-    headers = dict(_COMMON_HEADERS)
-    headers["Content-Security-Policy"] = content_security_policy(request.headers.get("host"))
-    return Response(_read("inbox.html"), media_type="text/html; charset=utf-8", headers=headers)
+    headers = {
+        **PAGE_HEADERS,
+        "Content-Security-Policy": content_security_policy(request.headers.get("host")),
+    }
+    return Response(
+        read_static("inbox.html"), media_type="text/html; charset=utf-8", headers=headers
+    )
 
 
 @router.get("/inbox/{name}")
 async def inbox_asset(name: str) -> Response:
-    media_type = _ASSETS.get(name)
-    if media_type is None:
-        raise NotFound("no such inbox asset")
-    headers = dict(_COMMON_HEADERS)
+    headers = dict(PAGE_HEADERS)
     if name == "sw.js":
         headers["Service-Worker-Allowed"] = SERVICE_WORKER_SCOPE
-    return Response(_read(name), media_type=media_type, headers=headers)
+    return static_response(_ASSETS, name, what="inbox asset", headers=headers)
