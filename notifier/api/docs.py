@@ -12,12 +12,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
-from notifier.api.static_files import Assets, static_response
+from notifier.api.static_files import STATIC_DIR, Assets, static_response
 
 router = APIRouter(include_in_schema=False)
 
 ASSETS_PATH = "/docs/assets"
 _VENDOR = "vendor/swagger-ui/"
+VENDOR_DIR = STATIC_DIR / _VENDOR  # with its LICENSE and NOTICE
 _ASSETS: Assets = {
     "swagger-ui-bundle.js": (_VENDOR + "swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
     "swagger-ui.css": (_VENDOR + "swagger-ui.css", "text/css; charset=utf-8"),
