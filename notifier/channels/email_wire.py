@@ -39,6 +39,8 @@ from notifier.models.base import utcnow
 
 # policy.default's line length (what set_content encodes for) and its body line separator.
 _MAX_LINE = 78
+# The longest body line whose quoted-printable form is remembered (_qp_line).
+_CACHED_LINE = 512
 # SMTP's hard limit on a line (RFC 5321 4.5.3.1.6), CRLF excluded.
 _HARD_LINE = 998
 # An addr-spec written as it is by the address header's parser and folder: a dot-atom local
@@ -53,6 +55,22 @@ _SIMPLE_MESSAGE_ID = re.compile(r"<[A-Za-z0-9-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*
 _SIMPLE_URL = re.compile(r"[!-;=?-~]+")
 
 
+@lru_cache(maxsize=512)
+def _qp_cached(line: bytes) -> str:
+    return quoprimime.body_encode(line.decode("latin-1") + "\n", _MAX_LINE)
+
+
+def _qp_line(line: bytes) -> str:
+    """One line (without its end) as ``quoprimime.body_encode`` writes it, ending in "\n".
+    That encoder works line by line (every character that could end a line is escaped first),
+    so a body's encoding is the concatenation of its lines'. Most lines of the default layout
+    are the same in every email, so short lines are remembered (bounded: 512 lines of at most
+    _CACHED_LINE bytes)."""
+    if len(line) <= _CACHED_LINE:
+        return _qp_cached(line)
+    return quoprimime.body_encode(line.decode("latin-1") + "\n", _MAX_LINE)
+
+
 def _encode_text(text: str) -> tuple[str, bytes]:
     """``(cte, body)`` as ``email.contentmanager.set_text_content`` makes them under
     policy.default (utf-8, 78 columns, 8bit allowed), with the body's lines ending in CRLF as
@@ -65,7 +83,7 @@ def _encode_text(text: str) -> tuple[str, bytes]:
             lines
         ) + b"\r\n"
     sniff = b"\n".join(lines[:10]) + b"\n"
-    sniff_qp = quoprimime.body_encode(sniff.decode("latin-1"), _MAX_LINE)
+    sniff_qp = "".join(map(_qp_line, lines[:10]))
     if len(sniff_qp) > len(binascii.b2a_base64(sniff)):
         data = b"\n".join(lines) + b"\n"
         step = _MAX_LINE // 4 * 3
@@ -73,9 +91,8 @@ def _encode_text(text: str) -> tuple[str, bytes]:
             binascii.b2a_base64(data[i : i + step]) for i in range(0, len(data), step)
         )
         return "base64", encoded.replace(b"\n", b"\r\n")
-    if len(lines) > 10:
-        sniff_qp = quoprimime.body_encode((b"\n".join(lines) + b"\n").decode("latin-1"), _MAX_LINE)
-    return "quoted-printable", sniff_qp.replace("\n", "\r\n").encode("ascii")
+    qp = sniff_qp + "".join(map(_qp_line, lines[10:])) if len(lines) > 10 else sniff_qp
+    return "quoted-printable", qp.replace("\n", "\r\n").encode("ascii")
 
 
 def _part(subtype: str, text: str, extra: str) -> bytes:
