@@ -155,7 +155,7 @@ class EmailChannel:
         message_id = message_id_for(message, settings.smtp_from)
         try:
             # Written straight to bytes (email_wire.py): the email package's object and
-            # generator were most of the worker's CPU per email (docs/architecture.md).
+            # generator were most of the worker's CPU per email (docs/architecture.md, "Templates").
             payload = email_bytes(
                 message,
                 to=rcpt,

@@ -3,7 +3,7 @@
 
 Why: building the message object and serializing it was ~70% of the worker's CPU per email
 (bench/RESULTS.md, "Email throughput" and "Email MIME writer A/B"). The message we send has
-one fixed shape (docs/architecture.md, "Email relays": ``multipart/alternative``, a text part
+one fixed shape (docs/architecture.md, "Templates": ``multipart/alternative``, a text part
 and an HTML part, the headers email_message.py sets), so its bytes can be written directly.
 
 What it writes is what ``compose_email(...).as_bytes(policy=WIRE)`` writes, byte for byte
