@@ -15,6 +15,7 @@ import re
 from email.header import Header
 from email.message import EmailMessage
 from email.utils import parseaddr
+from functools import lru_cache
 from typing import ClassVar
 from urllib.parse import urlsplit
 
@@ -28,7 +29,8 @@ from notifier.channels.base import (
     SendResult,
     TransientError,
 )
-from notifier.channels.email_message import WIRE, WIRE_UTF8, compose_email
+from notifier.channels.email_message import compose_email
+from notifier.channels.email_wire import email_bytes
 from notifier.channels.smtp_relays import RelayChain, relay_metrics, relays_from
 from notifier.channels.spec import Address, ChannelSpec
 from notifier.models.notification import Channel, ChannelStatus
@@ -76,10 +78,21 @@ def encode_subject(subject: str) -> str:
     return header.encode(linesep="\n")
 
 
+@lru_cache(maxsize=16)
+def _address_of(smtp_from: str) -> str:
+    """The addr-spec of the From setting, parsed once (it was a tenth of an email's CPU)."""
+    return parseaddr(smtp_from)[1]
+
+
 def message_id_for(message: OutgoingMessage, smtp_from: str) -> str:
     """Stable per notification, so a resend after an unknown outcome is recognisable."""
-    domain = parseaddr(smtp_from)[1].rpartition("@")[2] or "notifier.invalid"
+    domain = _address_of(smtp_from).rpartition("@")[2] or "notifier.invalid"
     return f"<{message.notification_id}@{domain}>"
+
+
+def email_subject(message: OutgoingMessage) -> str:
+    """The template's ``email_subject`` when it has one, else the title."""
+    return message.parts.get("email_subject") or message.title
 
 
 def build_email(
@@ -87,13 +100,12 @@ def build_email(
 ) -> EmailMessage:
     """The email for one notification: a text part and an HTML alternative (email_message.py);
     the Subject is the template's ``email_subject`` when it has one, else the title."""
-    subject = message.parts.get("email_subject") or message.title
     return compose_email(
         message,
         to=to,
         smtp_from=smtp_from,
         # Stored as it goes on the wire: see the module's docstring for why not email["Subject"].
-        subject=encode_subject(safe_subject(subject)),
+        subject=encode_subject(safe_subject(email_subject(message))),
         message_id=message_id_for(message, smtp_from),
         link=safe_link(message.action_url),
         unsubscribe=unsubscribe,
@@ -135,26 +147,32 @@ class EmailChannel:
             raise NotDeliverable("no email address")
         if self._closed:
             raise TransientError("email channel is closed")
-        sender = parseaddr(settings.smtp_from)[1] or settings.smtp_from
+        sender = _address_of(settings.smtp_from) or settings.smtp_from
         rcpt = destination.email
         if _CONTROL.search(rcpt):  # stored before the API checked addresses, or by hand
             raise PermanentError("unusable address: it contains control characters")
         needs_utf8 = not (sender.isascii() and rcpt.isascii())
+        message_id = message_id_for(message, settings.smtp_from)
         try:
-            email = build_email(
+            # Written straight to bytes (email_wire.py): the email package's object and
+            # generator were most of the worker's CPU per email (docs/architecture.md, "Templates").
+            payload = email_bytes(
                 message,
                 to=rcpt,
                 smtp_from=settings.smtp_from,
+                subject=encode_subject(safe_subject(email_subject(message))),
+                message_id=message_id,
+                link=safe_link(message.action_url),
                 unsubscribe=unsubscribe_url(settings, message.user_id, message.notification_type),
+                utf8=needs_utf8,
             )
-            payload = email.as_bytes(policy=WIRE_UTF8 if needs_utf8 else WIRE)
         except Exception as exc:  # the same content fails the same way every time
             raise PermanentError(
                 f"the email could not be built: {type(exc).__name__}: {exc}"[:1000]
             ) from exc
         relay = await self._relays.send(payload, sender, rcpt, needs_utf8)
         # Which relay took it, then the Message-ID a resend repeats (README "Email relays").
-        return SendResult(ChannelStatus.DELIVERED, provider_id=f"{relay} {email['Message-ID']}")
+        return SendResult(ChannelStatus.DELIVERED, provider_id=f"{relay} {message_id}")
 
     async def aclose(self) -> None:
         self._closed = True

@@ -207,7 +207,28 @@ recorded AS (
         CAST(:t_occurred_at AS timestamptz[]))
     RETURNING 1
 )"""
-_PG_RECORD_AND_EMIT = pg_emit_after(_RECORD_CTE)
+# The channel events (``webhook_events.channel_event``'s ``data``) built by the statement from
+# the same arrays, rather than as event objects and JSON in Python (those were two thirds of
+# recording a transition; bench/RESULTS.md, "Cheaper transitions A/B"). The jsonb is the one
+# the Python JSON made, so the bodies a receiver gets are the same bytes.
+_CHANNEL_EVENT_TYPES = ", ".join(f"'{status}'" for status in webhook_events.CHANNEL_EVENTS)
+_CHANNEL_EVENTS_SQL = f"""
+    SELECT gen_random_uuid(), 'notification.' || c.to_status,
+           jsonb_build_object(
+               'id', CAST(c.notification_id AS text), 'user_id', c.user_id,
+               'channel', c.channel, 'status', c.to_status,
+               'attempts', coalesce(c.attempts, 0),
+               'last_error', c.last_error, 'provider_id', c.provider_id),
+           c.occurred_at
+    FROM unnest(
+        CAST(:t_notification_id AS uuid[]), CAST(:t_user_id AS text[]),
+        CAST(:t_channel AS text[]), CAST(:t_to_status AS text[]), CAST(:t_attempts AS int[]),
+        CAST(:t_last_error AS text[]), CAST(:t_provider_id AS text[]),
+        CAST(:t_occurred_at AS timestamptz[])
+    ) AS c(notification_id, user_id, channel, to_status, attempts, last_error, provider_id,
+           occurred_at)
+    WHERE c.channel IS NOT NULL AND c.to_status IN ({_CHANNEL_EVENT_TYPES})"""
+_PG_RECORD_AND_EMIT = pg_emit_after(_RECORD_CTE, more_events=_CHANNEL_EVENTS_SQL)
 
 
 def pg_record_after(ctes: str) -> TextClause:
@@ -215,25 +236,35 @@ def pg_record_after(ctes: str) -> TextClause:
     (``name AS (UPDATE …)``), so that the change and its record are one round trip
     (``outcome_batch``'s write-back). Its result is the number of webhook deliveries created;
     its parameters ``pg_record_params``' and the CTEs' own."""
-    return pg_emit_after(f"{ctes},{_RECORD_CTE}")
+    return pg_emit_after(f"{ctes},{_RECORD_CTE}", more_events=_CHANNEL_EVENTS_SQL)
 
 
 def pg_record_params(records: Sequence[TransitionRecord]) -> dict[str, Any]:
-    events = [event for record in records if (event := _event(record)) is not None]
+    # Only the notification-level events (settled, read) are built here; the channel events
+    # are the statement's (_CHANNEL_EVENTS_SQL).
+    events = [
+        event
+        for record in records
+        if record.transition.channel is None and (event := _event(record)) is not None
+    ]
     params = pg_emit_params(events)
+    channels = [r.transition.channel for r in records]
     params.update(
         {
             "t_notification_id": [r.notification_id for r in records],
             "t_user_id": [r.user_id for r in records],
             "t_kind": [r.transition.kind for r in records],
-            "t_channel": [r.transition.channel for r in records],
+            "t_channel": channels,
             "t_from_status": [r.transition.from_status for r in records],
             "t_to_status": [r.transition.to_status for r in records],
             "t_attempts": [
-                r.attempts if r.transition.channel is not None else None for r in records
+                r.attempts if channel is not None else None
+                for r, channel in zip(records, channels, strict=True)
             ],
             "t_latency_ms": [r.latency_ms for r in records],
             "t_occurred_at": [r.occurred_at for r in records],
+            "t_last_error": [r.last_error for r in records],
+            "t_provider_id": [r.provider_id for r in records],
         }
     )
     return params

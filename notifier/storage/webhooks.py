@@ -174,20 +174,25 @@ async def _lock_deliveries(session: AsyncSession, where: ColumnElement[bool]) ->
 # may be re-enabled and replay them), and a delivery of each to every enabled endpoint whose
 # filter matches, due at once. The deliveries reference events inserted by the sibling CTE:
 # foreign keys are checked at the end of the statement. ``data`` arrives as text[] and is cast
-# per element (the driver's jsonb codec is not applied inside arrays).
-_PG_EMIT_CTES = f"""
-incoming AS (
-    SELECT * FROM unnest(
+# per element (the driver's jsonb codec is not applied inside arrays). A writer may add events
+# it builds in SQL (``pg_emit_after``'s ``more_events``): no event objects or JSON in Python.
+_PARAM_EVENTS = """
+    SELECT id, type, CAST(data AS jsonb) AS data, created_at FROM unnest(
         CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:data AS text[]),
         CAST(:created_at AS timestamptz[])
-    ) AS t(id, type, data, created_at)
+    ) AS t(id, type, data, created_at)"""
+
+
+def _emit_ctes(incoming: str) -> str:
+    return f"""
+incoming AS ({incoming}
 ), subscribed AS (
     SELECT i.* FROM incoming AS i
     WHERE EXISTS (SELECT 1 FROM webhook_endpoints AS e
                   WHERE e.events @> to_jsonb(i.type) OR e.events @> '"{ALL_EVENTS}"')
 ), new_events AS (
     INSERT INTO webhook_events (id, type, data, created_at)
-    SELECT id, type, data::jsonb, created_at FROM subscribed
+    SELECT id, type, data, created_at FROM subscribed
     RETURNING id, type, created_at
 ), new_deliveries AS (
     INSERT INTO webhook_deliveries (
@@ -201,14 +206,21 @@ incoming AS (
 ), created AS (SELECT count(*) AS n FROM new_deliveries)
 SELECT n, CASE WHEN n > 0 THEN pg_notify(:wakeup, '') END AS woke FROM created
 """
-_PG_EMIT = text(f"WITH {_PG_EMIT_CTES}")
 
 
-def pg_emit_after(cte: str) -> TextClause:
+_PG_EMIT = text(f"WITH {_emit_ctes(_PARAM_EVENTS)}")
+
+
+def pg_emit_after(cte: str, *, more_events: str | None = None) -> TextClause:
     """The emit statement run after another data-modifying CTE (``name AS (INSERT …)``) in the
     same statement: a writer's own rows and its events in one round trip
-    (``transitions.record_transitions``). Parameters: ``pg_emit_params`` and the CTE's own."""
-    return text(f"WITH {cte},{_PG_EMIT_CTES}")
+    (``transitions.record_transitions``). Parameters: ``pg_emit_params`` and the CTE's own.
+    ``more_events`` is a SELECT of further events' ``(id, type, data jsonb, created_at)``
+    that the statement builds itself (``transitions``' channel events)."""
+    incoming = (
+        _PARAM_EVENTS if more_events is None else f"{_PARAM_EVENTS}\n    UNION ALL {more_events}"
+    )
+    return text(f"WITH {cte},{_emit_ctes(incoming)}")
 
 
 def pg_emit_params(events: Sequence[webhook_events.WebhookEvent]) -> dict[str, Any]:
