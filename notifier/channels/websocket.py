@@ -50,7 +50,6 @@ class WebSocketChannel:
         return None
 
 
-
 # In-app: it only shows in a page the user has open, so quiet hours never hold it back.
 SPEC = ChannelSpec(
     Channel.WEBSOCKET.value, Address.OPEN_SOCKET, quiet_hours=False,

@@ -30,6 +30,7 @@ from notifier.models.base import utcnow
 from notifier.models.notification import Notification, NotificationStatus
 from notifier.models.unread import UserUnreadCount
 from notifier.storage.cursors import decode_cursor, encode_cursor
+from notifier.storage.escalation import lock_with_steps, mark_steps
 from notifier.storage.transitions import (
     TransitionRecord,
     Wakeups,
@@ -150,6 +151,8 @@ async def mark_read(
     notification.mark_read(now)
     record = read_record(notification.id, notification.user_id, now)
     await record_in_session(session, [record] if record else [], wakeups)
+    # Its waiting escalation steps are skipped in this same transaction (escalation.py).
+    await mark_steps(session, [notification], "read", now, wakeups)
 
 
 async def mark_all_read(session: AsyncSession, user_id: str, wakeups: Wakeups | None) -> int:
@@ -166,6 +169,9 @@ async def mark_all_read(session: AsyncSession, user_id: str, wakeups: Wakeups | 
     ids = list(result.scalars())
     records = [read_record(ident, user_id, now) for ident in ids]
     await record_in_session(session, [r for r in records if r is not None], wakeups)
+    # Their waiting escalation steps are skipped in this same transaction (escalation.py).
+    stepped = await lock_with_steps(session, user_id, ids)
+    await mark_steps(session, stepped, "read", now, wakeups)
     return len(ids)
 
 

@@ -1,0 +1,46 @@
+"""digest, throttle, escalation and cancellation key
+
+``notifications.delivery_plan`` (the digest/throttle/escalation asked at enqueue) and
+``notifications.cancellation_key`` with its per-user index, for
+``POST /v1/notifications/cancel`` (docs/architecture.md, "Digest, throttle and escalation").
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-12-05
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "0009"
+# Written beside other branches' migrations: whoever merges re-chains this onto the last one.
+down_revision: str | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("notifications") as batch:
+        batch.add_column(sa.Column("delivery_plan", _JSON, nullable=True))
+        batch.add_column(sa.Column("cancellation_key", sa.String(57), nullable=True))
+    op.create_index(
+        "idx_notifications_user_cancellation_key",
+        "notifications",
+        ["user_id", "cancellation_key"],
+        postgresql_where=sa.text("cancellation_key IS NOT NULL"),
+        sqlite_where=sa.text("cancellation_key IS NOT NULL"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("idx_notifications_user_cancellation_key", table_name="notifications")
+    with op.batch_alter_table("notifications") as batch:
+        batch.drop_column("cancellation_key")
+        batch.drop_column("delivery_plan")
