@@ -71,6 +71,7 @@ from workers.outcomes import (
 from workers.retry import RetryAt, RetryPolicy, decide
 from workers.rules import Defer, Skip, destination_for, precheck
 from workers.sending import send_briefly_retrying
+from workers.throttle import THROTTLED, throttled_out
 
 log = logging.getLogger("notifier.worker")
 
@@ -121,6 +122,13 @@ class NotificationDelivery:
                     and (d.next_attempt_at is None or d.next_attempt_at <= now)
                 ]
                 self._slots.sending(notification.id, len(due))
+                # Past its throttle's limit: skipped, not sent (workers/throttle.py).
+                held = await throttled_out(self.sessions, notification, due, now)
+                for delivery in held:
+                    change = ChannelChange(ChannelEvent.SKIPPED, last_error=THROTTLED)
+                    await self._record(notification.id, delivery.channel, change)
+                    self._observe(notification, delivery.channel, ChannelStatus.SKIPPED)
+                due = [d for d in due if d not in held]
                 if len(due) == 1:  # the common case: record and release in one transaction
                     if await self._deliver(work, due[0], release=True):
                         return

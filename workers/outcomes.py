@@ -31,6 +31,7 @@ from workers.retry import GiveUp, RetryPolicy
 
 T = TypeVar("T")
 
+
 class DispatchObserver(Protocol):
     """Hooks for metrics; every method must be cheap and must not raise."""
 

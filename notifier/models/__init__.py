@@ -17,6 +17,7 @@ from notifier.models.notification import (
 from notifier.models.recipient import PushSubscription, Recipient
 from notifier.models.task import TaskProgress, TaskStatus
 from notifier.models.template import Template, TemplateVersionCounter  # noqa: F401 - tables
+from notifier.models.throttle import ThrottleSlot  # noqa: F401 - registers the table
 from notifier.models.transition import NotificationTransition
 from notifier.models.unread import UserUnreadCount
 

@@ -2,7 +2,8 @@
 
 ``notifications.delivery_plan`` (the digest/throttle/escalation asked at enqueue) and
 ``notifications.cancellation_key`` with its per-user index, for
-``POST /v1/notifications/cancel`` (docs/architecture.md, "Digest, throttle and escalation").
+``POST /v1/notifications/cancel``; ``throttle_slots``, a throttle's sends (models/throttle.py)
+(docs/architecture.md, "Digest, throttle and escalation").
 
 Revision ID: 0009
 Revises: 0008
@@ -37,9 +38,18 @@ def upgrade() -> None:
         postgresql_where=sa.text("cancellation_key IS NOT NULL"),
         sqlite_where=sa.text("cancellation_key IS NOT NULL"),
     )
+    op.create_table(
+        "throttle_slots",
+        sa.Column("user_id", sa.String(255), primary_key=True),
+        sa.Column("key", sa.String(57), primary_key=True),
+        sa.Column("slot", sa.Integer(), primary_key=True, autoincrement=False),
+        sa.Column("notification_id", sa.Uuid(), nullable=False),
+        sa.Column("reserved_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("throttle_slots")
     op.drop_index("idx_notifications_user_cancellation_key", table_name="notifications")
     with op.batch_alter_table("notifications") as batch:
         batch.drop_column("cancellation_key")
