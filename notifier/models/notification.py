@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -286,8 +286,11 @@ class Notification(Base):
         expires_at: datetime | None = None,
         dedupe_key: str | None = None,
         now: datetime | None = None,
+        delivery_plan: dict[str, Any] | None = None,
     ) -> Notification:
-        """A new, undispatched notification with one pending delivery row per channel."""
+        """A new, undispatched notification with one pending delivery row per channel (and
+        per escalation step channel, due at the step's time: storage/enqueue.py does the
+        same)."""
         now = now or utcnow()
         values = new_row_values(
             ident=uuid.uuid4(),
@@ -305,14 +308,18 @@ class Notification(Base):
             expires_at=expires_at,
             dedupe_key=dedupe_key,
             now=now,
+            delivery_plan=delivery_plan,
         )
-        return cls(
-            **values,
-            deliveries=[
-                NotificationDelivery(**new_delivery_values(values["id"], channel, now))
-                for channel in values["channels"]
-            ],
-        )
+        deliveries = [
+            NotificationDelivery(**new_delivery_values(values["id"], channel, now))
+            for channel in values["channels"]
+        ]
+        for step in (delivery_plan or {}).get("escalation") or ():
+            for channel in step["channels"]:
+                delivery = NotificationDelivery(**new_delivery_values(values["id"], channel, now))
+                delivery.next_attempt_at = now + timedelta(seconds=step["after_seconds"])
+                deliveries.append(delivery)
+        return cls(**values, deliveries=deliveries)
 
     @classmethod
     def create_progress_notification(

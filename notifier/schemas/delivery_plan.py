@@ -10,7 +10,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from notifier.schemas.channels import ChannelName
 from notifier.schemas.common import Identifier
@@ -125,3 +132,36 @@ class SeenMarks(BaseModel):
 
 class SeenResult(BaseModel):
     skipped: int = Field(description="escalation step channels skipped as seen")
+
+
+class TaskNotifyPlan(BaseModel):
+    """``task_metadata["notify"]``'s delivery plan for one task's triggered notifications (its
+    ``on_*`` channel overrides pass through as they are)."""
+
+    model_config = ConfigDict(extra="allow")
+    digest: DigestSpec | None = None
+    throttle: ThrottleSpec | None = None
+    escalation: Escalation | None = None
+
+    @field_validator("escalation")
+    @classmethod
+    def _steps_apart(cls, value: list[EscalationStep] | None) -> list[EscalationStep] | None:
+        # The event's own channels are known only when it fires (triggers/rules.py drops a
+        # step channel the event already sends on).
+        check_escalation(value, [])
+        return value
+
+
+PLAN_FIELDS = frozenset({"digest", "throttle", "escalation"})
+
+
+def task_notify(notify: dict[str, Any]) -> dict[str, Any]:
+    """A task's ``notify`` object with its plan validated and normalized (defaults filled);
+    ValueError naming the field when it cannot be honoured."""
+    try:
+        plan = TaskNotifyPlan.model_validate(notify)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"notify.{where}: {first['msg']}") from None
+    return {**notify, **plan.model_dump(include=set(PLAN_FIELDS & notify.keys()))}
