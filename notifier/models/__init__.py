@@ -2,6 +2,7 @@
 
 from notifier.models import webhook  # noqa: F401 - registers the webhook tables
 from notifier.models.base import Base, utcnow
+from notifier.models.digest import DigestMember, DigestWindow  # noqa: F401 - tables
 from notifier.models.idempotency import IdempotencyRecord
 from notifier.models.log import LogLevel, TaskLog
 from notifier.models.metric import ProgressMetric

@@ -40,6 +40,9 @@ from notifier.storage.transitions import (
     summarize_notification,
 )
 
+# The dedupe_key prefix of a digest notification (storage/digests.py): left out of the inbox.
+DIGEST_KEY = "digest:"
+
 # LISTEN/NOTIFY channel that wakes dispatch workers; the payload is empty, it only says "look".
 DISPATCH_WAKEUP_CHANNEL = "notifier_dispatch"
 
@@ -91,6 +94,10 @@ async def inbox_page(
     """Newest first, keyset-paged on (created_at, id) so deep pages cost what the first does."""
     now = utcnow()
     conditions = _visible_to_user(user_id, now)
+    # A digest is not listed: its members are (storage/digests.py names it ``digest:<id>``).
+    conditions.append(
+        or_(Notification.dedupe_key.is_(None), ~Notification.dedupe_key.startswith(DIGEST_KEY))
+    )
     if unread_only:
         conditions.append(_UNREAD)
     if cursor is not None:
