@@ -38,6 +38,8 @@ async def test_failed_task_notification_carries_the_tasks_plan(service: RunningS
     assert failed.delivery_plan == {
         "throttle": THROTTLE,
         "escalation": [{**STEP, "channels": ["email"]}],
+        # The default failure digest (NOTIFIER_DIGEST_TASK_FAILURES_SECONDS).
+        "digest": {"key": "task-failures", "window_seconds": 300, "leading": True},
     }
     assert body["channels"] == ["websocket", "sms"]
     email = body["delivery_status"]["email"]

@@ -120,3 +120,31 @@ async def test_two_workers_account_for_every_member_once(
         assert member["delivery_status"]["email"]["provider_id"] == f"digest:{owner['id']}"
     assert sorted(accepted) == sorted(f"<{d['id']}@notifier.test>" for d in digests)
     assert len(smtp_peer.received_ids()) == len(digests)
+
+
+async def test_a_failure_storm_is_the_first_failure_and_one_digest(
+    db_url: str, smtp_peer: DispatchSmtpPeer
+) -> None:
+    """Failed tasks, digested per user by default (here a 2 s window): the first failure's
+    email at once, the rest as one digest email."""
+    user = new_user()
+    async with running_stack(
+        db_url, **smtp_peer.settings(), digest_task_failures_seconds=2
+    ) as stack:
+        await stack.put_recipient(user, email=f"{user}@example.com")
+        failed = []
+        for i in range(4):
+            task_id = f"t-{uuid.uuid4().hex[:8]}"
+            body = {"task_id": task_id, "user_id": user, "task_type": f"export{i}"}
+            assert (await stack.api.post("/v1/tasks", json=body)).status_code == 201
+            patched = await stack.api.patch(f"/v1/tasks/{task_id}", json={"status": "failed"})
+            assert patched.status_code == 200, patched.text
+            failed.append(task_id)
+        accepted = await smtp_peer.wait_for_accepted(2)
+        [digest_row] = await digests_of(stack, user)
+        digest = await stack.get(str(uuid.UUID(str(digest_row.id))))
+
+    assert len(accepted) == 2
+    assert digest["metadata"]["digest"]["key"] == "task-failures"
+    assert digest["metadata"]["digest"]["count"] == 3
+    assert accepted[1] == f"<{digest['id']}@notifier.test>"
