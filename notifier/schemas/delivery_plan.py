@@ -19,8 +19,8 @@ from pydantic import (
     field_validator,
 )
 
-from notifier.schemas.channels import ChannelName
-from notifier.schemas.common import Identifier
+from notifier.schemas.channels import ChannelName, channel_list_schema
+from notifier.schemas.common import Identifier, WholeNumber
 from notifier.schemas.template import TEMPLATE_KEY_PATTERN
 
 # Digest, throttle and cancellation keys: the template key pattern, at most 57 characters, so
@@ -34,7 +34,8 @@ MAX_SEEN_IDS = 100  # one seen request's ids (notifier/storage/escalation.py say
 PlanKey = Annotated[
     str, StringConstraints(pattern=TEMPLATE_KEY_PATTERN, max_length=MAX_PLAN_KEY_CHARS)
 ]
-WindowSeconds = Annotated[int, Field(ge=1, le=MAX_WINDOW_SECONDS, strict=True)]
+# Whole numbers as JSON Schema means them (60.0 is one; true is not).
+WindowSeconds = Annotated[int, Field(ge=1, le=MAX_WINDOW_SECONDS), WholeNumber]
 
 
 class DigestSpec(BaseModel):
@@ -43,7 +44,7 @@ class DigestSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     key: PlanKey
     window_seconds: WindowSeconds
-    leading: bool = Field(default=False, description="the first one goes out at once")
+    leading: bool = Field(default=False, strict=True, description="the first goes out at once")
 
 
 class ThrottleSpec(BaseModel):
@@ -51,7 +52,7 @@ class ThrottleSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     key: PlanKey
-    limit: Annotated[int, Field(ge=1, le=1_000_000, strict=True)]
+    limit: Annotated[int, Field(ge=1, le=1_000_000), WholeNumber]
     window_seconds: WindowSeconds
 
 
@@ -59,8 +60,10 @@ class EscalationStep(BaseModel):
     """Channels sent ``after_seconds`` after enqueue unless the user has seen (or read) it."""
 
     model_config = ConfigDict(extra="forbid")
-    after_seconds: Annotated[int, Field(ge=1, le=MAX_STEP_SECONDS, strict=True)]
-    channels: Annotated[list[ChannelName], Field(min_length=1)]
+    after_seconds: Annotated[int, Field(ge=1, le=MAX_STEP_SECONDS), WholeNumber]
+    channels: Annotated[
+        list[ChannelName], Field(min_length=1, json_schema_extra=channel_list_schema)
+    ]
     unless: Literal["seen", "read"] = "seen"
 
     @field_validator("channels")

@@ -27,6 +27,8 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("digest window 0", {"digest": {**DIGEST, "window_seconds": 0}}, "window_seconds"),
     ("digest window 86401", {"digest": {**DIGEST, "window_seconds": 86_401}}, "window_seconds"),
     ("digest window as text", {"digest": {**DIGEST, "window_seconds": "60"}}, "window_seconds"),
+    ("digest leading as 0", {"digest": {**DIGEST, "leading": 0}}, "leading"),
+    ("step channel repeated", {"escalation": [{**STEP, "channels": ["sms", "sms"]}]}, "channels"),
     ("throttle window 0", {"throttle": {**THROTTLE, "window_seconds": 0}}, "window_seconds"),
     ("throttle limit 0", {"throttle": {**THROTTLE, "limit": 0}}, "limit"),
     ("digest key uppercase", {"digest": {**DIGEST, "key": "Build"}}, "key"),
