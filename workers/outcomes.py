@@ -31,7 +31,6 @@ from workers.retry import GiveUp, RetryPolicy
 
 T = TypeVar("T")
 
-
 class DispatchObserver(Protocol):
     """Hooks for metrics; every method must be cheap and must not raise."""
 

@@ -50,6 +50,7 @@ class WebSocketChannel:
         return None
 
 
+
 # In-app: it only shows in a page the user has open, so quiet hours never hold it back.
 SPEC = ChannelSpec(
     Channel.WEBSOCKET.value, Address.OPEN_SOCKET, quiet_hours=False,
