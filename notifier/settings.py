@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     notify_on_failed: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["websocket", "email"]
     )
+    # A user's failed-task notifications are digested per this window with ``leading`` (the
+    # first at once, the rest of a storm as one digest); 0 turns it off; a task's
+    # task_metadata.notify.digest replaces it (docs/architecture.md, "Digest, throttle and
+    # escalation").
+    digest_task_failures_seconds: int = Field(default=300, ge=0, le=86_400)
     notify_on_error_log: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["websocket"]
     )

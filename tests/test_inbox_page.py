@@ -640,3 +640,30 @@ async def test_screenshot(
             shutil.copyfile(shot, DOCS_SCREENSHOT)
     finally:
         await context.close()
+
+
+async def test_shown_items_are_marked_seen_and_their_escalation_skipped(
+    inbox_service: RunningService, browser: Browser
+) -> None:
+    """A client without a socket frame for it (the notification is not on the websocket):
+    loading the page shows it, so it is seen and the email step waiting on "seen" is skipped.
+    """
+    user = f"web-{uuid.uuid4().hex[:8]}"
+    producer = Producer(inbox_service, user)
+    step = {"after_seconds": 600, "channels": ["email"], "unless": "seen"}
+    created = await producer.notify("Approve deploy", channels=["sms"], escalation=[step])
+    inbox, context = await open_inbox(inbox_service, browser, user)
+    try:
+        await expect(inbox.item(created["id"])).to_have_count(1)
+        body: dict[str, Any] = {}
+        for _ in range(200):
+            body = await producer.api("GET", f"/v1/notifications/{created['id']}")
+            if body["delivery_status"]["email"]["status"] != "pending":
+                break
+            await asyncio.sleep(0.05)  # polling the public API: there is no event to await
+    finally:
+        await context.close()
+    assert body["delivery_status"]["email"]["status"] == "skipped"
+    assert body["delivery_status"]["email"]["last_error"] == "seen before escalation"
+    assert body["is_read"] is False  # seen is not read
+    assert inbox.console_errors == []

@@ -60,6 +60,7 @@ from notifier.models.notification import AWAITING_SEND, ChannelStatus
 from notifier.storage import dispatch as queries
 from notifier.storage.provider_reports import mark_sms_opted_out
 from workers.breaker import ChannelBreaker
+from workers.digest import HELD, digest_decision
 from workers.outcome_writer import OutcomeWriter
 from workers.outcomes import (
     DispatchObserver,
@@ -71,6 +72,7 @@ from workers.outcomes import (
 from workers.retry import RetryAt, RetryPolicy, decide
 from workers.rules import Defer, Skip, destination_for, precheck
 from workers.sending import send_briefly_retrying
+from workers.throttle import THROTTLED, throttled_out
 
 log = logging.getLogger("notifier.worker")
 
@@ -120,7 +122,23 @@ class NotificationDelivery:
                     if d.status in AWAITING_SEND
                     and (d.next_attempt_at is None or d.next_attempt_at <= now)
                 ]
-                self._slots.sending(notification.id, len(due))
+                # Held for (or already gone out in) a digest: not sent on its own
+                # (workers/digest.py); past its throttle's limit: skipped (workers/throttle.py).
+                taken, digest = await digest_decision(self.sessions, notification, due, now)
+                due = [d for d in due if d not in taken]
+                held = taken if digest.kind == "held" else []
+                throttled = await throttled_out(self.sessions, notification, due, now)
+                self._slots.sending(notification.id, len(due) + len(held))
+                for delivery in held:
+                    change = ChannelChange(
+                        ChannelEvent.DEFERRED, last_error=HELD, next_attempt_at=digest.until
+                    )
+                    await self._record(notification.id, delivery.channel, change)
+                for delivery in throttled:
+                    change = ChannelChange(ChannelEvent.SKIPPED, last_error=THROTTLED)
+                    await self._record(notification.id, delivery.channel, change)
+                    self._observe(notification, delivery.channel, ChannelStatus.SKIPPED)
+                due = [d for d in due if d not in throttled]
                 if len(due) == 1:  # the common case: record and release in one transaction
                     if await self._deliver(work, due[0], release=True):
                         return

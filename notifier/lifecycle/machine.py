@@ -55,6 +55,7 @@ class ChannelEvent(StrEnum):
     EXPIRED = "expired"  # its expires_at passed before it went out
     CANCELLED = "cancelled"  # cancelled by the producer before it went out
     REQUEUED = "requeued"  # an operator asked for a failed channel to be tried again
+    DIGESTED = "digested"  # a held channel's window closed: it went out in the digest
 
 
 E = ChannelEvent
@@ -87,6 +88,9 @@ CHANNEL_TRANSITIONS: dict[tuple[ChannelStatus, ChannelEvent], ChannelStatus] = {
         for event, target in ((E.SENT, S.SENT), (E.DELIVERED, S.DELIVERED))
     },
     (S.FAILED, E.REQUEUED): S.PENDING,
+    # Only a held channel (pending, deferred to after its window) is digested, and a digested
+    # one is final: its content went out in the digest, never on its own.
+    (S.PENDING, E.DIGESTED): S.DIGESTED,
 }
 
 # What a claim does to a notification's status: one that waits becomes `dispatching` while a

@@ -59,10 +59,13 @@ class ChannelStatus(StrEnum):
     SKIPPED = "skipped"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
+    # Held for a digest and gone out inside it (provider_id ``digest:<id>``; docs/architecture.md,
+    # "Digest, throttle and escalation"): counted as sent for the notification's status.
+    DIGESTED = "digested"
 
 
 # A channel in one of these has gone out (or its content has).
-SUCCEEDED = frozenset({ChannelStatus.SENT, ChannelStatus.DELIVERED})
+SUCCEEDED = frozenset({ChannelStatus.SENT, ChannelStatus.DELIVERED, ChannelStatus.DIGESTED})
 # A channel in one of these still waits to be sent.
 AWAITING_SEND = frozenset({ChannelStatus.PENDING, ChannelStatus.RETRYING})
 # A channel in one of these is never sent again by a worker.

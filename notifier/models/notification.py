@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -83,7 +83,6 @@ NEW_DELIVERY_CONSTANTS: dict[str, Any] = {
     "last_error": None,
     "provider_id": None,
     "unknown_outcomes": 0,
-    "next_attempt_at": None,
 }
 
 
@@ -105,6 +104,8 @@ def new_row_values(
     dedupe_key: str | None,
     now: datetime,
     rendered_parts: dict[str, str] | None = None,
+    cancellation_key: str | None = None,
+    delivery_plan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every column of a new ``notifications`` row, by column name: ``Notification.build`` and
     the enqueue (``storage/enqueue.py``) write the same row. ``channels`` are unique plain names;
@@ -128,6 +129,8 @@ def new_row_values(
         "updated_at": now,
         "dedupe_key": dedupe_key,
         "rendered_parts": rendered_parts,
+        "cancellation_key": cancellation_key,
+        "delivery_plan": delivery_plan,
         # A row scheduled for later is claimed then, not before.
         "next_attempt_at": max(send_at, now) if send_at else now,
         **NEW_ROW_CONSTANTS,
@@ -140,6 +143,8 @@ def new_delivery_values(notification_id: uuid.UUID, channel: str, now: datetime)
         "notification_id": notification_id,
         "channel": channel,
         "updated_at": now,
+        # Varies: an escalation step's channel is due at the step's time (storage/enqueue.py).
+        "next_attempt_at": None,
         **NEW_DELIVERY_CONSTANTS,
     }
 
@@ -186,6 +191,14 @@ class Notification(Base):
         ),
         # A trigger that fires twice for the same event (a retrying producer) creates one row.
         Index("uq_notifications_dedupe_key", "dedupe_key", unique=True),
+        # POST /v1/notifications/cancel finds a user's rows by key (0009).
+        Index(
+            "idx_notifications_user_cancellation_key",
+            "user_id",
+            "cancellation_key",
+            postgresql_where=text("cancellation_key IS NOT NULL"),
+            sqlite_where=text("cancellation_key IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -209,6 +222,14 @@ class Notification(Base):
     rendered_parts: Mapped[dict[str, Any] | None] = mapped_column(
         JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
     )
+    # Digest, throttle and escalation as asked at enqueue ({"digest": {...}, "throttle": {...},
+    # "escalation": [...]}), None when none was; and the key that
+    # POST /v1/notifications/cancel stops it by (docs/architecture.md, "Digest, throttle and
+    # escalation").
+    delivery_plan: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+    )
+    cancellation_key: Mapped[str | None] = mapped_column(String(57))
     status: Mapped[str] = mapped_column(String(20), default=NotificationStatus.PENDING)
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     send_at: Mapped[datetime | None]
@@ -265,8 +286,11 @@ class Notification(Base):
         expires_at: datetime | None = None,
         dedupe_key: str | None = None,
         now: datetime | None = None,
+        delivery_plan: dict[str, Any] | None = None,
     ) -> Notification:
-        """A new, undispatched notification with one pending delivery row per channel."""
+        """A new, undispatched notification with one pending delivery row per channel (and
+        per escalation step channel, due at the step's time: storage/enqueue.py does the
+        same)."""
         now = now or utcnow()
         values = new_row_values(
             ident=uuid.uuid4(),
@@ -284,14 +308,18 @@ class Notification(Base):
             expires_at=expires_at,
             dedupe_key=dedupe_key,
             now=now,
+            delivery_plan=delivery_plan,
         )
-        return cls(
-            **values,
-            deliveries=[
-                NotificationDelivery(**new_delivery_values(values["id"], channel, now))
-                for channel in values["channels"]
-            ],
-        )
+        deliveries = [
+            NotificationDelivery(**new_delivery_values(values["id"], channel, now))
+            for channel in values["channels"]
+        ]
+        for step in (delivery_plan or {}).get("escalation") or ():
+            for channel in step["channels"]:
+                delivery = NotificationDelivery(**new_delivery_values(values["id"], channel, now))
+                delivery.next_attempt_at = now + timedelta(seconds=step["after_seconds"])
+                deliveries.append(delivery)
+        return cls(**values, deliveries=deliveries)
 
     @classmethod
     def create_progress_notification(

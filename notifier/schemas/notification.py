@@ -40,6 +40,15 @@ from notifier.schemas.common import (
     PhoneE164,
     Title,
 )
+from notifier.schemas.delivery_plan import (
+    DigestSpec,
+    Escalation,
+    EscalationStep,
+    PlanKey,
+    ThrottleSpec,
+    check_escalation,
+    plan_of,
+)
 from notifier.schemas.template import LOCALE_TAG_PATTERN, TEMPLATE_KEY_PATTERN, locale_tag
 from notifier.templates.locales import MAX_TAG_CHARS
 
@@ -117,6 +126,13 @@ class NotificationCreate(BaseModel):
     expires_at: IsoDatetime | None = Field(
         default=None, description="when undelivered channels give up; later than send_at"
     )
+    # docs/architecture.md, "Digest, throttle and escalation".
+    digest: DigestSpec | None = None
+    throttle: ThrottleSpec | None = None
+    escalation: Escalation | None = None
+    cancellation_key: PlanKey | None = Field(
+        default=None, description="POST /v1/notifications/cancel stops what is unsent by it"
+    )
 
     # Field validators (not a model validator) so that the error's ``loc`` names the field.
     @field_validator("channels")
@@ -133,6 +149,19 @@ class NotificationCreate(BaseModel):
         if value is not None and send_at is not None and value <= send_at:
             raise ValueError("expires_at must be later than send_at")
         return value
+
+    @field_validator("escalation")
+    @classmethod
+    def _steps_apart(
+        cls, value: list[EscalationStep] | None, info: ValidationInfo
+    ) -> list[EscalationStep] | None:
+        check_escalation(value, list(info.data.get("channels") or ()))
+        return value
+
+    @property
+    def delivery_plan(self) -> dict[str, Any] | None:
+        """Digest, throttle and escalation as stored with the row (None: none asked)."""
+        return plan_of(self.digest, self.throttle, self.escalation)
 
     @model_validator(mode="before")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from notifier.models.log import LogLevel
 from notifier.models.task import TaskStatus
@@ -17,6 +17,7 @@ from notifier.schemas.common import (
     StorableText,
     WholeNumber,
 )
+from notifier.schemas.delivery_plan import PLAN_FIELDS, task_notify
 
 Tag = Annotated[ShortName, StringConstraints(max_length=64)]
 
@@ -31,6 +32,16 @@ class TaskCreate(BaseModel):
     estimated_duration: Annotated[int, Field(ge=0, le=30 * 24 * 3600), WholeNumber] | None = None
     tags: Annotated[list[Tag], Field(max_length=50)] = Field(default_factory=list)
     task_metadata: JsonObject = Field(default_factory=dict)
+
+    @field_validator("task_metadata")
+    @classmethod
+    def _notify_plan(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # notify.throttle / notify.escalation / notify.digest: refused now rather than
+        # ignored when the task fails (docs/architecture.md, "Digest, throttle and escalation").
+        notify = value.get("notify")
+        if isinstance(notify, dict) and PLAN_FIELDS & notify.keys():
+            return {**value, "notify": task_notify(notify)}
+        return value
 
 
 class TaskUpdate(BaseModel):

@@ -73,6 +73,8 @@ class ClaimedNotification:
     created_at: datetime
     # A template's channel parts, rendered at enqueue (None: title and message for all).
     rendered_parts: dict[str, str] | None
+    # Digest, throttle and escalation as asked at enqueue (None: none).
+    delivery_plan: dict[str, Any] | None
     deliveries: tuple[ClaimedDelivery, ...]
 
 
@@ -201,7 +203,10 @@ async def _with_push_subscriptions(
     recipients: dict[str, Recipient],
     dialect: str,
 ) -> list[ClaimedWork]:
-    wants_push = list({n.user_id for n in notifications if "browser" in n.channels})
+    # The deliveries, not ``channels``: an escalation step's browser channel is a delivery only.
+    wants_push = list(
+        {n.user_id for n in notifications if any(d.channel == "browser" for d in n.deliveries)}
+    )
     subscriptions: dict[str, list[PushSubscription]] = {}
     if wants_push:
         query_push = _push_subscriptions_of(dialect)

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any, Protocol
 
@@ -92,6 +92,11 @@ class NewNotification(Protocol):
     def send_at(self) -> datetime | None: ...
     @property
     def expires_at(self) -> datetime | None: ...
+    @property
+    def cancellation_key(self) -> str | None: ...
+    # {"digest": …, "throttle": …, "escalation": [{"after_seconds", "channels", "unless"}]}
+    @property
+    def delivery_plan(self) -> dict[str, Any] | None: ...
 
 
 # The statement is derived from the tables: every column that varies per row travels as one
@@ -238,6 +243,7 @@ def prepare(
         channels = list(dict.fromkeys(payload.channels))  # plain names (a registered channel)
         recipient = payload.recipient.model_dump(exclude_none=True) if payload.recipient else None
         title, message = payload.title, payload.message
+        plan = payload.delivery_plan
         if title is None or message is None:
             raise ValueError("enqueue of a request whose template was not rendered")
         row = new_row_values(
@@ -257,16 +263,43 @@ def prepare(
             dedupe_key=None,
             now=now,
             rendered_parts=rendered_parts[index] if rendered_parts is not None else None,
+            cancellation_key=payload.cancellation_key,
+            delivery_plan=plan,
         )
         deliveries = [new_delivery_values(ident, channel, now) for channel in channels]
         prepared.notifications.append(row)
-        prepared.deliveries += deliveries
         # Every new channel's entry is the same but for its time: one dict per row.
         channel_public = {**_NEW_CHANNEL_PUBLIC, "updated_at": api_time(now)}
         row["delivery_status"] = dict.fromkeys(channels, channel_public)
+        if plan is not None and plan.get("escalation"):
+            _add_escalation_steps(row, deliveries, plan["escalation"], now)
+        prepared.deliveries += deliveries
         prepared.public.append(_PUBLIC(row))
         del row["delivery_status"]  # not a column
     return prepared
+
+
+def _add_escalation_steps(
+    row: dict[str, Any],
+    deliveries: list[dict[str, Any]],
+    steps: list[dict[str, Any]],
+    now: datetime,
+) -> None:
+    """An escalation step's channels exist from enqueue: ``pending``, due at the step's time
+    (the worker sends a channel only once its ``next_attempt_at`` has come), and skipped in
+    the transaction that marks the notification seen or read (docs/architecture.md, "Digest,
+    throttle and escalation")."""
+    for step in steps:
+        due = now + timedelta(seconds=step["after_seconds"])
+        for channel in step["channels"]:
+            delivery = new_delivery_values(row["id"], channel, now)
+            delivery["next_attempt_at"] = due
+            deliveries.append(delivery)
+            row["delivery_status"][channel] = {
+                **_NEW_CHANNEL_PUBLIC,
+                "next_attempt_at": api_time(due),
+                "updated_at": api_time(now),
+            }
 
 
 def idempotency_record(

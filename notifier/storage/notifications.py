@@ -30,6 +30,7 @@ from notifier.models.base import utcnow
 from notifier.models.notification import Notification, NotificationStatus
 from notifier.models.unread import UserUnreadCount
 from notifier.storage.cursors import decode_cursor, encode_cursor
+from notifier.storage.escalation import lock_with_steps, mark_steps
 from notifier.storage.transitions import (
     TransitionRecord,
     Wakeups,
@@ -38,6 +39,9 @@ from notifier.storage.transitions import (
     record_in_session,
     summarize_notification,
 )
+
+# The dedupe_key prefix of a digest notification (storage/digests.py): left out of the inbox.
+DIGEST_KEY = "digest:"
 
 # LISTEN/NOTIFY channel that wakes dispatch workers; the payload is empty, it only says "look".
 DISPATCH_WAKEUP_CHANNEL = "notifier_dispatch"
@@ -90,6 +94,10 @@ async def inbox_page(
     """Newest first, keyset-paged on (created_at, id) so deep pages cost what the first does."""
     now = utcnow()
     conditions = _visible_to_user(user_id, now)
+    # A digest is not listed: its members are (storage/digests.py names it ``digest:<id>``).
+    conditions.append(
+        or_(Notification.dedupe_key.is_(None), ~Notification.dedupe_key.startswith(DIGEST_KEY))
+    )
     if unread_only:
         conditions.append(_UNREAD)
     rows, next_cursor = await newest_first(session, conditions, limit=limit, cursor=cursor)
@@ -164,6 +172,8 @@ async def mark_read(
     notification.mark_read(now)
     record = read_record(notification.id, notification.user_id, now)
     await record_in_session(session, [record] if record else [], wakeups)
+    # Its waiting escalation steps are skipped in this same transaction (escalation.py).
+    await mark_steps(session, [notification], "read", now, wakeups)
 
 
 async def mark_all_read(session: AsyncSession, user_id: str, wakeups: Wakeups | None) -> int:
@@ -180,6 +190,9 @@ async def mark_all_read(session: AsyncSession, user_id: str, wakeups: Wakeups | 
     ids = list(result.scalars())
     records = [read_record(ident, user_id, now) for ident in ids]
     await record_in_session(session, [r for r in records if r is not None], wakeups)
+    # Their waiting escalation steps are skipped in this same transaction (escalation.py).
+    stepped = await lock_with_steps(session, user_id, ids)
+    await mark_steps(session, stepped, "read", now, wakeups)
     return len(ids)
 
 

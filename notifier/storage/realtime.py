@@ -10,12 +10,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.lifecycle.machine import ChannelChange, ChannelEvent
+from notifier.models.base import utcnow
 from notifier.models.notification import (
     Channel,
     ChannelStatus,
     Notification,
     NotificationDelivery,
 )
+from notifier.storage.escalation import mark_acked
 from notifier.storage.outcome_batch import ExternalSettlement, settle_externally
 from notifier.storage.transitions import Wakeups
 from notifier.storage.webhooks import WEBHOOK_WAKEUP_CHANNEL
@@ -100,6 +102,10 @@ async def acknowledge_many(
     )
     if webhooks and wakeups is not None:
         wakeups.after_commit(session, WEBHOOK_WAKEUP_CHANNEL)
+    # An ack is "seen": waiting escalation steps are skipped in this transaction (escalation.py).
+    await mark_acked(
+        session, [ack for ack, did in zip(owned, moved, strict=True) if did], utcnow(), wakeups
+    )
     outcomes = {
         ack: AckOutcome.ACKED if did else AckOutcome.NOT_ACKABLE
         for ack, did in zip(owned, moved, strict=True)

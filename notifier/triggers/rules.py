@@ -39,6 +39,47 @@ def channels_for(event: TriggerEvent, task: TaskProgress, settings: Settings) ->
     return list(defaults[event])
 
 
+TASK_FAILURES_DIGEST_KEY = "task-failures"
+
+
+def failed_plan_for(
+    task: TaskProgress, channels: list[str], settings: Settings
+) -> dict[str, Any] | None:
+    """A failed task's plan: the task's own, with the default failure digest
+    (``digest_task_failures_seconds``, ``leading``) unless the task set a digest."""
+    plan = plan_for(task, channels) or {}
+    if "digest" not in plan and settings.digest_task_failures_seconds > 0:
+        plan["digest"] = {
+            "key": TASK_FAILURES_DIGEST_KEY,
+            "window_seconds": settings.digest_task_failures_seconds,
+            "leading": True,
+        }
+    return plan or None
+
+
+def plan_for(task: TaskProgress, channels: list[str]) -> dict[str, Any] | None:
+    """``task_metadata["notify"]``'s ``digest``, ``throttle`` and ``escalation`` for this
+    task's notifications (validated when the task was created: schemas/task.py); a step
+    channel that this event already sends on is left out of the step (docs/architecture.md,
+    "Digest, throttle and escalation")."""
+    notify = (task.task_metadata or {}).get("notify")
+    if not isinstance(notify, dict):
+        return None
+    plan: dict[str, Any] = {}
+    if isinstance(notify.get("digest"), dict):
+        plan["digest"] = notify["digest"]
+    if isinstance(notify.get("throttle"), dict):
+        plan["throttle"] = notify["throttle"]
+    steps = []
+    for step in notify.get("escalation") or ():
+        rest = [c for c in step["channels"] if c not in channels]
+        if rest:
+            steps.append({**step, "channels": rest})
+    if steps:
+        plan["escalation"] = steps
+    return plan or None
+
+
 def task_key(task_id: str) -> str:
     """A task id as dedupe keys carry it: its SHA-256, so that a key fits its 255-character
     column whatever the id (which may itself be 255 characters long)."""
@@ -71,6 +112,7 @@ def notifications_for_transition(
                 channels=channels,
                 related_task_id=task.task_id,
                 metadata=_metadata(task, "task.completed"),
+                delivery_plan=plan_for(task, channels),
                 dedupe_key=f"task:{task_key(task.task_id)}:completed:{_run_marker(task)}",
             )
         ]
@@ -87,6 +129,7 @@ def notifications_for_transition(
                 priority=Priority.HIGH,
                 related_task_id=task.task_id,
                 metadata=_metadata(task, "task.failed"),
+                delivery_plan=failed_plan_for(task, channels, settings),
                 dedupe_key=f"task:{task_key(task.task_id)}:failed:{_run_marker(task)}",
             )
         ]
@@ -110,6 +153,7 @@ def notifications_for_log(
             channels=channels,
             priority=Priority.URGENT if critical else Priority.HIGH,
             related_task_id=task.task_id,
+            delivery_plan=plan_for(task, channels),
             metadata={
                 "task_id": task.task_id,
                 "log_id": str(log.id),

@@ -268,7 +268,9 @@ def _rows(users: list[str], *, read_every: int = 0, cancel_every: int = 0) -> li
     return rows
 
 
-_COLUMNS_AFTER_0002 = frozenset({"rendered_parts"})  # 0008
+_COLUMNS_AFTER_0002 = frozenset(
+    {"rendered_parts", "delivery_plan", "cancellation_key"}
+)  # 0008, 0009
 
 
 async def _migrate(url: str, revision: str, *, down: bool = False) -> None:

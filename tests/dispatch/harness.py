@@ -30,7 +30,7 @@ from workers.wakeup import Wakeup
 Body = dict[str, Any]
 
 # Channel states after which a worker will not touch the channel again.
-FINAL = frozenset({"sent", "delivered", "failed", "skipped", "expired", "cancelled"})
+FINAL = frozenset({"sent", "delivered", "failed", "skipped", "expired", "cancelled", "digested"})
 UNSETTLED = frozenset({"pending", "dispatching", "retrying"})
 
 

@@ -56,6 +56,8 @@ CHANNEL_SETTINGS: dict[str, object] = {
 # (what the server's error says, why no schema can say it)
 UNSTATABLE_RULES: list[tuple[str, str]] = [
     ("expires_at must be later than send_at", "two fields compared"),
+    ("escalation steps must be in increasing after_seconds", "list items compared"),
+    ("is already among the notification's channels", "two fields' lists compared"),
     ("since must not be later than until", "two parameters compared"),
     ("has no entry in locales", "a template's default_locale is one of its locales' keys"),
     ("is not a locale Babel knows", "a locale tag Babel has data for: CLDR decides"),

@@ -38,20 +38,22 @@ EVENTS = [
     ChannelEvent.EXPIRED,
     ChannelEvent.CANCELLED,
     ChannelEvent.REQUEUED,
+    ChannelEvent.DIGESTED,
 ]
 # One row per status, one column per event (in EVENTS' order): the status the event leads to,
 # or "-" where it is refused. Letters: P pending, R retrying, S sent, D delivered, F failed,
-# K skipped, X expired, C cancelled.
-#             sent deliv acked confm rfail retry defer fail  skip  expir cancl requ
+# K skipped, X expired, C cancelled, G digested.
+#             sent deliv acked confm rfail retry defer fail  skip  expir cancl requ  dgst
 MATRIX = """
-pending       S    D     D     -     -     R     P     F     K     X     C     -
-retrying      S    D     D     -     -     R     P     F     K     X     C     -
-sent          -    D     D     D     F     -     -     -     -     -     -     -
-delivered     -    -     -     -     -     -     -     -     -     -     -     -
-failed        S    D     -     -     -     -     -     -     -     -     -     P
-skipped       S    D     -     -     -     -     -     -     -     -     -     -
-expired       S    D     -     -     -     -     -     -     -     -     -     -
-cancelled     S    D     -     -     -     -     -     -     -     -     -     -
+pending       S    D     D     -     -     R     P     F     K     X     C     -     G
+retrying      S    D     D     -     -     R     P     F     K     X     C     -     -
+sent          -    D     D     D     F     -     -     -     -     -     -     -     -
+delivered     -    -     -     -     -     -     -     -     -     -     -     -     -
+failed        S    D     -     -     -     -     -     -     -     -     -     P     -
+skipped       S    D     -     -     -     -     -     -     -     -     -     -     -
+expired       S    D     -     -     -     -     -     -     -     -     -     -     -
+cancelled     S    D     -     -     -     -     -     -     -     -     -     -     -
+digested      -    -     -     -     -     -     -     -     -     -     -     -     -
 """
 LETTERS = {
     "P": ChannelStatus.PENDING,
@@ -62,6 +64,7 @@ LETTERS = {
     "K": ChannelStatus.SKIPPED,
     "X": ChannelStatus.EXPIRED,
     "C": ChannelStatus.CANCELLED,
+    "G": ChannelStatus.DIGESTED,
 }
 
 
@@ -162,6 +165,11 @@ def test_an_unknown_outcome_is_counted_even_when_refused() -> None:
         (["expired", "cancelled"], False, "expired"),
         (["expired", "sent"], False, "delivered"),
         (["cancelled", "delivered"], False, "delivered"),
+        # A digested channel went out in its digest: counted as sent.
+        (["digested"], False, "delivered"),
+        (["sent", "digested"], False, "delivered"),
+        (["failed", "digested"], False, "partially_failed"),
+        (["digested", "pending"], False, "pending"),
     ],
 )
 def test_notification_status(states: list[str], leased: bool, expected: str) -> None:

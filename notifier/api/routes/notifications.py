@@ -29,6 +29,7 @@ from notifier.channels.registry import CHANNELS
 from notifier.channels.spec import PayloadDraft
 from notifier.models.base import utcnow
 from notifier.models.notification import Channel
+from notifier.schemas.delivery_plan import CancelByKey, CancelByKeyResult
 from notifier.schemas.errors import AUTHENTICATED, error_responses
 from notifier.schemas.notification import (
     NotificationBatchCreate,
@@ -43,6 +44,7 @@ from notifier.storage.enqueue import (
     prepare,
     write_connection,
 )
+from notifier.storage.escalation import cancel_by_key
 from notifier.storage.notifications import (
     cancel_unsent_channels,
     get_notification,
@@ -245,6 +247,21 @@ async def enqueue_batch(
         prepared=prepared,
         response={"notifications": prepared.public},
     )
+
+
+@router.post("/cancel", response_model=CancelByKeyResult)
+async def cancel_by_cancellation_key(
+    payload: CancelByKey, _: ProducerDep, context: ContextDep, session: SessionDep
+) -> CancelByKeyResult:
+    """Cancel every unsent channel of the user's notifications enqueued with this
+    ``cancellation_key``, waiting escalation steps included (docs/architecture.md, "Digest,
+    throttle and escalation"). Nothing to cancel is an answer, not an error: the producer
+    says "stop" without knowing what already went."""
+    touched, channels = await cancel_by_key(
+        session, payload.user_id, payload.cancellation_key, utcnow(), context.wakeups
+    )
+    await session.commit()
+    return CancelByKeyResult(notifications=touched, channels=channels)
 
 
 @router.get("/{notification_id}", response_model=NotificationPublic)

@@ -11,6 +11,7 @@ from notifier.api.deps import ContextDep, ProducerDep, SessionDep, UserAccessDep
 from notifier.api.errors import NotFound, Unprocessable
 from notifier.models.base import utcnow
 from notifier.models.recipient import Recipient
+from notifier.schemas.delivery_plan import SeenMarks, SeenResult
 from notifier.schemas.errors import AUTHENTICATED, error_responses
 from notifier.schemas.notification import InboxPage, NotificationPublic, ReadAllResult
 from notifier.schemas.user import (
@@ -22,7 +23,7 @@ from notifier.schemas.user import (
     TokenCreate,
     TokenPublic,
 )
-from notifier.storage import notifications, push, recipients
+from notifier.storage import escalation, notifications, push, recipients
 from notifier.storage.cursors import InvalidCursor
 from notifier.storage.notifications import (
     get_notification,
@@ -72,6 +73,23 @@ async def mark_read(
     await notifications.mark_read(session, row, utcnow(), context.wakeups)
     await session.commit()
     return NotificationPublic.from_row(row)
+
+
+@router.post("/notifications/seen", response_model=SeenResult)
+async def mark_seen(
+    user_id: UserIdPath,
+    payload: SeenMarks,
+    _: UserAccessDep,
+    context: ContextDep,
+    session: SessionDep,
+) -> SeenResult:
+    """The user saw these (a client without a socket; the inbox page for what it shows): their
+    waiting ``seen`` escalation steps are skipped. Ids not the user's are ignored, as the ack
+    ignores them: seeing is not a read mark (docs/architecture.md, "Digest, throttle and
+    escalation")."""
+    skipped = await escalation.mark_seen(session, user_id, payload.ids, utcnow(), context.wakeups)
+    await session.commit()
+    return SeenResult(skipped=skipped)
 
 
 @router.post("/notifications/read-all", response_model=ReadAllResult)

@@ -173,11 +173,19 @@
     if (more && state.cursor) query.set("cursor", state.cursor);
     const page = await api("GET", userPath + "/notifications?" + query);
     for (const n of page.items) upsertNotification(n);
+    markSeen(page.items.map((n) => n.id));
     if (more || !state.loaded) state.cursor = page.next_cursor; // a refresh keeps the cursor
     state.loaded = true;
     $("load-more").hidden = !state.cursor;
     $("empty").hidden = state.notifications.size > 0;
     setUnread(page.unread_count);
+  }
+
+  // What this page shows is seen: an escalation waiting on "seen" (an email in ten minutes
+  // unless…) is skipped. Best effort: a failure only means the escalation may still go out.
+  function markSeen(ids) {
+    if (ids.length === 0) return;
+    api("POST", userPath + "/notifications/seen", { ids }).catch(() => {});
   }
 
   async function markRead(id) {

@@ -1,0 +1,150 @@
+"""Digest end to end (docs/architecture.md, "Digest, throttle and escalation"): members'
+email is held and goes out as ONE digest email to the real SMTP peer when the window closes;
+their email channels become ``digested`` (``provider_id`` ``digest:<id>``); with ``leading`` the
+first goes out at once; two workers racing over one window still make one digest."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.dispatch.harness import Stack, running_stack
+from tests.dispatch.smtp import DispatchSmtpPeer
+
+
+def new_user() -> str:
+    return f"u-{uuid.uuid4().hex[:8]}"
+
+
+def items(user: str, n: int, **digest: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "user_id": user,
+            "title": f"task {i} failed",
+            "message": f"exit code {i}",
+            "channels": ["websocket", "email"],
+            "digest": {"key": "failures", "window_seconds": 1, **digest},
+        }
+        for i in range(n)
+    ]
+
+
+async def digests_of(stack: Stack, user: str) -> list[Any]:
+    return await stack.sql(
+        "SELECT id, title, message, channels FROM notifications "
+        "WHERE user_id = :user AND dedupe_key LIKE 'digest:%'",
+        user=user,
+    )
+
+
+async def test_members_go_out_as_one_digest(db_url: str, smtp_peer: DispatchSmtpPeer) -> None:
+    user = new_user()
+    async with running_stack(db_url, **smtp_peer.settings()) as stack:
+        await stack.put_recipient(user, email=f"{user}@example.com")
+        created = await stack.notify_batch(items(user, 5))
+        members = [await stack.wait_settled(n["id"]) for n in created]
+        [digest_row] = await digests_of(stack, user)
+        digest = await stack.wait_settled(str(uuid.UUID(str(digest_row.id))))
+        [message_id] = await smtp_peer.wait_for_accepted(1)
+        inbox = (await stack.api.get(f"/v1/users/{user}/notifications")).json()
+
+    assert message_id == f"<{digest['id']}@notifier.test>"
+    assert digest["title"] == "5 new notifications (failures)"
+    assert digest["metadata"]["digest"] == {
+        "key": "failures",
+        "count": 5,
+        "members": [n["id"] for n in created],
+    }
+    assert [e["title"] for e in digest["metadata"]["data"]["events"]] == [
+        f"task {i} failed" for i in range(5)
+    ]
+    assert digest["delivery_status"]["email"]["status"] == "delivered"
+    for member in members:
+        email = member["delivery_status"]["email"]
+        assert email["status"] == "digested"
+        assert email["provider_id"] == f"digest:{digest['id']}"
+        assert member["delivery_status"]["websocket"]["status"] == "sent"  # never held
+        assert member["status"] == "delivered"
+    # The inbox lists the members, not the digest; the digest is not unread.
+    assert {i["id"] for i in inbox["items"]} == {n["id"] for n in created}
+    assert inbox["unread_count"] == 5
+    assert smtp_peer.rcpts == [f"{user}@example.com"]
+
+
+async def test_leading_sends_the_first_at_once(db_url: str, smtp_peer: DispatchSmtpPeer) -> None:
+    user = new_user()
+    async with running_stack(db_url, **smtp_peer.settings()) as stack:
+        await stack.put_recipient(user, email=f"{user}@example.com")
+        # A window long enough that the rest are made within it on a slow machine too.
+        [first] = await stack.notify_batch(items(user, 1, leading=True, window_seconds=3))
+        first_body = await stack.wait_settled(first["id"])
+        rest = await stack.notify_batch(items(user, 3, leading=True, window_seconds=3))
+        members = [await stack.wait_settled(n["id"]) for n in rest]
+        accepted = await smtp_peer.wait_for_accepted(2)
+        [digest_row] = await digests_of(stack, user)
+
+    digest_id = str(uuid.UUID(str(digest_row.id)))
+    assert first_body["delivery_status"]["email"]["status"] == "delivered"
+    assert accepted == [f"<{first['id']}@notifier.test>", f"<{digest_id}@notifier.test>"]
+    assert {m["delivery_status"]["email"]["status"] for m in members} == {"digested"}
+    assert digest_row.title == "3 new notifications (failures)"
+
+
+@pytest.mark.postgres
+async def test_two_workers_account_for_every_member_once(
+    fresh_pg_url: str, smtp_peer: DispatchSmtpPeer
+) -> None:
+    """Two workers racing over a storm of 200: every member is digested exactly once, and each
+    digest is one email. (Known gap, see the branch report: a backlog that outlasts the window
+    may split the storm into more than one window, as the windows are joined at the worker's
+    send decision, not at enqueue.)"""
+    user = new_user()
+    async with running_stack(fresh_pg_url, **smtp_peer.settings(), worker=False) as stack:
+        await stack.put_recipient(user, email=f"{user}@example.com")
+        created = await stack.notify_batch(items(user, 200, window_seconds=2))
+        await stack.start_worker()
+        await stack.start_worker()
+        members = [await stack.wait_settled(n["id"], within=30) for n in created]
+        rows = await digests_of(stack, user)
+        digests = [await stack.wait_settled(str(uuid.UUID(str(r.id)))) for r in rows]
+        accepted = await smtp_peer.wait_for_accepted(len(digests))
+
+    listed = [m for d in digests for m in d["metadata"]["digest"]["members"]]
+    assert sorted(listed) == sorted(n["id"] for n in created)  # each member once, none lost
+    assert sum(d["metadata"]["digest"]["count"] for d in digests) == 200
+    assert {m["delivery_status"]["email"]["status"] for m in members} == {"digested"}
+    for member in members:
+        [owner] = [d for d in digests if member["id"] in d["metadata"]["digest"]["members"]]
+        assert member["delivery_status"]["email"]["provider_id"] == f"digest:{owner['id']}"
+    assert sorted(accepted) == sorted(f"<{d['id']}@notifier.test>" for d in digests)
+    assert len(smtp_peer.received_ids()) == len(digests)
+
+
+async def test_a_failure_storm_is_the_first_failure_and_one_digest(
+    db_url: str, smtp_peer: DispatchSmtpPeer
+) -> None:
+    """Failed tasks, digested per user by default (here a 2 s window): the first failure's
+    email at once, the rest as one digest email."""
+    user = new_user()
+    async with running_stack(
+        db_url, **smtp_peer.settings(), digest_task_failures_seconds=2
+    ) as stack:
+        await stack.put_recipient(user, email=f"{user}@example.com")
+        failed = []
+        for i in range(4):
+            task_id = f"t-{uuid.uuid4().hex[:8]}"
+            body = {"task_id": task_id, "user_id": user, "task_type": f"export{i}"}
+            assert (await stack.api.post("/v1/tasks", json=body)).status_code == 201
+            patched = await stack.api.patch(f"/v1/tasks/{task_id}", json={"status": "failed"})
+            assert patched.status_code == 200, patched.text
+            failed.append(task_id)
+        accepted = await smtp_peer.wait_for_accepted(2)
+        [digest_row] = await digests_of(stack, user)
+        digest = await stack.get(str(uuid.UUID(str(digest_row.id))))
+
+    assert len(accepted) == 2
+    assert digest["metadata"]["digest"]["key"] == "task-failures"
+    assert digest["metadata"]["digest"]["count"] == 3
+    assert accepted[1] == f"<{digest['id']}@notifier.test>"
