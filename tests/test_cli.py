@@ -260,4 +260,4 @@ async def _ready(url: str, process: subprocess.Popen[bytes]) -> httpx.Response:
             except httpx.TransportError:
                 if time.monotonic() > deadline:
                     raise
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # another process starting to listen: no event to await

@@ -140,7 +140,7 @@ async def _until_a_transaction_waits_for_a_lock(service: RunningService) -> None
             if waiting:
                 return
             assert asyncio.get_running_loop().time() < deadline, "the second insert never waited"
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # polling pg_stat_activity: a lock wait sends no event
 
 
 async def test_the_database_keeps_one_even_without_the_task_lock(service: RunningService) -> None:
