@@ -24,7 +24,12 @@ import httpx
 import pytest
 import websockets
 
-from notifier.api.connections import PROBE_HEADER_TIMEOUT_SECONDS, PROBE_RESERVE
+from notifier.api.connections import (
+    PROBE_HEADER_TIMEOUT_SECONDS,
+    PROBE_RESERVE,
+    Admission,
+    ConnectionLimits,
+)
 from notifier.settings import Settings
 from tests.faults.processes import ServiceProcess, poll_until
 from tests.security.serve import API_KEY, api_process
@@ -321,6 +326,28 @@ async def test_open_file_limit_is_raised_and_caps_connections(tmp_path: Path) ->
             close_all(connections)
         await served(api, "/readyz")
         assert f"at most {cap} connections are served" in api.tail(200), api.tail(50)
+
+
+@pytest.mark.parametrize(
+    ("open_connections", "in_reserve", "lingering", "taken"),
+    [
+        (10, 0, 0, Admission.SERVED),  # the cap itself is served
+        (11, 0, 0, Admission.PROBE_ONLY),
+        (11 + PROBE_RESERVE - 1, PROBE_RESERVE - 1, 0, Admission.PROBE_ONLY),
+        (11 + PROBE_RESERVE, PROBE_RESERVE, 0, Admission.REFUSED),
+        # Sockets still open for their 503, and those in the reserve, take no place under the
+        # cap: a burst of refusals does not push the probes out, nor served clients.
+        (10 + 500, 0, 500, Admission.SERVED),
+        (11 + 500, 3, 500, Admission.SERVED),
+        (12 + 500, 1, 500, Admission.PROBE_ONLY),
+    ],
+)
+def test_how_a_new_connection_is_taken(
+    open_connections: int, in_reserve: int, lingering: int, taken: Admission
+) -> None:
+    limits = ConnectionLimits(header_timeout_seconds=20, max_connections=10)
+    limits.in_reserve, limits.lingering = in_reserve, lingering
+    assert limits.admission(open_connections) is taken
 
 
 def test_the_defaults_are_what_the_issue_and_the_readme_say() -> None:
