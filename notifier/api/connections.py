@@ -7,7 +7,7 @@ and headers is never closed, and uvicorn has no cap on open sockets (``limit_con
 checked only once a request's headers are complete, so silent connections pile up past it
 until the process runs out of file descriptors and stops accepting, ``/healthz`` included).
 
-``GuardedHttpToolsProtocol`` is uvicorn's own HTTP protocol with two additions:
+``GuardedHttpToolsProtocol`` is uvicorn's own HTTP protocol with three additions:
 
 * a deadline of ``header_timeout_seconds`` from when the connection opens, and again from the
   end of each response, until the next request's headers are complete; a connection still
