@@ -7,8 +7,9 @@ that tests run with the limits production has: the header deadline and the conne
 Open files: every socket is a file descriptor, and a process past its ``RLIMIT_NOFILE`` cannot
 accept connections at all (nor open a database connection). At start the soft limit is raised
 to the hard one; if ``NOTIFIER_MAX_CONNECTIONS`` still does not fit below it, with
-``FD_HEADROOM`` kept for everything that is not a client socket, the cap is lowered to what fits
-and a warning says so. Past the cap a client gets a 503; it never finds the server deaf.
+``FD_HEADROOM`` kept for everything that is not a client socket and ``PROBE_RESERVE`` for the
+probes answered past the cap, the cap is lowered to what fits and a warning says so. Past the
+cap a client gets a 503 (a probe its answer); it never finds the server deaf.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import uvicorn
 
-from notifier.api.connections import ConnectionLimits, GuardedConfig
+from notifier.api.connections import PROBE_RESERVE, ConnectionLimits, GuardedConfig
 from notifier.settings import Settings
 
 log = logging.getLogger("notifier.api.server")
@@ -64,11 +65,12 @@ def raise_open_file_limit() -> int:
 
 
 def connection_cap(max_connections: int, open_file_limit: int) -> int:
-    """``max_connections``, lowered to what ``open_file_limit`` leaves after the headroom."""
+    """``max_connections``, lowered to what ``open_file_limit`` leaves after the headroom and
+    the probes' reserve."""
     if open_file_limit == resource.RLIM_INFINITY:
         return max_connections
     headroom = min(FD_HEADROOM, open_file_limit // 4)
-    return max(1, min(max_connections, open_file_limit - headroom))
+    return max(1, min(max_connections, open_file_limit - headroom - PROBE_RESERVE))
 
 
 def connection_limits(settings: Settings) -> ConnectionLimits:

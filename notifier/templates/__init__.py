@@ -4,8 +4,8 @@ The public surface, for the API, the enqueue path and the triggers:
 
 - ``TemplateRenderer`` (renderer.py): ``render(RenderRequest) -> RenderedTemplate`` in any
   thread, ``render_async``/``render_many`` on its own thread pool, ``validate`` for a PUT;
-- ``RenderRequest``, ``RecipientInfo``, ``NotificationInfo``: what a render needs;
-- ``RenderedTemplate``/``RenderedParts``: what it gives;
+- ``RenderRequest``, ``RecipientInfo``, ``NotificationInfo``: what a render needs, and
+  ``RenderedTemplate``/``RenderedParts``: what it gives (render_types.py);
 - ``TemplateDefinition`` (definition.py) and the built-ins (builtins.py);
 - the errors (errors.py), every one a ``TemplateError`` that the API answers with 422.
 
@@ -30,14 +30,14 @@ from notifier.templates.errors import (
     UnsafeTemplate,
 )
 from notifier.templates.guards import Limits
-from notifier.templates.renderer import (
+from notifier.templates.render_types import (
     NotificationInfo,
     RecipientInfo,
     RenderedParts,
     RenderedTemplate,
     RenderRequest,
-    TemplateRenderer,
 )
+from notifier.templates.renderer import TemplateRenderer
 
 __all__ = [
     "PARTS",

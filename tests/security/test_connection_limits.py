@@ -5,7 +5,9 @@ sockets from this test.
   a byte at a time, or idle after a first request — are closed once
   ``NOTIFIER_HEADER_TIMEOUT_SECONDS`` have passed, and ``/healthz`` answers throughout.
 - Past ``NOTIFIER_MAX_CONNECTIONS`` open sockets (WebSockets counted) a new connection gets 503
-  with the JSON envelope instead of waiting, and the process serves again once sockets close.
+  with the JSON envelope instead of waiting, and the process serves again once sockets close;
+  but a probe (``GET /healthz``, ``GET /metrics``) is answered from a small reserve past the
+  cap, so that a full process is not restarted as a dead one. ``/readyz`` gets the 503.
 - The process raises its open-file soft limit to the hard one, and lowers the cap to what that
   limit leaves: a flood of sockets meets 503s, never a process that cannot accept.
 """
@@ -22,6 +24,12 @@ import httpx
 import pytest
 import websockets
 
+from notifier.api.connections import (
+    PROBE_HEADER_TIMEOUT_SECONDS,
+    PROBE_RESERVE,
+    Admission,
+    ConnectionLimits,
+)
 from notifier.settings import Settings
 from tests.faults.processes import ServiceProcess, poll_until
 from tests.security.serve import API_KEY, api_process
@@ -166,12 +174,40 @@ def assert_unavailable(response: httpx.Response) -> None:
     assert set(response.json()["error"]) == {"code", "message", "details"}
 
 
-async def healthz_response(api: ServiceProcess) -> httpx.Response:
+async def healthz_response(api: ServiceProcess, path: str = "/healthz") -> httpx.Response:
     async with httpx.AsyncClient(timeout=5) as client:
-        return await client.get(f"{api.base_url}/healthz")
+        return await client.get(f"{api.base_url}{path}")
 
 
-async def test_past_max_connections_new_connections_get_503_websockets_counted(
+async def exchange(api: ServiceProcess, request: bytes) -> tuple[bytes, float]:
+    """``request`` on a raw connection of its own: all the server sent until it closed the
+    connection, and how long that took."""
+    reader, writer = (await open_raw(api, 1))[0]
+    started = time.monotonic()
+    writer.write(request)
+    try:
+        answer, closed = await asyncio.wait_for(read_until_closed(reader), 10)
+    finally:
+        writer.close()
+    return answer, closed - started
+
+
+async def served(api: ServiceProcess, path: str = "/healthz") -> None:
+    """Wait until ``path`` answers 200 on a new connection (polled: the server seeing a socket
+    close is not an event this test can await)."""
+
+    async def answered() -> tuple[bool, int]:
+        async with httpx.AsyncClient(timeout=3) as client:
+            try:
+                status = (await client.get(f"{api.base_url}{path}")).status_code
+            except httpx.HTTPError:
+                status = 0
+        return status == 200, status
+
+    await poll_until(answered, timeout=10, what=f"{path} 200 after sockets closed")
+
+
+async def test_past_max_connections_probes_are_answered_and_the_rest_get_503(
     tmp_path: Path,
 ) -> None:
     sockets, idle = 10, 30
@@ -190,56 +226,128 @@ async def test_past_max_connections_new_connections_get_503_websockets_counted(
             connections = await open_raw(api, idle)
             stack.callback(close_all, connections)
 
-            # As many sockets open as allowed: the next connection is refused, not kept waiting.
-            assert_unavailable(await healthz_response(api))
+            # As many sockets open as allowed. A probe is answered, on a connection that is
+            # then closed, so that it gives its place in the reserve back.
+            answer, took = await exchange(api, FULL_REQUEST)
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            assert b"connection: close" in answer.lower(), answer
+            assert answer.endswith(b'{"status":"ok"}'), answer
+            assert took < PROBE_HEADER_TIMEOUT_SECONDS, took  # closed after the answer
+            assert await healthz(api) == 200
+            async with httpx.AsyncClient(timeout=5) as client:
+                scraped = await client.get(f"{api.base_url}/metrics")
+            assert scraped.status_code == 200, scraped.text
+            assert "notifier_websocket_connections" in scraped.text
+
+            # Anything else is refused, not kept waiting: readiness (a full process is not
+            # ready for more), the API, a WebSocket.
+            async with httpx.AsyncClient(base_url=api.base_url, timeout=5) as client:
+                assert_unavailable(await client.get("/readyz"))
+                assert_unavailable(
+                    await client.get(
+                        "/v1/users/cap-user/notifications",
+                        headers={"Authorization": f"Bearer {API_KEY}"},
+                    )
+                )
             with pytest.raises(websockets.InvalidStatus) as refused:
                 await websockets.connect(url)
             assert refused.value.response.status_code == 503
             body = json.loads(refused.value.response.body or b"{}")
             assert body["error"]["code"] == "unavailable"
+            # A POST with its body, past the cap: one 503, no 400 for the unread body after it.
+            payload = b'{"user_id": "cap-user", "title": "t", "message": "m"}'
+            post = (
+                "POST /v1/notifications HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n"
+            ).encode()
+            answer, _ = await exchange(api, post + payload)
+            assert answer.count(b"HTTP/1.1") == 1 and answer.startswith(b"HTTP/1.1 503"), answer
 
-            # Sockets close: the process serves again (polled: closing raises no event here).
+            # The reserve full of connections that send nothing: a probe gets 503 at once, and
+            # each of them its 503 once the reserve's short header deadline has passed.
+            silent = await open_raw(api, PROBE_RESERVE)
+            stack.callback(close_all, silent)
+            opened = time.monotonic()
+            assert_unavailable(await healthz_response(api))
+            refusals = await asyncio.wait_for(
+                asyncio.gather(*(read_until_closed(reader) for reader, _ in silent)), 10
+            )
+            for answer, closed in refusals:
+                assert answer.startswith(b"HTTP/1.1 503"), answer
+                assert closed - opened >= PROBE_HEADER_TIMEOUT_SECONDS * 0.75, closed - opened
+            # Their places are free again: probes are answered (the cap is still full).
+            await served(api, "/healthz")
+            assert_unavailable(await healthz_response(api, "/readyz"))
+
+            # Sockets close: the process serves everything again.
             close_all(connections[:5])
-
-            async def served() -> tuple[bool, int]:
-                status = await healthz(api)
-                return status == 200, status
-
-            await poll_until(served, timeout=10, what="/healthz 200 after sockets closed")
+            await served(api, "/readyz")
         assert "connection limit reached" in api.tail(200)
 
 
 async def test_open_file_limit_is_raised_and_caps_connections(tmp_path: Path) -> None:
     """soft 300, hard 600: the process raises its soft limit to 600 and, with 150 descriptors
-    kept aside (a quarter of a small limit), serves at most 450 sockets although
-    NOTIFIER_MAX_CONNECTIONS is 12,000; the rest get 503 at once."""
+    kept aside (a quarter of a small limit) and 16 for the probes' reserve, serves at most 434
+    sockets although NOTIFIER_MAX_CONNECTIONS is 12,000, and reads 16 more for a probe; the
+    rest get 503 at once."""
+    cap = 600 - 150 - PROBE_RESERVE
     async with api_process(tmp_path, open_files=(300, 600), header_timeout_seconds=60) as api:
         connections = await open_raw(api, 500)
         try:
 
-            async def answered(connection: Connection) -> bytes:
+            async def answered(connection: Connection, wait: float) -> bytes:
                 try:
-                    return await asyncio.wait_for(connection[0].read(12), 0.5)
+                    return await asyncio.wait_for(connection[0].read(12), wait)
                 except TimeoutError:
                     return b""  # nothing: an accepted connection waiting for its request
 
-            answers = await asyncio.gather(*(answered(c) for c in connections))
-            accepted = next((i for i, a in enumerate(answers) if a), len(answers))
-            # 450 minus any socket of the readiness probes the process has not seen close yet.
-            assert 445 <= accepted <= 450, (accepted, answers[440:460])
-            assert all(a.startswith(b"HTTP/1.1 503") for a in answers[accepted:]), answers
-            # The accepted ones are still open: one more is refused too.
-            assert_unavailable(await healthz_response(api))
+            answers = await asyncio.gather(*(answered(c, 0.5) for c in connections))
+            refused_from = next((i for i, a in enumerate(answers) if a), len(answers))
+            # cap + reserve, minus any socket of the readiness probes the process has not seen
+            # close yet.
+            assert cap + PROBE_RESERVE - 5 <= refused_from <= cap + PROBE_RESERVE, (
+                refused_from,
+                answers[cap + 10 : cap + 30],
+            )
+            assert all(a.startswith(b"HTTP/1.1 503") for a in answers[refused_from:]), answers
+            # Those in the reserve, silent, get their 503 after its short header deadline; the
+            # accepted ones are still open and waiting.
+            later = await asyncio.gather(
+                *(answered(c, PROBE_HEADER_TIMEOUT_SECONDS + 3) for c in connections[:refused_from])
+            )
+            reserve_from = refused_from - PROBE_RESERVE
+            assert all(a.startswith(b"HTTP/1.1 503") for a in later[reserve_from:]), later
+            assert not any(later[:reserve_from]), later[:reserve_from]
+            # Full, yet alive to a probe; not ready for more.
+            assert await healthz(api) == 200
+            assert_unavailable(await healthz_response(api, "/readyz"))
         finally:
             close_all(connections)
-        assert await healthz(api) in (200, 503)  # alive; 200 once the closes are seen
+        await served(api, "/readyz")
+        assert f"at most {cap} connections are served" in api.tail(200), api.tail(50)
 
-        async def served() -> tuple[bool, int]:
-            status = await healthz(api)
-            return status == 200, status
 
-        await poll_until(served, timeout=10, what="/healthz 200 after sockets closed")
-        assert "at most 450 connections are served" in api.tail(200), api.tail(50)
+@pytest.mark.parametrize(
+    ("open_connections", "in_reserve", "lingering", "taken"),
+    [
+        (10, 0, 0, Admission.SERVED),  # the cap itself is served
+        (11, 0, 0, Admission.PROBE_ONLY),
+        (11 + PROBE_RESERVE - 1, PROBE_RESERVE - 1, 0, Admission.PROBE_ONLY),
+        (11 + PROBE_RESERVE, PROBE_RESERVE, 0, Admission.REFUSED),
+        # Sockets still open for their 503, and those in the reserve, take no place under the
+        # cap: a burst of refusals does not push the probes out, nor served clients.
+        (10 + 500, 0, 500, Admission.SERVED),
+        (11 + 500, 3, 500, Admission.SERVED),
+        (12 + 500, 1, 500, Admission.PROBE_ONLY),
+    ],
+)
+def test_how_a_new_connection_is_taken(
+    open_connections: int, in_reserve: int, lingering: int, taken: Admission
+) -> None:
+    limits = ConnectionLimits(header_timeout_seconds=20, max_connections=10)
+    limits.in_reserve, limits.lingering = in_reserve, lingering
+    assert limits.admission(open_connections) is taken
 
 
 def test_the_defaults_are_what_the_issue_and_the_readme_say() -> None:
