@@ -31,8 +31,7 @@ def _delivery(attempts: int) -> ClaimedDelivery:
         endpoint_id=uuid.uuid4(),
         attempts=attempts,
         event_type="webhook.test",
-        data_json="{}",
-        event_created_at=utcnow(),
+        body=b"{}",
         url="https://example.com/hook",
         keys=(new_key(),),
     )
@@ -139,21 +138,21 @@ def test_signatures_verify_with_standardwebhooks() -> None:
 def test_slots_bound_each_endpoint_and_take_turns() -> None:
     slow, fast = uuid.uuid4(), uuid.uuid4()
     slots = EndpointSlots(per_endpoint=2, total=3)
-    for endpoint in [slow] * 4 + [fast] * 2:
+    for endpoint in [slow] * 8 + [fast] * 2:
         slots.add(dataclasses.replace(_delivery(0), endpoint_id=endpoint))
     started = []
     while (delivery := slots.next_ready()) is not None:
         started.append(delivery)
     # Three at once in all, two at most to one endpoint, the endpoints taking turns.
     assert [d.endpoint_id for d in started] == [slow, fast, slow]
-    assert (slots.held, slots.sending, slots.wants_more) == (6, 3, False)
-    assert slots.full_endpoints() == [slow]  # it holds twice its bound: a claim brings no more
-    assert slots.held_per_endpoint() == {slow: 4, fast: 2}
+    assert (slots.held, slots.sending, slots.wants_more) == (10, 3, False)
+    assert slots.full_endpoints() == [slow]  # it holds AHEAD times its bound: no more of it
+    assert slots.held_per_endpoint() == {slow: 8, fast: 2}
     # The fast endpoint's request ends: its other one starts; the slow one stays at its bound.
     slots.done(started[1])
     following = slots.next_ready()
     assert following is not None and following.endpoint_id == fast
     assert slots.next_ready() is None
-    # A stopping sender takes back what never started: the slow endpoint's two.
-    assert [d.endpoint_id for d in slots.take_waiting()] == [slow, slow]
-    assert (slots.held, slots.sending) == (3, 3)
+    # A stopping sender takes back what never started: the slow endpoint's six.
+    assert [d.endpoint_id for d in slots.take_waiting()] == [slow] * 6
+    assert (slots.held, slots.sending, slots.wants_more) == (3, 3, True)
