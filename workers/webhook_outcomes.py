@@ -3,10 +3,11 @@ was in the database go in the next one, together — one statement on PostgreSQL
 (``storage.webhook_record.record_outcomes``).
 
 The batching is the generic ``Coalescer`` (``notifier/coalescer.py``, docs/architecture.md "The
-coalescer"), one batch at a time: batches grow with the load, and a quiet sender records each
-outcome at once. A sender frees a request's slot before it awaits ``record``, so the next
-request starts at once, and the delivery stays leased to this worker (no claim can take it
-again) until its outcome is committed.
+coalescer"), one batch at a time, each gathering for up to ``max_wait`` (50 ms; bench scenario
+6 wrote batches of about 6 outcomes without it, of about 46 at 25 ms). Waiting holds up
+nothing: a sender frees a request's slot before it awaits ``record``, so the next request
+starts at once, and the delivery stays leased to this worker (no claim can take it again)
+until its outcome is committed.
 
 Failures: a transient database error retries the whole batch (``with_db_retries``) for as long
 as the oldest outcome's lease keeps its row ours anyway; then every caller of the batch gets the
@@ -43,7 +44,7 @@ class OutcomeWriter:
         retry_within: float,
         on_written: Callable[[], None] = lambda: None,
         max_batch: int = 256,
-        max_wait: float = 0.025,
+        max_wait: float = 0.05,
     ) -> None:
         self._engine = engine
         self._worker_id = worker_id

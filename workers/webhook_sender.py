@@ -55,7 +55,7 @@ from workers.outcomes import is_transient_db_error
 from workers.wakeup import Wakeup
 from workers.webhook_attempt import attempt, decide, interrupted
 from workers.webhook_outcomes import OutcomeWriter
-from workers.webhook_slots import AHEAD, EndpointSlots
+from workers.webhook_slots import AHEAD, CLAIM_MAX, EndpointSlots
 
 log = logging.getLogger("notifier.webhooks")
 
@@ -152,7 +152,7 @@ class WebhookSender:
         # Outcomes not yet written count against the room past one batch: when recording is
         # what is slow, claiming more would only queue more.
         backlog = max(self.outcomes.backlog - self.outcomes.max_batch, 0)
-        asked = min(self.slots.room - backlog, self.settings.worker_batch_size)
+        asked = min(self.slots.room - backlog, CLAIM_MAX)
         if asked <= 0:
             return False
         try:

@@ -3,12 +3,15 @@ and those being sent; and which one to start next.
 
 A sender claims ahead — up to ``AHEAD`` times what it may send at once, and ``AHEAD`` times each
 endpoint's bound — so that a slot freed by a finished request is filled from here at once, not
-after a claim's round trip; and it claims again only once half of that is gone, so that claims
-come in batches of at least ``AHEAD / 2`` sending rounds rather than a few rows per freed slot
-(bench scenario 6: 1,321 claims for 10,000 events when a claim topped up twice the bound, which
-cost a fifth of the worker's CPU; bench/RESULTS.md "Webhook delivery A/B"). Requests to one
-endpoint never exceed its bound, and the endpoints take turns: a backlog at one waits here,
-leased, without holding back the others.
+after a claim's round trip; and it claims again once half of that is gone, so that a claim
+brings at least ``AHEAD / 2`` sending rounds (up to ``CLAIM_MAX`` rows) and what is left covers
+the claim's own round trip. Bench scenario 6 (bench/RESULTS.md "Webhook delivery A/B"): topping
+up twice the bound made a claim per 7 events, and with a claim taking 10-20 ms on a busy
+machine (its commit waits for the WAL flush) the sender ran out of held deliveries between
+claims. Requests to one endpoint never exceed its bound, and the endpoints take turns: a backlog
+at one waits here, leased, without holding back the others. A held delivery not started in time
+is let go (``WebhookSender._start_ready``): a slow endpoint's surplus comes back once its lease
+runs out, and meanwhile its other due deliveries keep it at its bound.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from collections import Counter, deque
 from notifier.storage.webhook_queue import ClaimedDelivery
 
 # How many times its sending bound a sender holds (sending and waiting) per endpoint and in all.
-AHEAD = 4
+AHEAD = 8
+# The most one claim takes: a statement of a few hundred rows still takes milliseconds.
+CLAIM_MAX = 256
 
 
 class EndpointSlots:

@@ -51,7 +51,10 @@ _RETURNED = """w.id, w.event_id, w.endpoint_id, w.attempts, ev.type, ev.data::te
 # endpoint fills at most its share, and every other endpoint's due rows are still claimed.
 # ``SKIP LOCKED`` lets concurrent workers take disjoint rows without waiting on one another; the
 # locking SELECTs sit in a CTE, evaluated exactly once. A claimed row's next_attempt_at becomes
-# its lease expiry: should this worker die, the row is due again when the lease runs out.
+# its lease expiry: should this worker die, the row is due again when the lease runs out. The
+# UPDATE finds the rows by ``id = ANY(ARRAY(…))``, a primary-key lookup each: joined to the CTE,
+# the planner hashed the whole table instead (it cannot tell the CTE's size), a scan of every
+# queued delivery per claim (bench/RESULTS.md "Webhook delivery A/B").
 _PG_CLAIM = text(
     f"""
 WITH due AS (
@@ -73,8 +76,8 @@ WITH due AS (
 )
 UPDATE webhook_deliveries AS w
 SET lease_owner = :worker, lease_expires_at = :until, next_attempt_at = :until
-FROM due, webhook_events AS ev, webhook_endpoints AS e
-WHERE w.id = due.id AND ev.id = w.event_id AND e.id = w.endpoint_id
+FROM webhook_events AS ev, webhook_endpoints AS e
+WHERE w.id = ANY(ARRAY(SELECT id FROM due)) AND ev.id = w.event_id AND e.id = w.endpoint_id
 RETURNING {_RETURNED}
 """
 ).columns(

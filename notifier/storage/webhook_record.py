@@ -49,7 +49,8 @@ class DeliveryOutcome:
 
 # The outcomes of a batch on PostgreSQL: one statement, each column an array (one parameter a
 # column, whatever the batch size). The deliveries still leased to this worker are locked in
-# id order first; the log gets every attempt whose endpoint and event still exist (a delivery
+# id order first (found by primary key: ``= ANY(…)``, never a join the planner may hash over
+# the whole table); the log gets every attempt whose endpoint and event still exist (a delivery
 # deleted meanwhile with its endpoint logs nothing rather than failing the batch).
 _PG_RECORD = text(
     """
@@ -62,8 +63,8 @@ WITH outcome AS (
     ) AS o(id, status, attempt, next_attempt_at, status_code, error, at, event_id,
            endpoint_id, event_type, duration_ms)
 ), ours AS (
-    SELECT w.id FROM webhook_deliveries AS w JOIN outcome AS o ON o.id = w.id
-    WHERE w.lease_owner = :worker
+    SELECT w.id FROM webhook_deliveries AS w
+    WHERE w.id = ANY(CAST(:ids AS uuid[])) AND w.lease_owner = :worker
     ORDER BY w.id
     FOR UPDATE OF w
 ), recorded AS (
@@ -71,8 +72,8 @@ WITH outcome AS (
     SET status = o.status, attempts = o.attempt, next_attempt_at = o.next_attempt_at,
         lease_owner = NULL, lease_expires_at = NULL, last_status_code = o.status_code,
         last_error = o.error, updated_at = o.at
-    FROM outcome AS o, ours
-    WHERE w.id = o.id AND ours.id = o.id
+    FROM outcome AS o
+    WHERE w.id = ANY(ARRAY(SELECT id FROM ours)) AND o.id = w.id
 )
 INSERT INTO webhook_attempts (
     id, event_id, endpoint_id, event_type, attempt, status_code, error, duration_ms, at)
