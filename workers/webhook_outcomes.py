@@ -3,8 +3,9 @@ was in the database go in the next one, together — one statement on PostgreSQL
 (``storage.webhook_record.record_outcomes``).
 
 The batching is the generic ``Coalescer`` (``notifier/coalescer.py``, docs/architecture.md "The
-coalescer"), one batch at a time, each gathering for up to ``max_wait`` (50 ms; bench scenario
-6 wrote batches of about 6 outcomes without it, of about 46 at 25 ms). Waiting holds up
+coalescer"), one batch at a time, each gathering for up to ``max_wait`` (50 ms; in bench scenario
+6 the group commit before it wrote about 14 outcomes a transaction, this one about 46 a
+statement at 25 ms). Waiting holds up
 nothing: a sender frees a request's slot before it awaits ``record``, so the next request
 starts at once, and the delivery stays leased to this worker (no claim can take it again)
 until its outcome is committed.

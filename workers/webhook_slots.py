@@ -6,12 +6,13 @@ endpoint's bound — so that a slot freed by a finished request is filled from h
 after a claim's round trip; and it claims again once half of that is gone, so that a claim
 brings at least ``AHEAD / 2`` sending rounds (up to ``CLAIM_MAX`` rows) and what is left covers
 the claim's own round trip. Bench scenario 6 (bench/RESULTS.md "Webhook delivery A/B"): topping
-up twice the bound made a claim per 7 events, and with a claim taking 10-20 ms on a busy
-machine (its commit waits for the WAL flush) the sender ran out of held deliveries between
-claims. Requests to one endpoint never exceed its bound, and the endpoints take turns: a backlog
-at one waits here, leased, without holding back the others. A held delivery not started in time
-is let go (``WebhookSender._start_ready``): a slow endpoint's surplus comes back once its lease
-runs out, and meanwhile its other due deliveries keep it at its bound.
+up twice the bound, at most 50 rows, made a claim per ~22 events, and with a claim taking
+10-20 ms on a busy machine (half of it the commit's WAL flush) the sender ran out of held
+deliveries between claims. Requests to one endpoint never exceed its bound, and the endpoints
+take turns: a backlog at one waits here, leased, without holding back the others. A held
+delivery not started in time is let go (``WebhookSender._start_ready``): a slow endpoint's
+surplus comes back once its lease runs out, and meanwhile its other due deliveries keep it at
+its bound.
 """
 
 from __future__ import annotations
