@@ -151,17 +151,22 @@ async def _baseline(
     try:
         await client.event("ready", timeout=60)
         await sink.send(f"expect {n} 2")
+        cpu_before = client.cpu_seconds()
         started = time.time()
         await client.send("go")
         received = float((await sink.event("done", timeout=WINDOW_SECONDS, gen=2))["t"])
         sent = await client.event("sent", timeout=WINDOW_SECONDS)
+        cpu = client.cpu_seconds() - cpu_before
         if sent["failed"]:
             raise client.fail(f"{sent['failed']} posts failed")
     finally:
         with contextlib.suppress(Exception):
             await client.send("quit")
         await bench.stop(client)
-    bench.log(f"  bare client: {n} in {received - started:.2f}s ({n / (received - started):.0f}/s)")
+    bench.log(
+        f"  bare client: {n} in {received - started:.2f}s ({n / (received - started):.0f}/s, "
+        f"client CPU {cpu:.1f}s = {1e6 * cpu / n:.0f} us each)"
+    )
     return n / (received - started)
 
 

@@ -21,8 +21,8 @@ from notifier import __version__
 from notifier.models.base import utcnow
 from notifier.models.webhook import WebhookDeliveryStatus
 from notifier.net_guard import is_unsafe_address_error, not_allowed
-from notifier.storage.webhook_queue import ClaimedDelivery, DeliveryOutcome
-from notifier.webhooks.events import envelope_body
+from notifier.storage.webhook_queue import ClaimedDelivery
+from notifier.storage.webhook_record import DeliveryOutcome
 from notifier.webhooks.signing import signature_headers
 
 MAX_ERROR_CHARS = 500
@@ -45,7 +45,7 @@ class AttemptResult:
 
 
 async def attempt(
-    http: aiohttp.ClientSession, delivery: ClaimedDelivery, *, timeout_seconds: float
+    http: aiohttp.ClientSession, delivery: ClaimedDelivery, *, limit: aiohttp.ClientTimeout
 ) -> AttemptResult:
     """POST the delivery's event, signed for this attempt; never raises but for cancellation."""
     at = utcnow()
@@ -53,22 +53,16 @@ async def attempt(
     status: int | None = None
     error: str | None
     try:
-        body = envelope_body(
-            delivery.event_id, delivery.event_type, delivery.event_created_at, delivery.data_json
-        )
+        body = delivery.body
         headers = BASE_HEADERS | signature_headers(str(delivery.event_id), body, delivery.keys, at)
         async with http.post(
-            delivery.url,
-            data=body,
-            headers=headers,
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+            delivery.url, data=body, headers=headers, allow_redirects=False, timeout=limit
         ) as response:
             status = response.status
             await response.content.read(MAX_RESPONSE_BYTES)
         error = _status_error(status, response.headers.get("Location"))
     except TimeoutError:
-        error = f"timeout: no answer within {timeout_seconds:g} s"
+        error = f"timeout: no answer within {limit.total:g} s"
     except (aiohttp.ClientError, OSError) as exc:
         if is_unsafe_address_error(exc):
             # Not {exc}: aiohttp's message may quote the address the name resolved to.

@@ -4,9 +4,10 @@
         claim ahead, in batches, up to twice what may be sent at once (webhook_slots)
                                                               (storage.webhook_queue.claim_due)
         start what the slots allow: at most WEBHOOK_WORKER_CONCURRENCY requests, at most
-        WEBHOOK_CONCURRENCY_PER_ENDPOINT to one endpoint; each: POST it
-        (webhook_attempt.attempt), decide what it becomes (decide), hand the outcome to the
-        group commit (webhook_outcomes), start the next one held
+        WEBHOOK_CONCURRENCY_PER_ENDPOINT to one endpoint; each: POST it over its endpoint's
+        keep-alive connection pool (webhook_attempt.attempt), decide what it becomes
+        (decide), free its slot and start the next one held, then hand the outcome to the
+        group commit (webhook_outcomes) and wait until it is written
         wait for a NOTIFY wake-up, room for a claim, the next due time, the poll interval, or
         the stop
 
@@ -16,7 +17,8 @@ its requests take at most that many of this worker's slots, its backlog waits (l
 them, and the claim passes over its due rows to the other endpoints'.
 
 A lease lasts two requests' time (``WEBHOOK_TIMEOUT_SECONDS`` each: one it may wait behind, its
-own) plus ``LEASE_SECONDS`` to record it, so no renewal is needed. On stop the loop claims
+own) plus ``LEASE_SECONDS`` to record it, so no renewal is needed: a held delivery not started
+in time is let go unsent (``_start_ready``). On stop the loop claims
 nothing more, hands back what it had not started, lets in-flight attempts finish for up to
 ``drain_seconds``, logs the rest as interrupted (due again at once) and writes every outcome
 before it returns.
@@ -35,7 +37,7 @@ from datetime import datetime, timedelta
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from notifier.metrics.webhooks import WebhookMetrics
 from notifier.models.base import utcnow
@@ -45,17 +47,21 @@ from notifier.settings import Settings
 from notifier.storage import webhook_queue as queue
 from notifier.storage.transitions import KEEP_DAYS as HISTORY_DAYS
 from notifier.storage.transitions import prune_transitions
-from notifier.storage.webhooks import WEBHOOK_WAKEUP_CHANNEL, prune
+from notifier.storage.webhook_log import prune
+from notifier.storage.webhook_queue import ClaimedDelivery
+from notifier.storage.webhooks import WEBHOOK_WAKEUP_CHANNEL
 from workers.next_due import NextDue
 from workers.outcomes import is_transient_db_error
 from workers.wakeup import Wakeup
 from workers.webhook_attempt import attempt, decide, interrupted
-from workers.webhook_outcomes import OutcomeBatcher
-from workers.webhook_slots import AHEAD, EndpointSlots
+from workers.webhook_outcomes import OutcomeWriter
+from workers.webhook_slots import AHEAD, CLAIM_MAX, EndpointSlots
 
 log = logging.getLogger("notifier.webhooks")
 
 PRUNE_EVERY_SECONDS = 3600.0
+# A lease covers this many requests' time (one it may wait behind, its own), plus LEASE_SECONDS.
+LEASE_REQUESTS = 2
 
 
 class WebhookSender:
@@ -76,13 +82,17 @@ class WebhookSender:
         self.worker_id = worker_id or f"webhooks-{uuid.uuid4().hex[:12]}"
         self.metrics = metrics or WebhookMetrics()
         self._resolver = resolver  # tests stand in for DNS here (the guard still applies)
-        self.lease_seconds = AHEAD * settings.webhook_timeout_seconds + settings.lease_seconds
+        self.lease_seconds = (
+            LEASE_REQUESTS * settings.webhook_timeout_seconds + settings.lease_seconds
+        )
         self.drain_seconds = (
             drain_seconds if drain_seconds is not None else min(settings.lease_seconds, 25.0)
         )
+        # One engine for the claims and outcomes: single statements on autocommit connections.
+        self.engine: AsyncEngine = sessions.kw["bind"]
         # A written outcome may be a retry with its own due time: the loop looks again.
-        self.outcomes = OutcomeBatcher(
-            sessions,
+        self.outcomes = OutcomeWriter(
+            self.engine,
             worker_id=self.worker_id,
             retry_within=settings.lease_seconds,
             on_written=wakeup.notify,
@@ -91,26 +101,21 @@ class WebhookSender:
             per_endpoint=settings.webhook_concurrency_per_endpoint,
             total=settings.webhook_worker_concurrency,
         )
-        self._in_flight: dict[uuid.UUID, tuple[asyncio.Task[None], queue.ClaimedDelivery]] = {}
+        # The requests under way; a task stays in ``_tasks`` until its outcome is written.
+        self._in_flight: dict[uuid.UUID, tuple[asyncio.Task[None], ClaimedDelivery]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._started: dict[uuid.UUID, datetime] = {}
         self._claimed_at: dict[uuid.UUID, float] = {}  # loop time of the lease's claim
         self._room = asyncio.Event()  # a request ended and a claim would be worth it
         self._stopping = False
-        self._http: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
+        # One HTTP client per endpoint: its own keep-alive pool, sized to its bound.
+        self._http: dict[uuid.UUID, aiohttp.ClientSession] = {}
         self._next_due = NextDue(self._read_next_due)
         self.idle = asyncio.Event()
 
     # --- the loop ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        self._http = aiohttp.ClientSession(
-            connector=guarded_connector(
-                allow_private=self.settings.webhook_allow_private_endpoints,
-                limit=self.settings.webhook_worker_concurrency,
-                resolver=self._resolver,
-            ),
-            # A receiver's cookies must never travel to another receiver.
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
         pruner = asyncio.create_task(self._prune_until(stop), name="webhook-pruner")
         try:
             while not stop.is_set():
@@ -125,19 +130,34 @@ class WebhookSender:
                 await pruner
             await self._next_due.aclose()
             await self._drain()
-            await self._http.close()
+            for http in self._http.values():
+                await http.close()
+
+    def _client(self, endpoint_id: uuid.UUID) -> aiohttp.ClientSession:
+        http = self._http.get(endpoint_id)
+        if http is None:
+            http = self._http[endpoint_id] = aiohttp.ClientSession(
+                connector=guarded_connector(
+                    allow_private=self.settings.webhook_allow_private_endpoints,
+                    limit=self.slots.per_endpoint,
+                    resolver=self._resolver,
+                ),
+                # A receiver's cookies are never sent back, to it or to another receiver.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return http
 
     async def _claim_some(self) -> bool:
         """Claim what there is room for; True if the claim was full."""
         # Outcomes not yet written count against the room past one batch: when recording is
         # what is slow, claiming more would only queue more.
         backlog = max(self.outcomes.backlog - self.outcomes.max_batch, 0)
-        asked = min(self.slots.room - backlog, self.settings.worker_batch_size)
+        asked = min(self.slots.room - backlog, CLAIM_MAX)
         if asked <= 0:
             return False
         try:
             claimed = await queue.claim_due(
-                self.sessions,
+                self.engine,
                 worker_id=self.worker_id,
                 batch_size=asked,
                 lease_seconds=self.lease_seconds,
@@ -174,19 +194,27 @@ class WebhookSender:
                 continue
             task = asyncio.create_task(self._deliver(delivery))
             self._in_flight[delivery.id] = (task, delivery)
+            self._tasks.add(task)
             self._started[delivery.id] = utcnow()
             task.add_done_callback(functools.partial(self._forget, delivery))
 
-    async def _deliver(self, delivery: queue.ClaimedDelivery) -> None:
-        assert self._http is not None
-        result = await attempt(
-            self._http, delivery, timeout_seconds=self.settings.webhook_timeout_seconds
-        )
+    async def _deliver(self, delivery: ClaimedDelivery) -> None:
+        http = self._client(delivery.endpoint_id)
+        result = await attempt(http, delivery, limit=self._timeout)
         outcome = decide(delivery, result, self.settings.webhook_retry_schedule)
         self.metrics.attempt(outcome.status.value, result.duration_ms / 1000)
-        self.outcomes.submit(outcome)
+        self._sent(delivery)  # its slot is free while the outcome is written
+        try:
+            await self.outcomes.record(outcome)
+        except Exception:
+            log.exception(
+                "could not record the outcome of webhook delivery %s; it is sent again when "
+                "its lease runs out",
+                delivery.id,
+            )
 
-    def _forget(self, delivery: queue.ClaimedDelivery, _task: asyncio.Task[None]) -> None:
+    def _sent(self, delivery: ClaimedDelivery) -> None:
+        """Its request ended (or was given up): the slot goes to the next one held."""
         if self._in_flight.pop(delivery.id, None) is not None:
             self._started.pop(delivery.id, None)
             self.slots.done(delivery)
@@ -194,6 +222,10 @@ class WebhookSender:
                 self._start_ready()  # from what is held: no round trip between two requests
             if self.slots.wants_more:
                 self._room.set()
+
+    def _forget(self, delivery: ClaimedDelivery, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._sent(delivery)  # a task cancelled mid-request
 
     async def _wait(self, stop: asyncio.Event) -> None:
         """Whichever comes first: new work announced, room for a claim after a request
@@ -243,10 +275,15 @@ class WebhookSender:
         for task, _ in unfinished:
             task.cancel()
         await asyncio.gather(*(task for task, _ in unfinished), return_exceptions=True)
-        for _, delivery in unfinished:
-            self.outcomes.submit(interrupted(delivery, started.get(delivery.id, utcnow())))
+        recording = [
+            asyncio.ensure_future(
+                self.outcomes.record(interrupted(delivery, started.get(delivery.id, utcnow())))
+            )
+            for _, delivery in unfinished
+        ]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.drain_seconds):
+                await asyncio.gather(*self._tasks, *recording, return_exceptions=True)
                 await self.outcomes.flushed()
                 if waiting:
                     async with self.sessions() as session, session.begin():

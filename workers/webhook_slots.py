@@ -1,13 +1,18 @@
 """What a webhook sender holds: the deliveries it claimed, waiting per endpoint in claim order,
 and those being sent; and which one to start next.
 
-A sender claims ahead — up to twice what it may send at once, and up to twice each endpoint's
-bound — so that a slot freed by a finished request is filled from here at once, not after a
-claim's round trip, and so that claims come in batches rather than one row per freed slot (at a
-bound of 16, claiming only the freed slots cost 180 us of the worker's CPU per event, against
-115 us with batches of 64, in bench scenario 6). Requests to one endpoint never
-exceed its bound, and the endpoints take turns: a backlog at one waits here, leased, without
-holding back the others.
+A sender claims ahead — up to ``AHEAD`` times what it may send at once, and ``AHEAD`` times each
+endpoint's bound — so that a slot freed by a finished request is filled from here at once, not
+after a claim's round trip; and it claims again once half of that is gone, so that a claim
+brings at least ``AHEAD / 2`` sending rounds (up to ``CLAIM_MAX`` rows) and what is left covers
+the claim's own round trip. Bench scenario 6 (bench/RESULTS.md "Webhook delivery A/B"): topping
+up twice the bound, at most 50 rows, made a claim per ~22 events, and with a claim taking
+10-20 ms on a busy machine (half of it the commit's WAL flush) the sender ran out of held
+deliveries between claims. Requests to one endpoint never exceed its bound, and the endpoints
+take turns: a backlog at one waits here, leased, without holding back the others. A held
+delivery not started in time is let go (``WebhookSender._start_ready``): a slow endpoint's
+surplus comes back once its lease runs out, and meanwhile its other due deliveries keep it at
+its bound.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from collections import Counter, deque
 from notifier.storage.webhook_queue import ClaimedDelivery
 
 # How many times its sending bound a sender holds (sending and waiting) per endpoint and in all.
-AHEAD = 2
+AHEAD = 8
+# The most one claim takes: a statement of a few hundred rows still takes milliseconds.
+CLAIM_MAX = 256
 
 
 class EndpointSlots:
@@ -45,8 +52,8 @@ class EndpointSlots:
 
     @property
     def wants_more(self) -> bool:
-        """Whether a claim is worth its round trip: at most one sending round is held."""
-        return self.held <= self.total
+        """Whether a claim is worth its round trip: half of what may be held is gone."""
+        return self.held <= AHEAD * self.total // 2
 
     def held_per_endpoint(self) -> dict[uuid.UUID, int]:
         return dict(self._held)

@@ -1,6 +1,6 @@
 """The webhook queries the API and the state changes run: endpoints, emitting events (the
-outbox), replay, the deliveries log and its pruning. What the sending workers run — claim,
-outcomes, release — is ``webhook_queue``.
+outbox), replay, the deliveries log. What the sending workers run is ``webhook_queue`` (claim,
+release), ``webhook_record`` (outcomes) and ``webhook_log`` (pruning).
 
 ``emit_events`` is called inside other transactions (whoever changes a notification or a task
 writes the events of that change in the same transaction), so it must be cheap: on PostgreSQL
@@ -26,7 +26,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    not_,
     or_,
     select,
     text,
@@ -395,35 +394,3 @@ async def replay(session: AsyncSession, endpoint: WebhookEndpoint, since: dateti
     if count:
         await wake_senders(session)
     return count
-
-
-# --- pruning ----------------------------------------------------------------------------------
-
-
-async def prune(session: AsyncSession, *, older_than: datetime, chunk: int = 5000) -> int:
-    """Delete the log entries from before ``older_than``, and the events from before it
-    whose deliveries are all settled and untouched since (with those deliveries). The number
-    of rows deleted; commits after each chunk, so no transaction grows with the backlog."""
-    old_attempts = select(WebhookAttempt.id).where(WebhookAttempt.at < older_than).limit(chunk)
-    still_active = exists().where(
-        WebhookDelivery.event_id == WebhookEvent.id,
-        or_(
-            WebhookDelivery.next_attempt_at.is_not(None),
-            WebhookDelivery.updated_at >= older_than,
-        ),
-    )
-    old_events = (
-        select(WebhookEvent.id)
-        .where(WebhookEvent.created_at < older_than, not_(still_active))
-        .limit(chunk)
-    )
-    deleted = 0
-    for table, ids in ((WebhookAttempt, old_attempts), (WebhookEvent, old_events)):
-        while True:
-            result = await session.execute(delete(table).where(table.id.in_(ids.scalar_subquery())))
-            await session.commit()
-            count = int(result.rowcount or 0)  # type: ignore[attr-defined]
-            deleted += count
-            if count < chunk:
-                break
-    return deleted

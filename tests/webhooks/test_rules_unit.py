@@ -19,7 +19,7 @@ from notifier.storage.webhook_queue import ClaimedDelivery
 from notifier.webhooks.events import data_json, envelope_body, matches
 from notifier.webhooks.signing import new_key, secret_text, signature_headers
 from workers.webhook_attempt import AttemptResult, decide
-from workers.webhook_slots import EndpointSlots
+from workers.webhook_slots import AHEAD, EndpointSlots
 
 SCHEDULE = [5.0, 300.0, 1800.0]
 
@@ -31,8 +31,7 @@ def _delivery(attempts: int) -> ClaimedDelivery:
         endpoint_id=uuid.uuid4(),
         attempts=attempts,
         event_type="webhook.test",
-        data_json="{}",
-        event_created_at=utcnow(),
+        body=b"{}",
         url="https://example.com/hook",
         keys=(new_key(),),
     )
@@ -139,21 +138,34 @@ def test_signatures_verify_with_standardwebhooks() -> None:
 def test_slots_bound_each_endpoint_and_take_turns() -> None:
     slow, fast = uuid.uuid4(), uuid.uuid4()
     slots = EndpointSlots(per_endpoint=2, total=3)
-    for endpoint in [slow] * 4 + [fast] * 2:
+    for endpoint in [slow] * (2 * AHEAD) + [fast] * 2:
         slots.add(dataclasses.replace(_delivery(0), endpoint_id=endpoint))
     started = []
     while (delivery := slots.next_ready()) is not None:
         started.append(delivery)
     # Three at once in all, two at most to one endpoint, the endpoints taking turns.
     assert [d.endpoint_id for d in started] == [slow, fast, slow]
-    assert (slots.held, slots.sending, slots.wants_more) == (6, 3, False)
-    assert slots.full_endpoints() == [slow]  # it holds twice its bound: a claim brings no more
-    assert slots.held_per_endpoint() == {slow: 4, fast: 2}
+    assert (slots.held, slots.sending) == (2 * AHEAD + 2, 3)
+    assert slots.full_endpoints() == [slow]  # it holds AHEAD times its bound: no more of it
+    assert slots.held_per_endpoint() == {slow: 2 * AHEAD, fast: 2}
     # The fast endpoint's request ends: its other one starts; the slow one stays at its bound.
     slots.done(started[1])
     following = slots.next_ready()
     assert following is not None and following.endpoint_id == fast
     assert slots.next_ready() is None
-    # A stopping sender takes back what never started: the slow endpoint's two.
-    assert [d.endpoint_id for d in slots.take_waiting()] == [slow, slow]
-    assert (slots.held, slots.sending) == (3, 3)
+    # A stopping sender takes back what never started: the slow endpoint's others.
+    assert [d.endpoint_id for d in slots.take_waiting()] == [slow] * (2 * AHEAD - 2)
+    assert (slots.held, slots.sending, slots.wants_more) == (3, 3, True)
+
+
+def test_a_claim_is_worth_it_once_half_of_what_may_be_held_is_gone() -> None:
+    slots = EndpointSlots(per_endpoint=4, total=4)
+    for _ in range(AHEAD * 4):
+        slots.add(_delivery(0))
+    assert (slots.room, slots.wants_more) == (0, False)
+    while slots.held > AHEAD * 2:
+        assert slots.wants_more is False  # a claim would bring less than half a hold
+        delivery = slots.next_ready()
+        assert delivery is not None
+        slots.done(delivery)
+    assert (slots.room, slots.wants_more) == (AHEAD * 2, True)
