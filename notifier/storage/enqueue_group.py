@@ -72,13 +72,17 @@ class GroupCommit:
 
     async def _write(self, group: list[PreparedEnqueue]) -> list[None]:
         merged = merge(group)
-        async with write_connection(self.engine) as connection:
-            await insert_prepared(connection, merged, frame_notify=self.frame_notify)
-        if len(merged.fast) < sum(len(part.fast) for part in group):  # some fell back
-            still = {merged.notifications[i]["id"] for i in merged.fast}
-            for part in group:
-                part.fast = [i for i in part.fast if part.notifications[i]["id"] in still]
-                part.sent = [r for r in part.sent if r.notification_id in still]
+        try:
+            async with write_connection(self.engine) as connection:
+                await insert_prepared(connection, merged, frame_notify=self.frame_notify)
+        finally:
+            # Rows that fell back (an opted-out recipient) stay so in their request, whether
+            # this group committed or is about to be split and written again.
+            if len(merged.fast) < sum(len(part.fast) for part in group):
+                still = {merged.notifications[i]["id"] for i in merged.fast}
+                for part in group:
+                    part.fast = [i for i in part.fast if part.notifications[i]["id"] in still]
+                    part.sent = [r for r in part.sent if r.notification_id in still]
         return [None] * len(group)
 
 
