@@ -127,9 +127,10 @@ def fanout_payload(
     """The message every broker carries: the frame, or a reference to its row when the frame
     is larger than ``limit`` bytes; ``origin``: the publishing process's hub, whose listener
     skips it."""
-    message: dict[str, Any] = {"user_id": user_id, "frame": frame}
-    if origin is not None:
-        message["origin"] = origin
+    # The origin first: a listener recognises its own process's messages by their first bytes,
+    # without parsing them (``origin_prefix``).
+    message: dict[str, Any] = {} if origin is None else {"origin": origin}
+    message.update(user_id=user_id, frame=frame)
     payload = json.dumps(message, separators=(",", ":"))
     if len(payload.encode()) <= limit:
         return payload
@@ -137,10 +138,14 @@ def fanout_payload(
     if reference is None:  # every frame we publish is made from a row; this one was not
         raise ValueError(f"realtime frame of type {frame.get('type')!r} too large to publish")
     # user_id and task_id are at most 255 characters each: a reference always fits.
-    referenced = reference.to_message(user_id)
-    if origin is not None:
-        referenced["origin"] = origin
+    referenced = {} if origin is None else {"origin": origin}
+    referenced.update(reference.to_message(user_id))
     return json.dumps(referenced, separators=(",", ":"))
+
+
+def origin_prefix(origin: str) -> str:
+    """How every message ``fanout_payload`` makes for ``origin`` begins."""
+    return json.dumps({"origin": origin}, separators=(",", ":"))[:-1] + ","
 
 
 class PostgresFanout:
@@ -215,6 +220,7 @@ class FrameForwarder:
     def __init__(self, hub: ConnectionHub, load_frame: FrameLoader) -> None:
         self._hub = hub
         self._load_frame = load_frame
+        self._own_prefix = origin_prefix(hub.origin)
         self._loading: set[asyncio.Task[None]] = set()
         # user_id → the last of that user's frames still being read back or waiting its turn.
         self._in_order: dict[str, asyncio.Task[None]] = {}
@@ -254,12 +260,13 @@ class FrameForwarder:
                 return
 
     def forward(self, payload: str | bytes) -> None:
-        message = json.loads(payload)
+        text = payload.decode() if isinstance(payload, bytes) else payload
+        if text.startswith(self._own_prefix):
+            return  # this process published it, and delivered it to its sockets itself
+        message = json.loads(text)
         user_id = message["user_id"]
         if not self._hub.has_user(user_id):
             return  # nobody here to tell: the usual case with many API processes
-        if message.get("origin") == self._hub.origin:
-            return  # this process published it, and delivered it to its sockets itself
         frame = message.get("frame")
         earlier = self._in_order.get(user_id)
         if frame is not None and earlier is None:
