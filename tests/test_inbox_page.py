@@ -45,7 +45,8 @@ from playwright.async_api import (
 )
 
 from notifier.vapid import generate_private_key, public_key_b64
-from tests.support.service import RunningService, make_settings, running_service
+from tests.support.databases import sqlite_url
+from tests.support.service import RunningService, make_settings, migrate, running_service
 from tests.support.worker import dispatcher_beside
 from workers.dispatcher import Dispatcher
 
@@ -402,9 +403,16 @@ async def test_mark_all_read_and_replayed_frames_are_not_doubled(
 
 
 @pytest.fixture(scope="module")
-async def graced_service(database_url: str) -> AsyncIterator[RunningService]:
+async def graced_service(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningService]:
     """A service whose unacked frames the worker republishes after one second (the websocket
-    fast path's grace), with its worker."""
+    fast path's grace), with its worker. On SQLite a database of its own: a worker there
+    publishes to its own process's sockets only, so another service's worker must not claim
+    these rows."""
+    if database_url.startswith("sqlite"):
+        database_url = sqlite_url(Path(tmp_path_factory.mktemp("graced")))
+        await migrate(database_url)
     settings = make_settings(database_url, websocket_grace_seconds=1)
     async with running_service(settings) as running, dispatcher_beside(running):
         if running.context.listener is not None:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +24,9 @@ from notifier.realtime.fanout import FrameForwarder, fanout_payload
 from notifier.realtime.hub import ConnectionHub
 from notifier.settings import Settings
 from tests.realtime.sockets import listening, next_frame, ws_url
+from tests.support.databases import sqlite_url
 from tests.support.nats import NATS_URL, require_nats
-from tests.support.service import RunningService, make_settings, running_service
+from tests.support.service import RunningService, make_settings, migrate, running_service
 from tests.support.worker import dispatcher_beside
 
 GRACE = 1.0  # seconds: short, so that the republish tests wait for it, not for the default 5
@@ -175,11 +177,15 @@ def test_a_listener_skips_what_its_own_process_published() -> None:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def graced(
-    request: pytest.FixtureRequest,
-) -> AsyncIterator[RunningService]:
-    """A service with a short grace, and a worker beside it."""
-    url = request.getfixturevalue("sqlite_db_url" if request.param == "sqlite" else "pg_url")
+async def graced(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunningService]:
+    """A service with a short grace, and a worker beside it. On SQLite a database of its own:
+    a worker there publishes to its own process's sockets only (one process), so no other
+    test's worker may claim these rows."""
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path)
+        await migrate(url)
+    else:
+        url = request.getfixturevalue("pg_url")
     settings: Settings = make_settings(url, websocket_grace_seconds=GRACE)
     async with running_service(settings) as service, dispatcher_beside(service):
         await listening(service)
