@@ -75,6 +75,8 @@ class ServiceContext:
         sockets directly (no broker hop), and to the other processes through the fan-out unless
         the commit's own NOTIFY carried it there (``Fanout.frame_notify``). A frame lost here
         is the worker's to republish once the grace ends."""
+        # Counted where the worker counts its sends, so that the figure covers both paths.
+        self.metrics.deliveries.labels(channel="websocket", outcome="sent").inc(len(frames))
         for user_id, frame in frames:
             if self.hub.has_user(user_id):
                 self.hub.deliver_soon(user_id, frame)
