@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     # in-process hub on SQLite); ``nats://host:4222``, that NATS server (docs/architecture.md,
     # "Fan-out brokers").
     fanout_url: str | None = None
+    # The websocket fast path (docs/architecture.md, "WebSocket fast path"): the enqueue records
+    # the websocket channel `sent` and the API publishes the frame right after the commit; the
+    # worker republishes once what nobody acked within this many seconds. 0 turns it off (the
+    # worker sends every frame, as before).
+    websocket_grace_seconds: float = Field(default=5.0, ge=0, le=3600)
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     token_secret: SecretStr | None = None
     token_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)

@@ -39,12 +39,14 @@ from playwright.async_api import (
     ConsoleMessage,
     Page,
     Route,
+    WebSocketRoute,
     async_playwright,
     expect,
 )
 
 from notifier.vapid import generate_private_key, public_key_b64
-from tests.support.service import RunningService, make_settings, running_service
+from tests.support.databases import sqlite_url
+from tests.support.service import RunningService, make_settings, migrate, running_service
 from tests.support.worker import dispatcher_beside
 from workers.dispatcher import Dispatcher
 
@@ -396,6 +398,73 @@ async def test_mark_all_read_and_replayed_frames_are_not_doubled(
         assert body["unread_count"] == 0 and all(n["is_read"] for n in body["items"])
         await expect(rows).to_have_count(3)
         assert inbox.console_errors == []
+    finally:
+        await context.close()
+
+
+@pytest.fixture(scope="module")
+async def graced_service(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningService]:
+    """A service whose unacked frames the worker republishes after one second (the websocket
+    fast path's grace), with its worker. On SQLite a database of its own: a worker there
+    publishes to its own process's sockets only, so another service's worker must not claim
+    these rows."""
+    if database_url.startswith("sqlite"):
+        database_url = sqlite_url(Path(tmp_path_factory.mktemp("graced")))
+        await migrate(database_url)
+    settings = make_settings(database_url, websocket_grace_seconds=1)
+    async with running_service(settings) as running, dispatcher_beside(running):
+        if running.context.listener is not None:
+            await asyncio.wait_for(running.context.listener.listening.wait(), 10)
+        yield running
+
+
+async def test_a_republished_frame_shows_no_duplicate_item(
+    graced_service: RunningService, browser: Browser
+) -> None:
+    """The page's first ack is lost on its way (a stand-in for a flaky network, through
+    Playwright's WebSocket routing): the worker republishes the frame after the grace, the page
+    gets the same notification twice, shows it once, and its ack of the copy delivers it."""
+    user = f"web-{uuid.uuid4().hex[:8]}"
+    token = await graced_service.user_token(user)
+    context = await browser.new_context(viewport={"width": 760, "height": 600})
+    page = await context.new_page()
+    inbox = Inbox(graced_service, user, page, token)
+    frames: list[str] = []  # the notification frames the server sent the page, by id
+    lost: set[str] = set()
+
+    def route(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def to_server(message: str | bytes) -> None:
+            data = json.loads(message)
+            if data.get("type") == "ack" and data["id"] not in lost:
+                lost.add(data["id"])  # the first ack of each notification never arrives
+                return
+            server.send(message)
+
+        def to_page(message: str | bytes) -> None:
+            data = json.loads(message)
+            if data.get("type") == "notification":
+                frames.append(data["notification"]["id"])
+            ws.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(to_page)
+
+    await page.route_web_socket(re.compile(r".*/v1/ws.*"), route)
+    try:
+        await page.goto(inbox_url(graced_service, token, user))
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        created = await inbox.notify("Once only")
+        await expect(inbox.item(created["id"])).to_have_count(1)
+        # Delivered only by the ack of the worker's copy: the republish reached the page.
+        await inbox.wait_for_channel(created["id"], "delivered")
+        assert frames.count(created["id"]) == 2
+        await expect(inbox.item(created["id"])).to_have_count(1)
+        await expect(page.locator("#notifications li")).to_have_count(1)
+        await expect(inbox.badge()).to_have_text("1")
     finally:
         await context.close()
 

@@ -8,7 +8,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -176,9 +176,11 @@ async def test_metrics_show_what_the_run_caused(
         async with websockets.connect(ws_url(service, token)) as socket:
             ids = []
             for i in range(3):
-                created = await client.post(
-                    "/v1/notifications", json={"user_id": user, "title": f"m{i}", "message": "x"}
-                )
+                # A send_at keeps them off the websocket fast path: these are the worker's
+                # metrics (docs/architecture.md, "WebSocket fast path").
+                send_at = datetime.now(UTC).isoformat()
+                body = {"user_id": user, "title": f"m{i}", "message": "x", "send_at": send_at}
+                created = await client.post("/v1/notifications", json=body)
                 ids.append(created.json()["id"])
             for _ in ids:
                 await next_frame(socket, "notification")

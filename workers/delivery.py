@@ -56,7 +56,7 @@ from notifier.channels.base import (
 )
 from notifier.lifecycle.machine import ChannelChange, ChannelEvent
 from notifier.models.base import utcnow
-from notifier.models.notification import AWAITING_SEND, ChannelStatus
+from notifier.models.notification import AWAITING_SEND, Channel, ChannelStatus
 from notifier.storage import dispatch as queries
 from notifier.storage.provider_reports import mark_sms_opted_out
 from workers.breaker import ChannelBreaker
@@ -113,6 +113,7 @@ class NotificationDelivery:
         notification = work.notification
         try:
             now = utcnow()
+            await self._republish_unacked(work, now)
             if notification.expires_at is not None and notification.expires_at <= now:
                 await self._expire(notification)
             else:
@@ -153,6 +154,30 @@ class NotificationDelivery:
             await self.outcomes.release(notification.id)
         except Exception as exc:  # the lease runs out and another claim picks the row up
             log.warning("could not release %s: %s", notification.id, type(exc).__name__)
+
+    async def _republish_unacked(self, work: queries.ClaimedWork, now: datetime) -> None:
+        """The websocket fast path's safety net: a frame the API published at enqueue and no
+        client acked within its grace is published once more (``REPUBLISHED``: no attempt
+        counted, the republish no longer due), after that is recorded. A channel acked
+        meanwhile is ``delivered``, not ``sent``: never published again from here."""
+        for delivery in work.notification.deliveries:
+            if not (
+                delivery.channel == Channel.WEBSOCKET.value
+                and delivery.status == ChannelStatus.SENT
+                and delivery.next_attempt_at is not None
+                and delivery.next_attempt_at <= now
+            ):
+                continue
+            channel = self.channels.get(delivery.channel)
+            if channel is None:  # not a channel this worker runs: the replay covers it
+                continue
+            message = outgoing(work.notification, delivery)
+            destination = destination_for(work.notification, work.recipient, ())
+            result = await channel.send(message, destination)
+            change = ChannelChange(ChannelEvent.REPUBLISHED)
+            recorded = await self.outcomes.record(work.notification.id, delivery.channel, change)
+            if recorded and result.after_recorded is not None:
+                await result.after_recorded()
 
     async def _expire(self, notification: queries.ClaimedNotification) -> None:
         for delivery in notification.deliveries:

@@ -4,7 +4,9 @@ without one (``create_app(settings)``) builds its own at startup."""
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +22,13 @@ from notifier.realtime.frames import FrameReference, notification_frame_for, tas
 from notifier.realtime.hub import ConnectionHub
 from notifier.settings import Settings
 from notifier.storage.db import create_engine, create_session_factory
+from notifier.storage.enqueue_group import GroupCommit
 from notifier.storage.notifications import get_notification
 from notifier.storage.tasks import get_task
 from notifier.storage.wakeups import Wakeups
 from notifier.templates import TemplateRenderer
+
+log = logging.getLogger("notifier.realtime")
 
 
 @dataclass
@@ -46,6 +51,42 @@ class ServiceContext:
     recipient_limits: TokenBuckets = field(default_factory=lambda: TokenBuckets(rate=0, burst=1))
     owns_engine: bool = False
     listener: FanoutListener | None = None
+    _enqueue_writer: GroupCommit | None = field(default=None, init=False, repr=False)
+
+    @property
+    def websocket_grace(self) -> float:
+        """The websocket fast path's grace (0: off; docs/architecture.md, "WebSocket fast
+        path")."""
+        return self.settings.websocket_grace_seconds
+
+    def enqueue_writer(self) -> GroupCommit:
+        """This process's group writer of enqueues (made on first use: an engine swapped by a
+        test makes a new one), its fast-path frames riding its NOTIFY where the broker is
+        PostgreSQL."""
+        writer = self._enqueue_writer
+        if writer is None or writer.engine is not self.engine:
+            writer = self._enqueue_writer = GroupCommit(
+                self.engine, frame_notify=self.fanout.frame_notify(self.hub.origin)
+            )
+        return writer
+
+    async def deliver_enqueued(self, frames: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """The fast path, right after the enqueue's commit: each frame to this process's
+        sockets directly (no broker hop), and to the other processes through the fan-out unless
+        the commit's own NOTIFY carried it there (``Fanout.frame_notify``). A frame lost here
+        is the worker's to republish once the grace ends."""
+        # Counted where the worker counts its sends, so that the figure covers both paths.
+        self.metrics.deliveries.labels(channel="websocket", outcome="sent").inc(len(frames))
+        for user_id, frame in frames:
+            if self.hub.has_user(user_id):
+                self.hub.deliver_soon(user_id, frame)
+        if self.enqueue_writer().frame_notify is not None:
+            return
+        try:
+            for user_id, frame in frames:
+                await self.fanout.publish(user_id, frame, origin=self.hub.origin)
+        except Exception as exc:
+            log.warning("could not publish enqueued frames: %s", type(exc).__name__)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, fanout: Fanout | None = None) -> ServiceContext:

@@ -56,6 +56,12 @@ class ChannelEvent(StrEnum):
     CANCELLED = "cancelled"  # cancelled by the producer before it went out
     REQUEUED = "requeued"  # an operator asked for a failed channel to be tried again
     DIGESTED = "digested"  # a held channel's window closed: it went out in the digest
+    # The websocket fast path (docs/architecture.md, "WebSocket fast path"): the API publishes
+    # a new notification's frame right after the enqueue's commit, the channel `sent` in it,
+    # with its republish due at ``next_attempt_at``; past that, unacked, the worker published
+    # it once more (no attempt counted).
+    PUBLISHED = "published"
+    REPUBLISHED = "republished"
 
 
 E = ChannelEvent
@@ -82,6 +88,8 @@ CHANNEL_TRANSITIONS: dict[tuple[ChannelStatus, ChannelEvent], ChannelStatus] = {
     (S.SENT, E.ACKED): S.DELIVERED,
     (S.SENT, E.CONFIRMED): S.DELIVERED,
     (S.SENT, E.REPORTED_FAILED): S.FAILED,
+    (S.PENDING, E.PUBLISHED): S.SENT,
+    (S.SENT, E.REPUBLISHED): S.SENT,
     **{
         (given_up, event): target
         for given_up in (S.FAILED, S.SKIPPED, S.EXPIRED, S.CANCELLED)
@@ -123,7 +131,8 @@ class ChannelChange:
     attempts: int = 0  # tries made, added to the channel's count
     last_error: str | None = None
     provider_id: str | None = None
-    next_attempt_at: datetime | None = None  # RETRY and DEFERRED: when it is due again
+    # RETRY and DEFERRED: when it is due again; PUBLISHED: when an unacked frame is republished
+    next_attempt_at: datetime | None = None
     unknown_outcome: bool = False  # the peer may hold the message (counted; see retry policy)
 
 
@@ -191,7 +200,10 @@ def advance(channel: ChannelState, change: ChannelChange, now: datetime) -> Step
         return REFUSED
     channel.status = target.value
     channel.last_error = change.last_error
-    channel.next_attempt_at = change.next_attempt_at if target in AWAITING_SEND else None
+    # Waiting: due again then. PUBLISHED: its republish due then; REPUBLISHED and an ack
+    # clear that.
+    keeps_due = target in AWAITING_SEND or change.event == E.PUBLISHED
+    channel.next_attempt_at = change.next_attempt_at if keeps_due else None
     if target == before:
         return Step(applied=True)
     return Step(True, Transition(f"channel.{target.value}", channel.channel, before, target))
@@ -237,8 +249,14 @@ def summarize(notification: NotificationState, now: datetime, *, leased: bool) -
 
 
 def next_attempt_for(notification: NotificationState, now: datetime) -> datetime | None:
-    """When a worker must next look at this notification; None once nothing is left to send."""
-    waiting = [d for d in notification.deliveries if d.status in AWAITING_SEND]
+    """When a worker must next look at this notification; None once nothing is left to send.
+    A ``sent`` channel with a ``next_attempt_at`` waits for its one republish (the websocket
+    fast path: an unacked frame is published again when its grace ends)."""
+    waiting = [
+        d
+        for d in notification.deliveries
+        if d.status in AWAITING_SEND or (d.status == S.SENT and d.next_attempt_at is not None)
+    ]
     if not waiting:
         return None
     due = min((d.next_attempt_at or now) for d in waiting)

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from notifier.realtime.frames import FrameReference, reference_to
 from notifier.realtime.hub import ConnectionHub
 from notifier.realtime.publisher import NotifyBatcher
+from notifier.storage.websocket_fast_path import FrameNotify
 
 log = logging.getLogger("notifier.realtime")
 
@@ -57,10 +58,22 @@ class Fanout(Protocol):
     ``NatsFanout`` (``notifier/realtime/nats_broker.py``); the composition root picks it."""
 
     async def publish(
-        self, user_id: str, frame: dict[str, Any], *, session: AsyncSession | None = None
+        self,
+        user_id: str,
+        frame: dict[str, Any],
+        *,
+        session: AsyncSession | None = None,
+        origin: str | None = None,
     ) -> None:
         """Send ``frame`` to the user's sockets everywhere. With ``session``, only once that
-        session's transaction commits."""
+        session's transaction commits. With ``origin`` (a hub's), everywhere but that hub's
+        process, which delivered it itself."""
+        ...
+
+    def frame_notify(self, origin: str) -> FrameNotify | None:
+        """How the enqueue's own transaction carries its frames (PostgreSQL NOTIFY), so that
+        the fast path costs no broker transaction of its own; None: ``publish`` them after the
+        commit."""
         ...
 
     def listener(self, hub: ConnectionHub, load_frame: FrameLoader) -> FanoutListener | None:
@@ -76,8 +89,15 @@ class LocalFanout:
         self.hub = hub
 
     async def publish(
-        self, user_id: str, frame: dict[str, Any], *, session: AsyncSession | None = None
+        self,
+        user_id: str,
+        frame: dict[str, Any],
+        *,
+        session: AsyncSession | None = None,
+        origin: str | None = None,
     ) -> None:
+        if origin is not None:
+            return  # one process: its hub has it already
         if session is None:
             await self.hub.deliver(user_id, frame)
             return
@@ -90,21 +110,42 @@ class LocalFanout:
     def listener(self, hub: ConnectionHub, load_frame: FrameLoader) -> None:
         return None
 
+    def frame_notify(self, origin: str) -> None:
+        return None
+
     async def aclose(self) -> None:
         return None
 
 
-def fanout_payload(user_id: str, frame: dict[str, Any], *, limit: int = MAX_NOTIFY_PAYLOAD) -> str:
+def fanout_payload(
+    user_id: str,
+    frame: dict[str, Any],
+    *,
+    limit: int = MAX_NOTIFY_PAYLOAD,
+    origin: str | None = None,
+) -> str:
     """The message every broker carries: the frame, or a reference to its row when the frame
-    is larger than ``limit`` bytes."""
-    payload = json.dumps({"user_id": user_id, "frame": frame}, separators=(",", ":"))
+    is larger than ``limit`` bytes; ``origin``: the publishing process's hub, whose listener
+    skips it."""
+    # The origin first: a listener recognises its own process's messages by their first bytes,
+    # without parsing them (``origin_prefix``).
+    message: dict[str, Any] = {} if origin is None else {"origin": origin}
+    message.update(user_id=user_id, frame=frame)
+    payload = json.dumps(message, separators=(",", ":"))
     if len(payload.encode()) <= limit:
         return payload
     reference = reference_to(frame)
     if reference is None:  # every frame we publish is made from a row; this one was not
         raise ValueError(f"realtime frame of type {frame.get('type')!r} too large to publish")
     # user_id and task_id are at most 255 characters each: a reference always fits.
-    return json.dumps(reference.to_message(user_id), separators=(",", ":"))
+    referenced = {} if origin is None else {"origin": origin}
+    referenced.update(reference.to_message(user_id))
+    return json.dumps(referenced, separators=(",", ":"))
+
+
+def origin_prefix(origin: str) -> str:
+    """How every message ``fanout_payload`` makes for ``origin`` begins."""
+    return json.dumps({"origin": origin}, separators=(",", ":"))[:-1] + ","
 
 
 class PostgresFanout:
@@ -122,9 +163,14 @@ class PostgresFanout:
         self._batcher = NotifyBatcher(engine, REALTIME_CHANNEL, retry_delays=retry_delays)
 
     async def publish(
-        self, user_id: str, frame: dict[str, Any], *, session: AsyncSession | None = None
+        self,
+        user_id: str,
+        frame: dict[str, Any],
+        *,
+        session: AsyncSession | None = None,
+        origin: str | None = None,
     ) -> None:
-        payload = fanout_payload(user_id, frame)
+        payload = fanout_payload(user_id, frame, origin=origin)
         if session is not None:
             await session.execute(select(func.pg_notify(REALTIME_CHANNEL, payload)))
             return
@@ -133,6 +179,13 @@ class PostgresFanout:
     def listener(self, hub: ConnectionHub, load_frame: FrameLoader) -> PostgresListener:
         url = self.engine.url.render_as_string(hide_password=False)
         return PostgresListener(url, hub, load_frame)
+
+    def frame_notify(self, origin: str) -> FrameNotify:
+        # The enqueue's commit already takes PostgreSQL's NOTIFY lock (it wakes the workers):
+        # its frames ride that transaction instead of taking the lock again in one of their own.
+        return FrameNotify(
+            REALTIME_CHANNEL, lambda user_id, frame: fanout_payload(user_id, frame, origin=origin)
+        )
 
     async def aclose(self) -> None:
         return None  # the engine is its owner's to dispose
@@ -167,6 +220,7 @@ class FrameForwarder:
     def __init__(self, hub: ConnectionHub, load_frame: FrameLoader) -> None:
         self._hub = hub
         self._load_frame = load_frame
+        self._own_prefix = origin_prefix(hub.origin)
         self._loading: set[asyncio.Task[None]] = set()
         # user_id → the last of that user's frames still being read back or waiting its turn.
         self._in_order: dict[str, asyncio.Task[None]] = {}
@@ -206,7 +260,10 @@ class FrameForwarder:
                 return
 
     def forward(self, payload: str | bytes) -> None:
-        message = json.loads(payload)
+        text = payload.decode() if isinstance(payload, bytes) else payload
+        if text.startswith(self._own_prefix):
+            return  # this process published it, and delivered it to its sockets itself
+        message = json.loads(text)
         user_id = message["user_id"]
         if not self._hub.has_user(user_id):
             return  # nobody here to tell: the usual case with many API processes

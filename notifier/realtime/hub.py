@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
@@ -27,6 +28,10 @@ class ConnectionHub:
         self._sockets: dict[str, list[FrameSink]] = defaultdict(list)
         self._send_timeout = send_timeout
         self._pending: set[asyncio.Task[Any]] = set()
+        # Names this API process in the fan-out's messages: its listener skips the frames it
+        # published itself, which it delivered to its own sockets directly (the enqueue's fast
+        # path, docs/architecture.md "WebSocket fast path").
+        self.origin = uuid.uuid4().hex
 
     @property
     def connection_count(self) -> int:

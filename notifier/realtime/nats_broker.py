@@ -113,10 +113,15 @@ class NatsFanout:
             return client
 
     async def publish(
-        self, user_id: str, frame: dict[str, Any], *, session: AsyncSession | None = None
+        self,
+        user_id: str,
+        frame: dict[str, Any],
+        *,
+        session: AsyncSession | None = None,
+        origin: str | None = None,
     ) -> None:
         if session is None:
-            await self._send(user_id, frame)
+            await self._send(user_id, frame, origin)
             return
 
         def after_commit(_: object) -> None:
@@ -128,12 +133,12 @@ class NatsFanout:
 
         event.listen(session.sync_session, "after_commit", after_commit, once=True)
 
-    async def _send(self, user_id: str, frame: dict[str, Any]) -> None:
+    async def _send(self, user_id: str, frame: dict[str, Any], origin: str | None = None) -> None:
         client = self._client
         if client is None or client.is_closed:
             client = await self.connect()
         limit = min(INLINE_LIMIT, client.max_payload - 1024)
-        payload = fanout_payload(user_id, frame, limit=limit).encode()
+        payload = fanout_payload(user_id, frame, limit=limit, origin=origin).encode()
         await client.publish(FRAMES_SUBJECT, payload)
 
     async def _send_logged(self, user_id: str, frame: dict[str, Any]) -> None:
@@ -153,6 +158,9 @@ class NatsFanout:
 
     def listener(self, hub: ConnectionHub, load_frame: FrameLoader) -> NatsListener:
         return NatsListener(self, hub, load_frame)
+
+    def frame_notify(self, origin: str) -> None:
+        return None  # NATS knows nothing of the enqueue's transaction: published after it
 
     async def aclose(self) -> None:
         for task in list(self._after_commit):

@@ -10,38 +10,38 @@ API's answer a plain dict made by ``models/shape.py`` — what ``NotificationPub
 from the tables, so a new column needs no edit here (docs/architecture.md, "Notification
 shape").
 
-- PostgreSQL: one statement for everything — notifications and their delivery rows through
-  ``INSERT … SELECT * FROM unnest(…)`` (arrays travel in asyncpg's binary format, one parameter
-  per column whatever the batch size), the ``Idempotency-Key`` record, and ``pg_notify``. It
-  runs on an autocommit connection, so the statement is its own transaction: one round trip,
-  committed (and the NOTIFY delivered) before it returns.
+- PostgreSQL: one statement for everything (``storage/enqueue_sql.py``) — notifications and
+  their delivery rows through ``INSERT … SELECT * FROM unnest(…)`` (arrays travel in asyncpg's
+  binary format, one parameter per column whatever the batch size), the ``Idempotency-Key``
+  record, the websocket fast path's transitions and frames, and ``pg_notify``. It runs on an
+  autocommit connection, so the statement is its own transaction: one round trip, committed
+  (and the NOTIFYs delivered) before it returns.
 - SQLite: ``executemany`` of Core inserts inside the caller's ``BEGIN IMMEDIATE`` transaction;
   the column types are the ORM's own, so what is stored is the same.
+
+With ``websocket_grace`` > 0 the websocket channel takes the fast path
+(``storage/websocket_fast_path.py``): written ``sent``, its frame in ``PreparedEnqueue.frames``
+for the API to deliver right after the commit.
 
 ``GroupCommit`` writes concurrent single enqueues together: one statement, one commit.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from operator import itemgetter
 from typing import Any, Protocol
 
-from sqlalchemy import Column, insert, text
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import insert, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from notifier.coalescer import Coalescer, OnFailure
 from notifier.models.base import utcnow
 from notifier.models.idempotency import IdempotencyRecord
 from notifier.models.notification import (
-    NEW_DELIVERY_CONSTANTS,
-    NEW_ROW_CONSTANTS,
     Channel,
     Notification,
     NotificationDelivery,
@@ -50,9 +50,12 @@ from notifier.models.notification import (
     new_delivery_values,
     new_row_values,
 )
+from notifier.models.recipient import Recipient
 from notifier.models.shape import DELIVERY_PUBLIC_FIELDS, api_time, reader
-from notifier.storage.db import is_database_unavailable
-from notifier.storage.notifications import DISPATCH_WAKEUP_CHANNEL
+from notifier.storage import websocket_fast_path as fast_path
+from notifier.storage.enqueue_sql import FAST_PATH_REFUSED, pg_insert
+from notifier.storage.transitions import TransitionRecord, record_transitions
+from notifier.storage.websocket_fast_path import OPTED_OUT_SQL, FrameNotify
 
 # Member -> plain str. ``Enum.value`` is a descriptor call, slow enough to show in the profile
 # of a 1000-row batch; a dict lookup is not. (Equal strings map to equal values.)
@@ -99,102 +102,6 @@ class NewNotification(Protocol):
     def delivery_plan(self) -> dict[str, Any] | None: ...
 
 
-# The statement is derived from the tables: every column that varies per row travels as one
-# array (``unnest``), every column in ``NEW_*_CONSTANTS`` is a literal. Bind names carry a
-# prefix, since both tables have an ``updated_at``.
-_PG_ARRAY_OF = {
-    "UUID": "uuid[]",
-    "VARCHAR": "text[]",
-    "TEXT": "text[]",
-    "SMALLINT": "smallint[]",
-    "INTEGER": "integer[]",
-    "BOOLEAN": "boolean[]",
-    "TIMESTAMP WITH TIME ZONE": "timestamptz[]",
-    # JSON arrives as text[] and is cast per element: the driver's jsonb codec is not applied
-    # inside arrays. ``recipient`` of None is the JSON text 'null', as the ORM stores it.
-    "JSONB": "text[]",
-}
-
-
-def _pg_type(column: Column[Any]) -> str:
-    compiled: str = column.type.compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
-    return compiled.split("(")[0]
-
-
-def _literal(value: Any) -> str:
-    # Only our own constants come here (NEW_*_CONSTANTS), never a user's value.
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _varying(table: Any, constants: dict[str, Any]) -> tuple[Column[Any], ...]:
-    return tuple(c for c in table.columns if c.name not in constants)
-
-
-_ROW_COLUMNS = _varying(Notification.__table__, NEW_ROW_CONSTANTS)
-_DELIVERY_COLUMNS = _varying(NotificationDelivery.__table__, NEW_DELIVERY_CONSTANTS)
-_JSON_COLUMNS = tuple(c.name for c in _ROW_COLUMNS if _pg_type(c) == "JSONB")
-# JSON columns whose None is SQL NULL (``none_as_null``), as the ORM writes them.
-_NULL_JSON = frozenset(c.name for c in _ROW_COLUMNS if getattr(c.type, "none_as_null", False))
-_ROW_PARAMS = tuple(f"n_{c.name}" for c in _ROW_COLUMNS)
-_ROW_VALUES = itemgetter(*(c.name for c in _ROW_COLUMNS))
-_DELIVERY_PARAMS = tuple(f"d_{c.name}" for c in _DELIVERY_COLUMNS)
-_DELIVERY_VALUES = itemgetter(*(c.name for c in _DELIVERY_COLUMNS))
-
-
-def _selected(column: Column[Any], constants: dict[str, Any]) -> str:
-    if column.name in constants:
-        return _literal(constants[column.name])
-    return f"t.{column.name}::jsonb" if _pg_type(column) == "JSONB" else f"t.{column.name}"
-
-
-def _insert_from_arrays(
-    table: Any, varying: tuple[Column[Any], ...], constants: dict[str, Any], prefix: str
-) -> str:
-    names = ", ".join(c.name for c in table.columns)
-    values = ", ".join(_selected(c, constants) for c in table.columns)
-    arrays = ", ".join(f"CAST(:{prefix}{c.name} AS {_PG_ARRAY_OF[_pg_type(c)]})" for c in varying)
-    aliases = ", ".join(c.name for c in varying)
-    return (
-        f"INSERT INTO {table.name} ({names})\n"
-        f"    SELECT {values}\n"
-        f"    FROM unnest({arrays}) AS t({aliases})"
-    )
-
-
-_INSERT_ROWS = _insert_from_arrays(Notification.__table__, _ROW_COLUMNS, NEW_ROW_CONSTANTS, "n_")
-_INSERT_DELIVERIES = _insert_from_arrays(
-    NotificationDelivery.__table__, _DELIVERY_COLUMNS, NEW_DELIVERY_CONSTANTS, "d_"
-)
-
-# One statement, one implicit transaction. The delivery rows reference notifications inserted
-# by the sibling CTE: foreign keys are checked at the end of the whole statement, when both are
-# in.
-_PG_ROWS = f"""
-WITH new_notifications AS (
-    {_INSERT_ROWS}
-), new_deliveries AS (
-    {_INSERT_DELIVERIES}
-){{key_cte}}
-SELECT pg_notify(:wakeup, '')
-"""
-# The Idempotency-Key record joins the same statement: a concurrent request with the same key
-# fails on the primary key here, and its notifications go with it.
-_PG_KEY_CTE = """, new_key AS (
-    INSERT INTO idempotency_keys (
-        api_key_id, key, request_hash, response_status, response_body, created_at)
-    VALUES (:api_key_id, :key, :request_hash, :response_status,
-            CAST(:response_body AS jsonb), :created_at)
-)"""
-_PG_INSERT = text(_PG_ROWS.format(key_cte=""))
-_PG_INSERT_WITH_KEY = text(_PG_ROWS.format(key_cte=_PG_KEY_CTE))
-
-
 @dataclass(slots=True)
 class PreparedEnqueue:
     """What one request writes: every column of each row by name, and the API's answer per
@@ -203,19 +110,21 @@ class PreparedEnqueue:
     notifications: list[dict[str, Any]] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     public: list[dict[str, Any]] = field(default_factory=list)
+    # The websocket fast path: its rows' indexes in ``notifications``, its transitions, and the
+    # frames to deliver once committed ((user id, frame), in row order).
+    fast: list[int] = field(default_factory=list)
+    sent: list[TransitionRecord] = field(default_factory=list)
+
+    @property
+    def frames(self) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (self.notifications[i]["user_id"], fast_path.frame_of(self.public[i]))
+            for i in self.fast
+        ]
 
     @property
     def user_ids(self) -> list[str]:
         return [row["user_id"] for row in self.notifications]
-
-
-def _json_text(value: Any) -> str:
-    # Most rows have no metadata and no recipient: skip the encoder for those.
-    if value is None:
-        return "null"
-    if value == {}:
-        return "{}"
-    return json.dumps(value)
 
 
 # The API's answer, read off the row's values (models/shape.py).
@@ -229,13 +138,16 @@ _NEW_CHANNEL_PUBLIC = reader(DELIVERY_PUBLIC_FIELDS, names=(), by_key=True)(
 def prepare(
     payloads: Sequence[NewNotification],
     rendered_parts: Sequence[dict[str, str] | None] | None = None,
+    *,
+    websocket_grace: float = 0.0,
 ) -> PreparedEnqueue:
     """Rows and answers for ``payloads``: the row ``Notification.build`` makes
     (``new_row_values``), and its public dict (``models/shape.py``).
 
     ``rendered_parts``, one per payload: the channel parts of a rendered template, stored with
     the notification so that a retry sends what the first attempt did (docs/architecture.md,
-    "Templates")."""
+    "Templates"). ``websocket_grace`` > 0: the websocket fast path, the frame republished by the
+    worker after that many seconds if nobody acked it (module docstring)."""
     prepared = PreparedEnqueue()
     for index, payload in enumerate(payloads):
         now = utcnow()  # per row, as Notification.build does: batch order shows in created_at
@@ -273,6 +185,11 @@ def prepare(
         row["delivery_status"] = dict.fromkeys(channels, channel_public)
         if plan is not None and plan.get("escalation"):
             _add_escalation_steps(row, deliveries, plan["escalation"], now)
+        if websocket_grace > 0 and fast_path.eligible(row):
+            fast_path.mark_sent(
+                row, deliveries, grace=websocket_grace, now=now, records=prepared.sent
+            )
+            prepared.fast.append(index)
         prepared.deliveries += deliveries
         prepared.public.append(_PUBLIC(row))
         del row["delivery_status"]  # not a column
@@ -337,109 +254,101 @@ async def insert_prepared(
     prepared: PreparedEnqueue,
     *,
     record: dict[str, Any] | None = None,
+    frame_notify: FrameNotify | None = None,
 ) -> None:
-    """Insert the rows, their delivery rows and ``record``, and wake the dispatchers.
+    """Insert the rows, their delivery rows and ``record``, and wake the dispatchers; with the
+    websocket fast path, its transitions too, and its frames NOTIFYed through ``frame_notify``
+    (PostgreSQL's fan-out) with the commit. A recipient who opted out of websocket gets the
+    plain enqueue instead (``websocket_fast_path.fall_back``): ``prepared`` says what was
+    written, its ``frames`` what is left for the caller to deliver.
 
     Raises IntegrityError when ``record``'s key is taken (by a request that committed first).
     """
     if connection.dialect.name == "postgresql":
-        await _insert_postgres(connection, prepared, record)
+        await _insert_postgres(connection, prepared, record, frame_notify)
     else:
         await _insert_sqlite(connection, prepared, record)
 
 
 async def _insert_postgres(
-    connection: AsyncConnection, prepared: PreparedEnqueue, record: dict[str, Any] | None
+    connection: AsyncConnection,
+    prepared: PreparedEnqueue,
+    record: dict[str, Any] | None,
+    frame_notify: FrameNotify | None,
 ) -> None:
-    # Rows to columns in C: one itemgetter call per row, one zip for the lot.
-    params: dict[str, Any] = dict(
-        zip(_ROW_PARAMS, zip(*map(_ROW_VALUES, prepared.notifications), strict=True), strict=True)
+    statement, params = _pg_statement(prepared, record, frame_notify)
+    try:
+        await connection.execute(statement, params)
+    except DBAPIError as exc:
+        if FAST_PATH_REFUSED not in str(exc.orig):
+            raise
+        # Nothing was written (the statement is its transaction). Rare: an opted-out recipient.
+        await connection.rollback()
+        fast = {name: params[name] for name in ("f_id", "f_user_id", "f_type")}
+        found = await connection.execute(_OPTED_OUT, fast)
+        _fall_back(prepared, {row[0] for row in found})
+        await connection.execute(*_pg_statement(prepared, record, frame_notify))
+
+
+_OPTED_OUT = text(OPTED_OUT_SQL)
+
+
+def _pg_statement(
+    prepared: PreparedEnqueue, record: dict[str, Any] | None, frame_notify: FrameNotify | None
+) -> tuple[Any, dict[str, Any]]:
+    return pg_insert(
+        prepared.notifications,
+        prepared.deliveries,
+        record=record,
+        sent=prepared.sent,
+        fast_rows=[prepared.notifications[i] for i in prepared.fast],
+        frames=prepared.frames if frame_notify is not None else [],
+        frame_notify=frame_notify,
     )
-    for name in _JSON_COLUMNS:
-        keep_null = name in _NULL_JSON
-        params[f"n_{name}"] = [
-            None if value is None and keep_null else _json_text(value)
-            for value in params[f"n_{name}"]
-        ]
-    params.update(
-        zip(
-            _DELIVERY_PARAMS,
-            zip(*map(_DELIVERY_VALUES, prepared.deliveries), strict=True),
-            strict=True,
-        )
-    )
-    params["wakeup"] = DISPATCH_WAKEUP_CHANNEL
-    statement = _PG_INSERT
-    if record is not None:
-        statement = _PG_INSERT_WITH_KEY
-        params.update(record)
-        params["response_body"] = json.dumps(record["response_body"])
-    await connection.execute(statement, params)
+
+
+def _fall_back(prepared: PreparedEnqueue, ids: set[uuid.UUID]) -> None:
+    """The rows of ``ids`` leave the fast path: written as a plain enqueue writes them."""
+    if not ids:
+        return
+    channels: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    for delivery in prepared.deliveries:
+        channels.setdefault(delivery["notification_id"], []).append(delivery)
+    kept = []
+    for index in prepared.fast:
+        row = prepared.notifications[index]
+        if row["id"] in ids:
+            fast_path.fall_back(row, channels[row["id"]], prepared.public[index])
+        else:
+            kept.append(index)
+    prepared.fast = kept
+    prepared.sent = [r for r in prepared.sent if r.notification_id not in ids]
 
 
 async def _insert_sqlite(
     connection: AsyncConnection, prepared: PreparedEnqueue, record: dict[str, Any] | None
 ) -> None:
+    if prepared.fast:
+        # In the caller's BEGIN IMMEDIATE transaction: no preference changes in between.
+        rows = [prepared.notifications[i] for i in prepared.fast]
+        found = await connection.execute(
+            select(Recipient.user_id, Recipient.preferences).where(
+                Recipient.user_id.in_({row["user_id"] for row in rows})
+            )
+        )
+        preferences: dict[str, dict[str, Any]] = {user: prefs for user, prefs in found}
+        _fall_back(
+            prepared,
+            {
+                row["id"]
+                for row in rows
+                if fast_path.opted_out(preferences.get(row["user_id"]), row["notification_type"])
+            },
+        )
     # Core inserts through the ORM's own table and column types (UUID as hex, UTC datetimes,
     # JSON text), so a row reads back exactly as one the ORM wrote.
     await connection.execute(insert(Notification), prepared.notifications)
     await connection.execute(insert(NotificationDelivery), prepared.deliveries)
     if record is not None:
         await connection.execute(insert(IdempotencyRecord), [record])
-
-
-def merge(parts: Sequence[PreparedEnqueue]) -> PreparedEnqueue:
-    merged = PreparedEnqueue()
-    for part in parts:
-        merged.notifications += part.notifications
-        merged.deliveries += part.deliveries
-        merged.public += part.public
-    return merged
-
-
-class GroupCommit:
-    """Concurrent enqueues share one statement and one commit.
-
-    Under load every single enqueue paid for a pool checkout (with its pre-ping), a statement
-    and a commit (a WAL flush) of its own, and with 64 concurrent producers most of a
-    request's time was spent waiting for a pooled connection. Here (``notifier/coalescer.py``)
-    the first request that arrives is written at once, by one of up to ``writers`` writers (so
-    that one group is sent while another commits); requests that arrive meanwhile form the next
-    group, up to ``max_rows`` notifications, written as one ``insert_prepared``. So at most
-    ``writers`` statements are in flight per process, and groups grow with the load.
-
-    Each caller awaits the commit of the group it joined, so its 202 still means committed.
-    If a group fails for any reason but the database being unavailable, it is split in halves
-    down to the request at fault, so that one request's bad row fails that request alone.
-    Requests with an ``Idempotency-Key`` are not grouped: their key conflict is an error of
-    their own statement, reported to them alone.
-    """
-
-    def __init__(self, engine: AsyncEngine, *, max_rows: int = 1000, writers: int = 2) -> None:
-        self.engine = engine
-        self._coalescer: Coalescer[PreparedEnqueue, None] = Coalescer(
-            self._write,
-            max_batch=max_rows,
-            weight=lambda prepared: len(prepared.notifications),
-            concurrency=writers,
-            on_failure=_split_unless_unavailable,
-        )
-
-    @property
-    def groups_written(self) -> int:
-        """For tests and curiosity: how much grouping happened."""
-        return self._coalescer.batches_handled
-
-    async def insert(self, prepared: PreparedEnqueue) -> None:
-        """Insert ``prepared`` with whatever else is waiting; returns once it is committed."""
-        await self._coalescer.submit(prepared)
-
-    async def _write(self, group: list[PreparedEnqueue]) -> list[None]:
-        async with write_connection(self.engine) as connection:
-            await insert_prepared(connection, merge(group))
-        return [None] * len(group)
-
-
-def _split_unless_unavailable(exc: Exception) -> OnFailure:
-    # An outage fails every request of the group alike: splitting it would only repeat it.
-    return OnFailure.FAIL if is_database_unavailable(exc) else OnFailure.SPLIT
+    await record_transitions(connection, prepared.sent)

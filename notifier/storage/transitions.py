@@ -231,12 +231,15 @@ _CHANNEL_EVENTS_SQL = f"""
 _PG_RECORD_AND_EMIT = pg_emit_after(_RECORD_CTE, more_events=_CHANNEL_EVENTS_SQL)
 
 
-def pg_record_after(ctes: str) -> TextClause:
+def pg_record_after(ctes: str, *, also_select: str = "") -> TextClause:
     """``record_transitions``' PostgreSQL statement after a writer's own data-modifying CTEs
     (``name AS (UPDATE …)``), so that the change and its record are one round trip
     (``outcome_batch``'s write-back). Its result is the number of webhook deliveries created;
-    its parameters ``pg_record_params``' and the CTEs' own."""
-    return pg_emit_after(f"{ctes},{_RECORD_CTE}", more_events=_CHANNEL_EVENTS_SQL)
+    its parameters ``pg_record_params``' and the CTEs' own. ``also_select``: further columns
+    of its final SELECT (``webhooks.pg_emit_after``)."""
+    return pg_emit_after(
+        f"{ctes},{_RECORD_CTE}", more_events=_CHANNEL_EVENTS_SQL, also_select=also_select
+    )
 
 
 def pg_record_params(records: Sequence[TransitionRecord]) -> dict[str, Any]:

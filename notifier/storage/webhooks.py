@@ -182,7 +182,7 @@ _PARAM_EVENTS = """
     ) AS t(id, type, data, created_at)"""
 
 
-def _emit_ctes(incoming: str) -> str:
+def _emit_ctes(incoming: str, also_select: str = "") -> str:
     return f"""
 incoming AS ({incoming}
 ), subscribed AS (
@@ -203,23 +203,25 @@ incoming AS ({incoming}
       ON e.enabled AND (e.events @> to_jsonb(ev.type) OR e.events @> '"{ALL_EVENTS}"')
     RETURNING 1
 ), created AS (SELECT count(*) AS n FROM new_deliveries)
-SELECT n, CASE WHEN n > 0 THEN pg_notify(:wakeup, '') END AS woke FROM created
+SELECT n, CASE WHEN n > 0 THEN pg_notify(:wakeup, '') END AS woke{also_select} FROM created
 """
 
 
 _PG_EMIT = text(f"WITH {_emit_ctes(_PARAM_EVENTS)}")
 
 
-def pg_emit_after(cte: str, *, more_events: str | None = None) -> TextClause:
+def pg_emit_after(cte: str, *, more_events: str | None = None, also_select: str = "") -> TextClause:
     """The emit statement run after another data-modifying CTE (``name AS (INSERT …)``) in the
     same statement: a writer's own rows and its events in one round trip
     (``transitions.record_transitions``). Parameters: ``pg_emit_params`` and the CTE's own.
     ``more_events`` is a SELECT of further events' ``(id, type, data jsonb, created_at)``
-    that the statement builds itself (``transitions``' channel events)."""
+    that the statement builds itself (``transitions``' channel events). ``also_select``:
+    further columns of the final SELECT (``, expr AS name``), evaluated once (the enqueue's
+    own NOTIFYs)."""
     incoming = (
         _PARAM_EVENTS if more_events is None else f"{_PARAM_EVENTS}\n    UNION ALL {more_events}"
     )
-    return text(f"WITH {cte},{_emit_ctes(incoming)}")
+    return text(f"WITH {cte},{_emit_ctes(incoming, also_select)}")
 
 
 def pg_emit_params(events: Sequence[webhook_events.WebhookEvent]) -> dict[str, Any]:

@@ -7,7 +7,8 @@ import asyncio
 from sqlalchemy.exc import IntegrityError
 
 from notifier.schemas.notification import NotificationCreate
-from notifier.storage.enqueue import GroupCommit, PreparedEnqueue, prepare
+from notifier.storage.enqueue import PreparedEnqueue, prepare
+from notifier.storage.enqueue_group import GroupCommit
 from tests.api.helpers import new_user, notification_body, notifications_of
 from tests.support.service import RunningService
 

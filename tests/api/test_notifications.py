@@ -71,10 +71,11 @@ async def test_enqueue_answers_202_with_the_pending_notification(service: Runnin
     assert created["retry_count"] == 0
     assert created["is_read"] is False and created["read_at"] is None
     assert set(created["delivery_status"]) == {"websocket", "email"}
-    for channel in created["delivery_status"].values():
-        assert channel["status"] == "pending"
-        assert channel["attempts"] == 0
-        assert channel["last_error"] is None
+    email, websocket = created["delivery_status"]["email"], created["delivery_status"]["websocket"]
+    assert email["status"] == "pending" and email["attempts"] == 0
+    # The websocket fast path: published by the API right after the commit (README, settings).
+    assert websocket["status"] == "sent" and websocket["attempts"] == 1
+    assert email["last_error"] is None and websocket["last_error"] is None
     assert datetime.fromisoformat(created["created_at"]).tzinfo is not None
     assert await notifications_of(service, user) == 1
 
@@ -98,7 +99,7 @@ async def test_get_by_id_with_key_and_owner_token(service: RunningService) -> No
         by_key = await client.get(f"/v1/notifications/{created['id']}")
     assert by_key.status_code == 200, by_key.text
     assert by_key.json()["id"] == created["id"]
-    assert by_key.json()["delivery_status"]["websocket"]["status"] == "pending"
+    assert by_key.json()["delivery_status"]["websocket"]["status"] == "sent"  # the fast path
     assert by_key.json()["retry_count"] == 0
 
     async with service.client(await service.user_token(user)) as owner:
@@ -141,7 +142,9 @@ async def test_batch_enqueue(service: RunningService) -> None:
     created = response.json()["notifications"]
     assert [n["title"] for n in created] == ["n0", "n1", "n2"]
     assert len({n["id"] for n in created}) == 3
-    assert all(n["status"] == "pending" for n in created)
+    # websocket alone: sent by the fast path at enqueue, so the notification is delivered
+    assert all(n["status"] == "delivered" for n in created)
+    assert all(n["delivery_status"]["websocket"]["status"] == "sent" for n in created)
     assert await notifications_of(service, user) == 3
 
 
@@ -385,7 +388,9 @@ async def test_cancel_then_retry(service: RunningService) -> None:
     async with service.client() as client:
         created = (
             await client.post(
-                "/v1/notifications", json=notification_body(user, channels=["websocket", "email"])
+                # Not websocket: the fast path sends it at enqueue, leaving nothing to cancel.
+                "/v1/notifications",
+                json=notification_body(user, channels=["sms", "email"]),
             )
         ).json()
         cancelled = await client.post(f"/v1/notifications/{created['id']}/cancel")

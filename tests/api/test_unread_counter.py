@@ -120,7 +120,8 @@ async def test_mark_read_and_read_all(service: RunningService) -> None:
 async def test_cancelled_notifications_are_not_counted(service: RunningService) -> None:
     user = new_user()
     async with service.client() as client:
-        first = await enqueue(client, user)
+        # Not websocket: the fast path sends it at enqueue, leaving nothing to cancel.
+        first = await enqueue(client, user, channels=["email"])
         await enqueue(client, user)
         cancelled = await client.post(f"/v1/notifications/{first['id']}/cancel")
         assert cancelled.status_code == 200, cancelled.text
@@ -205,7 +206,8 @@ async def test_the_counter_equals_a_count_after_mixed_writes(service: RunningSer
     users = [new_user() for _ in range(3)]
     a, b, c = users
     async with service.client() as client:
-        batch = [notification_body(u) for u in (a, b, c, a, b, a)]
+        # email: a websocket channel is sent at enqueue (the fast path), so nothing to cancel
+        batch = [notification_body(u, channels=["email"]) for u in (a, b, c, a, b, a)]
         created = (
             await client.post("/v1/notifications/batch", json={"notifications": batch})
         ).json()["notifications"]

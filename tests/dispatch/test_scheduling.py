@@ -102,7 +102,10 @@ async def test_an_idle_worker_wakes_when_a_scheduled_notification_comes_due(
 async def test_expired_before_dispatch(db_url: str, smtp_peer: DispatchSmtpPeer) -> None:
     user = new_user()
     # Enough attempts that the busy mailbox below outlives its notification.
-    async with running_stack(db_url, max_attempts=100, **smtp_peer.settings()) as stack:
+    # The websocket fast path off: this is the worker's expiry of channels it never sent.
+    async with running_stack(
+        db_url, max_attempts=100, websocket_grace_seconds=0, **smtp_peer.settings()
+    ) as stack:
         await stack.put_recipient(user, email="stale@example.com")
         created = await stack.notify(
             user_id=user,
@@ -139,7 +142,10 @@ async def test_expired_before_dispatch(db_url: str, smtp_peer: DispatchSmtpPeer)
 
 async def test_cancel_before_dispatch(db_url: str, smtp_peer: DispatchSmtpPeer) -> None:
     user = new_user()
-    async with running_stack(db_url, worker=False, **smtp_peer.settings()) as stack:
+    # The websocket fast path off: it would leave no unsent websocket channel to cancel.
+    async with running_stack(
+        db_url, worker=False, websocket_grace_seconds=0, **smtp_peer.settings()
+    ) as stack:
         await stack.put_recipient(user, email="cancel@example.com")
         created = await stack.notify(
             user_id=user, title="cancelled", message="m", channels=["email", "websocket"]

@@ -39,21 +39,24 @@ EVENTS = [
     ChannelEvent.CANCELLED,
     ChannelEvent.REQUEUED,
     ChannelEvent.DIGESTED,
+    ChannelEvent.PUBLISHED,
+    ChannelEvent.REPUBLISHED,
 ]
 # One row per status, one column per event (in EVENTS' order): the status the event leads to,
 # or "-" where it is refused. Letters: P pending, R retrying, S sent, D delivered, F failed,
 # K skipped, X expired, C cancelled, G digested.
-#             sent deliv acked confm rfail retry defer fail  skip  expir cancl requ  dgst
+# publ: published at enqueue (a new row only), repub: republished by the worker (sent only).
+#             sent deliv acked confm rfail retry defer fail  skip  expir cancl requ  dgst publ repub
 MATRIX = """
-pending       S    D     D     -     -     R     P     F     K     X     C     -     G
-retrying      S    D     D     -     -     R     P     F     K     X     C     -     -
-sent          -    D     D     D     F     -     -     -     -     -     -     -     -
-delivered     -    -     -     -     -     -     -     -     -     -     -     -     -
-failed        S    D     -     -     -     -     -     -     -     -     -     P     -
-skipped       S    D     -     -     -     -     -     -     -     -     -     -     -
-expired       S    D     -     -     -     -     -     -     -     -     -     -     -
-cancelled     S    D     -     -     -     -     -     -     -     -     -     -     -
-digested      -    -     -     -     -     -     -     -     -     -     -     -     -
+pending       S    D     D     -     -     R     P     F     K     X     C     -     G    S    -
+retrying      S    D     D     -     -     R     P     F     K     X     C     -     -    -    -
+sent          -    D     D     D     F     -     -     -     -     -     -     -     -    -    S
+delivered     -    -     -     -     -     -     -     -     -     -     -     -     -    -    -
+failed        S    D     -     -     -     -     -     -     -     -     -     P     -    -    -
+skipped       S    D     -     -     -     -     -     -     -     -     -     -     -    -    -
+expired       S    D     -     -     -     -     -     -     -     -     -     -     -    -    -
+cancelled     S    D     -     -     -     -     -     -     -     -     -     -     -    -    -
+digested      -    -     -     -     -     -     -     -     -     -     -     -     -    -    -
 """
 LETTERS = {
     "P": ChannelStatus.PENDING,
@@ -124,7 +127,10 @@ def test_every_pair(status: ChannelStatus, event: ChannelEvent) -> None:
     assert step.applied
     assert row.status == target.value
     assert row.last_error == "why"
-    waiting = target in (ChannelStatus.PENDING, ChannelStatus.RETRYING)
+    # A republish due is kept by PUBLISHED alone (the websocket fast path).
+    waiting = target in (ChannelStatus.PENDING, ChannelStatus.RETRYING) or (
+        event == ChannelEvent.PUBLISHED
+    )
     assert row.next_attempt_at == (later if waiting else None)
     if target == status:
         assert step.transition is None

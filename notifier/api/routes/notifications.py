@@ -38,7 +38,6 @@ from notifier.schemas.notification import (
     NotificationPublic,
 )
 from notifier.storage.enqueue import (
-    GroupCommit,
     PreparedEnqueue,
     insert_prepared,
     prepare,
@@ -50,7 +49,7 @@ from notifier.storage.notifications import (
     get_notification,
     requeue_failed_channels,
 )
-from notifier.storage.wakeups import DISPATCH
+from notifier.storage.wakeups import DISPATCH, WEBHOOKS
 
 router = APIRouter(
     prefix="/v1/notifications",
@@ -120,14 +119,6 @@ def _refund(context: ServiceContext, charged: dict[str, int]) -> None:
         context.recipient_limits.refund(user_id, count)
 
 
-def _group_commit(request: Request, context: ServiceContext) -> GroupCommit:
-    """This app's group writer (made on first use: the engine exists only after startup)."""
-    group: GroupCommit | None = getattr(request.app.state, "enqueue_group_commit", None)
-    if group is None or group.engine is not context.engine:
-        group = request.app.state.enqueue_group_commit = GroupCommit(context.engine)
-    return group
-
-
 def _group_render(request: Request, context: ServiceContext) -> GroupRender:
     """This app's shared renders for enqueues by template (made on first use, as the writer)."""
     group: GroupRender | None = getattr(request.app.state, "template_group_render", None)
@@ -151,12 +142,16 @@ async def _enqueue(
     concurrent requests with one key race on the idempotency table's primary key, the loser's
     insert fails, and it answers with the winner's stored response. A replay is answered
     before any rate-limit token is spent.
+
+    Then the websocket fast path's frames go out (``ServiceContext.deliver_enqueued``): after
+    the commit, never before, so whoever receives one finds its row.
     """
     charged: dict[str, int] = {}
+    writer = context.enqueue_writer()
     try:
         if guard.key is None:
             charged = _charge_recipients(context, prepared.user_ids)
-            await _group_commit(request, context).insert(prepared)
+            await writer.insert(prepared)
         else:
             async with write_connection(context.engine) as connection:
                 earlier = await guard.earlier_response(connection)
@@ -164,7 +159,9 @@ async def _enqueue(
                     return earlier
                 charged = _charge_recipients(context, prepared.user_ids)
                 record = guard.record(status.HTTP_202_ACCEPTED, response)
-                await insert_prepared(connection, prepared, record=record)
+                await insert_prepared(
+                    connection, prepared, record=record, frame_notify=writer.frame_notify
+                )
     except IntegrityError:
         _refund(context, charged)
         async with context.engine.connect() as connection:
@@ -177,7 +174,10 @@ async def _enqueue(
         # cancelled while its group commits may well be stored.)
         _refund(context, charged)
         raise
-    context.wakeups.committed(DISPATCH)  # the group commit's SQL sent the NOTIFY
+    # The group commit's SQL sent the NOTIFYs; these wake this process's own waiters.
+    context.wakeups.committed(*((DISPATCH, WEBHOOKS) if prepared.sent else (DISPATCH,)))
+    if prepared.fast:
+        await context.deliver_enqueued(prepared.frames)
     return JSONResponse(response, status_code=status.HTTP_202_ACCEPTED)
 
 
@@ -211,7 +211,7 @@ async def enqueue_notification(
         _group_render(request, context), [payload], batch=False
     )
     _check_payload_limits(payloads[0], parts[0] if parts else None)
-    prepared = prepare(payloads, parts)
+    prepared = prepare(payloads, parts, websocket_grace=context.websocket_grace)
     return await _enqueue(
         request=request,
         context=context,
@@ -239,7 +239,7 @@ async def enqueue_batch(
     payloads, parts = await render_templated(renders, payload.notifications, batch=True)
     for index, item in enumerate(payloads):
         _check_payload_limits(item, parts[index] if parts else None)
-    prepared = prepare(payloads, parts)
+    prepared = prepare(payloads, parts, websocket_grace=context.websocket_grace)
     return await _enqueue(
         request=request,
         context=context,
