@@ -97,7 +97,7 @@ async def record_outcomes(
             async with session.begin():
                 connection = await session.connection()
                 rows = await _lock_and_load(connection, ids)
-                results = _apply_all(items, rows, worker_id, records)
+                results = _apply_all(items, rows, worker_id, records, in_sql=False)
                 changed = [row for row in rows.values() if row.changed]
                 emitted = await _write_back(connection, changed, records)
     if emitted and on_events is not None:
@@ -117,7 +117,7 @@ async def _record_on_postgres(
     try:
         await driver.execute(f"BEGIN; {outcome_pg.lock_sql(ids)}")
         rows = outcome_pg.rows_from(await driver.fetch(outcome_pg.LOAD, ids))
-        results = _apply_all(items, rows, worker_id, records)
+        results = _apply_all(items, rows, worker_id, records, in_sql=True)
         changed = [row for row in rows.values() if row.changed]
         emitted = await outcome_pg.write_back(driver, changed, records) if changed else 0
         await driver.execute("COMMIT")
@@ -135,9 +135,15 @@ def _apply_all(
     rows: dict[uuid.UUID, LockedRow],
     worker_id: str,
     records: list[TransitionRecord],
+    *,
+    in_sql: bool,
 ) -> list[bool]:
+    """``in_sql``: the write-back builds the settled events (PostgreSQL, ``outcome_pg``)."""
     now = utcnow()
-    return [_apply(item, rows.get(item.notification_id), worker_id, now, records) for item in items]
+    return [
+        _apply(item, rows.get(item.notification_id), worker_id, now, records, in_sql)
+        for item in items
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +165,8 @@ async def settle_externally(
     machine refuses); and the number of webhook deliveries written (see
     ``transitions.record_transitions``)."""
     ids = sorted({i.notification_id for i in items})
-    if connection.dialect.name == "postgresql":
+    in_sql = connection.dialect.name == "postgresql"
+    if in_sql:
         rows = await outcome_pg.lock_and_load(connection, ids)
     else:
         rows = await _lock_and_load(connection, ids)
@@ -180,7 +187,7 @@ async def settle_externally(
         leased = row.lease_owner is not None
         if not leased:
             row.next_attempt_at = next_attempt_for(row, now)
-        summarize_notification(row, now, records, leased=leased)
+        summarize_notification(row, now, records, leased=leased, settled_in_sql=in_sql)
         row.changed = True
         results.append(True)
     changed = [row for row in rows.values() if row.changed]
@@ -248,6 +255,7 @@ def _apply(
     worker_id: str,
     now: datetime,
     records: list[TransitionRecord],
+    in_sql: bool,
 ) -> bool:
     """One item on its loaded row, through the state machine."""
     if row is None:
@@ -255,7 +263,7 @@ def _apply(
     if isinstance(item, ReleaseLease):
         if row.lease_owner != worker_id:
             return False
-        _release(row, now, records, immediately=item.immediately)
+        _release(row, now, records, immediately=item.immediately, in_sql=in_sql)
         return True
     change = item.change
     if row.lease_owner != worker_id and change.event not in SUCCESS_EVENTS:
@@ -271,7 +279,7 @@ def _apply(
             advance_channel(row, delivery, change, now, records)
             delivery.changed = True
     leased = row.lease_owner is not None
-    summarize_notification(row, now, records, leased=leased)
+    summarize_notification(row, now, records, leased=leased, settled_in_sql=in_sql)
     if not leased:  # released meanwhile: due again only if other channels still wait
         row.next_attempt_at = next_attempt_for(row, now)
     row.changed = True
@@ -279,7 +287,12 @@ def _apply(
 
 
 def _release(
-    row: LockedRow, now: datetime, records: list[TransitionRecord], *, immediately: bool
+    row: LockedRow,
+    now: datetime,
+    records: list[TransitionRecord],
+    *,
+    immediately: bool,
+    in_sql: bool,
 ) -> None:
     row.lease_owner = row.lease_expires_at = None
     settled = all(d.status in SETTLED for d in row.deliveries)
@@ -287,7 +300,7 @@ def _release(
         row.next_attempt_at = now
     else:
         row.next_attempt_at = next_attempt_for(row, now)
-    summarize_notification(row, now, records, leased=False)
+    summarize_notification(row, now, records, leased=False, settled_in_sql=in_sql)
     row.changed = True
 
 

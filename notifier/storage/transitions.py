@@ -129,8 +129,11 @@ def summarize_notification(
     records: list[TransitionRecord],
     *,
     leased: bool,
+    settled_in_sql: bool = False,
 ) -> None:
-    """``machine.summarize``; ``notification.settled`` is appended to ``records``."""
+    """``machine.summarize``; ``notification.settled`` is appended to ``records``, with its
+    ``delivery_status`` unless the writer's statement builds the event itself
+    (``settled_in_sql``: ``outcome_pg``)."""
     step = summarize(notification, now, leased=leased)
     if step.transition is not None:
         records.append(
@@ -139,7 +142,9 @@ def summarize_notification(
                 notification.user_id,
                 step.transition,
                 now,
-                delivery_status=delivery_status(notification.deliveries),
+                delivery_status=None
+                if settled_in_sql
+                else delivery_status(notification.deliveries),
             )
         )
 
