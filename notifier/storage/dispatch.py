@@ -24,7 +24,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, Select, Update, bindparam, case, func, select, update
+import asyncpg
+from sqlalchemy import Integer, Select, Update, bindparam, case, func, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notifier.lifecycle.machine import CLAIMED_STATUSES
@@ -32,6 +33,7 @@ from notifier.models.base import UTCDateTime, utcnow
 from notifier.models.notification import Notification, NotificationDelivery
 from notifier.models.recipient import PushSubscription, Recipient
 from notifier.storage.db import is_one_of
+from notifier.storage.driver import as_sqlalchemy_error, driver_of, positional, roll_back
 
 PROVIDER_ID_CHARS = 255  # notification_deliveries.provider_id is varchar(255)
 
@@ -132,18 +134,70 @@ async def claim_due(
     statement, atomic by itself, and the reads after it need no lock, as the rows are leased to
     this worker by then; what another writer may still do to their channels meanwhile (an ack,
     a cancellation) is committed before our read or after it, and either is handled. That
-    saves the BEGIN and COMMIT round trips of every claim. On SQLite the claim and the reads
-    share one ``BEGIN IMMEDIATE`` transaction, SQLite's only kind of write lock.
+    saves the BEGIN and COMMIT round trips of every claim. The claim and the read run on the
+    asyncpg connection itself (``driver``), as SQL compiled once. On SQLite the claim and the
+    reads share one ``BEGIN IMMEDIATE`` transaction, SQLite's only kind of write lock.
     """
     now = utcnow()
     until = now + timedelta(seconds=lease_seconds)
     params = {"now": now, "batch": batch_size, "worker": worker_id, "until": until}
     async with sessions() as session:
         if session.get_bind().dialect.name == "postgresql":
-            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-            return await _claim(session, params)
+            connection, driver = await driver_of(session)
+            try:
+                return await _claim_on_driver(session, driver, params)
+            except BaseException as exc:
+                await roll_back(connection, driver)  # no transaction; drops a lost connection
+                converted = as_sqlalchemy_error(exc, driver)
+                if converted is exc:
+                    raise
+                raise converted from exc
         async with session.begin():
             return await _claim(session, params)
+
+
+@functools.cache
+def _claim_on_driver_sql() -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    return positional(_CLAIM)
+
+
+# The claimed rows' channels, each with its notification's recipient (the recipient's columns
+# repeat per channel: fewer bytes than a round trip).
+_RECIPIENT_COLUMNS = tuple(
+    (attribute.key, attribute.columns[0].name) for attribute in inspect(Recipient).column_attrs
+)
+_LOAD_ON_DRIVER = f"""SELECT d.notification_id, d.channel, d.status, d.attempts,
+       d.attempts_at_requeue, d.unknown_outcomes, d.next_attempt_at,
+       {", ".join(f"r.{name}" for _, name in _RECIPIENT_COLUMNS)}
+FROM notification_deliveries AS d JOIN notifications AS n ON n.id = d.notification_id
+     LEFT JOIN recipients AS r ON r.user_id = n.user_id
+WHERE d.notification_id = ANY($1::uuid[])"""
+_DELIVERY_WIDTH = 7
+
+
+async def _claim_on_driver(
+    session: AsyncSession, driver: asyncpg.Connection, params: dict[str, object]
+) -> list[ClaimedWork]:
+    sql, names, fixed = _claim_on_driver_sql()
+    claimed = await driver.fetch(sql, *(params[n] if n in params else fixed[n] for n in names))
+    if not claimed:
+        return []
+    channels: dict[uuid.UUID, list[ClaimedDelivery]] = {row[0]: [] for row in claimed}
+    recipients: dict[str, Recipient] = {}
+    for row in await driver.fetch(_LOAD_ON_DRIVER, list(channels)):
+        channels[row[0]].append(ClaimedDelivery(*row[1:_DELIVERY_WIDTH]))  # fields in order
+        user_id = row[_DELIVERY_WIDTH]
+        if user_id is not None and user_id not in recipients:
+            # A plain instance, as a loaded one is once its session closes (no relationships).
+            values = row[_DELIVERY_WIDTH:]
+            recipients[user_id] = Recipient(
+                **{key: value for (key, _), value in zip(_RECIPIENT_COLUMNS, values, strict=True)}
+            )
+    notifications = [
+        ClaimedNotification(*row, tuple(channels[row[0]]))  # type: ignore[call-arg]
+        for row in claimed
+    ]
+    return await _with_push_subscriptions(session, notifications, recipients, "postgresql")
 
 
 async def _claim(session: AsyncSession, params: dict[str, object]) -> list[ClaimedWork]:
@@ -237,6 +291,9 @@ def _claim_statement() -> Update:
         .values(
             lease_owner=bindparam("worker"),
             lease_expires_at=bindparam("until"),
+            # Named, not the column's onupdate: that one is computed at execution, by
+            # SQLAlchemy, which the driver's path does not go through.
+            updated_at=bindparam("now"),
             next_attempt_at=bindparam("until"),
             # The machine's CLAIMED_STATUSES: a waiting row becomes dispatching.
             status=case(

@@ -1,26 +1,25 @@
 """Record many outcomes (and lease releases) of one worker in one transaction.
 
 A worker learns outcomes one channel at a time, but writing each in a transaction of its own
-costs five round trips and a commit per notification. ``record_outcomes`` takes whatever the
-worker has gathered meanwhile (``workers/outcome_writer.py`` groups them) and, in one
-transaction:
+cost round trips and a commit per notification. ``record_outcomes`` takes whatever the worker
+has gathered meanwhile (``workers/outcome_writer.py`` groups them) and, in one transaction:
 
 1. locks every notification involved, in id order (``SELECT … ORDER BY id FOR UPDATE``), so
    that two batches, or a batch and a lease renewal, cannot deadlock over the same rows;
-2. reads their channels in a second statement, which under READ COMMITTED sees every write
-   committed by whoever held a lock before us (see ``dispatch``'s docstring);
+2. reads them and their channels in a statement of its own, which under READ COMMITTED sees
+   every write committed by whoever held a lock before us (see ``dispatch``'s docstring);
 3. applies the items in the order they were submitted through the state machine
    (``lifecycle.machine``: ``advance`` for the channel, ``summarize`` for the notification) and
    the lease check: an item is refused unless this worker still holds the lease, except for a
    success, which is recorded whoever holds the row now (the machine never moves a channel
    backwards), so that the new holder does not send it a second time;
 4. writes back the rows that changed and records the transitions those changes made, with
-   their webhook events: on PostgreSQL in one statement (``unnest`` of arrays, one round trip
-   for the tables and the outbox), on SQLite with one executemany ``UPDATE`` per table and
-   ``transitions.record_transitions``.
+   their webhook events: on PostgreSQL in one statement on the driver's connection, four
+   round trips in all (``outcome_pg``); on SQLite with one executemany ``UPDATE`` per table
+   and ``transitions.record_transitions``.
 
-The rows are plain objects, not ORM instances: building, tracking and flushing those was most
-of the cost of recording an outcome.
+The rows are plain objects (``outcome_pg.LockedRow``), not ORM instances: building, tracking
+and flushing those was most of the cost of recording an outcome.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import dataclasses
 import functools
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -40,13 +39,14 @@ from notifier.lifecycle.machine import ChannelChange, ChannelEvent, next_attempt
 from notifier.lifecycle.statuses import SETTLED
 from notifier.models.base import utcnow
 from notifier.models.notification import Notification, NotificationDelivery
+from notifier.storage import outcome_pg
 from notifier.storage.db import is_one_of
 from notifier.storage.dispatch import PROVIDER_ID_CHARS
+from notifier.storage.driver import as_sqlalchemy_error, driver_of, roll_back
+from notifier.storage.outcome_pg import LockedChannel, LockedRow
 from notifier.storage.transitions import (
     TransitionRecord,
     advance_channel,
-    pg_record_after,
-    pg_record_params,
     record_transitions,
     summarize_notification,
 )
@@ -78,42 +78,6 @@ class ReleaseLease:
 Outcome = ChannelOutcome | ReleaseLease
 
 
-@dataclass(slots=True)
-class _Channel:
-    """One ``notification_deliveries`` row (a ``machine.ChannelState``)."""
-
-    notification_id: uuid.UUID
-    channel: str
-    status: str
-    attempts: int
-    last_error: str | None
-    provider_id: str | None
-    unknown_outcomes: int
-    next_attempt_at: datetime | None
-    updated_at: datetime
-    changed: bool = False
-
-
-@dataclass(slots=True)
-class _Row:
-    """One locked ``notifications`` row and its channels (a
-    ``transitions.TrackedNotification``)."""
-
-    id: uuid.UUID
-    user_id: str
-    send_at: datetime | None
-    created_at: datetime
-    status: str
-    retry_count: int
-    updated_at: datetime
-    expires_at: datetime | None
-    next_attempt_at: datetime | None
-    lease_owner: str | None
-    lease_expires_at: datetime | None
-    deliveries: list[_Channel] = field(default_factory=list)
-    changed: bool = False
-
-
 async def record_outcomes(
     sessions: async_sessionmaker[AsyncSession],
     items: Sequence[Outcome],
@@ -126,18 +90,60 @@ async def record_outcomes(
     when it wrote webhook deliveries (an in-process webhook sender's wake-up)."""
     ids = sorted({item.notification_id for item in items})
     records: list[TransitionRecord] = []
-    async with sessions() as session, session.begin():
-        connection = await session.connection()
-        rows = await _lock_and_load(connection, ids)
-        now = utcnow()
-        results = [
-            _apply(item, rows.get(item.notification_id), worker_id, now, records) for item in items
-        ]
-        changed = [row for row in rows.values() if row.changed]
-        emitted = await _write_back(connection, changed, records)
+    async with sessions() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            results, emitted = await _record_on_postgres(session, items, ids, worker_id, records)
+        else:
+            async with session.begin():
+                connection = await session.connection()
+                rows = await _lock_and_load(connection, ids)
+                results = _apply_all(items, rows, worker_id, records, in_sql=False)
+                changed = [row for row in rows.values() if row.changed]
+                emitted = await _write_back(connection, changed, records)
     if emitted and on_events is not None:
         on_events()
     return results
+
+
+async def _record_on_postgres(
+    session: AsyncSession,
+    items: Sequence[Outcome],
+    ids: list[uuid.UUID],
+    worker_id: str,
+    records: list[TransitionRecord],
+) -> tuple[list[bool], int]:
+    # On the driver's connection, the transaction ours (``outcome_pg``, ``driver``).
+    connection, driver = await driver_of(session)
+    try:
+        await driver.execute(f"BEGIN; {outcome_pg.lock_sql(ids)}")
+        rows = outcome_pg.rows_from(await driver.fetch(outcome_pg.LOAD, ids))
+        results = _apply_all(items, rows, worker_id, records, in_sql=True)
+        changed = [row for row in rows.values() if row.changed]
+        emitted = await outcome_pg.write_back(driver, changed, records) if changed else 0
+        await driver.execute("COMMIT")
+    except BaseException as exc:
+        await roll_back(connection, driver)
+        converted = as_sqlalchemy_error(exc, driver)
+        if converted is exc:
+            raise
+        raise converted from exc
+    return results, emitted
+
+
+def _apply_all(
+    items: Sequence[Outcome],
+    rows: dict[uuid.UUID, LockedRow],
+    worker_id: str,
+    records: list[TransitionRecord],
+    *,
+    in_sql: bool,
+) -> list[bool]:
+    """``in_sql``: the write-back builds the settled events (PostgreSQL, ``outcome_pg``)."""
+    now = utcnow()
+    return [
+        _apply(item, rows.get(item.notification_id), worker_id, now, records, in_sql)
+        for item in items
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,12 +159,17 @@ class ExternalSettlement:
 async def settle_externally(
     connection: AsyncConnection, items: Sequence[ExternalSettlement]
 ) -> tuple[list[bool], int]:
-    """Apply ``items`` in the caller's transaction (the caller commits): five statements for
-    the batch (lock, read channels, write both tables, record the transitions) instead of five
+    """Apply ``items`` in the caller's transaction (the caller commits): three statements for
+    the batch on PostgreSQL (lock, read, write back with the transitions' record), not three
     per item. For each, whether it moved the channel (False: a duplicate, or a report the
     machine refuses); and the number of webhook deliveries written (see
     ``transitions.record_transitions``)."""
-    rows = await _lock_and_load(connection, sorted({i.notification_id for i in items}))
+    ids = sorted({i.notification_id for i in items})
+    in_sql = connection.dialect.name == "postgresql"
+    if in_sql:
+        rows = await outcome_pg.lock_and_load(connection, ids)
+    else:
+        rows = await _lock_and_load(connection, ids)
     now = utcnow()
     results = []
     records: list[TransitionRecord] = []
@@ -176,15 +187,16 @@ async def settle_externally(
         leased = row.lease_owner is not None
         if not leased:
             row.next_attempt_at = next_attempt_for(row, now)
-        summarize_notification(row, now, records, leased=leased)
+        summarize_notification(row, now, records, leased=leased, settled_in_sql=in_sql)
         row.changed = True
         results.append(True)
     changed = [row for row in rows.values() if row.changed]
     return results, await _write_back(connection, changed, records)
 
 
-# SELECT id, status, … FROM notifications WHERE id IN (…) ORDER BY id FOR UPDATE
-# (SQLite renders no FOR UPDATE: its BEGIN IMMEDIATE already holds the only write lock.)
+# SQLite's lock and load (PostgreSQL's are ``outcome_pg``'s): BEGIN IMMEDIATE already holds
+# the only write lock, so these only read.
+# SELECT id, status, … FROM notifications WHERE id IN (…) ORDER BY id
 @functools.cache
 def _lock_statement(dialect: str) -> Select[*tuple[Any, ...]]:
     return (
@@ -203,12 +215,11 @@ def _lock_statement(dialect: str) -> Select[*tuple[Any, ...]]:
         )
         .where(is_one_of(Notification.id, "ids", dialect))
         .order_by(Notification.id)
-        .with_for_update()
     )
 
 
 # SELECT notification_id, channel, status, … FROM notification_deliveries
-# WHERE notification_id IN (…)   -- a statement of its own, after the lock: fresh rows
+# WHERE notification_id IN (…)
 @functools.cache
 def _channels_statement(dialect: str) -> Select[*tuple[Any, ...]]:
     return select(
@@ -226,21 +237,25 @@ def _channels_statement(dialect: str) -> Select[*tuple[Any, ...]]:
 
 async def _lock_and_load(
     connection: AsyncConnection, ids: list[uuid.UUID]
-) -> dict[uuid.UUID, _Row]:
-    # Both statements are built once per dialect: building one per batch cost more than
-    # running it.
+) -> dict[uuid.UUID, LockedRow]:
+    # Both statements are built once: building one per batch cost more than running it.
     dialect = connection.dialect.name
     locked = await connection.execute(_lock_statement(dialect), {"ids": ids})
-    rows = {row.id: _Row(*row) for row in locked}
+    rows = {row.id: LockedRow(*row) for row in locked}
     if rows:
         channels = await connection.execute(_channels_statement(dialect), {"ids": list(rows)})
         for channel in channels:
-            rows[channel.notification_id].deliveries.append(_Channel(*channel))  # in order
+            rows[channel.notification_id].deliveries.append(LockedChannel(*channel))  # in order
     return rows
 
 
 def _apply(
-    item: Outcome, row: _Row | None, worker_id: str, now: datetime, records: list[TransitionRecord]
+    item: Outcome,
+    row: LockedRow | None,
+    worker_id: str,
+    now: datetime,
+    records: list[TransitionRecord],
+    in_sql: bool,
 ) -> bool:
     """One item on its loaded row, through the state machine."""
     if row is None:
@@ -248,7 +263,7 @@ def _apply(
     if isinstance(item, ReleaseLease):
         if row.lease_owner != worker_id:
             return False
-        _release(row, now, records, immediately=item.immediately)
+        _release(row, now, records, immediately=item.immediately, in_sql=in_sql)
         return True
     change = item.change
     if row.lease_owner != worker_id and change.event not in SUCCESS_EVENTS:
@@ -264,7 +279,7 @@ def _apply(
             advance_channel(row, delivery, change, now, records)
             delivery.changed = True
     leased = row.lease_owner is not None
-    summarize_notification(row, now, records, leased=leased)
+    summarize_notification(row, now, records, leased=leased, settled_in_sql=in_sql)
     if not leased:  # released meanwhile: due again only if other channels still wait
         row.next_attempt_at = next_attempt_for(row, now)
     row.changed = True
@@ -272,7 +287,12 @@ def _apply(
 
 
 def _release(
-    row: _Row, now: datetime, records: list[TransitionRecord], *, immediately: bool
+    row: LockedRow,
+    now: datetime,
+    records: list[TransitionRecord],
+    *,
+    immediately: bool,
+    in_sql: bool,
 ) -> None:
     row.lease_owner = row.lease_expires_at = None
     settled = all(d.status in SETTLED for d in row.deliveries)
@@ -280,7 +300,7 @@ def _release(
         row.next_attempt_at = now
     else:
         row.next_attempt_at = next_attempt_for(row, now)
-    summarize_notification(row, now, records, leased=False)
+    summarize_notification(row, now, records, leased=False, settled_in_sql=in_sql)
     row.changed = True
 
 
@@ -319,51 +339,16 @@ _WRITE_NOTIFICATION = (
 )
 
 
-# The same two writes in one statement, one round trip, on PostgreSQL: ``unnest`` turns the
-# column arrays back into rows, and both UPDATEs run as data-modifying CTEs (which PostgreSQL
-# executes whether or not the main statement reads them), followed by the record of the
-# transitions they made and their webhook events (``transitions.pg_record_after``): the change
-# and its record in one round trip, made while the batch's row locks are held.
-_WRITE_CTES = """
-channels AS (
-    UPDATE notification_deliveries AS d
-    SET status = v.status, attempts = v.attempts, last_error = v.last_error,
-        provider_id = v.provider_id, unknown_outcomes = v.unknown_outcomes,
-        next_attempt_at = v.next_attempt_at, updated_at = v.updated_at
-    FROM unnest(CAST(:notification_id AS uuid[]), CAST(:channel AS text[]),
-                CAST(:status AS text[]), CAST(:attempts AS int[]), CAST(:last_error AS text[]),
-                CAST(:provider_id AS text[]), CAST(:unknown_outcomes AS int[]),
-                CAST(:next_attempt_at AS timestamptz[]), CAST(:updated_at AS timestamptz[]))
-         AS v(notification_id, channel, status, attempts, last_error, provider_id,
-              unknown_outcomes, next_attempt_at, updated_at)
-    WHERE d.notification_id = v.notification_id AND d.channel = v.channel
-), notified AS (
-    UPDATE notifications AS n
-    SET status = v.status, retry_count = v.retry_count, updated_at = v.updated_at,
-        next_attempt_at = v.next_attempt_at, lease_owner = v.lease_owner,
-        lease_expires_at = v.lease_expires_at
-    FROM unnest(CAST(:n_id AS uuid[]), CAST(:n_status AS text[]), CAST(:n_retry_count AS int[]),
-                CAST(:n_updated_at AS timestamptz[]), CAST(:n_next_attempt_at AS timestamptz[]),
-                CAST(:n_lease_owner AS text[]), CAST(:n_lease_expires_at AS timestamptz[]))
-         AS v(id, status, retry_count, updated_at, next_attempt_at, lease_owner,
-              lease_expires_at)
-    WHERE n.id = v.id
-    RETURNING 1
-)"""
-_WRITE_AND_RECORD_POSTGRES = pg_record_after(_WRITE_CTES)
-
-
 async def _write_back(
-    connection: AsyncConnection, rows: list[_Row], records: list[TransitionRecord]
+    connection: AsyncConnection, rows: list[LockedRow], records: list[TransitionRecord]
 ) -> int:
     """Write the changed rows back and record ``records``; the number of webhook deliveries
     written (``transitions.record_transitions``)."""
     if not rows:
-        return await record_transitions(connection, records)  # nothing changed: none either
-    channels = [d for row in rows for d in row.deliveries if d.changed]
+        return 0  # nothing changed: no transitions either
     if connection.dialect.name == "postgresql":
-        params = _as_arrays(rows, channels) | pg_record_params(records)
-        return int((await connection.execute(_WRITE_AND_RECORD_POSTGRES, params)).scalar_one())
+        return await outcome_pg.write_back(connection, rows, records)
+    channels = [d for row in rows for d in row.deliveries if d.changed]
     if channels:
         await connection.execute(
             _WRITE_CHANNEL,
@@ -398,25 +383,3 @@ async def _write_back(
         ],
     )
     return await record_transitions(connection, records)
-
-
-def _as_arrays(rows: list[_Row], channels: list[_Channel]) -> dict[str, list[Any]]:
-    """``_WRITE_CTES``' parameters: one array per column."""
-    return {
-        "notification_id": [d.notification_id for d in channels],
-        "channel": [d.channel for d in channels],
-        "status": [d.status for d in channels],
-        "attempts": [d.attempts for d in channels],
-        "last_error": [d.last_error for d in channels],
-        "provider_id": [d.provider_id for d in channels],
-        "unknown_outcomes": [d.unknown_outcomes for d in channels],
-        "next_attempt_at": [d.next_attempt_at for d in channels],
-        "updated_at": [d.updated_at for d in channels],
-        "n_id": [row.id for row in rows],
-        "n_status": [row.status for row in rows],
-        "n_retry_count": [row.retry_count for row in rows],
-        "n_updated_at": [row.updated_at for row in rows],
-        "n_next_attempt_at": [row.next_attempt_at for row in rows],
-        "n_lease_owner": [row.lease_owner for row in rows],
-        "n_lease_expires_at": [row.lease_expires_at for row in rows],
-    }

@@ -37,6 +37,7 @@ from notifier.lifecycle.machine import (
 from notifier.lifecycle.statuses import SUCCEEDED
 from notifier.models.base import iso
 from notifier.models.transition import NotificationTransition
+from notifier.storage.driver import json_rows
 from notifier.storage.webhooks import (
     WEBHOOK_WAKEUP_CHANNEL,
     Executor,
@@ -55,6 +56,10 @@ class Wakeups(Protocol):
 
 # How long the history is kept (the worker's housekeeping prunes what is older).
 KEEP_DAYS = 7
+# notification_transitions.latency_ms is an int4: a send_at 25 days or more in the past (a
+# long-scheduled or restored notification) would overflow it and sink the whole outcome batch.
+MAX_LATENCY_MS = 2**31 - 1
+SETTLED_KIND = "notification.settled"
 
 
 class TrackedNotification(NotificationState, Protocol):
@@ -101,7 +106,8 @@ def advance_channel(
         latency = None
         # The first success: what the user waited for (a `delivered` after `sent` is not).
         if transition.to_status in SUCCEEDED and transition.from_status not in SUCCEEDED:
-            latency = max(int((now - due_at(notification)).total_seconds() * 1000), 0)
+            waited = int((now - due_at(notification)).total_seconds() * 1000)
+            latency = min(max(waited, 0), MAX_LATENCY_MS)
         records.append(
             TransitionRecord(
                 notification.id,
@@ -123,8 +129,11 @@ def summarize_notification(
     records: list[TransitionRecord],
     *,
     leased: bool,
+    settled_in_sql: bool = False,
 ) -> None:
-    """``machine.summarize``; ``notification.settled`` is appended to ``records``."""
+    """``machine.summarize``; ``notification.settled`` is appended to ``records``, with its
+    ``delivery_status`` unless the writer's statement builds the event itself
+    (``settled_in_sql``: ``outcome_pg``)."""
     step = summarize(notification, now, leased=leased)
     if step.transition is not None:
         records.append(
@@ -133,7 +142,9 @@ def summarize_notification(
                 notification.user_id,
                 step.transition,
                 now,
-                delivery_status=delivery_status(notification.deliveries),
+                delivery_status=None
+                if settled_in_sql
+                else delivery_status(notification.deliveries),
             )
         )
 
@@ -164,7 +175,7 @@ def delivery_status(channels: Iterable[ChannelState]) -> dict[str, dict[str, Any
 
 def _event(record: TransitionRecord) -> webhook_events.WebhookEvent | None:
     t = record.transition
-    if t.kind == "notification.settled":
+    if t.kind == SETTLED_KIND:
         return webhook_events.notification_settled(
             notification_id=record.notification_id,
             user_id=record.user_id,
@@ -191,26 +202,32 @@ def _event(record: TransitionRecord) -> webhook_events.WebhookEvent | None:
     )
 
 
-# PostgreSQL: the rows, INSERT … SELECT FROM unnest(…), as a data-modifying CTE that runs before
-# the outbox's statement (``webhooks.pg_emit_after``): one round trip for the rows and their
-# events, the same SQL whatever the batch's size. The ids are the server's (a uuid4 in Python
-# cost a tenth of recording a transition).
-_RECORD_CTE = """
-recorded AS (
+# PostgreSQL: the transitions arrive as one JSON parameter (``_as_json``; ``driver.json_rows``
+# says why not eleven arrays); ``transitions`` turns it back into rows; ``recorded`` inserts
+# them, as a data-modifying CTE that runs before the outbox's statement
+# (``webhooks.pg_emit_after``): one round trip for the rows and their events, the same SQL
+# whatever the batch's size. The ids are the server's.
+_RECORD_CTES = """
+transitions AS (
+    SELECT CAST(t->>0 AS uuid) AS notification_id, t->>1 AS user_id, t->>2 AS kind,
+           t->>3 AS channel, t->>4 AS from_status, t->>5 AS to_status,
+           CAST(t->>6 AS int) AS attempts, CAST(t->>7 AS int) AS latency_ms,
+           CAST(t->>8 AS timestamptz) AS occurred_at, t->>9 AS last_error,
+           t->>10 AS provider_id
+    FROM jsonb_array_elements(CAST(:transitions AS jsonb)) AS t
+), recorded AS (
     INSERT INTO notification_transitions (
         id, notification_id, user_id, kind, channel, from_status, to_status, attempts,
         latency_ms, occurred_at)
-    SELECT gen_random_uuid(), * FROM unnest(
-        CAST(:t_notification_id AS uuid[]), CAST(:t_user_id AS text[]),
-        CAST(:t_kind AS text[]), CAST(:t_channel AS text[]), CAST(:t_from_status AS text[]),
-        CAST(:t_to_status AS text[]), CAST(:t_attempts AS int[]), CAST(:t_latency_ms AS int[]),
-        CAST(:t_occurred_at AS timestamptz[]))
+    SELECT gen_random_uuid(), notification_id, user_id, kind, channel, from_status, to_status,
+           attempts, latency_ms, occurred_at
+    FROM transitions
     RETURNING 1
 )"""
 # The channel events (``webhook_events.channel_event``'s ``data``) built by the statement from
-# the same arrays, rather than as event objects and JSON in Python (those were two thirds of
-# recording a transition; bench/RESULTS.md, "Cheaper transitions A/B"). The jsonb is the one
-# the Python JSON made, so the bodies a receiver gets are the same bytes.
+# the same rows, rather than as event objects and JSON in Python (bench/RESULTS.md, "Cheaper
+# transitions A/B"). The jsonb is the one the Python JSON made, so the bodies a receiver gets
+# are the same bytes.
 _CHANNEL_EVENT_TYPES = ", ".join(f"'{status}'" for status in webhook_events.CHANNEL_EVENTS)
 _CHANNEL_EVENTS_SQL = f"""
     SELECT gen_random_uuid(), 'notification.' || c.to_status,
@@ -220,57 +237,63 @@ _CHANNEL_EVENTS_SQL = f"""
                'attempts', coalesce(c.attempts, 0),
                'last_error', c.last_error, 'provider_id', c.provider_id),
            c.occurred_at
-    FROM unnest(
-        CAST(:t_notification_id AS uuid[]), CAST(:t_user_id AS text[]),
-        CAST(:t_channel AS text[]), CAST(:t_to_status AS text[]), CAST(:t_attempts AS int[]),
-        CAST(:t_last_error AS text[]), CAST(:t_provider_id AS text[]),
-        CAST(:t_occurred_at AS timestamptz[])
-    ) AS c(notification_id, user_id, channel, to_status, attempts, last_error, provider_id,
-           occurred_at)
+    FROM transitions AS c
     WHERE c.channel IS NOT NULL AND c.to_status IN ({_CHANNEL_EVENT_TYPES})"""
-_PG_RECORD_AND_EMIT = pg_emit_after(_RECORD_CTE, more_events=_CHANNEL_EVENTS_SQL)
+_PG_RECORD_AND_EMIT = pg_emit_after(_RECORD_CTES, more_events=_CHANNEL_EVENTS_SQL)
 
 
-def pg_record_after(ctes: str, *, also_select: str = "") -> TextClause:
+def pg_record_after(
+    ctes: str, *, settled_events: str | None = None, also_select: str = ""
+) -> TextClause:
     """``record_transitions``' PostgreSQL statement after a writer's own data-modifying CTEs
     (``name AS (UPDATE …)``), so that the change and its record are one round trip
-    (``outcome_batch``'s write-back). Its result is the number of webhook deliveries created;
-    its parameters ``pg_record_params``' and the CTEs' own. ``also_select``: further columns
-    of its final SELECT (``webhooks.pg_emit_after``)."""
-    return pg_emit_after(
-        f"{ctes},{_RECORD_CTE}", more_events=_CHANNEL_EVENTS_SQL, also_select=also_select
-    )
+    (``outcome_pg``'s write-back, the enqueue's fast path). Its result is the number of webhook
+    deliveries created; its parameters ``pg_record_params``' and the CTEs' own.
+    ``settled_events``: a SELECT of the ``notification.settled`` events (as
+    ``webhooks.pg_emit_after``'s ``more_events``) that the writer's statement builds itself
+    from the ``transitions`` rows; then ``pg_record_params`` must be told (``settled_in_sql``).
+    ``also_select``: further columns of its final SELECT (``webhooks.pg_emit_after``)."""
+    more = _CHANNEL_EVENTS_SQL
+    if settled_events is not None:
+        more = f"{more}\n    UNION ALL {settled_events}"
+    return pg_emit_after(f"{ctes},{_RECORD_CTES}", more_events=more, also_select=also_select)
 
 
-def pg_record_params(records: Sequence[TransitionRecord]) -> dict[str, Any]:
-    # Only the notification-level events (settled, read) are built here; the channel events
-    # are the statement's (_CHANNEL_EVENTS_SQL).
+def pg_record_params(
+    records: Sequence[TransitionRecord], *, settled_in_sql: bool = False
+) -> dict[str, Any]:
+    # Only the notification-level events (settled, read) are built here, and the settled ones
+    # not when the statement builds them; the channel events are the statement's.
     events = [
         event
         for record in records
-        if record.transition.channel is None and (event := _event(record)) is not None
+        if record.transition.channel is None
+        and not (settled_in_sql and record.transition.kind == SETTLED_KIND)
+        and (event := _event(record)) is not None
     ]
     params = pg_emit_params(events)
-    channels = [r.transition.channel for r in records]
-    params.update(
-        {
-            "t_notification_id": [r.notification_id for r in records],
-            "t_user_id": [r.user_id for r in records],
-            "t_kind": [r.transition.kind for r in records],
-            "t_channel": channels,
-            "t_from_status": [r.transition.from_status for r in records],
-            "t_to_status": [r.transition.to_status for r in records],
-            "t_attempts": [
-                r.attempts if channel is not None else None
-                for r, channel in zip(records, channels, strict=True)
-            ],
-            "t_latency_ms": [r.latency_ms for r in records],
-            "t_occurred_at": [r.occurred_at for r in records],
-            "t_last_error": [r.last_error for r in records],
-            "t_provider_id": [r.provider_id for r in records],
-        }
-    )
+    params["transitions"] = _as_json(records)
     return params
+
+
+def _as_json(records: Sequence[TransitionRecord]) -> str:
+    """``transitions``' parameter: one array per record, in ``_RECORD_CTES``' order."""
+    return json_rows(
+        (
+            r.notification_id,
+            r.user_id,
+            (t := r.transition).kind,
+            t.channel,
+            t.from_status,
+            t.to_status,
+            r.attempts if t.channel is not None else None,
+            r.latency_ms,
+            r.occurred_at,
+            r.last_error,
+            r.provider_id,
+        )
+        for r in records
+    )
 
 
 def _row(record: TransitionRecord) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from notifier.lifecycle.machine import ChannelChange, ChannelEvent
 from notifier.models.base import utcnow
 from notifier.models.notification import Notification
+from notifier.models.transition import NotificationTransition
 from notifier.storage.db import create_engine, create_session_factory
 from workers.outcome_writer import OutcomeWriter
 
@@ -37,11 +38,21 @@ class Db:
     def writer(self, worker_id: str = WORKER) -> OutcomeWriter:
         return OutcomeWriter(self.sessions, worker_id=worker_id, lease_seconds=LEASE)
 
-    async def leased(self, channels: list[str], *, owner: str | None = WORKER) -> uuid.UUID:
+    async def leased(
+        self,
+        channels: list[str],
+        *,
+        owner: str | None = WORKER,
+        send_at: datetime | None = None,
+    ) -> uuid.UUID:
         """A notification in flight: claimed by ``owner`` (None: not leased)."""
         now = utcnow()
         notification = Notification.build(
-            user_id=f"u-{uuid.uuid4().hex[:6]}", title="t", message="m", channels=channels
+            user_id=f"u-{uuid.uuid4().hex[:6]}",
+            title="t",
+            message="m",
+            channels=channels,
+            send_at=send_at,
         )
         if owner is not None:
             notification.status = "dispatching"
@@ -76,6 +87,39 @@ class Db:
         finally:
             event.remove(self.engine.sync_engine, "before_cursor_execute", before)
 
+    @contextlib.asynccontextmanager
+    async def refusing(
+        self, *, notification_id: uuid.UUID | None = None, sqlstate: str, times: int = 1_000_000
+    ) -> AsyncIterator[None]:
+        """PostgreSQL: the server itself refuses updates of channels (of ``notification_id``,
+        or any), raising ``sqlstate``, the first ``times`` times (a trigger; its count is a
+        sequence, which a rollback does not undo). The flush runs on the driver's connection,
+        past SQLAlchemy's events (storage/outcome_pg.py), so ``failing`` cannot reach it."""
+        target = "TRUE" if notification_id is None else f"NEW.notification_id = '{notification_id}'"
+        async with self.engine.begin() as connection:
+            await connection.exec_driver_sql("CREATE SEQUENCE refusals")
+            await connection.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF {target} AND nextval('refusals') <= {times} THEN "
+                f"RAISE EXCEPTION 'refused by the test' USING ERRCODE = '{sqlstate}'; "
+                "END IF; RETURN NEW; END $$"
+            )
+            await connection.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON notification_deliveries "
+                "FOR EACH ROW EXECUTE FUNCTION refuse()"
+            )
+        try:
+            yield
+        finally:
+            async with self.engine.begin() as connection:
+                await connection.exec_driver_sql("DROP TRIGGER refuse ON notification_deliveries")
+                await connection.exec_driver_sql("DROP FUNCTION refuse()")
+                await connection.exec_driver_sql("DROP SEQUENCE refusals")
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
 
 @pytest.fixture
 async def db(db_url: str) -> AsyncIterator[Db]:
@@ -85,7 +129,19 @@ async def db(db_url: str) -> AsyncIterator[Db]:
     def committed(_connection: Any) -> None:
         found.commits += 1
 
+    def driver_committed(query: Any) -> None:
+        if query.query == "COMMIT":
+            found.commits += 1
+
+    def connected(dbapi_connection: Any, _record: Any) -> None:
+        # On PostgreSQL the outcome flush commits on the driver's connection, past
+        # SQLAlchemy's events (storage/outcome_pg.py): asyncpg's query logger sees it.
+        driver = dbapi_connection.driver_connection
+        if hasattr(driver, "add_query_logger"):
+            driver.add_query_logger(driver_committed)
+
     event.listen(engine.sync_engine, "commit", committed)
+    event.listen(engine.sync_engine, "connect", connected)
     try:
         yield found
     finally:
@@ -166,6 +222,38 @@ async def test_channels_of_one_notification_in_one_batch(db: Db) -> None:
     )
 
 
+async def test_a_success_long_after_send_at_records_its_latency_clamped(db: Db) -> None:
+    # Due two years ago (restored from a backup, say): the wait in ms is past an int4, which
+    # PostgreSQL refused, failing the whole batch, so the sent message was sent again.
+    overdue = await db.leased(["email"], send_at=utcnow() - timedelta(days=730))
+    on_time = await db.leased(["email"])
+    writer = db.writer()
+
+    recorded = await asyncio.gather(
+        *(
+            writer.record(n, "email", ChannelChange(ChannelEvent.SENT, 1), release=True)
+            for n in (overdue, on_time)
+        )
+    )
+
+    assert recorded == [True, True]
+    async with db.sessions() as session:
+        latencies = dict(
+            (
+                await session.execute(
+                    select(
+                        NotificationTransition.notification_id, NotificationTransition.latency_ms
+                    )
+                    .where(NotificationTransition.notification_id.in_([overdue, on_time]))
+                    .where(NotificationTransition.kind == "channel.sent")
+                )
+            ).all()
+        )
+    assert latencies[overdue] == 2**31 - 1  # the column's largest value
+    assert 0 <= (latencies[on_time] or 0) < 60_000
+    assert delivery(await db.row(overdue), "email")["status"] == "sent"
+
+
 async def test_a_lease_taken_over_refuses_failures_but_not_successes(db: Db) -> None:
     taken = await db.leased(["email", "websocket"], owner="another-worker")
     writer = db.writer()
@@ -193,7 +281,10 @@ async def test_a_transient_error_retries_the_whole_flush(db: Db) -> None:
     def once(statement: str, _parameters: Any) -> BaseException | None:
         return next(failures, None) if _writes_channels(statement) else None
 
-    with db.failing(once):
+    # A serialization failure, once: a lost race, which the flush runs again.
+    async with (
+        db.refusing(sqlstate="40001", times=1) if db.is_postgres else _sync(db.failing(once))
+    ):
         results = await asyncio.gather(
             *(
                 writer.record(i, "email", ChannelChange(ChannelEvent.DELIVERED, 1), release=True)
@@ -218,7 +309,12 @@ async def test_a_bad_item_fails_alone(db: Db) -> None:
             return sa_exc.IntegrityError(statement, None, ValueError("refused"))
         return None
 
-    with db.failing(on_bad):
+    # A check violation from the server (PostgreSQL), as a bad value would raise.
+    async with (
+        db.refusing(notification_id=bad, sqlstate="23514")
+        if db.is_postgres
+        else _sync(db.failing(on_bad))
+    ):
         results = await asyncio.gather(
             *(
                 writer.record(i, "email", ChannelChange(ChannelEvent.DELIVERED, 1), release=True)
@@ -257,8 +353,14 @@ async def test_flushed_waits_for_what_is_pending_even_if_its_caller_gave_up(db: 
     assert await asyncio.gather(*records[1:]) == [True, True]
 
 
+@contextlib.asynccontextmanager
+async def _sync(manager: contextlib.AbstractContextManager[None]) -> AsyncIterator[None]:
+    with manager:
+        yield
+
+
 def _writes_channels(statement: str) -> bool:
-    # An UPDATE of its own (SQLite), or the CTE of the one write-back statement (PostgreSQL).
+    # SQLite's executemany UPDATE of the channels.
     return "UPDATE notification_deliveries" in statement
 
 

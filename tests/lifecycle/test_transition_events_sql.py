@@ -12,13 +12,23 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text, update
 
-from notifier.lifecycle.machine import Transition
+from notifier.lifecycle.machine import ChannelChange, ChannelEvent, Transition
 from notifier.models.base import utcnow
+from notifier.models.notification import Notification, NotificationDelivery
 from notifier.models.webhook import WebhookEndpoint
-from notifier.storage.db import create_engine
-from notifier.storage.transitions import TransitionRecord, read_record, record_transitions
+from notifier.storage.db import create_engine, create_session_factory
+from notifier.storage.outcome_batch import ChannelOutcome, record_outcomes
+from notifier.storage.transitions import (
+    TransitionRecord,
+    delivery_status,
+    read_record,
+    record_transitions,
+)
+from tests.dispatch.conftest import fresh_pg_url
+
+__all__ = ["fresh_pg_url"]  # a fixture, shared with tests/dispatch
 from notifier.webhooks import events as webhook_events
 from notifier.webhooks.events import envelope_body
 
@@ -120,3 +130,77 @@ async def test_channel_events_built_in_sql_store_the_python_json(pg_url: str) ->
     assert body["data"]["last_error"] == AWKWARD
     assert body["data"]["attempts"] == 3
     assert json.loads(by_type["notification.skipped"][2])["attempts"] == 0
+
+
+async def test_settled_event_built_in_sql_stores_the_python_json(fresh_pg_url: str) -> None:
+    """The outcome batch builds ``notification.settled`` in its write-back statement
+    (``storage/outcome_pg.py``), from the channels it wrote and the ones it did not: the stored
+    ``data`` is what the Python constructor's JSON stores for the channels as committed."""
+    engine = create_engine(fresh_pg_url)
+    sessions = create_session_factory(engine)
+    try:
+        now = utcnow()
+        notification = Notification.build(
+            user_id="user-é", title="t", message="m", channels=["email", "sms", "websocket"]
+        )
+        notification.status = "dispatching"
+        notification.lease_owner = "w"
+        notification.lease_expires_at = notification.next_attempt_at = now + timedelta(minutes=1)
+        async with sessions() as session, session.begin():
+            session.add(WebhookEndpoint(url="https://r.test/h", events=["*"], secret=b"k" * 32))
+            session.add(notification)
+        async with engine.begin() as connection:  # channels settled before this batch
+            await connection.execute(
+                update(NotificationDelivery)
+                .where(NotificationDelivery.notification_id == notification.id)
+                .where(NotificationDelivery.channel == "sms")
+                .values(
+                    status="failed",
+                    attempts=3,
+                    last_error=AWKWARD,
+                    updated_at=now.replace(microsecond=0),  # isoformat without a fraction
+                )
+            )
+            await connection.execute(
+                update(NotificationDelivery)
+                .where(NotificationDelivery.notification_id == notification.id)
+                .where(NotificationDelivery.channel == "websocket")
+                .values(status="sent", attempts=1, provider_id=AWKWARD)
+            )
+
+        change = ChannelChange(ChannelEvent.DELIVERED, 1, provider_id='relay "1" é')
+        item = ChannelOutcome(notification.id, "email", change, release=True)
+        assert await record_outcomes(sessions, [item], worker_id="w") == [True]
+
+        async with sessions() as session:
+            row = (
+                await session.execute(
+                    select(Notification).where(Notification.id == notification.id)
+                )
+            ).scalar_one()
+            stored = (
+                await session.execute(
+                    text("SELECT data::text FROM webhook_events WHERE type = :t"),
+                    {"t": "notification.settled"},
+                )
+            ).scalar_one()
+            expected_event = webhook_events.notification_settled(
+                notification_id=row.id,
+                user_id=row.user_id,
+                status=row.status,
+                delivery_status=delivery_status(row.deliveries),
+            )
+            expected = (
+                await session.execute(
+                    text("SELECT CAST(CAST(:j AS text) AS jsonb)::text"),
+                    {"j": json.dumps(expected_event.data)},
+                )
+            ).scalar_one()
+    finally:
+        await engine.dispose()
+    assert row.status == "partially_failed"
+    assert stored == expected
+    data = json.loads(stored)
+    assert data["delivery_status"]["sms"]["last_error"] == AWKWARD
+    assert "." not in data["delivery_status"]["sms"]["updated_at"]  # as isoformat writes it
+    assert data["delivery_status"]["websocket"]["provider_id"] == AWKWARD

@@ -1,0 +1,81 @@
+"""The asyncpg connection under a SQLAlchemy session, for the worker's hot path: the claim
+(``dispatch``) and the outcome flush (``outcome_pg``).
+
+Per call, SQLAlchemy's execution path (the compiled cache's look-up, parameter and result
+processing, the session's begin and commit) cost more of the worker's CPU than the statements
+did. These run fixed SQL text on the driver itself, which prepares each statement once per
+connection and reuses the plan. SQLAlchemy keeps the pool: the session checks the connection
+out in autocommit mode (it sends no BEGIN of its own), and gets it back outside any
+transaction (``roll_back`` sees to that after a failure).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+import orjson
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+
+async def driver_of(session: AsyncSession) -> tuple[AsyncConnection, asyncpg.Connection]:
+    """The session's connection, in autocommit mode, and the asyncpg connection under it."""
+    connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+    return connection, driver
+
+
+@functools.cache
+def _dialect() -> PGDialect_asyncpg:
+    return PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+
+
+def positional(statement: ClauseElement) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """``statement`` compiled for asyncpg: its SQL text (``$1``, ``$2``…), its parameters'
+    names in that order, and the values the statement fixes itself (literals it binds).
+    Compile once (``functools.cache`` at the call site), run as often as needed."""
+    compiled = statement.compile(dialect=_dialect())
+    assert isinstance(compiled, SQLCompiler)  # a statement's, so it has positions
+    return str(compiled), tuple(compiled.positiontup or ()), dict(compiled.params)
+
+
+async def roll_back(connection: AsyncConnection, driver: asyncpg.Connection) -> None:
+    """After a failure on the driver's connection: roll back whatever transaction is open, or,
+    if the connection cannot take even that (lost, or a query cancelled in flight), have the
+    pool drop it rather than hand it out inside a transaction."""
+    try:
+        if not driver.is_closed() and driver.is_in_transaction():
+            await driver.execute("ROLLBACK")
+    except Exception:
+        await connection.invalidate()
+        return
+    if driver.is_closed():
+        await connection.invalidate()
+
+
+def as_sqlalchemy_error(exc: BaseException, driver: asyncpg.Connection) -> BaseException:
+    """The driver's own errors as SQLAlchemy would raise them, which ``db.classify`` (every
+    caller's retry decision) reads: a lost connection as an ``OperationalError``; a server
+    error as a ``DBAPIError`` carrying its SQLSTATE (deadlock, shutdown…), an
+    ``IntegrityError`` for a constraint (class 23). Anything else is returned as it is."""
+    lost = isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError | OSError)
+    if lost or (isinstance(exc, asyncpg.PostgresError) and driver.is_closed()):
+        return sa_exc.OperationalError(None, None, exc, connection_invalidated=True)
+    if isinstance(exc, asyncpg.PostgresError):
+        kind = sa_exc.IntegrityError if exc.sqlstate.startswith("23") else sa_exc.DBAPIError
+        return kind(None, None, exc)
+    return exc
+
+
+def json_rows(rows: Iterable[tuple[Any, ...]]) -> str:
+    """Rows as one JSON parameter, an array of arrays (``jsonb_array_elements`` and ``->>``
+    on the server): one value for the driver to encode, where arrays of columns have each of
+    their elements checked by asyncpg (an abc ``isinstance`` each: 15% of a worker's CPU)."""
+    # default=str: asyncpg's own UUID type, as read back from rows, which orjson does not know.
+    return orjson.dumps(list(rows), default=str).decode()
