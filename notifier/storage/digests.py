@@ -12,6 +12,13 @@ due email, sms or browser channel, in a transaction of its own:
   closed. Whatever crashes, the close is one transaction: the window marked closed, the digest
   notification inserted (its ``dedupe_key`` is ``digest:<window id>``, unique: one per window),
   the members' held channels ``digested``.
+
+Membership is decided by ``created_at``, not by which worker got there first: the close also
+takes in every notification of the user and key made before ``closes_at`` that no worker has
+reached yet (a backlog longer than the window), so a storm made within one window is one
+digest however slowly it is claimed. Lock order, everywhere: the window row first (the
+conditional update), the notifications after (in id order); ``decide`` never locks a
+notification, so a join and a close cannot wait for each other in a cycle.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -104,6 +111,11 @@ async def decide(
     for _ in range(4):
         closes = created_at + length
         opened = await _open(session, user_id, key, notification_id, created_at, closes)
+        if opened is not None and await _is_member(session, notification_id):
+            # The open waited for a close that took this notification in (its transaction
+            # committed in between): it is digested; the window opened for it is not needed.
+            await session.execute(delete(DigestWindow).where(DigestWindow.id == opened))
+            return Decision("closed")
         if opened is not None:
             leading = bool(digest.get("leading"))
             await _join(session, opened, notification_id, now, leading=leading)
@@ -123,6 +135,8 @@ async def decide(
             )
         ).one_or_none()
         if row is None:
+            if await _is_member(session, notification_id):
+                return Decision("closed")  # the close this update waited for took it in
             continue
         window_id, closes_at = row
         if closes_at <= created_at:  # made after it ended, and not closed yet: close it
@@ -158,6 +172,33 @@ async def _open(
         .on_conflict_do_nothing()
     )
     return ident if result.rowcount else None  # type: ignore[attr-defined]
+
+
+async def _is_member(session: AsyncSession, notification_id: uuid.UUID) -> bool:
+    query = select(DigestMember.window_id).where(DigestMember.notification_id == notification_id)
+    return (await session.scalar(query)) is not None
+
+
+async def _unreached(
+    session: AsyncSession, user_id: str, key: str, opened_at: datetime, closes_at: datetime
+) -> set[uuid.UUID]:
+    """The user's notifications for ``key`` made (and due) before ``closes_at`` that no worker
+    has reached yet (not members of any window) and still wait for something. Made earlier than
+    one window length before the opener they would have been a window of their own: left out
+    (and the scan stays on the (user, created_at) index)."""
+    since = opened_at - (closes_at - opened_at)
+    plan_key = Notification.delivery_plan["digest"]["key"].as_string()
+    query = select(Notification.id).where(
+        Notification.user_id == user_id,
+        Notification.created_at >= since,
+        Notification.created_at < closes_at,
+        Notification.next_attempt_at.is_not(None),
+        # Scheduled for later (``send_at``): not due at this close; it joins when it is.
+        or_(Notification.send_at.is_(None), Notification.send_at < closes_at),
+        plan_key == key,
+        ~exists().where(DigestMember.notification_id == Notification.id),
+    )
+    return set((await session.execute(query)).scalars())
 
 
 async def _join(
@@ -207,17 +248,27 @@ async def close(session: AsyncSession, window_id: uuid.UUID, now: datetime) -> u
         update(DigestWindow)
         .where(DigestWindow.id == window_id, DigestWindow.closed_at.is_(None))
         .values(closed_at=now)
-        .returning(DigestWindow.user_id, DigestWindow.key)
+        .returning(
+            DigestWindow.user_id, DigestWindow.key, DigestWindow.opened_at, DigestWindow.closes_at
+        )
     )
     row = won.one_or_none()
     if row is None:
         return None
-    user_id, key = row
+    user_id, key, opened_at, closes_at = row
     members_of = select(DigestMember.notification_id).where(
         DigestMember.window_id == window_id, DigestMember.leading.is_(False)
     )
-    locked = await _lock(session, set((await session.execute(members_of)).scalars()))
+    joined = set((await session.execute(members_of)).scalars())
+    unreached = await _unreached(session, user_id, key, opened_at, closes_at) - joined
+    locked = await _lock(session, joined | unreached)
     members = [m for m in locked if _held(m)]
+    # Members from now on (the unique notification_id): their workers find them digested.
+    session.add_all(
+        DigestMember(window_id=window_id, notification_id=m.id, joined_at=now, leading=False)
+        for m in members
+        if m.id in unreached
+    )
     if not members:
         return None
     members.sort(key=lambda m: (m.created_at, m.id))
@@ -233,7 +284,9 @@ async def close(session: AsyncSession, window_id: uuid.UUID, now: datetime) -> u
         summarize_notification(member, now, records, leased=False)
         member.next_attempt_at = next_attempt_for(member, now)
     await session.execute(
-        update(DigestWindow).where(DigestWindow.id == window_id).values(digest_id=digest.id)
+        update(DigestWindow)
+        .where(DigestWindow.id == window_id)
+        .values(digest_id=digest.id, members=DigestWindow.members + len(unreached))
     )
     await record_in_session(session, records, None)
     return digest.id
