@@ -40,6 +40,7 @@ from notifier.models.notification import (
     NotificationDelivery,
     Priority,
 )
+from notifier.storage.digest_texts import render_digest
 from notifier.storage.notifications import DIGEST_KEY
 from notifier.storage.transitions import (
     TransitionRecord,
@@ -47,6 +48,7 @@ from notifier.storage.transitions import (
     record_in_session,
     summarize_notification,
 )
+from notifier.templates import TemplateRenderer
 
 HELD_CHANNELS = ("browser", "email", "sms")  # websocket and the inbox are never held
 DIGEST_PREFIX = DIGEST_KEY  # a digest's dedupe_key: ``digest:<window id>``
@@ -72,6 +74,7 @@ async def decide(
     digest: dict[str, Any],
     created_at: datetime,
     now: datetime,
+    renderer: TemplateRenderer | None = None,
 ) -> Decision:
     """Where this notification stands in its (user, key) window. The caller commits.
 
@@ -104,7 +107,7 @@ async def decide(
         if window.closed_at is None and now < window.closes_at:
             return Decision("held", window.closes_at)
         if window.closed_at is None:
-            await close(session, window.id, now)
+            await close(session, window.id, now, renderer)
         return Decision("closed")
     key, length = digest["key"], timedelta(seconds=digest["window_seconds"])
     # Bounded: each pass opens, joins, or closes an expired window that blocked the way.
@@ -140,7 +143,7 @@ async def decide(
             continue
         window_id, closes_at = row
         if closes_at <= created_at:  # made after it ended, and not closed yet: close it
-            await close(session, window_id, now)
+            await close(session, window_id, now, renderer)
             continue
         await _join(session, window_id, notification_id, now, leading=False)
         return Decision("held", closes_at)
@@ -238,12 +241,18 @@ async def _lock(session: AsyncSession, ids: set[uuid.UUID]) -> list[Notification
     return list((await session.execute(query)).scalars())
 
 
-async def close(session: AsyncSession, window_id: uuid.UUID, now: datetime) -> uuid.UUID | None:
+async def close(
+    session: AsyncSession,
+    window_id: uuid.UUID,
+    now: datetime,
+    renderer: TemplateRenderer | None = None,
+) -> uuid.UUID | None:
     """Close the window, once: the digest notification's id, or None when another closer won
     or nothing was held (every member cancelled, or a leading opener alone). The caller
     commits; everything here is one transaction: the conditional update that marks the window
     closed takes its row lock first (a joiner waits, then finds it closed), then the members'
-    rows are locked in id order, as every batch writer locks them."""
+    rows are locked in id order, as every batch writer locks them. With a ``renderer`` the
+    digest's text is its template's (``storage/digest_texts.py``), else the plain text."""
     won = await session.execute(
         update(DigestWindow)
         .where(DigestWindow.id == window_id, DigestWindow.closed_at.is_(None))
@@ -274,6 +283,8 @@ async def close(session: AsyncSession, window_id: uuid.UUID, now: datetime) -> u
     members.sort(key=lambda m: (m.created_at, m.id))
     channels = sorted({d.channel for m in members for d in _held(m)})
     digest = _digest_notification(user_id, key, members, channels, window_id, now)
+    if renderer is not None:
+        await render_digest(session, renderer, digest, key)
     session.add(digest)
     await session.flush()
     records: list[TransitionRecord] = []
