@@ -41,7 +41,7 @@ from notifier.models.notification import (
     Priority,
 )
 from notifier.storage.digest_texts import render_digest
-from notifier.storage.notifications import DIGEST_KEY
+from notifier.storage.notifications import DIGEST_KEY, DISPATCH_WAKEUP_CHANNEL
 from notifier.storage.transitions import (
     TransitionRecord,
     advance_channel,
@@ -300,6 +300,9 @@ async def close(
         .values(digest_id=digest.id, members=DigestWindow.members + len(unreached))
     )
     await record_in_session(session, records, None)
+    if (await session.connection()).dialect.name == "postgresql":
+        # The digest is due now: wake the workers on commit rather than at their next poll.
+        await session.execute(select(func.pg_notify(DISPATCH_WAKEUP_CHANNEL, "")))
     return digest.id
 
 
