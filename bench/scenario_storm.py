@@ -93,8 +93,16 @@ async def _requests(
 
     async def lane() -> None:
         for method, path, body in queue:
-            response = await client.request(method, path, json=body)
-            if response.status_code >= 300:
+            for attempt in range(4):
+                try:
+                    response = await client.request(method, path, json=body)
+                    break
+                except httpx.TransportError:
+                    # A keep-alive connection the server closed as it was reused: try again.
+                    if attempt == 3:
+                        raise
+            # 409 after a retry: the lost answer's request had taken effect.
+            if response.status_code >= 300 and not (attempt and response.status_code == 409):
                 raise RuntimeError(f"{method} {path}: {response.status_code} {response.text}")
 
     await asyncio.gather(*(lane() for _ in range(concurrency)))
