@@ -40,4 +40,5 @@ def test_quick_storm_sends_one_leading_and_one_digest_per_user() -> None:
     timing = figures["storm_close_to_last_digest"]
     assert timing["per_window"][0]["windows"] == emails["users"]
     assert math.isfinite(timing["ratio"]) and timing["ratio"] > 0
-    assert timing["ratio"] == pytest.approx(timing["median"] / timing["baseline"], rel=1e-3)
+    # Printed rounded to milliseconds: the ratio of the rounded figures, within that.
+    assert timing["ratio"] == pytest.approx(timing["median"] / timing["baseline"], rel=0.02)
