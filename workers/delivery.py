@@ -128,7 +128,7 @@ class NotificationDelivery:
                 taken, digest = await digest_decision(self.sessions, notification, due, now)
                 due = [d for d in due if d not in taken]
                 held = taken if digest.kind == "held" else []
-                throttled = await throttled_out(self.sessions, notification, due, now)
+                throttled = await throttled_out(self.sessions, work, due, now, self.channels)
                 self._slots.sending(notification.id, len(due) + len(held))
                 for delivery in held:
                     change = ChannelChange(

@@ -7,13 +7,22 @@ the window (or finds it closed by another)."""
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notifier.storage import dispatch as queries
 from notifier.storage.digests import HELD_CHANNELS, Decision, decide
+from notifier.templates import TemplateRenderer
 
 HELD = "held for digest"
+
+
+@cache
+def digest_renderer() -> TemplateRenderer:
+    """The worker process's one renderer for digest texts (a thread and a compiled-template
+    cache), made at the first close: closes are rare, most workers never need it."""
+    return TemplateRenderer(threads=1)
 
 
 async def digest_decision(
@@ -35,5 +44,6 @@ async def digest_decision(
             digest=digest,
             created_at=notification.created_at,
             now=now,
+            renderer=digest_renderer(),
         )
     return ([] if decision.kind == "send" else counted), decision

@@ -239,13 +239,29 @@ def summarize(notification: NotificationState, now: datetime, *, leased: bool) -
     """Recompute the notification's status and retry_count from its channels; the
     ``notification.settled`` transition when it has just reached a finished status."""
     before = notification.status
-    after = derive_status((d.status for d in notification.deliveries), leased=leased)
+    # While an escalation step waits its turn the notification is being dispatched, not
+    # waiting for a first attempt (docs/architecture.md, "Digest, throttle and escalation").
+    in_progress = leased or any(_step_waits(d) for d in notification.deliveries)
+    after = derive_status((d.status for d in notification.deliveries), leased=in_progress)
     notification.status = after.value
     notification.retry_count = sum(max(d.attempts - 1, 0) for d in notification.deliveries)
     notification.updated_at = now
     if after == before or after not in FINISHED:
         return Step(applied=True)
     return Step(True, Transition("notification.settled", None, before, after))
+
+
+def _step_waits(channel: ChannelState) -> bool:
+    """An escalation step's channel waiting for its time: the one pending channel that is due
+    later and that nothing has touched yet. A quiet-hours deferral or a digest hold says why
+    it waits (``last_error``), a requeued channel keeps its last error and attempts, a
+    scheduled notification's channels have no time of their own."""
+    return (
+        channel.status == ChannelStatus.PENDING
+        and channel.next_attempt_at is not None
+        and channel.last_error is None
+        and channel.attempts == 0
+    )
 
 
 def next_attempt_for(notification: NotificationState, now: datetime) -> datetime | None:

@@ -12,6 +12,13 @@ due email, sms or browser channel, in a transaction of its own:
   closed. Whatever crashes, the close is one transaction: the window marked closed, the digest
   notification inserted (its ``dedupe_key`` is ``digest:<window id>``, unique: one per window),
   the members' held channels ``digested``.
+
+Membership is decided by ``created_at``, not by which worker got there first: the close also
+takes in every notification of the user and key made before ``closes_at`` that no worker has
+reached yet (a backlog longer than the window), so a storm made within one window is one
+digest however slowly it is claimed. Lock order, everywhere: the window row first (the
+conditional update), the notifications after (in id order); ``decide`` never locks a
+notification, so a join and a close cannot wait for each other in a cycle.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,13 +40,15 @@ from notifier.models.notification import (
     NotificationDelivery,
     Priority,
 )
-from notifier.storage.notifications import DIGEST_KEY
+from notifier.storage.digest_texts import render_digest
+from notifier.storage.notifications import DIGEST_KEY, DISPATCH_WAKEUP_CHANNEL
 from notifier.storage.transitions import (
     TransitionRecord,
     advance_channel,
     record_in_session,
     summarize_notification,
 )
+from notifier.templates import TemplateRenderer
 
 HELD_CHANNELS = ("browser", "email", "sms")  # websocket and the inbox are never held
 DIGEST_PREFIX = DIGEST_KEY  # a digest's dedupe_key: ``digest:<window id>``
@@ -65,6 +74,7 @@ async def decide(
     digest: dict[str, Any],
     created_at: datetime,
     now: datetime,
+    renderer: TemplateRenderer | None = None,
 ) -> Decision:
     """Where this notification stands in its (user, key) window. The caller commits.
 
@@ -97,13 +107,18 @@ async def decide(
         if window.closed_at is None and now < window.closes_at:
             return Decision("held", window.closes_at)
         if window.closed_at is None:
-            await close(session, window.id, now)
+            await close(session, window.id, now, renderer)
         return Decision("closed")
     key, length = digest["key"], timedelta(seconds=digest["window_seconds"])
     # Bounded: each pass opens, joins, or closes an expired window that blocked the way.
     for _ in range(4):
         closes = created_at + length
         opened = await _open(session, user_id, key, notification_id, created_at, closes)
+        if opened is not None and await _is_member(session, notification_id):
+            # The open waited for a close that took this notification in (its transaction
+            # committed in between): it is digested; the window opened for it is not needed.
+            await session.execute(delete(DigestWindow).where(DigestWindow.id == opened))
+            return Decision("closed")
         if opened is not None:
             leading = bool(digest.get("leading"))
             await _join(session, opened, notification_id, now, leading=leading)
@@ -123,10 +138,12 @@ async def decide(
             )
         ).one_or_none()
         if row is None:
+            if await _is_member(session, notification_id):
+                return Decision("closed")  # the close this update waited for took it in
             continue
         window_id, closes_at = row
         if closes_at <= created_at:  # made after it ended, and not closed yet: close it
-            await close(session, window_id, now)
+            await close(session, window_id, now, renderer)
             continue
         await _join(session, window_id, notification_id, now, leading=False)
         return Decision("held", closes_at)
@@ -158,6 +175,33 @@ async def _open(
         .on_conflict_do_nothing()
     )
     return ident if result.rowcount else None  # type: ignore[attr-defined]
+
+
+async def _is_member(session: AsyncSession, notification_id: uuid.UUID) -> bool:
+    query = select(DigestMember.window_id).where(DigestMember.notification_id == notification_id)
+    return (await session.scalar(query)) is not None
+
+
+async def _unreached(
+    session: AsyncSession, user_id: str, key: str, opened_at: datetime, closes_at: datetime
+) -> set[uuid.UUID]:
+    """The user's notifications for ``key`` made (and due) before ``closes_at`` that no worker
+    has reached yet (not members of any window) and still wait for something. Made earlier than
+    one window length before the opener they would have been a window of their own: left out
+    (and the scan stays on the (user, created_at) index)."""
+    since = opened_at - (closes_at - opened_at)
+    plan_key = Notification.delivery_plan["digest"]["key"].as_string()
+    query = select(Notification.id).where(
+        Notification.user_id == user_id,
+        Notification.created_at >= since,
+        Notification.created_at < closes_at,
+        Notification.next_attempt_at.is_not(None),
+        # Scheduled for later (``send_at``): not due at this close; it joins when it is.
+        or_(Notification.send_at.is_(None), Notification.send_at < closes_at),
+        plan_key == key,
+        ~exists().where(DigestMember.notification_id == Notification.id),
+    )
+    return set((await session.execute(query)).scalars())
 
 
 async def _join(
@@ -197,32 +241,50 @@ async def _lock(session: AsyncSession, ids: set[uuid.UUID]) -> list[Notification
     return list((await session.execute(query)).scalars())
 
 
-async def close(session: AsyncSession, window_id: uuid.UUID, now: datetime) -> uuid.UUID | None:
+async def close(
+    session: AsyncSession,
+    window_id: uuid.UUID,
+    now: datetime,
+    renderer: TemplateRenderer | None = None,
+) -> uuid.UUID | None:
     """Close the window, once: the digest notification's id, or None when another closer won
     or nothing was held (every member cancelled, or a leading opener alone). The caller
     commits; everything here is one transaction: the conditional update that marks the window
     closed takes its row lock first (a joiner waits, then finds it closed), then the members'
-    rows are locked in id order, as every batch writer locks them."""
+    rows are locked in id order, as every batch writer locks them. With a ``renderer`` the
+    digest's text is its template's (``storage/digest_texts.py``), else the plain text."""
     won = await session.execute(
         update(DigestWindow)
         .where(DigestWindow.id == window_id, DigestWindow.closed_at.is_(None))
         .values(closed_at=now)
-        .returning(DigestWindow.user_id, DigestWindow.key)
+        .returning(
+            DigestWindow.user_id, DigestWindow.key, DigestWindow.opened_at, DigestWindow.closes_at
+        )
     )
     row = won.one_or_none()
     if row is None:
         return None
-    user_id, key = row
+    user_id, key, opened_at, closes_at = row
     members_of = select(DigestMember.notification_id).where(
         DigestMember.window_id == window_id, DigestMember.leading.is_(False)
     )
-    locked = await _lock(session, set((await session.execute(members_of)).scalars()))
+    joined = set((await session.execute(members_of)).scalars())
+    unreached = await _unreached(session, user_id, key, opened_at, closes_at) - joined
+    locked = await _lock(session, joined | unreached)
     members = [m for m in locked if _held(m)]
+    # Members from now on (the unique notification_id): their workers find them digested.
+    session.add_all(
+        DigestMember(window_id=window_id, notification_id=m.id, joined_at=now, leading=False)
+        for m in members
+        if m.id in unreached
+    )
     if not members:
         return None
     members.sort(key=lambda m: (m.created_at, m.id))
     channels = sorted({d.channel for m in members for d in _held(m)})
     digest = _digest_notification(user_id, key, members, channels, window_id, now)
+    if renderer is not None:
+        await render_digest(session, renderer, digest, key)
     session.add(digest)
     await session.flush()
     records: list[TransitionRecord] = []
@@ -233,9 +295,14 @@ async def close(session: AsyncSession, window_id: uuid.UUID, now: datetime) -> u
         summarize_notification(member, now, records, leased=False)
         member.next_attempt_at = next_attempt_for(member, now)
     await session.execute(
-        update(DigestWindow).where(DigestWindow.id == window_id).values(digest_id=digest.id)
+        update(DigestWindow)
+        .where(DigestWindow.id == window_id)
+        .values(digest_id=digest.id, members=DigestWindow.members + len(unreached))
     )
     await record_in_session(session, records, None)
+    if (await session.connection()).dialect.name == "postgresql":
+        # The digest is due now: wake the workers on commit rather than at their next poll.
+        await session.execute(select(func.pg_notify(DISPATCH_WAKEUP_CHANNEL, "")))
     return digest.id
 
 

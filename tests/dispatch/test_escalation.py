@@ -55,7 +55,7 @@ async def test_step_waits_then_goes_out_when_not_seen(
         # The websocket went out; the step still waits, and the notification with it.
         waiting = await stack.wait_channel(created["id"], "websocket", "sent")
         if waiting["delivery_status"]["email"]["status"] == "pending":
-            assert waiting["status"] == "dispatching" or waiting["status"] == "pending"
+            assert waiting["status"] == "dispatching"
         [message_id] = await smtp_peer.wait_for_accepted(1)
         body = await stack.wait_settled(created["id"])
 
@@ -63,6 +63,26 @@ async def test_step_waits_then_goes_out_when_not_seen(
     assert message_id == f"<{created['id']}@notifier.test>"
     [(_, arrived)] = smtp_peer.arrivals
     assert arrived >= step_time(created) - 0.01  # not before the step's time
+
+
+async def test_dispatching_while_the_step_waits_then_settled_when_seen(
+    db_url: str, smtp_peer: DispatchSmtpPeer
+) -> None:
+    user = new_user()
+    async with running_stack(db_url, **smtp_peer.settings()) as stack:
+        created = await escalating(stack, user, after=600)
+        waiting = await stack.wait_channel(created["id"], "websocket", "sent")
+        marked = await stack.api.post(
+            f"/v1/users/{user}/notifications/seen", json={"ids": [created["id"]]}
+        )
+        assert marked.json() == {"skipped": 1}
+        seen = await stack.get(created["id"])
+
+    assert waiting["delivery_status"]["email"]["status"] == "pending"
+    assert waiting["status"] == "dispatching"  # the step waits: not "pending"
+    assert seen["delivery_status"]["email"]["status"] == "skipped"
+    assert seen["status"] == "delivered"
+    assert smtp_peer.messages == []
 
 
 async def test_seen_mark_skips_the_step(db_url: str, smtp_peer: DispatchSmtpPeer) -> None:

@@ -64,3 +64,33 @@ async def test_window_slides(db_url: str, smtp_peer: DispatchSmtpPeer) -> None:
     assert statuses == ["delivered", "skipped"]
     assert after["delivery_status"]["email"]["status"] == "delivered"
     assert len(smtp_peer.accepted) == 2
+
+
+async def test_a_notification_that_would_send_nothing_takes_no_slot(
+    db_url: str, smtp_peer: DispatchSmtpPeer
+) -> None:
+    """Its email dropped for the recipient (no address, then opted out): it does not use up
+    the window, and the first one that can go out still gets the one slot."""
+    user = new_user()
+    async with running_stack(db_url, **smtp_peer.settings()) as stack:
+        await stack.put_recipient(user)  # no email address yet
+        [no_address] = await throttled(stack, user, 1, limit=1, window_seconds=600)
+        no_address = await stack.wait_settled(no_address["id"])
+        await stack.put_recipient(
+            user, email=f"{user}@example.com", preferences={"channels": {"email": False}}
+        )
+        [opted_out] = await throttled(stack, user, 1, limit=1, window_seconds=600)
+        opted_out = await stack.wait_settled(opted_out["id"])
+        await stack.put_recipient(user, email=f"{user}@example.com")
+        sent, over = await throttled(stack, user, 2, limit=1, window_seconds=600)
+        sent = await stack.wait_settled(sent["id"])
+        over = await stack.wait_settled(over["id"])
+
+    assert no_address["delivery_status"]["email"]["last_error"] == "no email address"
+    assert opted_out["delivery_status"]["email"]["last_error"] == "recipient opted out of email"
+    emails = sorted(
+        (b["delivery_status"]["email"]["status"], b["delivery_status"]["email"]["last_error"])
+        for b in (sent, over)
+    )
+    assert emails == [("delivered", None), ("skipped", "throttled")]
+    assert len(smtp_peer.accepted) == 1

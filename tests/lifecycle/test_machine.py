@@ -210,6 +210,35 @@ def test_a_settled_notification_that_changes_its_outcome_settles_again() -> None
     )
 
 
+def test_dispatching_while_an_escalation_step_waits() -> None:
+    step_time = NOW + timedelta(seconds=600)
+    n = Notification(
+        status="pending",
+        deliveries=[Row("websocket", "sent"), Row("email", "pending", next_attempt_at=step_time)],
+    )
+    summarize(n, NOW, leased=False)
+    assert n.status == "dispatching"
+    # Seen before the step's time: the step is skipped, the usual summary again.
+    n.deliveries[1].status = "skipped"
+    step = summarize(n, NOW, leased=False)
+    assert n.status == "delivered"
+    assert step.transition == Transition("notification.settled", None, "dispatching", "delivered")
+
+
+def test_a_channel_waiting_for_a_reason_leaves_the_notification_pending() -> None:
+    later = NOW + timedelta(seconds=600)
+    for reason in ("deferred: quiet hours", "held for digest"):
+        n = Notification(
+            status="pending",
+            deliveries=[
+                Row("websocket", "sent"),
+                Row("email", "pending", last_error=reason, next_attempt_at=later),
+            ],
+        )
+        summarize(n, NOW, leased=False)
+        assert n.status == "pending", reason
+
+
 def test_next_attempt_is_the_earliest_waiting_channel_capped_by_expiry() -> None:
     soon, later = NOW + timedelta(seconds=5), NOW + timedelta(seconds=50)
     n = Notification(
