@@ -194,7 +194,10 @@ async def test_a_bad_database_url_is_one_clear_line(
         assert "NOTIFIER_DATABASE_URL" in line, line
         assert PG_PASSWORD not in line, line
         assert "Traceback" not in result.stderr
-    assert time.monotonic() - started < 30
+    # Refused at once, not after retrying: a bound, not a speed figure. Three Python processes
+    # starting at the same time take 10-30 s on a loaded two-core machine (CI measured 30.2 s);
+    # a connection retried with its 5 s timeout for minutes would exceed this.
+    assert time.monotonic() - started < 90
 
 
 @pytest.fixture
