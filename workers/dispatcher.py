@@ -31,12 +31,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from notifier.channels.base import DeliveryChannel
 from notifier.models.base import utcnow
 from notifier.settings import Settings
 from notifier.storage import dispatch as queries
+from notifier.storage.driver import HeldConnections
 from workers.delivery import NotificationDelivery, due_since
 from workers.outcome_writer import OutcomeWriter
 from workers.outcomes import DispatchObserver, NoObserver, is_transient_db_error, policy_from
@@ -70,8 +71,17 @@ class Dispatcher:
         self.drain_seconds = (
             drain_seconds if drain_seconds is not None else min(settings.lease_seconds, 25.0)
         )
+        # The claim and the flushes run on connections kept checked out (PostgreSQL): one for
+        # the claim, one per concurrent flush.
+        bind = sessions.kw.get("bind")
+        self._held = (
+            HeldConnections(bind, keep=3)
+            if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql"
+            else None
+        )
         self.outcomes = OutcomeWriter(
             sessions,
+            held=self._held,
             worker_id=self.worker_id,
             lease_seconds=settings.lease_seconds,
             # SQLite has one writer at a time: a second flush would only wait for its lock.
@@ -118,6 +128,8 @@ class Dispatcher:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            if self._held is not None:
+                await self._held.aclose()
 
     def _free_slots(self) -> int:
         return min(
@@ -137,6 +149,7 @@ class Dispatcher:
                 worker_id=self.worker_id,
                 batch_size=asked,
                 lease_seconds=self.settings.lease_seconds,
+                held=self._held,
             )
             if not work:
                 return False

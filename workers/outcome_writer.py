@@ -54,6 +54,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notifier.coalescer import Coalescer, OnFailure
 from notifier.lifecycle.machine import ChannelChange
+from notifier.storage.driver import HeldConnections
 from notifier.storage.outcome_batch import (
     SUCCESS_EVENTS,
     ChannelOutcome,
@@ -87,8 +88,10 @@ class OutcomeWriter:
         concurrency: int = 2,
         success_lane: bool = True,
         on_events: Callable[[], None] | None = None,
+        held: HeldConnections | None = None,
     ) -> None:
         self.sessions = sessions
+        self.held = held  # the worker's own connections (``storage/driver.py``), if any
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self.max_batch = max_batch
@@ -139,7 +142,11 @@ class OutcomeWriter:
         items = [pending.item for pending in batch]
         return await with_db_retries(
             lambda: record_outcomes(
-                self.sessions, items, worker_id=self.worker_id, on_events=self.on_events
+                self.sessions,
+                items,
+                worker_id=self.worker_id,
+                on_events=self.on_events,
+                held=self.held,
             ),
             within=max(within, 0.0),
         )

@@ -26,14 +26,20 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import Integer, Select, Update, bindparam, case, func, inspect, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from notifier.lifecycle.machine import CLAIMED_STATUSES
 from notifier.models.base import UTCDateTime, utcnow
 from notifier.models.notification import Notification, NotificationDelivery
 from notifier.models.recipient import PushSubscription, Recipient
 from notifier.storage.db import is_one_of
-from notifier.storage.driver import as_sqlalchemy_error, driver_of, positional, roll_back
+from notifier.storage.driver import (
+    HeldConnections,
+    as_sqlalchemy_error,
+    driver_of,
+    positional,
+    roll_back,
+)
 
 PROVIDER_ID_CHARS = 255  # notification_deliveries.provider_id is varchar(255)
 
@@ -100,6 +106,7 @@ async def claim_due(
     worker_id: str,
     batch_size: int,
     lease_seconds: float,
+    held: HeldConnections | None = None,
 ) -> list[ClaimedWork]:
     """Lease up to ``batch_size`` due notifications to this worker, most urgent first, and load
     what sending them takes: their channels, recipients and (for ``browser``) push
@@ -135,25 +142,40 @@ async def claim_due(
     this worker by then; what another writer may still do to their channels meanwhile (an ack,
     a cancellation) is committed before our read or after it, and either is handled. That
     saves the BEGIN and COMMIT round trips of every claim. The claim and the read run on the
-    asyncpg connection itself (``driver``), as SQL compiled once. On SQLite the claim and the
-    reads share one ``BEGIN IMMEDIATE`` transaction, SQLite's only kind of write lock.
+    asyncpg connection itself (``driver``), as SQL compiled once: one of ``held`` (the
+    worker's, PostgreSQL only), or the session's. On SQLite the claim and the reads share one
+    ``BEGIN IMMEDIATE`` transaction, SQLite's only kind of write lock.
     """
     now = utcnow()
     until = now + timedelta(seconds=lease_seconds)
     params = {"now": now, "batch": batch_size, "worker": worker_id, "until": until}
+    if held is not None:
+        async with held.driver() as (connection, driver):
+            notifications, recipients = await _claim_guarded(connection, driver, params)
+        if not _wanting_push(notifications):
+            return _works(notifications, recipients, {})
+        async with sessions() as session:
+            return await _with_push_subscriptions(session, notifications, recipients, "postgresql")
     async with sessions() as session:
         if session.get_bind().dialect.name == "postgresql":
             connection, driver = await driver_of(session)
-            try:
-                return await _claim_on_driver(session, driver, params)
-            except BaseException as exc:
-                await roll_back(connection, driver)  # no transaction; drops a lost connection
-                converted = as_sqlalchemy_error(exc, driver)
-                if converted is exc:
-                    raise
-                raise converted from exc
+            notifications, recipients = await _claim_guarded(connection, driver, params)
+            return await _with_push_subscriptions(session, notifications, recipients, "postgresql")
         async with session.begin():
             return await _claim(session, params)
+
+
+async def _claim_guarded(
+    connection: AsyncConnection, driver: asyncpg.Connection, params: dict[str, object]
+) -> tuple[list[ClaimedNotification], dict[str, Recipient]]:
+    try:
+        return await _claim_on_driver(driver, params)
+    except BaseException as exc:
+        await roll_back(connection, driver)  # no transaction; drops a lost connection
+        converted = as_sqlalchemy_error(exc, driver)
+        if converted is exc:
+            raise
+        raise converted from exc
 
 
 @functools.cache
@@ -176,12 +198,12 @@ _DELIVERY_WIDTH = 7
 
 
 async def _claim_on_driver(
-    session: AsyncSession, driver: asyncpg.Connection, params: dict[str, object]
-) -> list[ClaimedWork]:
+    driver: asyncpg.Connection, params: dict[str, object]
+) -> tuple[list[ClaimedNotification], dict[str, Recipient]]:
     sql, names, fixed = _claim_on_driver_sql()
     claimed = await driver.fetch(sql, *(params[n] if n in params else fixed[n] for n in names))
     if not claimed:
-        return []
+        return [], {}
     channels: dict[uuid.UUID, list[ClaimedDelivery]] = {row[0]: [] for row in claimed}
     recipients: dict[str, Recipient] = {}
     for row in await driver.fetch(_LOAD_ON_DRIVER, list(channels)):
@@ -197,7 +219,7 @@ async def _claim_on_driver(
         ClaimedNotification(*row, tuple(channels[row[0]]))  # type: ignore[call-arg]
         for row in claimed
     ]
-    return await _with_push_subscriptions(session, notifications, recipients, "postgresql")
+    return notifications, recipients
 
 
 async def _claim(session: AsyncSession, params: dict[str, object]) -> list[ClaimedWork]:
@@ -257,15 +279,27 @@ async def _with_push_subscriptions(
     recipients: dict[str, Recipient],
     dialect: str,
 ) -> list[ClaimedWork]:
-    # The deliveries, not ``channels``: an escalation step's browser channel is a delivery only.
-    wants_push = list(
-        {n.user_id for n in notifications if any(d.channel == "browser" for d in n.deliveries)}
-    )
+    wants_push = _wanting_push(notifications)
     subscriptions: dict[str, list[PushSubscription]] = {}
     if wants_push:
         query_push = _push_subscriptions_of(dialect)
         for sub in await session.scalars(query_push, {"users": wants_push}):
             subscriptions.setdefault(sub.user_id, []).append(sub)
+    return _works(notifications, recipients, subscriptions)
+
+
+def _wanting_push(notifications: list[ClaimedNotification]) -> list[str]:
+    # The deliveries, not ``channels``: an escalation step's browser channel is a delivery only.
+    return list(
+        {n.user_id for n in notifications if any(d.channel == "browser" for d in n.deliveries)}
+    )
+
+
+def _works(
+    notifications: list[ClaimedNotification],
+    recipients: dict[str, Recipient],
+    subscriptions: dict[str, list[PushSubscription]],
+) -> list[ClaimedWork]:
     return [
         ClaimedWork(n, recipients.get(n.user_id), tuple(subscriptions.get(n.user_id, ())))
         for n in notifications

@@ -1,8 +1,7 @@
 """Record many outcomes (and lease releases) of one worker in one transaction.
 
-A worker learns outcomes one channel at a time, but writing each in a transaction of its own
-cost round trips and a commit per notification. ``record_outcomes`` takes whatever the worker
-has gathered meanwhile (``workers/outcome_writer.py`` groups them) and, in one transaction:
+``record_outcomes`` takes whatever the worker has gathered meanwhile (``workers/outcome_writer.py``
+groups them) and, in one transaction:
 
 1. locks every notification involved, in id order (``SELECT … ORDER BY id FOR UPDATE``), so
    that two batches, or a batch and a lease renewal, cannot deadlock over the same rows;
@@ -14,12 +13,10 @@ has gathered meanwhile (``workers/outcome_writer.py`` groups them) and, in one t
    success, which is recorded whoever holds the row now (the machine never moves a channel
    backwards), so that the new holder does not send it a second time;
 4. writes back the rows that changed and records the transitions those changes made, with
-   their webhook events: on PostgreSQL in one statement on the driver's connection, four
-   round trips in all (``outcome_pg``); on SQLite with one executemany ``UPDATE`` per table
-   and ``transitions.record_transitions``.
-
-The rows are plain objects (``outcome_pg.LockedRow``), not ORM instances: building, tracking
-and flushing those was most of the cost of recording an outcome.
+   their webhook events: on PostgreSQL in one statement on the driver's connection (the
+   worker's held one, or a session's), four round trips in all (``outcome_pg``); on SQLite
+   with one executemany ``UPDATE`` per table and ``transitions.record_transitions``.
+The rows are plain objects (``outcome_pg.LockedRow``), not ORM instances (their cost).
 """
 
 from __future__ import annotations
@@ -32,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
@@ -42,7 +40,7 @@ from notifier.models.notification import Notification, NotificationDelivery
 from notifier.storage import outcome_pg
 from notifier.storage.db import is_one_of
 from notifier.storage.dispatch import PROVIDER_ID_CHARS
-from notifier.storage.driver import as_sqlalchemy_error, driver_of, roll_back
+from notifier.storage.driver import HeldConnections, as_sqlalchemy_error, driver_of, roll_back
 from notifier.storage.outcome_pg import LockedChannel, LockedRow
 from notifier.storage.transitions import (
     TransitionRecord,
@@ -84,37 +82,52 @@ async def record_outcomes(
     *,
     worker_id: str,
     on_events: Callable[[], None] | None = None,
+    held: HeldConnections | None = None,
 ) -> list[bool]:
     """Apply ``items`` in one transaction; for each, whether it was recorded (False: the lease
     was taken over, or the notification is gone). ``on_events`` is called after the commit
-    when it wrote webhook deliveries (an in-process webhook sender's wake-up)."""
+    when it wrote webhook deliveries (an in-process webhook sender's wake-up). ``held``: the
+    worker's connections (PostgreSQL), used instead of a session's."""
     ids = sorted({item.notification_id for item in items})
     records: list[TransitionRecord] = []
-    async with sessions() as session:
-        if session.get_bind().dialect.name == "postgresql":
-            results, emitted = await _record_on_postgres(session, items, ids, worker_id, records)
-        else:
-            async with session.begin():
-                connection = await session.connection()
-                rows = await _lock_and_load(connection, ids)
-                results = _apply_all(items, rows, worker_id, records, in_sql=False)
-                changed = [row for row in rows.values() if row.changed]
-                emitted = await _write_back(connection, changed, records)
+    if held is not None:
+        async with held.driver() as pair:
+            results, emitted = await _record_on_postgres(*pair, items, ids, worker_id, records)
+    else:
+        results, emitted = await _record_in_session(sessions, items, ids, worker_id, records)
     if emitted and on_events is not None:
         on_events()
     return results
 
 
-async def _record_on_postgres(
-    session: AsyncSession,
+async def _record_in_session(
+    sessions: async_sessionmaker[AsyncSession],
     items: Sequence[Outcome],
     ids: list[uuid.UUID],
     worker_id: str,
     records: list[TransitionRecord],
 ) -> tuple[list[bool], int]:
-    # On the driver's connection, the transaction ours (``outcome_pg``, ``driver``).
-    connection, driver = await driver_of(session)
-    try:
+    async with sessions() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            connection, driver = await driver_of(session)
+            return await _record_on_postgres(connection, driver, items, ids, worker_id, records)
+        async with session.begin():
+            connection = await session.connection()
+            rows = await _lock_and_load(connection, ids)
+            results = _apply_all(items, rows, worker_id, records, in_sql=False)
+            changed = [row for row in rows.values() if row.changed]
+            return results, await _write_back(connection, changed, records)
+
+
+async def _record_on_postgres(
+    connection: AsyncConnection,
+    driver: asyncpg.Connection,
+    items: Sequence[Outcome],
+    ids: list[uuid.UUID],
+    worker_id: str,
+    records: list[TransitionRecord],
+) -> tuple[list[bool], int]:
+    try:  # on the driver's connection, the transaction ours (``outcome_pg``, ``driver``)
         await driver.execute(f"BEGIN; {outcome_pg.lock_sql(ids)}")
         rows = outcome_pg.rows_from(await driver.fetch(outcome_pg.LOAD, ids))
         results = _apply_all(items, rows, worker_id, records, in_sql=True)
