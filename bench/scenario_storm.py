@@ -109,7 +109,12 @@ async def _requests(
 
 
 async def storm_run(
-    bench: Bench, size: StormSize, *, digest: bool, profile_to: Path | None = None
+    bench: Bench,
+    size: StormSize,
+    *,
+    digest: bool,
+    profile_to: Path | None = None,
+    live: bool = False,
 ) -> RunResult:
     label = "stormd" if digest else "storm0"
     total = size.users * size.per_user
@@ -151,7 +156,7 @@ async def storm_run(
                 await _requests(client, creates, size.concurrency)
                 worker = (
                     await bench.start_worker(url, env=env, profile_to=profile_to)
-                    if digest
+                    if digest or live
                     else None
                 )
                 bench.log(f"{label}: storm of {total} failures for {size.users} users")
@@ -166,7 +171,8 @@ async def storm_run(
                     assert worker is not None
                     result = await _digest_outcome(bench, connection, sink, size, worker)
                 else:
-                    worker = await bench.start_worker(url, env=env, profile_to=profile_to)
+                    if worker is None:
+                        worker = await bench.start_worker(url, env=env, profile_to=profile_to)
                     result = await _drain_outcome(bench, sink, total, worker)
                 result.storm_seconds = storm_seconds
             finally:
@@ -257,6 +263,12 @@ async def main(argv: list[str] | None = None) -> int:
         help="write pyinstrument reports of the worker to PATH.digest / PATH.baseline "
         "(BENCH_PROFILE_FLAT=1: flat)",
     )
+    parser.add_argument(
+        "--live-baseline",
+        action="store_true",
+        help="the baseline's worker runs through the storm too (as the digest's does), "
+        "instead of draining it afterwards: the same per-arrival claims on both sides",
+    )
     args = parser.parse_args(argv)
     size = QUICK_STORM if args.quick else FULL_STORM
     with tempfile.TemporaryDirectory(prefix="bench-storm-") as workdir:
@@ -269,7 +281,11 @@ async def main(argv: list[str] | None = None) -> int:
                 profile = args.profile_worker
                 base_to = profile.with_suffix(".baseline") if profile else None
                 digest_to = profile.with_suffix(".digest") if profile else None
-                base_runs.append(await storm_run(bench, size, digest=False, profile_to=base_to))
+                base_runs.append(
+                    await storm_run(
+                        bench, size, digest=False, profile_to=base_to, live=args.live_baseline
+                    )
+                )
                 digest_runs.append(await storm_run(bench, size, digest=True, profile_to=digest_to))
         finally:
             await bench.stop_all()

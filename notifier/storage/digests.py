@@ -90,19 +90,25 @@ async def decide(
         return Decision("closed")
     joined = (
         await session.execute(
-            select(DigestWindow, DigestMember.leading)
+            # Columns, not the window as an ORM object: one lookup per claim of a held member.
+            select(
+                DigestWindow.id,
+                DigestWindow.closes_at,
+                DigestWindow.closed_at,
+                DigestMember.leading,
+            )
             .join(DigestMember, DigestMember.window_id == DigestWindow.id)
             .where(DigestMember.notification_id == notification_id)
         )
     ).one_or_none()
     if joined is not None:
-        window, leading = joined
+        window_id, window_closes_at, window_closed_at, leading = joined
         if leading:
             return Decision("send")
-        if window.closed_at is None and now < window.closes_at:
-            return Decision("held", window.closes_at)
-        if window.closed_at is None:
-            await close(session, window.id, now, renderer)
+        if window_closed_at is None and now < window_closes_at:
+            return Decision("held", window_closes_at)
+        if window_closed_at is None:
+            await close(session, window_id, now, renderer)
         return Decision("closed")
     key, length = digest["key"], timedelta(seconds=digest["window_seconds"])
     # Bounded: each pass opens, joins, or closes an expired window that blocked the way.
