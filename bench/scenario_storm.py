@@ -84,6 +84,9 @@ class RunResult:
     worker_cpu: float
     storm_seconds: float  # the PATCH phase
     extra: dict[str, Any]
+    # The worker's CPU once it was ready, before the storm (its start-up, the same on both
+    # sides of an A/B; 0 where it started on a full queue and was not idle first).
+    startup_cpu: float = 0.0
 
 
 async def _requests(
@@ -108,7 +111,14 @@ async def _requests(
     await asyncio.gather(*(lane() for _ in range(concurrency)))
 
 
-async def storm_run(bench: Bench, size: StormSize, *, digest: bool) -> RunResult:
+async def storm_run(
+    bench: Bench,
+    size: StormSize,
+    *,
+    digest: bool,
+    profile_to: Path | None = None,
+    live: bool = False,
+) -> RunResult:
     label = "stormd" if digest else "storm0"
     total = size.users * size.per_user
     sink = CountingSink()
@@ -147,7 +157,12 @@ async def storm_run(bench: Bench, size: StormSize, *, digest: bool) -> RunResult
                     for u, t in tasks
                 ]
                 await _requests(client, creates, size.concurrency)
-                worker = await bench.start_worker(url, env=env) if digest else None
+                worker = (
+                    await bench.start_worker(url, env=env, profile_to=profile_to)
+                    if digest or live
+                    else None
+                )
+                startup_cpu = cpu_seconds(worker.pid) if worker is not None else 0.0
                 bench.log(f"{label}: storm of {total} failures for {size.users} users")
                 started = time.time()
                 fails = [("PATCH", f"/v1/tasks/{t}", {"status": "failed"}) for _, t in tasks]
@@ -160,9 +175,11 @@ async def storm_run(bench: Bench, size: StormSize, *, digest: bool) -> RunResult
                     assert worker is not None
                     result = await _digest_outcome(bench, connection, sink, size, worker)
                 else:
-                    worker = await bench.start_worker(url, env=env)
+                    if worker is None:
+                        worker = await bench.start_worker(url, env=env, profile_to=profile_to)
                     result = await _drain_outcome(bench, sink, total, worker)
                 result.storm_seconds = storm_seconds
+                result.startup_cpu = startup_cpu
             finally:
                 await connection.close()
                 await bench.stop_all()
@@ -245,6 +262,18 @@ async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scenario_storm")
     parser.add_argument("--quick", action="store_true", help="10 users x 20, a 3 s window")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--profile-worker",
+        type=Path,
+        help="write pyinstrument reports of the worker to PATH.digest / PATH.baseline "
+        "(BENCH_PROFILE_FLAT=1: flat)",
+    )
+    parser.add_argument(
+        "--live-baseline",
+        action="store_true",
+        help="the baseline's worker runs through the storm too (as the digest's does), "
+        "instead of draining it afterwards: the same per-arrival claims on both sides",
+    )
     args = parser.parse_args(argv)
     size = QUICK_STORM if args.quick else FULL_STORM
     with tempfile.TemporaryDirectory(prefix="bench-storm-") as workdir:
@@ -254,8 +283,15 @@ async def main(argv: list[str] | None = None) -> int:
         try:
             for index in range(args.runs):
                 bench.log(f"run {index + 1}/{args.runs}")
-                base_runs.append(await storm_run(bench, size, digest=False))
-                digest_runs.append(await storm_run(bench, size, digest=True))
+                profile = args.profile_worker
+                base_to = profile.with_suffix(".baseline") if profile else None
+                digest_to = profile.with_suffix(".digest") if profile else None
+                base_runs.append(
+                    await storm_run(
+                        bench, size, digest=False, profile_to=base_to, live=args.live_baseline
+                    )
+                )
+                digest_runs.append(await storm_run(bench, size, digest=True, profile_to=digest_to))
         finally:
             await bench.stop_all()
     total = size.users * size.per_user
@@ -292,6 +328,12 @@ async def main(argv: list[str] | None = None) -> int:
             "s",
             [r.worker_cpu for r in digest_runs],
             baseline_samples=[round(r.worker_cpu, 3) for r in base_runs],
+            ms_per_failure_digest=[round(1000 * r.worker_cpu / total, 2) for r in digest_runs],
+            # Without the worker's start-up: what the storm itself cost it.
+            ms_per_failure_digest_after_ready=[
+                round(1000 * (r.worker_cpu - r.startup_cpu) / total, 2) for r in digest_runs
+            ],
+            ms_per_failure_baseline=[round(1000 * r.worker_cpu / total, 2) for r in base_runs],
             storm_seconds=[round(r.storm_seconds, 1) for r in digest_runs + base_runs],
         )
     )

@@ -11,6 +11,7 @@ from functools import cache
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from notifier.models.notification import ChannelStatus
 from notifier.storage import dispatch as queries
 from notifier.storage.digests import HELD_CHANNELS, Decision, decide
 from notifier.templates import TemplateRenderer
@@ -44,6 +45,7 @@ async def digest_decision(
             digest=digest,
             created_at=notification.created_at,
             now=now,
+            waiting=any(d.status == ChannelStatus.PENDING for d in counted),
             renderer=digest_renderer(),
         )
     return ([] if decision.kind == "send" else counted), decision

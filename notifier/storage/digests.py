@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy import delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,7 +37,6 @@ from notifier.models.digest import DigestMember, DigestWindow
 from notifier.models.notification import (
     ChannelStatus,
     Notification,
-    NotificationDelivery,
     Priority,
 )
 from notifier.storage.digest_texts import render_digest
@@ -74,57 +73,49 @@ async def decide(
     digest: dict[str, Any],
     created_at: datetime,
     now: datetime,
+    waiting: bool,
     renderer: TemplateRenderer | None = None,
 ) -> Decision:
     """Where this notification stands in its (user, key) window. The caller commits.
+
+    ``waiting``: a held channel was ``pending`` when the caller claimed the row (the claim's
+    snapshot; the row is leased to the caller, so only a close can have changed it since, and
+    a close makes it a member in the same commit: the member lookup below finds that).
 
     A window is timed by the notifications' creation (``created_at``), not by when a worker
     reaches them: a storm is one window however long its backlog takes to claim. Only the
     window row is locked here (the joiner's update); ``close`` locks it first and the members
     after, so the two never wait for each other in a cycle."""
-    waiting = await session.scalar(
-        select(func.count())
-        .select_from(NotificationDelivery)
-        .where(
-            NotificationDelivery.notification_id == notification_id,
-            NotificationDelivery.channel.in_(HELD_CHANNELS),
-            NotificationDelivery.status == ChannelStatus.PENDING.value,
-        )
-    )
     if not waiting:
         return Decision("closed")
     joined = (
         await session.execute(
-            select(DigestWindow, DigestMember.leading)
+            # Columns, not the window as an ORM object: one lookup per claim of a held member.
+            select(
+                DigestWindow.id,
+                DigestWindow.closes_at,
+                DigestWindow.closed_at,
+                DigestMember.leading,
+            )
             .join(DigestMember, DigestMember.window_id == DigestWindow.id)
             .where(DigestMember.notification_id == notification_id)
         )
     ).one_or_none()
     if joined is not None:
-        window, leading = joined
+        window_id, window_closes_at, window_closed_at, leading = joined
         if leading:
             return Decision("send")
-        if window.closed_at is None and now < window.closes_at:
-            return Decision("held", window.closes_at)
-        if window.closed_at is None:
-            await close(session, window.id, now, renderer)
+        if window_closed_at is None and now < window_closes_at:
+            return Decision("held", window_closes_at)
+        if window_closed_at is None:
+            await close(session, window_id, now, renderer)
         return Decision("closed")
     key, length = digest["key"], timedelta(seconds=digest["window_seconds"])
     # Bounded: each pass opens, joins, or closes an expired window that blocked the way.
     for _ in range(4):
-        closes = created_at + length
-        opened = await _open(session, user_id, key, notification_id, created_at, closes)
-        if opened is not None and await _is_member(session, notification_id):
-            # The open waited for a close that took this notification in (its transaction
-            # committed in between): it is digested; the window opened for it is not needed.
-            await session.execute(delete(DigestWindow).where(DigestWindow.id == opened))
-            return Decision("closed")
-        if opened is not None:
-            leading = bool(digest.get("leading"))
-            await _join(session, opened, notification_id, now, leading=leading)
-            return Decision("send") if leading else Decision("held", closes)
         # Join the open window: the update takes its row lock (and, should a close hold it,
-        # waits and then finds it closed: 0 rows, and the next pass opens a new one).
+        # waits and then finds it closed: 0 rows, and the open below makes a new one). Tried
+        # before the open: in a storm nearly every decide is a join.
         row = (
             await session.execute(
                 update(DigestWindow)
@@ -137,16 +128,26 @@ async def decide(
                 .returning(DigestWindow.id, DigestWindow.closes_at)
             )
         ).one_or_none()
-        if row is None:
-            if await _is_member(session, notification_id):
-                return Decision("closed")  # the close this update waited for took it in
-            continue
-        window_id, closes_at = row
-        if closes_at <= created_at:  # made after it ended, and not closed yet: close it
-            await close(session, window_id, now, renderer)
-            continue
-        await _join(session, window_id, notification_id, now, leading=False)
-        return Decision("held", closes_at)
+        if row is not None:
+            window_id, closes_at = row
+            if closes_at <= created_at:  # made after it ended, and not closed yet: close it
+                await close(session, window_id, now, renderer)
+                continue
+            await _join(session, window_id, notification_id, now, leading=False)
+            return Decision("held", closes_at)
+        if await _is_member(session, notification_id):
+            return Decision("closed")  # a close this update waited for took it in
+        closes = created_at + length
+        opened = await _open(session, user_id, key, notification_id, created_at, closes)
+        if opened is not None and await _is_member(session, notification_id):
+            # The open waited for a close that took this notification in (its transaction
+            # committed in between): it is digested; the window opened for it is not needed.
+            await session.execute(delete(DigestWindow).where(DigestWindow.id == opened))
+            return Decision("closed")
+        if opened is not None:
+            leading = bool(digest.get("leading"))
+            await _join(session, opened, notification_id, now, leading=leading)
+            return Decision("send") if leading else Decision("held", closes)
     raise RuntimeError(f"no digest window for {user_id!r}/{key!r} after four passes")
 
 
@@ -159,10 +160,10 @@ async def _open(
     closes_at: datetime,
 ) -> uuid.UUID | None:
     name = (await session.connection()).dialect.name
-    insert = postgresql.insert if name == "postgresql" else sqlite.insert
+    upsert = postgresql.insert if name == "postgresql" else sqlite.insert
     ident = uuid.uuid4()
     result = await session.execute(
-        insert(DigestWindow)
+        upsert(DigestWindow)
         .values(
             id=ident,
             user_id=user_id,
@@ -212,12 +213,12 @@ async def _join(
     *,
     leading: bool,
 ) -> None:
-    session.add(
-        DigestMember(
+    # A core insert, not an ORM object and a flush: one per held member of a storm.
+    await session.execute(
+        insert(DigestMember).values(
             window_id=window_id, notification_id=notification_id, joined_at=now, leading=leading
         )
     )
-    await session.flush()
 
 
 def _held(notification: Notification) -> list[Any]:
