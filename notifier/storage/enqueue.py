@@ -276,7 +276,7 @@ async def _insert_postgres(
     record: dict[str, Any] | None,
     frame_notify: FrameNotify | None,
 ) -> None:
-    statement, params = _pg_statement(prepared, record, frame_notify)
+    statement, params = pg_statement(prepared, record, frame_notify)
     try:
         await connection.execute(statement, params)
     except DBAPIError as exc:
@@ -287,15 +287,16 @@ async def _insert_postgres(
         fast = {name: params[name] for name in ("f_id", "f_user_id", "f_type")}
         found = await connection.execute(_OPTED_OUT, fast)
         _fall_back(prepared, {row[0] for row in found})
-        await connection.execute(*_pg_statement(prepared, record, frame_notify))
+        await connection.execute(*pg_statement(prepared, record, frame_notify))
 
 
 _OPTED_OUT = text(OPTED_OUT_SQL)
 
 
-def _pg_statement(
+def pg_statement(
     prepared: PreparedEnqueue, record: dict[str, Any] | None, frame_notify: FrameNotify | None
 ) -> tuple[Any, dict[str, Any]]:
+    """``prepared``'s statement and parameters (``enqueue_sql.pg_insert``)."""
     return pg_insert(
         prepared.notifications,
         prepared.deliveries,
@@ -351,4 +352,6 @@ async def _insert_sqlite(
     await connection.execute(insert(NotificationDelivery), prepared.deliveries)
     if record is not None:
         await connection.execute(insert(IdempotencyRecord), [record])
-    await record_transitions(connection, prepared.sent)
+    await record_transitions(
+        connection, fast_path.with_settled_status(prepared.sent, prepared.deliveries)
+    )

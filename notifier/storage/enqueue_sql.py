@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
+import orjson
 from sqlalchemy import Column, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import TextClause
@@ -27,7 +28,12 @@ from notifier.models.notification import (
     NotificationDelivery,
 )
 from notifier.storage.notifications import DISPATCH_WAKEUP_CHANNEL
-from notifier.storage.transitions import TransitionRecord, pg_record_after, pg_record_params
+from notifier.storage.outcome_pg import settled_events_sql
+from notifier.storage.transitions import (
+    TransitionRecord,
+    pg_record_after,
+    pg_record_params,
+)
 from notifier.storage.websocket_fast_path import OPTED_OUT_SQL, FrameNotify
 
 # The fast path writes a channel `sent` and its notification's derived status: those vary.
@@ -112,6 +118,18 @@ _ROW_CTES = f"""new_notifications AS (
 ), new_channels AS (
     {_INSERT_DELIVERIES}
 )"""
+# With the fast path, the channels as inserted (a CTE's writes are not visible to the
+# statement's reads, its RETURNING is) for the ``notification.settled`` events.
+_FAST_ROW_CTES = f"""{_ROW_CTES[:-2]}
+    RETURNING notification_id, channel, status, attempts, last_error, provider_id,
+              next_attempt_at, updated_at
+)"""
+# ``notification.settled`` of a websocket-only notification, built by the statement from its
+# channels as inserted, as ``outcome_pg``'s write-back builds it: no event objects or JSON in
+# Python (bench/RESULTS.md, "Cheaper fast path A/B"; tests/realtime/test_fast_path.py).
+_SETTLED_EVENTS = settled_events_sql(
+    "new_channels AS c WHERE c.notification_id = s.notification_id"
+)
 # The Idempotency-Key record joins the same statement: a concurrent request with the same key
 # fails on the primary key here, and its notifications go with it.
 _KEY_CTE = """, new_key AS (
@@ -138,13 +156,15 @@ _OPT_OUT_GUARD = f"""(SELECT CAST('{FAST_PATH_REFUSED}' || o.user_id AS uuid)
 
 
 def _statement(*, key: bool, fast: bool, frames: bool) -> TextClause:
-    ctes = _ROW_CTES + (_KEY_CTE if key else "")
+    key_cte = _KEY_CTE if key else ""
     if not fast:
-        return text(f"WITH {ctes}\nSELECT {_WAKE_DISPATCHERS}")
+        return text(f"WITH {_ROW_CTES}{key_cte}\nSELECT {_WAKE_DISPATCHERS}")
     also = f",\n    {_WAKE_DISPATCHERS},\n    {_OPT_OUT_GUARD}"
     if frames:
         also += f",\n    {_NOTIFY_FRAMES}"
-    return pg_record_after(ctes, also_select=also)
+    return pg_record_after(
+        _FAST_ROW_CTES + key_cte, settled_events=_SETTLED_EVENTS, also_select=also
+    )
 
 
 _STATEMENTS = {
@@ -162,7 +182,10 @@ def _json_text(value: Any) -> str:
         return "null"
     if value == {}:
         return "{}"
-    return json.dumps(value)
+    try:  # orjson: a fifth of json's CPU; the jsonb stored is the same
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # what only json encodes: an integer beyond 64 bits
+        return json.dumps(value)
 
 
 def pg_insert(
@@ -194,11 +217,11 @@ def pg_insert(
     params["dispatch_wakeup"] = DISPATCH_WAKEUP_CHANNEL
     if record is not None:
         params.update({f"k_{name}": value for name, value in record.items()})
-        params["k_response_body"] = json.dumps(record["response_body"])
+        params["k_response_body"] = _json_text(record["response_body"])
     fast = bool(fast_rows)
     notify = fast and frame_notify is not None and bool(frames)
     if fast:
-        params.update(pg_record_params(sent))
+        params.update(pg_record_params(sent, settled_in_sql=True))
         params["f_id"] = [row["id"] for row in fast_rows]
         params["f_user_id"] = [row["user_id"] for row in fast_rows]
         params["f_type"] = [row["notification_type"] for row in fast_rows]

@@ -152,11 +152,15 @@ channels AS (
     WHERE n.id = CAST(v->>0 AS uuid)
     RETURNING 1
 )"""
-# ``notification.settled`` (``webhook_events.notification_settled``), built here from the
-# channels as this statement leaves them: the ones it wrote (``channels``' RETURNING; a CTE's
-# writes are not visible to the statement's reads) and the others as they are (locked by us).
-# The same jsonb as the Python event's JSON (tests/lifecycle/test_transition_events_sql.py).
-_SETTLED_EVENTS = f"""
+
+
+def settled_events_sql(channels: str) -> str:
+    """A SELECT of the ``notification.settled`` events (``webhook_events.notification_settled``)
+    of the ``transitions`` rows that settle, for ``pg_record_after``: ``channels`` follows the
+    FROM of a subquery and names ``c`` the channels of notification ``s.notification_id`` as
+    the statement leaves them (the enqueue's fast path: as it inserts them).
+    The same jsonb as the Python event's JSON (tests/lifecycle/test_transition_events_sql.py)."""
+    return f"""
     SELECT gen_random_uuid(), '{SETTLED_KIND}',
            jsonb_build_object(
                'id', CAST(s.notification_id AS text), 'user_id', s.user_id,
@@ -167,7 +171,16 @@ _SETTLED_EVENTS = f"""
                        'last_error', c.last_error, 'provider_id', c.provider_id,
                        'next_attempt_at', {_iso("c.next_attempt_at")},
                        'updated_at', {_iso("c.updated_at")})), '{{}}')
-                   FROM (SELECT * FROM channels AS w WHERE w.notification_id = s.notification_id
+                   FROM {channels})),
+           s.occurred_at
+    FROM transitions AS s WHERE s.kind = '{SETTLED_KIND}'"""
+
+
+# Here from the channels as this statement leaves them: the ones it wrote (``channels``'
+# RETURNING; a CTE's writes are not visible to the statement's reads) and the others as they
+# are (locked by us).
+_SETTLED_EVENTS = settled_events_sql(
+    """(SELECT * FROM channels AS w WHERE w.notification_id = s.notification_id
                          UNION ALL
                          SELECT d.notification_id, d.channel, d.status, d.attempts,
                                 d.last_error, d.provider_id, d.next_attempt_at, d.updated_at
@@ -175,9 +188,8 @@ _SETTLED_EVENTS = f"""
                          WHERE d.notification_id = s.notification_id
                            AND NOT EXISTS (SELECT 1 FROM channels AS w
                                            WHERE w.notification_id = d.notification_id
-                                             AND w.channel = d.channel)) AS c)),
-           s.occurred_at
-    FROM transitions AS s WHERE s.kind = '{SETTLED_KIND}'"""
+                                             AND w.channel = d.channel)) AS c"""
+)
 
 
 @functools.cache

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from notifier.models.base import iso
 from notifier.models.notification import Channel, ChannelStatus, NotificationStatus
 from notifier.models.shape import FRAME_FIELDS, api_time
 from notifier.storage.transitions import (
+    SETTLED_KIND,
     TransitionRecord,
     advance_channel,
     summarize_notification,
@@ -165,7 +166,9 @@ def mark_sent(
     """Record ``row``'s websocket channel ``sent`` through the machine (``_published``), its
     republish due after ``grace`` seconds; ``row``, its ``deliveries`` and its public
     ``delivery_status`` take the result, and ``records`` the transitions (the latency of the
-    first success is 0: the row is due at its creation, now)."""
+    first success is 0: the row is due at its creation, now). A ``notification.settled``
+    record carries no ``delivery_status``: the PostgreSQL statement builds the event from the
+    rows it inserts (``enqueue_sql``), SQLite from ``deliveries`` (``with_settled_status``)."""
     outcome = _published(tuple(d["channel"] for d in deliveries))
     republish = now + timedelta(seconds=grace)
     row["status"] = outcome.status
@@ -173,49 +176,57 @@ def mark_sent(
     row["next_attempt_at"] = republish if outcome.republish_is_next else now
     for delivery in deliveries:
         if delivery["channel"] == WEBSOCKET:
-            delivery.update(
-                status=outcome.channel_status, attempts=outcome.attempts, next_attempt_at=republish
-            )
-    websocket_public = row["delivery_status"][WEBSOCKET] = {
-        **row["delivery_status"][WEBSOCKET],
+            delivery["status"] = outcome.channel_status
+            delivery["attempts"] = outcome.attempts
+            delivery["next_attempt_at"] = republish
+    public = row["delivery_status"]
+    public[WEBSOCKET] = {
+        **public[WEBSOCKET],
         "status": outcome.channel_status,
         "attempts": outcome.attempts,
         "next_attempt_at": api_time(republish),
     }
     ident, user_id = row["id"], row["user_id"]
     for transition, first_success in outcome.transitions:
-        if transition.channel is not None:
-            records.append(
-                TransitionRecord(
-                    ident,
-                    user_id,
-                    transition,
-                    now,
-                    attempts=outcome.attempts,
-                    latency_ms=0 if first_success else None,
-                )
+        channel_kind = transition.channel is not None
+        records.append(
+            TransitionRecord(
+                ident,
+                user_id,
+                transition,
+                now,
+                attempts=outcome.attempts if channel_kind else None,
+                latency_ms=0 if first_success else None,
             )
-            continue
-        status = {
-            channel: _stored(public, websocket_public is public, republish, now)
-            for channel, public in row["delivery_status"].items()
-        }
-        records.append(TransitionRecord(ident, user_id, transition, now, delivery_status=status))
+        )
 
 
-def _stored(
-    public: dict[str, Any], websocket: bool, republish: datetime, now: datetime
-) -> dict[str, Any]:
-    """A channel's entry in a ``notification.settled`` event (``transitions.delivery_status``:
-    times as stored, not as the API writes them)."""
-    return {
-        "status": public["status"],
-        "attempts": public["attempts"],
-        "last_error": None,
-        "provider_id": None,
-        "next_attempt_at": iso(republish) if websocket else None,
-        "updated_at": iso(now),
-    }
+def with_settled_status(
+    records: list[TransitionRecord], deliveries: Iterable[dict[str, Any]]
+) -> list[TransitionRecord]:
+    """``records`` with each ``notification.settled`` record's ``delivery_status`` filled in
+    from its notification's ``deliveries`` (new rows, as written), for the writer that builds
+    the event in Python (SQLite's ``record_transitions``)."""
+    settling = {r.notification_id for r in records if r.transition.kind == SETTLED_KIND}
+    if not settling:
+        return records
+    status: dict[uuid.UUID, dict[str, dict[str, Any]]] = {}
+    for d in deliveries:
+        if d["notification_id"] in settling:
+            status.setdefault(d["notification_id"], {})[d["channel"]] = {
+                "status": d["status"],
+                "attempts": d["attempts"],
+                "last_error": d["last_error"],
+                "provider_id": d["provider_id"],
+                "next_attempt_at": iso(d["next_attempt_at"]),
+                "updated_at": iso(d["updated_at"]),
+            }
+    return [
+        replace(r, delivery_status=status[r.notification_id])
+        if r.transition.kind == SETTLED_KIND
+        else r
+        for r in records
+    ]
 
 
 def frame_of(public: dict[str, Any]) -> dict[str, Any]:
