@@ -54,7 +54,7 @@ from notifier.models.recipient import Recipient
 from notifier.models.shape import DELIVERY_PUBLIC_FIELDS, api_time, reader
 from notifier.storage import websocket_fast_path as fast_path
 from notifier.storage.enqueue_sql import FAST_PATH_REFUSED, pg_insert
-from notifier.storage.transitions import TransitionRecord, record_transitions
+from notifier.storage.transitions import record_transitions
 from notifier.storage.websocket_fast_path import OPTED_OUT_SQL, FrameNotify
 
 # Member -> plain str. ``Enum.value`` is a descriptor call, slow enough to show in the profile
@@ -110,10 +110,10 @@ class PreparedEnqueue:
     notifications: list[dict[str, Any]] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     public: list[dict[str, Any]] = field(default_factory=list)
-    # The websocket fast path: its rows' indexes in ``notifications``, its transitions, and the
-    # frames to deliver once committed ((user id, frame), in row order).
+    # The websocket fast path: its rows' indexes in ``notifications`` (their transitions follow
+    # from the rows: ``websocket_fast_path.transitions_json``), and the frames to deliver once
+    # committed ((user id, frame), in row order).
     fast: list[int] = field(default_factory=list)
-    sent: list[TransitionRecord] = field(default_factory=list)
 
     @property
     def frames(self) -> list[tuple[str, dict[str, Any]]]:
@@ -121,6 +121,10 @@ class PreparedEnqueue:
             (self.notifications[i]["user_id"], fast_path.frame_of(self.public[i]))
             for i in self.fast
         ]
+
+    @property
+    def fast_rows(self) -> list[dict[str, Any]]:
+        return [self.notifications[i] for i in self.fast]
 
     @property
     def user_ids(self) -> list[str]:
@@ -186,9 +190,7 @@ def prepare(
         if plan is not None and plan.get("escalation"):
             _add_escalation_steps(row, deliveries, plan["escalation"], now)
         if websocket_grace > 0 and fast_path.eligible(row):
-            fast_path.mark_sent(
-                row, deliveries, grace=websocket_grace, now=now, records=prepared.sent
-            )
+            fast_path.mark_sent(row, deliveries, grace=websocket_grace, now=now)
             prepared.fast.append(index)
         prepared.deliveries += deliveries
         prepared.public.append(_PUBLIC(row))
@@ -301,8 +303,7 @@ def pg_statement(
         prepared.notifications,
         prepared.deliveries,
         record=record,
-        sent=prepared.sent,
-        fast_rows=[prepared.notifications[i] for i in prepared.fast],
+        fast_rows=prepared.fast_rows,
         frames=prepared.frames if frame_notify is not None else [],
         frame_notify=frame_notify,
     )
@@ -323,7 +324,6 @@ def _fall_back(prepared: PreparedEnqueue, ids: set[uuid.UUID]) -> None:
         else:
             kept.append(index)
     prepared.fast = kept
-    prepared.sent = [r for r in prepared.sent if r.notification_id not in ids]
 
 
 async def _insert_sqlite(
@@ -331,7 +331,7 @@ async def _insert_sqlite(
 ) -> None:
     if prepared.fast:
         # In the caller's BEGIN IMMEDIATE transaction: no preference changes in between.
-        rows = [prepared.notifications[i] for i in prepared.fast]
+        rows = prepared.fast_rows
         found = await connection.execute(
             select(Recipient.user_id, Recipient.preferences).where(
                 Recipient.user_id.in_({row["user_id"] for row in rows})
@@ -353,5 +353,5 @@ async def _insert_sqlite(
     if record is not None:
         await connection.execute(insert(IdempotencyRecord), [record])
     await record_transitions(
-        connection, fast_path.with_settled_status(prepared.sent, prepared.deliveries)
+        connection, fast_path.transition_records(prepared.fast_rows, prepared.deliveries)
     )

@@ -29,12 +29,8 @@ from notifier.models.notification import (
 )
 from notifier.storage.notifications import DISPATCH_WAKEUP_CHANNEL
 from notifier.storage.outcome_pg import settled_events_sql
-from notifier.storage.transitions import (
-    TransitionRecord,
-    pg_record_after,
-    pg_record_params,
-)
-from notifier.storage.websocket_fast_path import OPTED_OUT_SQL, FrameNotify
+from notifier.storage.transitions import pg_record_after, pg_record_params
+from notifier.storage.websocket_fast_path import OPTED_OUT_SQL, FrameNotify, transitions_json
 
 # The fast path writes a channel `sent` and its notification's derived status: those vary.
 ROW_CONSTANTS = {k: v for k, v in NEW_ROW_CONSTANTS.items() if k != "status"}
@@ -193,13 +189,12 @@ def pg_insert(
     deliveries: Sequence[dict[str, Any]],
     *,
     record: dict[str, Any] | None,
-    sent: Sequence[TransitionRecord],
     fast_rows: Sequence[dict[str, Any]],
     frames: Sequence[tuple[str, dict[str, Any]]],
     frame_notify: FrameNotify | None,
 ) -> tuple[TextClause, dict[str, Any]]:
-    """The statement and its parameters. ``sent``: the fast path's transitions; ``fast_rows``:
-    its notifications (for the opt-out guard); ``frames``: (user id, frame) to NOTIFY with the
+    """The statement and its parameters. ``fast_rows``: the fast path's notifications (their
+    transitions, the opt-out guard); ``frames``: (user id, frame) to NOTIFY with the
     commit through ``frame_notify`` (None: the caller publishes them after the commit)."""
     # Rows to columns in C: one itemgetter call per row, one zip for the lot.
     params: dict[str, Any] = dict(
@@ -221,7 +216,9 @@ def pg_insert(
     fast = bool(fast_rows)
     notify = fast and frame_notify is not None and bool(frames)
     if fast:
-        params.update(pg_record_params(sent, settled_in_sql=True))
+        # No event is built in Python (channel events and settled are the statement's).
+        params.update(pg_record_params((), settled_in_sql=True))
+        params["transitions"] = transitions_json(fast_rows)
         params["f_id"] = [row["id"] for row in fast_rows]
         params["f_user_id"] = [row["user_id"] for row in fast_rows]
         params["f_type"] = [row["notification_type"] for row in fast_rows]

@@ -179,6 +179,15 @@ def test_a_listener_skips_what_its_own_process_published() -> None:
     assert asyncio.run(run()) == ["theirs"]
 
 
+def test_a_frame_reads_back_as_it_was_whatever_its_values() -> None:
+    """The broker's message (orjson, json for what orjson refuses) carries the frame as it was:
+    non-ASCII text, a quote, an integer beyond 64 bits."""
+    for metadata in ({"name": 'Zoë "Z"', "n": 1}, {"big": 2**70, "name": "é"}):
+        frame = {"type": "notification", "notification": {"id": "x", "metadata": metadata}}
+        message = json.loads(fanout_payload("u", frame, origin="o"))
+        assert message == {"origin": "o", "user_id": "u", "frame": frame}
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def graced(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunningService]:
     """A service with a short grace, and a worker beside it. On SQLite a database of its own:
@@ -346,7 +355,27 @@ async def test_the_settled_event_is_the_one_python_builds(watched: RunningServic
                 delivery_status=delivery_status(row.deliveries),
             )
             expected[str(ident)] = json.loads(json.dumps(event.data))
+        transitions = (
+            await session.execute(
+                select(
+                    NotificationTransition.notification_id,
+                    NotificationTransition.kind,
+                    NotificationTransition.channel,
+                    NotificationTransition.from_status,
+                    NotificationTransition.to_status,
+                    NotificationTransition.attempts,
+                    NotificationTransition.latency_ms,
+                    NotificationTransition.occurred_at,
+                ).where(NotificationTransition.notification_id.in_(ids))
+            )
+        ).all()
     assert stored == expected
+    sent = ("channel.sent", "websocket", "pending", "sent", 1, 0)
+    settled = ("notification.settled", None, "pending", "delivered", None, None)
+    assert sorted((t[0], *t[1:7]) for t in transitions) == sorted(
+        [(ids[0], *sent), (ids[0], *settled), (ids[1], *sent), (ids[1], *settled), (ids[2], *sent)]
+    )
+    assert all(t.occurred_at == rows[t.notification_id].created_at for t in transitions)
     assert [stored[str(i)]["delivery_status"]["websocket"]["status"] for i in ids[:2]] == [
         "sent",
         "sent",
