@@ -28,7 +28,7 @@ from notifier.models.notification import (
     NotificationDelivery,
 )
 from notifier.storage.notifications import DISPATCH_WAKEUP_CHANNEL
-from notifier.storage.outcome_pg import settled_events_sql
+from notifier.storage.outcome_pg import DELIVERY_STATUS_AGG, settled_events_sql
 from notifier.storage.transitions import pg_record_after, pg_record_params
 from notifier.storage.websocket_fast_path import OPTED_OUT_SQL, FrameNotify, transitions_json
 
@@ -122,9 +122,16 @@ _FAST_ROW_CTES = f"""{_ROW_CTES[:-2]}
 )"""
 # ``notification.settled`` of a websocket-only notification, built by the statement from its
 # channels as inserted, as ``outcome_pg``'s write-back builds it: no event objects or JSON in
-# Python (bench/RESULTS.md, "Cheaper fast path A/B"; tests/realtime/test_fast_path.py).
+# Python (bench/RESULTS.md, "Cheaper fast path A/B"; tests/realtime/test_fast_path.py). Each
+# notification's channels aggregated once and joined by hash: a subquery per event would scan
+# the whole batch's channels each time (a CTE has no index), a million rows for 1000.
+_SETTLED_STATUS_CTE = f""", settled_status AS (
+    SELECT c.notification_id, {DELIVERY_STATUS_AGG} AS delivery_status
+    FROM new_channels AS c GROUP BY c.notification_id
+)"""
 _SETTLED_EVENTS = settled_events_sql(
-    "new_channels AS c WHERE c.notification_id = s.notification_id"
+    "ss.delivery_status",
+    joins="\n    JOIN settled_status AS ss ON ss.notification_id = s.notification_id",
 )
 # The Idempotency-Key record joins the same statement: a concurrent request with the same key
 # fails on the primary key here, and its notifications go with it.
@@ -159,7 +166,9 @@ def _statement(*, key: bool, fast: bool, frames: bool) -> TextClause:
     if frames:
         also += f",\n    {_NOTIFY_FRAMES}"
     return pg_record_after(
-        _FAST_ROW_CTES + key_cte, settled_events=_SETTLED_EVENTS, also_select=also
+        _FAST_ROW_CTES + key_cte + _SETTLED_STATUS_CTE,
+        settled_events=_SETTLED_EVENTS,
+        also_select=also,
     )
 
 
