@@ -25,7 +25,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from notifier.realtime.frames import FrameReference, reference_to
+from notifier.realtime.frames import FrameReference, compact_json, reference_to
 from notifier.realtime.hub import ConnectionHub
 from notifier.realtime.publisher import NotifyBatcher
 from notifier.storage.websocket_fast_path import FrameNotify
@@ -131,7 +131,7 @@ def fanout_payload(
     # without parsing them (``origin_prefix``).
     message: dict[str, Any] = {} if origin is None else {"origin": origin}
     message.update(user_id=user_id, frame=frame)
-    payload = json.dumps(message, separators=(",", ":"))
+    payload = compact_json(message)
     if len(payload.encode()) <= limit:
         return payload
     reference = reference_to(frame)
@@ -140,12 +140,12 @@ def fanout_payload(
     # user_id and task_id are at most 255 characters each: a reference always fits.
     referenced = {} if origin is None else {"origin": origin}
     referenced.update(reference.to_message(user_id))
-    return json.dumps(referenced, separators=(",", ":"))
+    return compact_json(referenced)
 
 
 def origin_prefix(origin: str) -> str:
     """How every message ``fanout_payload`` makes for ``origin`` begins."""
-    return json.dumps({"origin": origin}, separators=(",", ":"))[:-1] + ","
+    return compact_json({"origin": origin})[:-1] + ","
 
 
 class PostgresFanout:

@@ -54,7 +54,7 @@ from notifier.models.recipient import Recipient
 from notifier.models.shape import DELIVERY_PUBLIC_FIELDS, api_time, reader
 from notifier.storage import websocket_fast_path as fast_path
 from notifier.storage.enqueue_sql import FAST_PATH_REFUSED, pg_insert
-from notifier.storage.transitions import TransitionRecord, record_transitions
+from notifier.storage.transitions import record_transitions
 from notifier.storage.websocket_fast_path import OPTED_OUT_SQL, FrameNotify
 
 # Member -> plain str. ``Enum.value`` is a descriptor call, slow enough to show in the profile
@@ -110,10 +110,10 @@ class PreparedEnqueue:
     notifications: list[dict[str, Any]] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     public: list[dict[str, Any]] = field(default_factory=list)
-    # The websocket fast path: its rows' indexes in ``notifications``, its transitions, and the
-    # frames to deliver once committed ((user id, frame), in row order).
+    # The websocket fast path: its rows' indexes in ``notifications`` (their transitions follow
+    # from the rows: ``websocket_fast_path.transitions_json``), and the frames to deliver once
+    # committed ((user id, frame), in row order).
     fast: list[int] = field(default_factory=list)
-    sent: list[TransitionRecord] = field(default_factory=list)
 
     @property
     def frames(self) -> list[tuple[str, dict[str, Any]]]:
@@ -121,6 +121,10 @@ class PreparedEnqueue:
             (self.notifications[i]["user_id"], fast_path.frame_of(self.public[i]))
             for i in self.fast
         ]
+
+    @property
+    def fast_rows(self) -> list[dict[str, Any]]:
+        return [self.notifications[i] for i in self.fast]
 
     @property
     def user_ids(self) -> list[str]:
@@ -186,9 +190,7 @@ def prepare(
         if plan is not None and plan.get("escalation"):
             _add_escalation_steps(row, deliveries, plan["escalation"], now)
         if websocket_grace > 0 and fast_path.eligible(row):
-            fast_path.mark_sent(
-                row, deliveries, grace=websocket_grace, now=now, records=prepared.sent
-            )
+            fast_path.mark_sent(row, deliveries, grace=websocket_grace, now=now)
             prepared.fast.append(index)
         prepared.deliveries += deliveries
         prepared.public.append(_PUBLIC(row))
@@ -276,7 +278,7 @@ async def _insert_postgres(
     record: dict[str, Any] | None,
     frame_notify: FrameNotify | None,
 ) -> None:
-    statement, params = _pg_statement(prepared, record, frame_notify)
+    statement, params = pg_statement(prepared, record, frame_notify)
     try:
         await connection.execute(statement, params)
     except DBAPIError as exc:
@@ -287,21 +289,21 @@ async def _insert_postgres(
         fast = {name: params[name] for name in ("f_id", "f_user_id", "f_type")}
         found = await connection.execute(_OPTED_OUT, fast)
         _fall_back(prepared, {row[0] for row in found})
-        await connection.execute(*_pg_statement(prepared, record, frame_notify))
+        await connection.execute(*pg_statement(prepared, record, frame_notify))
 
 
 _OPTED_OUT = text(OPTED_OUT_SQL)
 
 
-def _pg_statement(
+def pg_statement(
     prepared: PreparedEnqueue, record: dict[str, Any] | None, frame_notify: FrameNotify | None
 ) -> tuple[Any, dict[str, Any]]:
+    """``prepared``'s statement and parameters (``enqueue_sql.pg_insert``)."""
     return pg_insert(
         prepared.notifications,
         prepared.deliveries,
         record=record,
-        sent=prepared.sent,
-        fast_rows=[prepared.notifications[i] for i in prepared.fast],
+        fast_rows=prepared.fast_rows,
         frames=prepared.frames if frame_notify is not None else [],
         frame_notify=frame_notify,
     )
@@ -322,7 +324,6 @@ def _fall_back(prepared: PreparedEnqueue, ids: set[uuid.UUID]) -> None:
         else:
             kept.append(index)
     prepared.fast = kept
-    prepared.sent = [r for r in prepared.sent if r.notification_id not in ids]
 
 
 async def _insert_sqlite(
@@ -330,7 +331,7 @@ async def _insert_sqlite(
 ) -> None:
     if prepared.fast:
         # In the caller's BEGIN IMMEDIATE transaction: no preference changes in between.
-        rows = [prepared.notifications[i] for i in prepared.fast]
+        rows = prepared.fast_rows
         found = await connection.execute(
             select(Recipient.user_id, Recipient.preferences).where(
                 Recipient.user_id.in_({row["user_id"] for row in rows})
@@ -351,4 +352,6 @@ async def _insert_sqlite(
     await connection.execute(insert(NotificationDelivery), prepared.deliveries)
     if record is not None:
         await connection.execute(insert(IdempotencyRecord), [record])
-    await record_transitions(connection, prepared.sent)
+    await record_transitions(
+        connection, fast_path.transition_records(prepared.fast_rows, prepared.deliveries)
+    )

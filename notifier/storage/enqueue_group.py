@@ -21,7 +21,6 @@ def merge(parts: Sequence[PreparedEnqueue]) -> PreparedEnqueue:
         merged.deliveries += part.deliveries
         merged.public += part.public
         merged.fast += [offset + index for index in part.fast]
-        merged.sent += part.sent
     return merged
 
 
@@ -82,7 +81,6 @@ class GroupCommit:
                 still = {merged.notifications[i]["id"] for i in merged.fast}
                 for part in group:
                     part.fast = [i for i in part.fast if part.notifications[i]["id"] in still]
-                    part.sent = [r for r in part.sent if r.notification_id in still]
         return [None] * len(group)
 
 

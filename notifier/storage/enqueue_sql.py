@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
+import orjson
 from sqlalchemy import Column, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import TextClause
@@ -27,8 +28,9 @@ from notifier.models.notification import (
     NotificationDelivery,
 )
 from notifier.storage.notifications import DISPATCH_WAKEUP_CHANNEL
-from notifier.storage.transitions import TransitionRecord, pg_record_after, pg_record_params
-from notifier.storage.websocket_fast_path import OPTED_OUT_SQL, FrameNotify
+from notifier.storage.outcome_pg import DELIVERY_STATUS_AGG, settled_events_sql
+from notifier.storage.transitions import pg_record_after, pg_record_params
+from notifier.storage.websocket_fast_path import OPTED_OUT_SQL, FrameNotify, transitions_json
 
 # The fast path writes a channel `sent` and its notification's derived status: those vary.
 ROW_CONSTANTS = {k: v for k, v in NEW_ROW_CONSTANTS.items() if k != "status"}
@@ -112,6 +114,25 @@ _ROW_CTES = f"""new_notifications AS (
 ), new_channels AS (
     {_INSERT_DELIVERIES}
 )"""
+# With the fast path, the channels as inserted (a CTE's writes are not visible to the
+# statement's reads, its RETURNING is) for the ``notification.settled`` events.
+_FAST_ROW_CTES = f"""{_ROW_CTES[:-2]}
+    RETURNING notification_id, channel, status, attempts, last_error, provider_id,
+              next_attempt_at, updated_at
+)"""
+# ``notification.settled`` of a websocket-only notification, built by the statement from its
+# channels as inserted, as ``outcome_pg``'s write-back builds it: no event objects or JSON in
+# Python (bench/RESULTS.md, "Cheaper fast path A/B"; tests/realtime/test_fast_path.py). Each
+# notification's channels aggregated once and joined by hash: a subquery per event would scan
+# the whole batch's channels each time (a CTE has no index), a million rows for 1000.
+_SETTLED_STATUS_CTE = f""", settled_status AS (
+    SELECT c.notification_id, {DELIVERY_STATUS_AGG} AS delivery_status
+    FROM new_channels AS c GROUP BY c.notification_id
+)"""
+_SETTLED_EVENTS = settled_events_sql(
+    "ss.delivery_status",
+    joins="\n    JOIN settled_status AS ss ON ss.notification_id = s.notification_id",
+)
 # The Idempotency-Key record joins the same statement: a concurrent request with the same key
 # fails on the primary key here, and its notifications go with it.
 _KEY_CTE = """, new_key AS (
@@ -138,13 +159,17 @@ _OPT_OUT_GUARD = f"""(SELECT CAST('{FAST_PATH_REFUSED}' || o.user_id AS uuid)
 
 
 def _statement(*, key: bool, fast: bool, frames: bool) -> TextClause:
-    ctes = _ROW_CTES + (_KEY_CTE if key else "")
+    key_cte = _KEY_CTE if key else ""
     if not fast:
-        return text(f"WITH {ctes}\nSELECT {_WAKE_DISPATCHERS}")
+        return text(f"WITH {_ROW_CTES}{key_cte}\nSELECT {_WAKE_DISPATCHERS}")
     also = f",\n    {_WAKE_DISPATCHERS},\n    {_OPT_OUT_GUARD}"
     if frames:
         also += f",\n    {_NOTIFY_FRAMES}"
-    return pg_record_after(ctes, also_select=also)
+    return pg_record_after(
+        _FAST_ROW_CTES + key_cte + _SETTLED_STATUS_CTE,
+        settled_events=_SETTLED_EVENTS,
+        also_select=also,
+    )
 
 
 _STATEMENTS = {
@@ -162,7 +187,10 @@ def _json_text(value: Any) -> str:
         return "null"
     if value == {}:
         return "{}"
-    return json.dumps(value)
+    try:  # orjson: a fifth of json's CPU; the jsonb stored is the same
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # what only json encodes: an integer beyond 64 bits
+        return json.dumps(value)
 
 
 def pg_insert(
@@ -170,13 +198,12 @@ def pg_insert(
     deliveries: Sequence[dict[str, Any]],
     *,
     record: dict[str, Any] | None,
-    sent: Sequence[TransitionRecord],
     fast_rows: Sequence[dict[str, Any]],
     frames: Sequence[tuple[str, dict[str, Any]]],
     frame_notify: FrameNotify | None,
 ) -> tuple[TextClause, dict[str, Any]]:
-    """The statement and its parameters. ``sent``: the fast path's transitions; ``fast_rows``:
-    its notifications (for the opt-out guard); ``frames``: (user id, frame) to NOTIFY with the
+    """The statement and its parameters. ``fast_rows``: the fast path's notifications (their
+    transitions, the opt-out guard); ``frames``: (user id, frame) to NOTIFY with the
     commit through ``frame_notify`` (None: the caller publishes them after the commit)."""
     # Rows to columns in C: one itemgetter call per row, one zip for the lot.
     params: dict[str, Any] = dict(
@@ -194,11 +221,13 @@ def pg_insert(
     params["dispatch_wakeup"] = DISPATCH_WAKEUP_CHANNEL
     if record is not None:
         params.update({f"k_{name}": value for name, value in record.items()})
-        params["k_response_body"] = json.dumps(record["response_body"])
+        params["k_response_body"] = _json_text(record["response_body"])
     fast = bool(fast_rows)
     notify = fast and frame_notify is not None and bool(frames)
     if fast:
-        params.update(pg_record_params(sent))
+        # No event is built in Python (channel events and settled are the statement's).
+        params.update(pg_record_params((), settled_in_sql=True))
+        params["transitions"] = transitions_json(fast_rows)
         params["f_id"] = [row["id"] for row in fast_rows]
         params["f_user_id"] = [row["user_id"] for row in fast_rows]
         params["f_type"] = [row["notification_type"] for row in fast_rows]

@@ -152,21 +152,38 @@ channels AS (
     WHERE n.id = CAST(v->>0 AS uuid)
     RETURNING 1
 )"""
-# ``notification.settled`` (``webhook_events.notification_settled``), built here from the
-# channels as this statement leaves them: the ones it wrote (``channels``' RETURNING; a CTE's
-# writes are not visible to the statement's reads) and the others as they are (locked by us).
-# The same jsonb as the Python event's JSON (tests/lifecycle/test_transition_events_sql.py).
-_SETTLED_EVENTS = f"""
+
+
+# A notification's ``delivery_status`` in its ``notification.settled`` event, aggregated over
+# its channels ``c`` (``transitions.delivery_status``: times as stored).
+DELIVERY_STATUS_AGG = f"""coalesce(jsonb_object_agg(c.channel, jsonb_build_object(
+                       'status', c.status, 'attempts', c.attempts,
+                       'last_error', c.last_error, 'provider_id', c.provider_id,
+                       'next_attempt_at', {_iso("c.next_attempt_at")},
+                       'updated_at', {_iso("c.updated_at")})), '{{}}')"""
+
+
+def settled_events_sql(delivery_status: str, *, joins: str = "") -> str:
+    """A SELECT of the ``notification.settled`` events (``webhook_events.notification_settled``)
+    of the ``transitions`` rows ``s`` that settle, for ``pg_record_after``: ``delivery_status``
+    is the SQL of each one's (``DELIVERY_STATUS_AGG`` over its channels as the statement leaves
+    them), ``joins`` what it reads besides ``s``. The same jsonb as the Python event's JSON
+    (tests/lifecycle/test_transition_events_sql.py)."""
+    return f"""
     SELECT gen_random_uuid(), '{SETTLED_KIND}',
            jsonb_build_object(
                'id', CAST(s.notification_id AS text), 'user_id', s.user_id,
                'status', s.to_status,
-               'delivery_status', (
-                   SELECT coalesce(jsonb_object_agg(c.channel, jsonb_build_object(
-                       'status', c.status, 'attempts', c.attempts,
-                       'last_error', c.last_error, 'provider_id', c.provider_id,
-                       'next_attempt_at', {_iso("c.next_attempt_at")},
-                       'updated_at', {_iso("c.updated_at")})), '{{}}')
+               'delivery_status', {delivery_status}),
+           s.occurred_at
+    FROM transitions AS s{joins} WHERE s.kind = '{SETTLED_KIND}'"""
+
+
+# Here from the channels as this statement leaves them: the ones it wrote (``channels``'
+# RETURNING; a CTE's writes are not visible to the statement's reads) and the others as they
+# are (locked by us).
+_SETTLED_EVENTS = settled_events_sql(
+    f"""(SELECT {DELIVERY_STATUS_AGG}
                    FROM (SELECT * FROM channels AS w WHERE w.notification_id = s.notification_id
                          UNION ALL
                          SELECT d.notification_id, d.channel, d.status, d.attempts,
@@ -175,9 +192,8 @@ _SETTLED_EVENTS = f"""
                          WHERE d.notification_id = s.notification_id
                            AND NOT EXISTS (SELECT 1 FROM channels AS w
                                            WHERE w.notification_id = d.notification_id
-                                             AND w.channel = d.channel)) AS c)),
-           s.occurred_at
-    FROM transitions AS s WHERE s.kind = '{SETTLED_KIND}'"""
+                                             AND w.channel = d.channel)) AS c)"""
+)
 
 
 @functools.cache

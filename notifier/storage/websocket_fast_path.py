@@ -31,6 +31,7 @@ from notifier.lifecycle.machine import ChannelChange, ChannelEvent, Transition, 
 from notifier.models.base import iso
 from notifier.models.notification import Channel, ChannelStatus, NotificationStatus
 from notifier.models.shape import FRAME_FIELDS, api_time
+from notifier.storage.driver import json_rows
 from notifier.storage.transitions import (
     TransitionRecord,
     advance_channel,
@@ -116,6 +117,10 @@ class _Published:
     attempts: int
     republish_is_next: bool  # no other channel waits: the notification is due at the republish
     transitions: tuple[tuple[Transition, bool], ...]  # each with: the channel's first success
+    # The transitions as ``transitions.pg_record_params``' rows have them (``_RECORD_CTES``'
+    # order), less the notification's id and user and the time: (kind, channel, from, to,
+    # attempts, latency).
+    rows: tuple[tuple[str | int | None, ...], ...]
 
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -143,7 +148,7 @@ def _published(channels: tuple[str, ...]) -> _Published:
     change = ChannelChange(ChannelEvent.PUBLISHED, attempts=1, next_attempt_at=republish)
     records: list[TransitionRecord] = []
     advance_channel(state, websocket, change, _EPOCH, records)
-    summarize_notification(state, _EPOCH, records, leased=False)
+    summarize_notification(state, _EPOCH, records, leased=False, settled_in_sql=True)
     return _Published(
         state.status,
         state.retry_count,
@@ -151,71 +156,92 @@ def _published(channels: tuple[str, ...]) -> _Published:
         websocket.attempts,
         next_attempt_for(state, _EPOCH) == republish,
         tuple((r.transition, r.latency_ms is not None) for r in records),
+        tuple(
+            (
+                (t := r.transition).kind,
+                t.channel,
+                t.from_status,
+                t.to_status,
+                websocket.attempts if t.channel is not None else None,
+                0 if r.latency_ms is not None else None,
+            )
+            for r in records
+        ),
     )
 
 
 def mark_sent(
-    row: dict[str, Any],
-    deliveries: list[dict[str, Any]],
-    *,
-    grace: float,
-    now: datetime,
-    records: list[TransitionRecord],
+    row: dict[str, Any], deliveries: list[dict[str, Any]], *, grace: float, now: datetime
 ) -> None:
     """Record ``row``'s websocket channel ``sent`` through the machine (``_published``), its
-    republish due after ``grace`` seconds; ``row``, its ``deliveries`` and its public
-    ``delivery_status`` take the result, and ``records`` the transitions (the latency of the
-    first success is 0: the row is due at its creation, now)."""
-    outcome = _published(tuple(d["channel"] for d in deliveries))
+    republish due after ``grace`` seconds: ``row``, its ``deliveries`` and its public
+    ``delivery_status`` take the result. Its transitions are ``_published``'s for its channels
+    too (``transitions_json``, ``transition_records``): no per-row objects for them."""
+    outcome = _published(tuple(row["channels"]))
     republish = now + timedelta(seconds=grace)
     row["status"] = outcome.status
     row["retry_count"] = outcome.retry_count
     row["next_attempt_at"] = republish if outcome.republish_is_next else now
     for delivery in deliveries:
         if delivery["channel"] == WEBSOCKET:
-            delivery.update(
-                status=outcome.channel_status, attempts=outcome.attempts, next_attempt_at=republish
-            )
-    websocket_public = row["delivery_status"][WEBSOCKET] = {
-        **row["delivery_status"][WEBSOCKET],
+            delivery["status"] = outcome.channel_status
+            delivery["attempts"] = outcome.attempts
+            delivery["next_attempt_at"] = republish
+    public = row["delivery_status"]
+    public[WEBSOCKET] = {
+        **public[WEBSOCKET],
         "status": outcome.channel_status,
         "attempts": outcome.attempts,
         "next_attempt_at": api_time(republish),
     }
-    ident, user_id = row["id"], row["user_id"]
-    for transition, first_success in outcome.transitions:
-        if transition.channel is not None:
+
+
+def transitions_json(rows: Iterable[dict[str, Any]]) -> str:
+    """The transitions of the fast-path ``rows`` (``mark_sent``) as ``pg_record_params``'
+    ``transitions`` parameter, straight from the rows: at ``created_at`` (the row's now), the
+    first success's latency 0 (the row is due at its creation). ``notification.settled``'s
+    event is the statement's (``enqueue_sql``)."""
+    return json_rows(
+        (row["id"], row["user_id"], *transition, row["created_at"], None, None)
+        for row in rows
+        for transition in _published(tuple(row["channels"])).rows
+    )
+
+
+def transition_records(
+    rows: Iterable[dict[str, Any]], deliveries: Iterable[dict[str, Any]]
+) -> list[TransitionRecord]:
+    """``transitions_json``'s transitions as records, for the writer that builds their events
+    in Python (SQLite's ``record_transitions``): ``notification.settled`` with its
+    ``delivery_status`` from the notification's ``deliveries`` as written."""
+    status: dict[uuid.UUID, dict[str, dict[str, Any]]] = {}
+    for d in deliveries:
+        status.setdefault(d["notification_id"], {})[d["channel"]] = {
+            "status": d["status"],
+            "attempts": d["attempts"],
+            "last_error": d["last_error"],
+            "provider_id": d["provider_id"],
+            "next_attempt_at": iso(d["next_attempt_at"]),
+            "updated_at": iso(d["updated_at"]),
+        }
+    records = []
+    for row in rows:
+        ident, now = row["id"], row["created_at"]
+        outcome = _published(tuple(row["channels"]))
+        for transition, first_success in outcome.transitions:
+            channel_kind = transition.channel is not None
             records.append(
                 TransitionRecord(
                     ident,
-                    user_id,
+                    row["user_id"],
                     transition,
                     now,
-                    attempts=outcome.attempts,
+                    attempts=outcome.attempts if channel_kind else None,
                     latency_ms=0 if first_success else None,
+                    delivery_status=None if channel_kind else status.get(ident),
                 )
             )
-            continue
-        status = {
-            channel: _stored(public, websocket_public is public, republish, now)
-            for channel, public in row["delivery_status"].items()
-        }
-        records.append(TransitionRecord(ident, user_id, transition, now, delivery_status=status))
-
-
-def _stored(
-    public: dict[str, Any], websocket: bool, republish: datetime, now: datetime
-) -> dict[str, Any]:
-    """A channel's entry in a ``notification.settled`` event (``transitions.delivery_status``:
-    times as stored, not as the API writes them)."""
-    return {
-        "status": public["status"],
-        "attempts": public["attempts"],
-        "last_error": None,
-        "provider_id": None,
-        "next_attempt_at": iso(republish) if websocket else None,
-        "updated_at": iso(now),
-    }
+    return records
 
 
 def frame_of(public: dict[str, Any]) -> dict[str, Any]:

@@ -20,11 +20,14 @@ from sqlalchemy import func, select
 
 from notifier.models.notification import Notification, NotificationDelivery
 from notifier.models.transition import NotificationTransition
+from notifier.models.webhook import WebhookEndpoint, WebhookEvent
 from notifier.realtime.fanout import FrameForwarder, fanout_payload
 from notifier.realtime.hub import ConnectionHub
 from notifier.settings import Settings
+from notifier.storage.transitions import delivery_status
+from notifier.webhooks import events as webhook_events
 from tests.realtime.sockets import listening, next_frame, ws_url
-from tests.support.databases import sqlite_url
+from tests.support.databases import create_pg_database, drop_pg_database, sqlite_url
 from tests.support.nats import NATS_URL, require_nats
 from tests.support.service import RunningService, make_settings, migrate, running_service
 from tests.support.worker import dispatcher_beside
@@ -176,6 +179,15 @@ def test_a_listener_skips_what_its_own_process_published() -> None:
     assert asyncio.run(run()) == ["theirs"]
 
 
+def test_a_frame_reads_back_as_it_was_whatever_its_values() -> None:
+    """The broker's message (orjson, json for what orjson refuses) carries the frame as it was:
+    non-ASCII text, a quote, an integer beyond 64 bits."""
+    for metadata in ({"name": 'Zoë "Z"', "n": 1}, {"big": 2**70, "name": "é"}):
+        frame = {"type": "notification", "notification": {"id": "x", "metadata": metadata}}
+        message = json.loads(fanout_payload("u", frame, origin="o"))
+        assert message == {"origin": "o", "user_id": "u", "frame": frame}
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def graced(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunningService]:
     """A service with a short grace, and a worker beside it. On SQLite a database of its own:
@@ -285,3 +297,86 @@ async def test_an_opted_out_recipient_gets_no_frame(graced: RunningService) -> N
             )
         )
     assert sent == 0
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def watched(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunningService]:
+    """A fast-path service on a database of its own, with a webhook endpoint for every event
+    and no worker (nothing changes the rows after the enqueue)."""
+    url = sqlite_url(tmp_path) if request.param == "sqlite" else await create_pg_database()
+    try:
+        await migrate(url)
+        async with running_service(make_settings(url, websocket_grace_seconds=GRACE)) as service:
+            async with service.context.sessions() as session, session.begin():
+                endpoint = WebhookEndpoint(url="https://r.test/h", events=["*"], secret=b"k" * 32)
+                session.add(endpoint)
+            yield service
+    finally:
+        if request.param == "postgres":
+            await drop_pg_database(url)
+
+
+async def test_the_settled_event_is_the_one_python_builds(watched: RunningService) -> None:
+    """A websocket-only notification settles at enqueue: its ``notification.settled`` event
+    (built by the PostgreSQL statement itself, by Python on SQLite) carries what the Python
+    constructor makes of the rows as committed; a notification with another channel to go does
+    not settle."""
+    user = 'fast-é "q"'
+    batch = await _enqueue(
+        watched,
+        "/v1/notifications/batch",
+        {
+            "notifications": [
+                {"user_id": user, "title": "a", "message": "m"},
+                {"user_id": user, "title": "b", "message": "m", "channels": ["websocket"]},
+                {"user_id": user, "title": "c", "message": "m", "channels": ["websocket", "email"]},
+            ]
+        },
+    )
+    ids = [uuid.UUID(n["id"]) for n in batch["notifications"]]
+    async with watched.context.sessions() as session:
+        stored = {
+            event.data["id"]: event.data
+            for event in await session.scalars(
+                select(WebhookEvent).where(WebhookEvent.type == "notification.settled")
+            )
+        }
+        rows = {
+            row.id: row
+            for row in await session.scalars(select(Notification).where(Notification.id.in_(ids)))
+        }
+        expected = {}
+        for ident in ids[:2]:
+            row = rows[ident]
+            event = webhook_events.notification_settled(
+                notification_id=row.id,
+                user_id=row.user_id,
+                status=row.status,
+                delivery_status=delivery_status(row.deliveries),
+            )
+            expected[str(ident)] = json.loads(json.dumps(event.data))
+        transitions = (
+            await session.execute(
+                select(
+                    NotificationTransition.notification_id,
+                    NotificationTransition.kind,
+                    NotificationTransition.channel,
+                    NotificationTransition.from_status,
+                    NotificationTransition.to_status,
+                    NotificationTransition.attempts,
+                    NotificationTransition.latency_ms,
+                    NotificationTransition.occurred_at,
+                ).where(NotificationTransition.notification_id.in_(ids))
+            )
+        ).all()
+    assert stored == expected
+    sent = ("channel.sent", "websocket", "pending", "sent", 1, 0)
+    settled = ("notification.settled", None, "pending", "delivered", None, None)
+    assert sorted((t[0], *t[1:7]) for t in transitions) == sorted(
+        [(ids[0], *sent), (ids[0], *settled), (ids[1], *sent), (ids[1], *settled), (ids[2], *sent)]
+    )
+    assert all(t.occurred_at == rows[t.notification_id].created_at for t in transitions)
+    assert [stored[str(i)]["delivery_status"]["websocket"]["status"] for i in ids[:2]] == [
+        "sent",
+        "sent",
+    ]

@@ -175,7 +175,7 @@ async def _enqueue(
         _refund(context, charged)
         raise
     # The group commit's SQL sent the NOTIFYs; these wake this process's own waiters.
-    context.wakeups.committed(*((DISPATCH, WEBHOOKS) if prepared.sent else (DISPATCH,)))
+    context.wakeups.committed(*((DISPATCH, WEBHOOKS) if prepared.fast else (DISPATCH,)))
     if prepared.fast:
         await context.deliver_enqueued(prepared.frames)
     return JSONResponse(response, status_code=status.HTTP_202_ACCEPTED)
