@@ -536,9 +536,14 @@ class Bench:
             self.profiles[key] = path.read_text(errors="replace")
 
 
+SERVICE_ENV: dict[str, str] = {}
+
+
 def base_env() -> dict[str, str]:
     """This environment without any NOTIFIER_* setting, with the repo importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
+    # ``bench.run --service-env`` passes settings to every service process (for A/Bs).
+    env.update(SERVICE_ENV)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     return env

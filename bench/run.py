@@ -1,4 +1,4 @@
-"""``python -m bench.run [--quick] [--scenarios 1,2,...] [--runs 3] [--no-write]``
+"""``python -m bench.run [--quick] [--scenarios 1,2] [--runs 3] [--no-write] [--service-env K=V]``
 
 Runs the scenarios on a PostgreSQL database of their own (created and dropped), prints one JSON
 line per figure on stdout (progress goes to stderr), and rewrites ``bench/RESULTS.md``.
@@ -30,6 +30,7 @@ from bench import (
 )
 from bench.harness import (
     BENCH_DIR,
+    SERVICE_ENV,
     SIZES,
     Bench,
     Figure,
@@ -64,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
         "--results", type=Path, default=BENCH_DIR / "RESULTS.md", help="where to write"
     )
     parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NOTIFIER_X=VALUE",
+        help="a setting for every service process (repeatable), e.g. for an A/B",
+    )
+    parser.add_argument(
         "--no-profile",
         action="store_true",
         help="skip the profiled pass that runs when a target is not met",
@@ -78,6 +86,12 @@ async def _run(args: argparse.Namespace, command: str) -> int:
     if unknown:
         print(f"bench: unknown scenario(s) {unknown}; known: 1-{max(SCENARIOS)}", file=sys.stderr)
         return 2
+    for setting in args.service_env:
+        key, sep, value = setting.partition("=")
+        if not sep or not key.startswith("NOTIFIER_"):
+            print(f"bench: --service-env wants NOTIFIER_X=VALUE, not {setting!r}", file=sys.stderr)
+            return 2
+        SERVICE_ENV[key] = value
     if args.runs < 1:
         print("bench: --runs must be at least 1", file=sys.stderr)
         return 2

@@ -227,7 +227,7 @@ async def run(bench: Bench) -> list[Figure]:
                 "bare FastAPI constant-JSON endpoint requests/s",
                 "higher",
                 SCENARIO,
-                Target("ratio_min", 0.7, ">= 0.7x bare endpoint"),
+                Target("ratio_min", 0.4, ">= 0.4x bare endpoint (issue 15; stretch 0.7x)"),
             )
             figures.append(single)
             figures.append(

@@ -231,5 +231,5 @@ def _figure(samples: dict[str, list[float]]) -> Figure:
         "bare aiohttp client posts/s",
         "higher",
         SCENARIO,
-        Target("ratio_min", 0.5, ">= 0.5x a bare aiohttp client"),
+        Target("ratio_min", 0.5, ">= 0.5x a bare aiohttp client (issue 14)"),
     )
