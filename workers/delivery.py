@@ -84,6 +84,9 @@ class SendSlots(Protocol):
     def sent(self, notification_id: uuid.UUID) -> None:
         """One of its channels has its outcome (not yet committed)."""
 
+    def finished(self, notification_id: uuid.UUID) -> None:
+        """The notification is done with (recorded and released, or left to its lease)."""
+
 
 class NotificationDelivery:
     def __init__(
@@ -106,7 +109,7 @@ class NotificationDelivery:
         self.rng = rng
         self.send_timeout = send_timeout
         self.breaker = ChannelBreaker()
-        self._slots = slots
+        self.slots = slots
 
     async def process(self, work: queries.ClaimedWork) -> None:
         """Send every due channel of a claimed notification, record each outcome, release."""
@@ -129,7 +132,7 @@ class NotificationDelivery:
                 due = [d for d in due if d not in taken]
                 held = taken if digest.kind == "held" else []
                 throttled = await throttled_out(self.sessions, work, due, now, self.channels)
-                self._slots.sending(notification.id, len(due) + len(held))
+                self.slots.sending(notification.id, len(due) + len(held))
                 for delivery in held:
                     change = ChannelChange(
                         ChannelEvent.DEFERRED, last_error=HELD, next_attempt_at=digest.until
@@ -258,6 +261,21 @@ class NotificationDelivery:
         self._observe(notification, channel, ChannelStatus.FAILED)
         return recorded and release
 
+    async def attempt(
+        self,
+        work: queries.ClaimedWork,
+        delivery: queries.ClaimedDelivery,
+        channel: DeliveryChannel,
+        message: OutgoingMessage,
+        destination: Destination,
+        first_error: DeliveryError,
+    ) -> None:
+        """Carry on after a first try made elsewhere failed (``workers/batch.py``): the brief
+        retries, the retry policy's decision, the record; the lease is the caller's."""
+        await self._attempt(
+            work, delivery, channel, message, destination, release=False, first_error=first_error
+        )
+
     async def _attempt(
         self,
         work: queries.ClaimedWork,
@@ -267,7 +285,9 @@ class NotificationDelivery:
         destination: Destination,
         *,
         release: bool,
+        first_error: DeliveryError | None = None,
     ) -> bool:
+        """Send (``first_error``: the first try was made in place and failed so), record."""
         notification = work.notification
         attempts_in_round = delivery.attempts - delivery.attempts_at_requeue
         started = asyncio.get_running_loop().time()
@@ -278,6 +298,7 @@ class NotificationDelivery:
             policy=self.policy,
             tries_left=self.policy.max_attempts - attempts_in_round,
             send_timeout=self.send_timeout,
+            first_error=first_error,
         )
         if isinstance(result, DeliveryError):
             status, recorded = await self._record_failure(
@@ -384,7 +405,7 @@ class NotificationDelivery:
     ) -> bool:
         # Returns once the outcome is committed (with others of this moment: OutcomeWriter).
         # The channel is done sending: its slot may serve the next claim meanwhile.
-        self._slots.sent(notification_id)
+        self.slots.sent(notification_id)
         return await self.outcomes.record(notification_id, channel, change, release=release)
 
 
