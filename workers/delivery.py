@@ -1,4 +1,5 @@
-"""Delivering one claimed notification: each due channel decided, sent and recorded.
+"""Delivering one claimed notification: each due channel decided, sent and recorded (the
+claimed batch's task hands it here unless all of it is sent in place: ``workers/batch.py``).
 
     expired?              every waiting channel -> expired
     for each due channel, concurrently:

@@ -11,7 +11,9 @@ time (two by default): with one, an outcome that arrived just after a flush bega
 all of it before its own could start, which was most of a websocket notification's time in the
 worker at 500/s (bench scenario 3). Concurrent flushes cannot deadlock: each locks its rows in
 id order. One notification's outcomes stay in order, since the dispatcher awaits each before
-it submits the next (its lease release comes after its channels).
+it submits the next (its lease release comes after its channels), or submits them in order as
+one group: ``record_many`` takes a claimed batch's outcomes as one caller, one waiter for the
+lot (``workers/batch.py``), counted by its outcomes against ``max_batch``.
 
 Successes (``sent``, ``delivered``) go first: until one is committed, a worker that dies
 sends that message again once the lease runs out (the duplicate window, measured in
