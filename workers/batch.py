@@ -37,7 +37,7 @@ from notifier.models.base import utcnow
 from notifier.models.notification import AWAITING_SEND, Channel, ChannelStatus
 from notifier.storage import dispatch as queries
 from notifier.storage.outcome_batch import ChannelOutcome
-from workers.delivery import NotificationDelivery, due_since
+from workers.delivery import NotificationDelivery, due_since, unprepared
 from workers.outcomes import Observed, is_transient_db_error, outgoing
 from workers.rules import Defer, Skip, destination_for, precheck
 from workers.sending import unexpected
@@ -103,11 +103,17 @@ class BatchDelivery:
         elsewhere = (
             asyncio.gather(*(self._process_one(work) for work in others)) if others else None
         )
+        cancelled = False
         try:
             if in_place:
                 await self._deliver_in_place(in_place, now)
+        except asyncio.CancelledError:  # the dispatcher's stop: the others are cancelled too
+            cancelled = True
+            raise
         finally:
             if elsewhere is not None:
+                if cancelled:
+                    elsewhere.cancel()
                 await elsewhere
 
     async def _process_one(self, work: queries.ClaimedWork) -> None:
@@ -202,11 +208,7 @@ class BatchDelivery:
                         notification, work.recipient, work.push_subscriptions
                     )
             except Exception as exc:
-                log.exception("could not prepare %s of %s", delivery.channel, notification.id)
-                change = ChannelChange(
-                    ChannelEvent.FAILED,
-                    last_error=f"not sent: {type(exc).__name__} before sending: {exc}"[:2000],
-                )
+                change = unprepared(delivery.channel, notification, exc)
                 decided.add(ChannelOutcome(notification.id, delivery.channel, change))
                 self._observing(decided, work, delivery.channel, ChannelStatus.FAILED)
                 continue
@@ -290,7 +292,15 @@ class BatchDelivery:
         try:
             await asyncio.gather(
                 *(
-                    d.attempt(work, f.delivery, f.channel, f.message, f.destination, f.error)
+                    d.attempt(
+                        work,
+                        f.delivery,
+                        f.channel,
+                        f.message,
+                        f.destination,
+                        release=False,
+                        first_error=f.error,
+                    )
                     for f in failed
                 )
             )

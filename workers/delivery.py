@@ -242,7 +242,7 @@ class NotificationDelivery:
                 await self._record(notification.id, delivery.channel, change, release=release)
                 and release
             )
-        return await self._attempt(work, delivery, channel, *prepared, release=release)
+        return await self.attempt(work, delivery, channel, *prepared, release=release)
 
     async def _unprepared(
         self,
@@ -253,11 +253,7 @@ class NotificationDelivery:
         release: bool,
     ) -> bool:
         """A channel whose send could not even be prepared ends ``failed`` (module docstring)."""
-        log.exception("could not prepare %s of %s", channel, notification.id)
-        change = ChannelChange(
-            ChannelEvent.FAILED,
-            last_error=f"not sent: {type(exc).__name__} before sending: {exc}"[:2000],
-        )
+        change = unprepared(channel, notification, exc)
         recorded = await self._record(notification.id, channel, change, release=release)
         self._observe(notification, channel, ChannelStatus.FAILED)
         return recorded and release
@@ -269,26 +265,13 @@ class NotificationDelivery:
         channel: DeliveryChannel,
         message: OutgoingMessage,
         destination: Destination,
-        first_error: DeliveryError,
-    ) -> None:
-        """Carry on after a first try made elsewhere failed (``workers/batch.py``): the brief
-        retries, the retry policy's decision, the record; the lease is the caller's."""
-        await self._attempt(
-            work, delivery, channel, message, destination, release=False, first_error=first_error
-        )
-
-    async def _attempt(
-        self,
-        work: queries.ClaimedWork,
-        delivery: queries.ClaimedDelivery,
-        channel: DeliveryChannel,
-        message: OutgoingMessage,
-        destination: Destination,
         *,
         release: bool,
         first_error: DeliveryError | None = None,
     ) -> bool:
-        """Send (``first_error``: the first try was made in place and failed so), record."""
+        """Send, record; True if the record also released the lease. ``first_error``: the first
+        try was made elsewhere and failed so (``workers/batch.py``): the brief retries, the
+        retry policy's decision and the record carry on from it."""
         notification = work.notification
         attempts_in_round = delivery.attempts - delivery.attempts_at_requeue
         started = asyncio.get_running_loop().time()
@@ -408,6 +391,17 @@ class NotificationDelivery:
         # The channel is done sending: its slot may serve the next claim meanwhile.
         self.slots.sent(notification_id)
         return await self.outcomes.record(notification_id, channel, change, release=release)
+
+
+def unprepared(
+    channel: str, notification: queries.ClaimedNotification, exc: Exception
+) -> ChannelChange:
+    """A channel whose send could not be prepared: ``failed``, naming the exception (logged)."""
+    log.exception("could not prepare %s of %s", channel, notification.id)
+    return ChannelChange(
+        ChannelEvent.FAILED,
+        last_error=f"not sent: {type(exc).__name__} before sending: {exc}"[:2000],
+    )
 
 
 def due_since(notification: queries.ClaimedNotification) -> datetime:
