@@ -31,6 +31,7 @@ class NoopChannel:
     """A ``DeliveryChannel`` that delivers instantly and does nothing."""
 
     name: ClassVar[str] = Channel.WEBSOCKET.value
+    sends_in_place: ClassVar[bool] = True  # as the websocket channel's (``workers/batch.py``)
 
     @property
     def configured(self) -> bool:

@@ -184,7 +184,7 @@ async def drain_notifier(
     result = Drain(done, ended - started, all_done, cpu)
     bench.log(
         f"  drain{label}: {done}/{n} in {result.seconds:.2f}s ({result.rate:.0f}/s, worker CPU "
-        f"{cpu:.1f}s = {1000 * cpu / max(done, 1):.1f} ms each){'' if all_done else ' [capped]'}"
+        f"{cpu:.2f}s = {1000 * cpu / max(done, 1):.3f} ms each){'' if all_done else ' [capped]'}"
         f"; start {t_ready - t_spawn:.1f}s, probe {t_probe - t_ready:.1f}s, stop "
         f"{t_stopped - t_stop:.1f}s, {left.split()[-1]} left"
     )

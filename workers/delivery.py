@@ -1,4 +1,5 @@
-"""Delivering one claimed notification: each due channel decided, sent and recorded.
+"""Delivering one claimed notification: each due channel decided, sent and recorded (the
+claimed batch's task hands it here unless all of it is sent in place: ``workers/batch.py``).
 
     expired?              every waiting channel -> expired
     for each due channel, concurrently:
@@ -84,6 +85,9 @@ class SendSlots(Protocol):
     def sent(self, notification_id: uuid.UUID) -> None:
         """One of its channels has its outcome (not yet committed)."""
 
+    def finished(self, notification_id: uuid.UUID) -> None:
+        """The notification is done with (recorded and released, or left to its lease)."""
+
 
 class NotificationDelivery:
     def __init__(
@@ -106,7 +110,7 @@ class NotificationDelivery:
         self.rng = rng
         self.send_timeout = send_timeout
         self.breaker = ChannelBreaker()
-        self._slots = slots
+        self.slots = slots
 
     async def process(self, work: queries.ClaimedWork) -> None:
         """Send every due channel of a claimed notification, record each outcome, release."""
@@ -129,7 +133,7 @@ class NotificationDelivery:
                 due = [d for d in due if d not in taken]
                 held = taken if digest.kind == "held" else []
                 throttled = await throttled_out(self.sessions, work, due, now, self.channels)
-                self._slots.sending(notification.id, len(due) + len(held))
+                self.slots.sending(notification.id, len(due) + len(held))
                 for delivery in held:
                     change = ChannelChange(
                         ChannelEvent.DEFERRED, last_error=HELD, next_attempt_at=digest.until
@@ -238,7 +242,7 @@ class NotificationDelivery:
                 await self._record(notification.id, delivery.channel, change, release=release)
                 and release
             )
-        return await self._attempt(work, delivery, channel, *prepared, release=release)
+        return await self.attempt(work, delivery, channel, *prepared, release=release)
 
     async def _unprepared(
         self,
@@ -249,16 +253,12 @@ class NotificationDelivery:
         release: bool,
     ) -> bool:
         """A channel whose send could not even be prepared ends ``failed`` (module docstring)."""
-        log.exception("could not prepare %s of %s", channel, notification.id)
-        change = ChannelChange(
-            ChannelEvent.FAILED,
-            last_error=f"not sent: {type(exc).__name__} before sending: {exc}"[:2000],
-        )
+        change = unprepared(channel, notification, exc)
         recorded = await self._record(notification.id, channel, change, release=release)
         self._observe(notification, channel, ChannelStatus.FAILED)
         return recorded and release
 
-    async def _attempt(
+    async def attempt(
         self,
         work: queries.ClaimedWork,
         delivery: queries.ClaimedDelivery,
@@ -267,7 +267,11 @@ class NotificationDelivery:
         destination: Destination,
         *,
         release: bool,
+        first_error: DeliveryError | None = None,
     ) -> bool:
+        """Send, record; True if the record also released the lease. ``first_error``: the first
+        try was made elsewhere and failed so (``workers/batch.py``): the brief retries, the
+        retry policy's decision and the record carry on from it."""
         notification = work.notification
         attempts_in_round = delivery.attempts - delivery.attempts_at_requeue
         started = asyncio.get_running_loop().time()
@@ -278,6 +282,7 @@ class NotificationDelivery:
             policy=self.policy,
             tries_left=self.policy.max_attempts - attempts_in_round,
             send_timeout=self.send_timeout,
+            first_error=first_error,
         )
         if isinstance(result, DeliveryError):
             status, recorded = await self._record_failure(
@@ -384,8 +389,19 @@ class NotificationDelivery:
     ) -> bool:
         # Returns once the outcome is committed (with others of this moment: OutcomeWriter).
         # The channel is done sending: its slot may serve the next claim meanwhile.
-        self._slots.sent(notification_id)
+        self.slots.sent(notification_id)
         return await self.outcomes.record(notification_id, channel, change, release=release)
+
+
+def unprepared(
+    channel: str, notification: queries.ClaimedNotification, exc: Exception
+) -> ChannelChange:
+    """A channel whose send could not be prepared: ``failed``, naming the exception (logged)."""
+    log.exception("could not prepare %s of %s", channel, notification.id)
+    return ChannelChange(
+        ChannelEvent.FAILED,
+        last_error=f"not sent: {type(exc).__name__} before sending: {exc}"[:2000],
+    )
 
 
 def due_since(notification: queries.ClaimedNotification) -> datetime:

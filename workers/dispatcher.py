@@ -2,8 +2,9 @@
 
     while not stopping:
         claim up to min(batch, free slots) due rows under a lease   (storage.dispatch.claim_due)
-        for each: send every due channel concurrently, record each outcome the moment it is
-                  known, then release the lease          (delivery, outcome_writer)
+        the batch, in one task: send every due channel (in place where the send awaits
+                  nothing, concurrently where it does), record the outcomes, release the
+                  leases                                 (batch, delivery, outcome_writer)
         idle? wait for a NOTIFY wake-up, the next due time, the poll interval, or the stop
 
 Outcomes go through the ``OutcomeWriter``: each waits until it is committed, but the outcomes of
@@ -38,6 +39,7 @@ from notifier.models.base import utcnow
 from notifier.settings import Settings
 from notifier.storage import dispatch as queries
 from notifier.storage.driver import HeldConnections
+from workers.batch import BatchDelivery
 from workers.delivery import NotificationDelivery, due_since
 from workers.outcome_writer import OutcomeWriter
 from workers.outcomes import DispatchObserver, NoObserver, is_transient_db_error, policy_from
@@ -101,6 +103,7 @@ class Dispatcher:
             rng=rng or random.Random(),
             send_timeout=send_timeout,
         )
+        self.batch = BatchDelivery(self.delivery)
         self._in_flight: dict[uuid.UUID, asyncio.Task[None]] = {}
         # Of those, the ones still holding a send slot: how many of their channels are still
         # to be sent (see the module's docstring).
@@ -166,19 +169,24 @@ class Dispatcher:
         self.idle.clear()
         now = utcnow()
         self.observer.claimed([(now - due_since(i.notification)).total_seconds() for i in work])
-        for item in work:
-            notification_id = item.notification.id
+        if not work:
+            return full
+        # One task for the batch (``workers/batch.py``), not one per notification.
+        task = asyncio.create_task(self.batch.process(work))
+        ids = [item.notification.id for item in work]
+        for notification_id in ids:
             self._sending[notification_id] = 1  # until the delivery knows its due channels
-            task = asyncio.create_task(self.delivery.process(item))
             self._in_flight[notification_id] = task
-            task.add_done_callback(functools.partial(self._forget, notification_id))
+        task.add_done_callback(functools.partial(self._forget, ids))
         return full
 
-    def _forget(self, notification_id: uuid.UUID, task: asyncio.Task[None]) -> None:
-        if self._in_flight.get(notification_id) is task:
-            del self._in_flight[notification_id]
-            self._sending.pop(notification_id, None)
-            self._progress.set()
+    def _forget(self, ids: list[uuid.UUID], task: asyncio.Task[None]) -> None:
+        """The batch's task is over: whatever of it is still listed (it was cancelled)."""
+        for notification_id in ids:
+            if self._in_flight.get(notification_id) is task:
+                del self._in_flight[notification_id]
+                self._sending.pop(notification_id, None)
+        self._progress.set()
 
     # --- SendSlots, for the delivery ----------------------------------------------------------
     def sending(self, notification_id: uuid.UUID, channels: int) -> None:
@@ -186,6 +194,11 @@ class Dispatcher:
             self._sending[notification_id] = channels
         else:
             self.sent(notification_id)
+
+    def finished(self, notification_id: uuid.UUID) -> None:
+        if self._in_flight.pop(notification_id, None) is not None:
+            self._sending.pop(notification_id, None)
+            self._progress.set()
 
     def sent(self, notification_id: uuid.UUID) -> None:
         """One channel of the notification has its outcome: give the slot back after the last."""

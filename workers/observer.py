@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
-from notifier.metrics.instruments import ServiceMetrics
+from notifier.metrics.instruments import ServiceMetrics, observe_all
 from notifier.metrics.recorder import MetricRecorder
 from notifier.models.metric import ProgressMetric
 from notifier.models.notification import ChannelStatus
+from workers.outcomes import Observed
 
 _ERRORS = frozenset({ChannelStatus.FAILED, ChannelStatus.RETRYING})
 
@@ -44,9 +45,7 @@ class MetricsObserver:
 
     def claimed(self, waited_seconds: Sequence[float]) -> None:
         self.metrics.claimed.inc(len(waited_seconds))
-        claim_wait = self.metrics.claim_wait
-        for seconds in waited_seconds:
-            claim_wait.observe(max(seconds, 0.0))
+        observe_all(self.metrics.claim_wait, [max(seconds, 0.0) for seconds in waited_seconds])
 
     def outcome(
         self,
@@ -57,23 +56,37 @@ class MetricsObserver:
         waited_seconds: float,
         tries: int,
     ) -> None:
-        delivered = self._deliveries.get((channel, status))
-        if delivered is None:
-            delivered = self._deliveries[channel, status] = self.metrics.deliveries.labels(
-                channel=channel, outcome=status.value
-            )
-        delivered.inc()
-        instruments = self._instruments.get(channel) or self._instruments_of(channel)
-        if tries:
-            instruments.attempts.inc(tries)
-            instruments.send_duration.observe(send_seconds)
-        if tries > 1:
-            instruments.retries.inc(tries - 1)
-        instruments.dispatch_latency.observe(max(waited_seconds, 0.0))
-        self._latencies[channel].append(waited_seconds * 1000.0)
-        self._outcomes[channel] += 1
-        if status in _ERRORS:
-            self._errors[channel] += 1
+        self.outcomes([Observed(channel, status, send_seconds, waited_seconds, tries)])
+
+    def outcomes(self, observed: Sequence[Observed]) -> None:
+        """A batch's outcomes: each instrument incremented (or its histogram observed) once
+        per channel and outcome for the batch, not once per outcome."""
+        deliveries: dict[tuple[str, ChannelStatus], int] = defaultdict(int)
+        by_channel: dict[str, list[Observed]] = defaultdict(list)
+        for o in observed:
+            deliveries[o.channel, o.status] += 1
+            by_channel[o.channel].append(o)
+        for key, count in deliveries.items():
+            delivered = self._deliveries.get(key)
+            if delivered is None:
+                delivered = self._deliveries[key] = self.metrics.deliveries.labels(
+                    channel=key[0], outcome=key[1].value
+                )
+            delivered.inc(count)
+        for channel, outcomes in by_channel.items():
+            instruments = self._instruments.get(channel) or self._instruments_of(channel)
+            tried = [o for o in outcomes if o.tries]
+            if tried:
+                instruments.attempts.inc(sum(o.tries for o in tried))
+                observe_all(instruments.send_duration, [o.send_seconds for o in tried])
+                retries = sum(o.tries - 1 for o in tried)
+                if retries:
+                    instruments.retries.inc(retries)
+            waited = [o.waited_seconds for o in outcomes]
+            observe_all(instruments.dispatch_latency, [max(w, 0.0) for w in waited])
+            self._latencies[channel] += [w * 1000.0 for w in waited]
+            self._outcomes[channel] += len(outcomes)
+            self._errors[channel] += sum(1 for o in outcomes if o.status in _ERRORS)
 
     def _instruments_of(self, channel: str) -> _ChannelInstruments:
         m = self.metrics

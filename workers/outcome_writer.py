@@ -11,7 +11,9 @@ time (two by default): with one, an outcome that arrived just after a flush bega
 all of it before its own could start, which was most of a websocket notification's time in the
 worker at 500/s (bench scenario 3). Concurrent flushes cannot deadlock: each locks its rows in
 id order. One notification's outcomes stay in order, since the dispatcher awaits each before
-it submits the next (its lease release comes after its channels).
+it submits the next (its lease release comes after its channels), or submits them in order as
+one group: ``record_many`` takes a claimed batch's outcomes as one caller, one waiter for the
+lot (``workers/batch.py``), counted by its outcomes against ``max_batch``.
 
 Successes (``sent``, ``delivered``) go first: until one is committed, a worker that dies
 sends that message again once the lease runs out (the duplicate window, measured in
@@ -47,7 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -69,12 +71,15 @@ log = logging.getLogger("notifier.worker")
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    item: Outcome
-    submitted_at: float  # loop time: the item's retry budget runs from here
+    items: tuple[Outcome, ...]  # one caller's: one outcome, or a claimed batch's (in order)
+    submitted_at: float  # loop time: the items' retry budget runs from here
 
     @property
     def success(self) -> bool:
-        return isinstance(self.item, ChannelOutcome) and self.item.change.event in SUCCESS_EVENTS
+        return any(
+            isinstance(item, ChannelOutcome) and item.change.event in SUCCESS_EVENTS
+            for item in self.items
+        )
 
 
 class OutcomeWriter:
@@ -96,9 +101,10 @@ class OutcomeWriter:
         self.lease_seconds = lease_seconds
         self.max_batch = max_batch
         self.on_events = on_events  # after a commit that wrote webhook events
-        self._coalescer: Coalescer[_Pending, bool] = Coalescer(
+        self._coalescer: Coalescer[_Pending, list[bool]] = Coalescer(
             self._write,
             max_batch=max_batch,
+            weight=lambda pending: len(pending.items),
             concurrency=concurrency,
             on_failure=_on_failure,
             urgent=lambda pending: pending.success,
@@ -116,31 +122,66 @@ class OutcomeWriter:
         """Record one channel's outcome (and, with ``release``, give the lease up); returns once
         it is committed. False if this worker's lease was taken over (a success is recorded
         anyway: see ``outcome_batch``)."""
-        recorded = await self._submit(ChannelOutcome(notification_id, channel, change, release))
+        outcome = ChannelOutcome(notification_id, channel, change, release)
+        [recorded] = await self._submit((outcome,))
         if not recorded:
-            log.warning(
-                "lease on %s was taken over; outcome of %s not recorded", notification_id, channel
-            )
+            _taken_over(outcome)
         return recorded
+
+    async def record_many(self, outcomes: Sequence[ChannelOutcome]) -> list[bool | Exception]:
+        """Record a claimed batch's outcomes, in order, as one caller (one waiter, not one
+        each); for each, as ``record`` returns, or the exception that kept it from being
+        recorded. A batch that fails for another reason than the database's availability is
+        recorded item by item instead (the coalescer splits callers, not their items), so
+        only the item at fault fails; a notification's lease release is then withheld after
+        an item of it failed, as its lease would be after ``record`` raised."""
+        if not outcomes:
+            return []
+        try:
+            results: list[bool | Exception] = list(await self._submit(tuple(outcomes)))
+        except Exception as exc:
+            if is_transient_db_error(exc) or len(outcomes) == 1:
+                return [exc] * len(outcomes)
+            results = await self._one_by_one(outcomes)
+        for outcome, recorded in zip(outcomes, results, strict=True):
+            if recorded is False:
+                _taken_over(outcome)
+        return results
+
+    async def _one_by_one(self, outcomes: Sequence[ChannelOutcome]) -> list[bool | Exception]:
+        failed: set[uuid.UUID] = set()
+        results: list[bool | Exception] = []
+        for outcome in outcomes:  # in order: a notification's release after its channels
+            if outcome.notification_id in failed:
+                results.append(RuntimeError("not recorded: an earlier outcome of it failed"))
+                continue
+            try:
+                [recorded] = await self._submit((outcome,))
+                results.append(recorded)
+            except Exception as exc:
+                failed.add(outcome.notification_id)
+                results.append(exc)
+        return results
 
     async def release(self, notification_id: uuid.UUID, *, immediately: bool = False) -> bool:
         """Give the lease up; False if it was no longer this worker's."""
-        return await self._submit(ReleaseLease(notification_id, immediately))
+        [released] = await self._submit((ReleaseLease(notification_id, immediately),))
+        return released
 
     async def flushed(self) -> None:
         """Wait until everything submitted so far is written (or failed)."""
         await self._coalescer.flushed()
 
-    async def _submit(self, item: Outcome) -> bool:
+    async def _submit(self, items: tuple[Outcome, ...]) -> list[bool]:
         loop_time = asyncio.get_running_loop().time()
-        return await self._coalescer.submit(_Pending(item, loop_time))
+        return await self._coalescer.submit(_Pending(items, loop_time))
 
-    async def _write(self, batch: list[_Pending]) -> list[bool]:
+    async def _write(self, batch: list[_Pending]) -> list[list[bool]]:
         # Retried through a brief database outage: an unrecorded success would be sent again.
         oldest = min(pending.submitted_at for pending in batch)
         within = self.lease_seconds - (asyncio.get_running_loop().time() - oldest)
-        items = [pending.item for pending in batch]
-        return await with_db_retries(
+        items = [item for pending in batch for item in pending.items]
+        results = await with_db_retries(
             lambda: record_outcomes(
                 self.sessions,
                 items,
@@ -150,6 +191,20 @@ class OutcomeWriter:
             ),
             within=max(within, 0.0),
         )
+        grouped: list[list[bool]] = []
+        start = 0
+        for pending in batch:
+            grouped.append(results[start : start + len(pending.items)])
+            start += len(pending.items)
+        return grouped
+
+
+def _taken_over(outcome: ChannelOutcome) -> None:
+    log.warning(
+        "lease on %s was taken over; outcome of %s not recorded",
+        outcome.notification_id,
+        outcome.channel,
+    )
 
 
 def _on_failure(exc: Exception) -> OnFailure:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from tenacity import (
@@ -31,6 +32,18 @@ from workers.retry import GiveUp, RetryPolicy
 
 T = TypeVar("T")
 
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """One channel's outcome, as recorded: what ``DispatchObserver.outcomes`` is told."""
+
+    channel: str
+    status: ChannelStatus
+    send_seconds: float
+    waited_seconds: float
+    tries: int
+
+
 class DispatchObserver(Protocol):
     """Hooks for metrics; every method must be cheap and must not raise. The bodies record
     nothing: ``NoObserver`` is this protocol as it stands."""
@@ -48,6 +61,10 @@ class DispatchObserver(Protocol):
         waited_seconds: float,
         tries: int,
     ) -> None:
+        return None
+
+    def outcomes(self, observed: Sequence[Observed]) -> None:
+        """A batch's outcomes at once (``workers/batch.py``): as ``outcome`` for each."""
         return None
 
     def channel_paused(self, channel: str) -> None:

@@ -36,6 +36,7 @@ async def send_briefly_retrying(
     policy: RetryPolicy,
     tries_left: int,
     send_timeout: float,
+    first_error: DeliveryError | None = None,
 ) -> tuple[SendResult | DeliveryError, int]:
     """Send, retrying in-process where that may help; the result or the last error, and how
     many tries were made.
@@ -43,11 +44,14 @@ async def send_briefly_retrying(
     The first try runs on its own: most sends succeed at once, and setting Tenacity's
     controller up costs more than a no-op send. Only after a failure does Tenacity take over,
     with that failure as its first attempt, so the schedule and the count of tries are the same
-    as if it had made the first try itself."""
-    try:
-        return await send_once(channel, message, destination, send_timeout=send_timeout), 1
-    except DeliveryError as error:
-        first: DeliveryError | None = error
+    as if it had made the first try itself. ``first_error``: the first try was made already
+    (in place, by the batch: ``workers/batch.py``) and failed so."""
+    first: DeliveryError | None = first_error
+    if first is None:
+        try:
+            return await send_once(channel, message, destination, send_timeout=send_timeout), 1
+        except DeliveryError as error:
+            first = error
     tries = 1
 
     async def again() -> SendResult:
@@ -80,6 +84,11 @@ async def send_once(
     except DeliveryError:
         raise
     except Exception as exc:
-        # A bug or a library's surprise, not a peer's answer: worth its traceback in the log.
-        log.exception("%s channel raised %s", channel.name, type(exc).__name__)
-        raise UnknownOutcomeError(f"{type(exc).__name__} while sending: {exc}"[:1000]) from exc
+        raise unexpected(channel, exc) from exc
+
+
+def unexpected(channel: DeliveryChannel, exc: Exception) -> UnknownOutcomeError:
+    """What a send that raised something other than a ``DeliveryError`` counts as."""
+    # A bug or a library's surprise, not a peer's answer: worth its traceback in the log.
+    log.exception("%s channel raised %s", channel.name, type(exc).__name__)
+    return UnknownOutcomeError(f"{type(exc).__name__} while sending: {exc}"[:1000])

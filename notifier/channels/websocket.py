@@ -30,6 +30,9 @@ _MESSAGE_NAMES = {"id": "notification_id"}
 
 class WebSocketChannel:
     name: ClassVar[Channel] = Channel.WEBSOCKET
+    # ``send`` awaits nothing (the publish is ``after_recorded``): a worker's batch sends it in
+    # its own task (``workers/batch.py``).
+    sends_in_place: ClassVar[bool] = True
 
     def __init__(self, fanout: Fanout) -> None:
         self._fanout = fanout
@@ -48,7 +51,6 @@ class WebSocketChannel:
 
     async def aclose(self) -> None:
         return None
-
 
 
 # In-app: it only shows in a page the user has open, so quiet hours never hold it back.

@@ -3,6 +3,9 @@ tests and embedded runs do not collide)."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # From 1 ms: a websocket notification's stages take a few milliseconds each.
@@ -67,3 +70,29 @@ class ServiceMetrics:
             ["channel"],
             registry=r,
         )
+
+
+def observe_all(histogram: Histogram, values: Iterable[float]) -> None:
+    """``histogram.observe(v)`` for each of ``values``, with one increment per bucket and one of
+    the sum (each ``observe`` takes their locks once per value: a worker's batch of outcomes
+    showed in its profile). The series are the same as ``observe``'s. ``histogram``: an
+    unlabelled histogram or a labelled child."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None:  # not the client we know
+        for value in values:
+            histogram.observe(value)
+        return
+    counts: dict[int, int] = {}
+    amount = 0.0
+    for value in values:
+        # ``observe`` counts a value in the first bucket whose bound is >= it (+Inf last).
+        index = bisect_left(bounds, value)
+        counts[index] = counts.get(index, 0) + 1
+        amount += value
+    if not counts:
+        return
+    total.inc(amount)
+    for index, count in counts.items():
+        buckets[index].inc(count)

@@ -22,6 +22,7 @@ from notifier.models.base import utcnow
 from notifier.models.notification import Notification
 from notifier.models.transition import NotificationTransition
 from notifier.storage.db import create_engine, create_session_factory
+from notifier.storage.outcome_batch import ChannelOutcome
 from workers.outcome_writer import OutcomeWriter
 
 WORKER = "worker-under-test"
@@ -329,6 +330,43 @@ async def test_a_bad_item_fails_alone(db: Db) -> None:
         assert (await db.row(notification_id)).status == "delivered"
     unrecorded = await db.row(bad)
     assert (unrecorded.status, unrecorded.lease_owner) == ("dispatching", WORKER)
+
+
+async def test_a_bad_item_of_a_group_fails_alone_and_keeps_its_lease(db: Db) -> None:
+    """``record_many`` (a claimed batch's outcomes, one caller): the bad item's notification
+    keeps its lease, its later outcomes (the release with them) are not written; the others'
+    are recorded and released."""
+    good = [await db.leased(["email", "websocket"]) for _ in range(2)]
+    bad = await db.leased(["email", "websocket"])
+    writer = db.writer()
+
+    def on_bad(statement: str, parameters: Any) -> BaseException | None:
+        if _writes_channels(statement) and _mentions(parameters, bad):
+            return sa_exc.IntegrityError(statement, None, ValueError("refused"))
+        return None
+
+    def outcomes(notification_id: uuid.UUID) -> list[ChannelOutcome]:
+        sent = ChannelChange(ChannelEvent.SENT, 1)
+        return [
+            ChannelOutcome(notification_id, "email", ChannelChange(ChannelEvent.DELIVERED, 1)),
+            ChannelOutcome(notification_id, "websocket", sent, release=True),
+        ]
+
+    async with (
+        db.refusing(notification_id=bad, sqlstate="23514")
+        if db.is_postgres
+        else _sync(db.failing(on_bad))
+    ):
+        results = await writer.record_many([*outcomes(good[0]), *outcomes(bad), *outcomes(good[1])])
+
+    assert results[:2] == [True, True] and results[4:] == [True, True]
+    assert all(isinstance(result, Exception) for result in results[2:4])
+    for notification_id in good:
+        row = await db.row(notification_id)
+        assert (row.status, row.lease_owner) == ("delivered", None)
+    unrecorded = await db.row(bad)
+    assert (unrecorded.status, unrecorded.lease_owner) == ("dispatching", WORKER)
+    assert {d.status for d in unrecorded.deliveries} == {"pending"}
 
 
 async def test_flushed_waits_for_what_is_pending_even_if_its_caller_gave_up(db: Db) -> None:

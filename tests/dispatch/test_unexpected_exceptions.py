@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import tests.support.worker
 from notifier.channels.base import DeliveryChannel, Destination, OutgoingMessage, SendResult
-from notifier.models.notification import Channel, NotificationDelivery
+from notifier.models.notification import Channel, ChannelStatus, NotificationDelivery
 from notifier.realtime.fanout import Fanout
 from notifier.settings import Settings
 from notifier.storage.dispatch import PROVIDER_ID_CHARS
@@ -39,8 +39,10 @@ class RaisingChannel:
 
     name: ClassVar[Channel] = Channel.EMAIL
 
-    def __init__(self) -> None:
+    def __init__(self, *, sends_in_place: bool = False) -> None:
         self.sends = 0
+        # True: the worker's batch makes the first try in its own task (``workers/batch.py``).
+        self.sends_in_place = sends_in_place
 
     @property
     def configured(self) -> bool:
@@ -54,10 +56,30 @@ class RaisingChannel:
         return None
 
 
-@pytest.fixture
-def raising_email(monkeypatch: pytest.MonkeyPatch) -> Iterator[RaisingChannel]:
-    """The test stack's dispatchers get the raising channel for email, the real ones else."""
-    channel = RaisingChannel()
+class InPlaceEmail:
+    """An email channel that takes every message without awaiting anything, and says so: the
+    worker decides and sends it in its batch's own task, as it does the websocket channel."""
+
+    name: ClassVar[Channel] = Channel.EMAIL
+    sends_in_place: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.messages: list[OutgoingMessage] = []
+
+    @property
+    def configured(self) -> bool:
+        return True
+
+    async def send(self, message: OutgoingMessage, destination: Destination) -> SendResult:
+        self.messages.append(message)
+        return SendResult(ChannelStatus.SENT)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def with_email(monkeypatch: pytest.MonkeyPatch, channel: DeliveryChannel) -> None:
+    """The test stack's dispatchers get ``channel`` for email, the real ones else."""
 
     def channels(
         settings: Settings, sessions: async_sessionmaker[AsyncSession], fanout: Fanout
@@ -65,6 +87,15 @@ def raising_email(monkeypatch: pytest.MonkeyPatch) -> Iterator[RaisingChannel]:
         return {**build_channels(settings, sessions, fanout), "email": channel}
 
     monkeypatch.setattr(tests.support.worker, "build_channels", channels)
+
+
+@pytest.fixture(params=[False, True], ids=["awaiting", "in-place"])
+def raising_email(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RaisingChannel]:
+    """The test stack's dispatchers get the raising channel for email, the real ones else."""
+    channel = RaisingChannel(sends_in_place=request.param)
+    with_email(monkeypatch, channel)
     yield channel
 
 
@@ -90,9 +121,15 @@ async def test_a_channel_raising_valueerror_fails_after_two_attempts(
     assert (next_attempt_at, lease_owner) == (None, None)  # settled: nobody claims it again
 
 
+@pytest.mark.parametrize("in_place", [False, True], ids=["awaiting", "in-place"])
 async def test_an_exception_before_the_send_fails_that_channel_only(
-    db_url: str, smtp_peer: DispatchSmtpPeer
+    db_url: str, smtp_peer: DispatchSmtpPeer, monkeypatch: pytest.MonkeyPatch, in_place: bool
 ) -> None:
+    """``in_place``: both channels are decided and sent in the batch's own task
+    (``workers/batch.py``), email by a stand-in that says its send awaits nothing."""
+    in_place_email = InPlaceEmail()
+    if in_place:
+        with_email(monkeypatch, in_place_email)
     user = f"u-{uuid.uuid4().hex[:8]}"
     async with running_stack(db_url, worker=False, **smtp_peer.settings()) as stack:
         await stack.put_recipient(
@@ -112,13 +149,17 @@ async def test_an_exception_before_the_send_fails_that_channel_only(
         )
         await stack.start_worker()
         body = await stack.wait_settled(created["id"])
+        [(lease_owner,)] = await stack.sql(
+            "SELECT lease_owner FROM notifications WHERE user_id = :u", u=user
+        )
 
     email = body["delivery_status"]["email"]
     assert (email["status"], email["attempts"]) == ("failed", 0), body
     assert "ZoneInfoNotFoundError" in email["last_error"], body
     assert body["delivery_status"]["websocket"]["status"] == "sent"
     assert body["status"] == "partially_failed"
-    assert smtp_peer.messages == []
+    assert smtp_peer.messages == [] and in_place_email.messages == []
+    assert lease_owner is None  # released with (or after) its last outcome
 
 
 async def test_a_long_push_location_is_recorded_and_not_pushed_again(

@@ -204,3 +204,72 @@ async def test_settled_event_built_in_sql_stores_the_python_json(fresh_pg_url: s
     assert data["delivery_status"]["sms"]["last_error"] == AWKWARD
     assert "." not in data["delivery_status"]["sms"]["updated_at"]  # as isoformat writes it
     assert data["delivery_status"]["websocket"]["provider_id"] == AWKWARD
+
+
+async def test_settled_events_of_one_batch_each_carry_their_own_channels(
+    fresh_pg_url: str,
+) -> None:
+    """Several notifications settle in one outcome batch (their channels aggregated once for
+    the whole batch, ``outcome_pg``): each event's ``delivery_status`` has its own channels,
+    written now or before, and no other's; one that does not settle has no event."""
+    engine = create_engine(fresh_pg_url)
+    sessions = create_session_factory(engine)
+    try:
+        now = utcnow()
+        rows = [
+            Notification.build(user_id=f"user-{n}", title="t", message="m", channels=channels)
+            for n, channels in enumerate(
+                [["email", "websocket"], ["websocket"], ["email", "sms"], ["email", "websocket"]]
+            )
+        ]
+        for row in rows:
+            row.status, row.lease_owner = "dispatching", "w"
+            row.lease_expires_at = row.next_attempt_at = now + timedelta(minutes=1)
+        async with sessions() as session, session.begin():
+            session.add(WebhookEndpoint(url="https://r.test/h", events=["*"], secret=b"k" * 32))
+            session.add_all(rows)
+        async with engine.begin() as connection:  # settled before the batch: not written now
+            await connection.execute(
+                update(NotificationDelivery)
+                .where(NotificationDelivery.notification_id == rows[0].id)
+                .where(NotificationDelivery.channel == "websocket")
+                .values(status="sent", attempts=1, provider_id="before")
+            )
+
+        def done(event: ChannelEvent, error: str | None = None) -> ChannelChange:
+            return ChannelChange(event, 1, last_error=error)
+
+        retry = ChannelChange(ChannelEvent.RETRY, 1, last_error="later", next_attempt_at=now)
+        items = [
+            ChannelOutcome(rows[0].id, "email", done(ChannelEvent.DELIVERED), release=True),
+            ChannelOutcome(rows[1].id, "websocket", done(ChannelEvent.SENT), release=True),
+            ChannelOutcome(rows[2].id, "email", done(ChannelEvent.FAILED, "no")),
+            ChannelOutcome(rows[2].id, "sms", done(ChannelEvent.DELIVERED), release=True),
+            ChannelOutcome(rows[3].id, "email", done(ChannelEvent.SENT)),
+            ChannelOutcome(rows[3].id, "websocket", retry, release=True),
+        ]
+        assert await record_outcomes(sessions, items, worker_id="w") == [True] * 6
+
+        async with sessions() as session:
+            stored = {
+                data["id"]: data
+                for (data,) in (
+                    await session.execute(
+                        text("SELECT data FROM webhook_events WHERE type = :t"),
+                        {"t": "notification.settled"},
+                    )
+                ).all()
+            }
+    finally:
+        await engine.dispose()
+    assert set(stored) == {str(row.id) for row in rows[:3]}
+    statuses = {
+        key: {channel: s["status"] for channel, s in data["delivery_status"].items()}
+        for key, data in stored.items()
+    }
+    assert statuses == {
+        str(rows[0].id): {"email": "delivered", "websocket": "sent"},
+        str(rows[1].id): {"websocket": "sent"},
+        str(rows[2].id): {"email": "failed", "sms": "delivered"},
+    }
+    assert stored[str(rows[0].id)]["delivery_status"]["websocket"]["provider_id"] == "before"

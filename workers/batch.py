@@ -1,0 +1,317 @@
+"""A claimed batch in one task (docs/architecture.md, "The worker's hot path").
+
+    for each claimed notification:
+        in place? (every due channel's send awaits nothing, ``sends_in_place``: websocket, the
+                   bench's no-op; nothing else to decide first: no expiry, republish, digest,
+                   throttle or paused channel)
+            decide each due channel (``rules.precheck``) and send it right here
+        otherwise: ``NotificationDelivery.process``, a task each, concurrently with the rest
+    the outcomes decided in place: one group to the ``OutcomeWriter`` (one waiter for the
+    batch, in order), each notification's last outcome carrying its lease release; then their
+    after-record hooks (the websocket publishes), concurrently
+    a send made in place that failed: its brief retries and its record go the usual way
+    (``NotificationDelivery``), after the group is committed; then its lease is released
+
+A send that awaits no I/O costs no task and no future of its own here: one task per
+notification and one coalescer future per outcome were most of the no-op worker's time in the
+event loop (bench/RESULTS.md). The guarantees are ``workers/delivery.py``'s, kept the same way:
+a send that raises is an attempt (``sending.unexpected``) and its retries follow the policy; a
+channel whose send cannot be prepared ends ``failed``; the send slots are given back once the
+outcomes are known, before they are committed; the lease is released with the notification's
+last outcome (or after it, if that was refused); a record that fails leaves the lease to run
+out, as does any other error deciding a notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from notifier.channels.base import DeliveryChannel, DeliveryError, Destination, OutgoingMessage
+from notifier.lifecycle.machine import ChannelChange, ChannelEvent
+from notifier.models.base import utcnow
+from notifier.models.notification import AWAITING_SEND, Channel, ChannelStatus
+from notifier.storage import dispatch as queries
+from notifier.storage.outcome_batch import ChannelOutcome
+from workers.delivery import NotificationDelivery, due_since, unprepared
+from workers.outcomes import Observed, is_transient_db_error, outgoing
+from workers.rules import Defer, Skip, destination_for, precheck
+from workers.sending import unexpected
+
+log = logging.getLogger("notifier.worker")
+
+Hook = Callable[[], Awaitable[None]]
+
+
+def sends_in_place(channel: DeliveryChannel | None) -> bool:
+    """Whether the channel's ``send`` awaits nothing (it says so: ``sends_in_place = True``),
+    so that a batch may make its sends one after another in its own task."""
+    return channel is not None and getattr(channel, "sends_in_place", False) is True
+
+
+@dataclass(slots=True)
+class _Failed:
+    """A send made in place that failed: the usual retries and record take it from here."""
+
+    delivery: queries.ClaimedDelivery
+    channel: DeliveryChannel
+    message: OutgoingMessage
+    destination: Destination
+    error: DeliveryError
+
+
+@dataclass(slots=True)
+class _Observing:
+    """An outcome to observe once recorded (``DispatchObserver``: due -> recorded)."""
+
+    channel: str
+    status: ChannelStatus
+    started: float | None  # loop time before the send; None: nothing was sent
+    due_since: datetime
+    tries: int
+
+
+@dataclass(slots=True)
+class _Decided:
+    """A batch's outcomes decided in place, in order, and what comes after their record."""
+
+    outcomes: list[ChannelOutcome] = field(default_factory=list)
+    hooks: list[Hook | None] = field(default_factory=list)  # after_recorded, one per outcome
+    observing: list[_Observing] = field(default_factory=list)
+    failed: dict[uuid.UUID, tuple[queries.ClaimedWork, list[_Failed]]] = field(default_factory=dict)
+
+    def add(self, outcome: ChannelOutcome, hook: Hook | None = None) -> None:
+        self.outcomes.append(outcome)
+        self.hooks.append(hook)
+
+
+class BatchDelivery:
+    def __init__(self, delivery: NotificationDelivery) -> None:
+        self.delivery = delivery
+
+    async def process(self, batch: Sequence[queries.ClaimedWork]) -> None:
+        """Deliver a claimed batch; returns once every notification of it is done."""
+        now = utcnow()
+        in_place: list[queries.ClaimedWork] = []
+        others: list[queries.ClaimedWork] = []
+        for work in batch:
+            (in_place if self._in_place(work, now) else others).append(work)
+        elsewhere = (
+            asyncio.gather(*(self._process_one(work) for work in others)) if others else None
+        )
+        cancelled = False
+        try:
+            if in_place:
+                await self._deliver_in_place(in_place, now)
+        except asyncio.CancelledError:  # the dispatcher's stop: the others are cancelled too
+            cancelled = True
+            raise
+        finally:
+            if elsewhere is not None:
+                if cancelled:
+                    elsewhere.cancel()
+                await elsewhere
+
+    async def _process_one(self, work: queries.ClaimedWork) -> None:
+        try:
+            await self.delivery.process(work)
+        finally:
+            self.delivery.slots.finished(work.notification.id)
+
+    def _in_place(self, work: queries.ClaimedWork, now: datetime) -> bool:
+        """Whether nothing but sends made in place is due for the notification."""
+        notification = work.notification
+        if notification.expires_at is not None and notification.expires_at <= now:
+            return False
+        plan = notification.delivery_plan or {}
+        if "digest" in plan or "throttle" in plan:
+            return False
+        channels, breaker = self.delivery.channels, self.delivery.breaker
+        due = 0
+        for delivery in notification.deliveries:
+            if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
+                continue
+            if delivery.status == ChannelStatus.SENT and delivery.next_attempt_at is not None:
+                if delivery.channel == Channel.WEBSOCKET.value:
+                    return False  # a republish is due (``NotificationDelivery``)
+                continue
+            if delivery.status not in AWAITING_SEND:
+                continue
+            if not sends_in_place(channels.get(delivery.channel)):
+                return False
+            if breaker.paused_until(delivery.channel, now) is not None:
+                return False
+            due += 1
+        return due > 0
+
+    async def _deliver_in_place(self, batch: list[queries.ClaimedWork], now: datetime) -> None:
+        d = self.delivery
+        decided = _Decided()
+        for work in batch:
+            try:
+                await self._decide(work, now, decided)
+            except Exception:  # as ``process``: the lease runs out, the row is claimed again
+                log.exception("dispatch of %s failed", work.notification.id)
+        # The outcomes are known: the send slots serve the next claim during the commit.
+        for work in batch:
+            failed = decided.failed.get(work.notification.id)
+            d.slots.sending(work.notification.id, len(failed[1]) if failed else 0)
+        results = await d.outcomes.record_many(decided.outcomes)
+        self._observe(decided.observing)
+        after: list[Awaitable[object]] = []
+        for outcome, hook, recorded in zip(decided.outcomes, decided.hooks, results, strict=True):
+            if isinstance(recorded, Exception):
+                if not is_transient_db_error(recorded):
+                    log.error(
+                        "recording %s of %s failed: %r",
+                        outcome.channel,
+                        outcome.notification_id,
+                        recorded,
+                    )
+                continue
+            if outcome.release and not recorded:
+                after.append(self._release(outcome.notification_id))
+            if recorded and hook is not None:
+                after.append(self._after_recorded(outcome, hook))
+        after += [self._retry(work, failed) for work, failed in decided.failed.values()]
+        if after:
+            await asyncio.gather(*after)
+        for work in batch:
+            d.slots.finished(work.notification.id)
+
+    async def _decide(self, work: queries.ClaimedWork, now: datetime, decided: _Decided) -> None:
+        """Decide and send (in place) every due channel of one notification."""
+        notification, d = work.notification, self.delivery
+        first = len(decided.outcomes)
+        failed: list[_Failed] = []
+        for delivery in notification.deliveries:
+            if delivery.status not in AWAITING_SEND or (
+                delivery.next_attempt_at is not None and delivery.next_attempt_at > now
+            ):
+                continue
+            channel = d.channels[delivery.channel]
+            try:
+                verdict = precheck(
+                    delivery.channel,
+                    notification,
+                    work.recipient,
+                    configured=channel.configured,
+                    now=now,
+                )
+                if verdict is None:
+                    message = outgoing(notification, delivery)
+                    destination = destination_for(
+                        notification, work.recipient, work.push_subscriptions
+                    )
+            except Exception as exc:
+                change = unprepared(delivery.channel, notification, exc)
+                decided.add(ChannelOutcome(notification.id, delivery.channel, change))
+                self._observing(decided, work, delivery.channel, ChannelStatus.FAILED)
+                continue
+            if isinstance(verdict, Skip):
+                change = ChannelChange(ChannelEvent.SKIPPED, last_error=verdict.reason)
+                decided.add(ChannelOutcome(notification.id, delivery.channel, change))
+                self._observing(decided, work, delivery.channel, ChannelStatus.SKIPPED)
+                continue
+            if isinstance(verdict, Defer):
+                change = ChannelChange(
+                    ChannelEvent.DEFERRED, last_error=verdict.reason, next_attempt_at=verdict.until
+                )
+                decided.add(ChannelOutcome(notification.id, delivery.channel, change))
+                continue
+            started = asyncio.get_running_loop().time()
+            try:
+                result = await channel.send(message, destination)  # awaits nothing
+            except Exception as exc:  # any exception: an attempt (``sending.send_once``)
+                error = exc if isinstance(exc, DeliveryError) else unexpected(channel, exc)
+                failed.append(_Failed(delivery, channel, message, destination, error))
+                continue
+            change = ChannelChange(
+                ChannelEvent(result.status.value), attempts=1, provider_id=result.provider_id
+            )
+            decided.add(
+                ChannelOutcome(notification.id, delivery.channel, change), result.after_recorded
+            )
+            self._observing(
+                decided, work, delivery.channel, result.status, started=started, tries=1
+            )
+        if failed:
+            decided.failed[notification.id] = (work, failed)  # released after their records
+        elif len(decided.outcomes) > first:  # the last outcome gives the lease up with it
+            last = decided.outcomes[-1]
+            decided.outcomes[-1] = ChannelOutcome(
+                last.notification_id, last.channel, last.change, release=True
+            )
+
+    @staticmethod
+    def _observing(
+        decided: _Decided,
+        work: queries.ClaimedWork,
+        channel: str,
+        status: ChannelStatus,
+        *,
+        started: float | None = None,
+        tries: int = 0,
+    ) -> None:
+        decided.observing.append(
+            _Observing(channel, status, started, due_since(work.notification), tries)
+        )
+
+    def _observe(self, observing: list[_Observing]) -> None:
+        """The batch's outcomes to the observer in one call, as recorded now."""
+        if not observing:
+            return
+        loop_now, now = asyncio.get_running_loop().time(), utcnow()
+        self.delivery.observer.outcomes(
+            [
+                Observed(
+                    o.channel,
+                    o.status,
+                    send_seconds=loop_now - o.started if o.started is not None else 0.0,
+                    waited_seconds=(now - o.due_since).total_seconds(),
+                    tries=o.tries,
+                )
+                for o in observing
+            ]
+        )
+
+    async def _after_recorded(self, outcome: ChannelOutcome, hook: Hook) -> None:
+        try:
+            await hook()
+        except Exception:
+            # Recorded `sent` already: a client that (re)connects gets it in its replay.
+            log.exception("after recording %s of %s", outcome.channel, outcome.notification_id)
+
+    async def _retry(self, work: queries.ClaimedWork, failed: list[_Failed]) -> None:
+        """The usual retries and record of the sends that failed in place, then the release."""
+        d = self.delivery
+        try:
+            await asyncio.gather(
+                *(
+                    d.attempt(
+                        work,
+                        f.delivery,
+                        f.channel,
+                        f.message,
+                        f.destination,
+                        release=False,
+                        first_error=f.error,
+                    )
+                    for f in failed
+                )
+            )
+        except Exception as exc:
+            if not is_transient_db_error(exc):
+                log.exception("dispatch of %s failed", work.notification.id)
+            return  # the lease runs out and the row is claimed again; sent channels stay sent
+        await self._release(work.notification.id)
+
+    async def _release(self, notification_id: uuid.UUID) -> None:
+        try:
+            await self.delivery.outcomes.release(notification_id)
+        except Exception as exc:  # the lease runs out and another claim picks the row up
+            log.warning("could not release %s: %s", notification_id, type(exc).__name__)
