@@ -37,11 +37,10 @@ def emit(event: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
-def messages(n: int) -> list[bytes]:
-    """What the worker sends for ``bench/data.py``'s queued notifications, as bytes."""
-    built = []
-    for g in range(1, n + 1):
-        outgoing = OutgoingMessage(
+def notifications(n: int) -> list[OutgoingMessage]:
+    """``bench/data.py``'s queued notifications, as a channel receives them."""
+    return [
+        OutgoingMessage(
             notification_id=uuid.uuid4(),
             user_id=f"user-{g % 100}",
             title=f"Bench {g}",
@@ -50,9 +49,16 @@ def messages(n: int) -> list[bytes]:
             priority="normal",
             created_at=utcnow(),
         )
-        email = build_email(outgoing, to=RECIPIENT, smtp_from=SMTP_FROM)
-        built.append(email.as_bytes(policy=policy.SMTP))
-    return built
+        for g in range(1, n + 1)
+    ]
+
+
+def messages(n: int) -> list[bytes]:
+    """What the worker sends for ``bench/data.py``'s queued notifications, as bytes."""
+    return [
+        build_email(outgoing, to=RECIPIENT, smtp_from=SMTP_FROM).as_bytes(policy=policy.SMTP)
+        for outgoing in notifications(n)
+    ]
 
 
 async def send_all(port: int, connections: int, payloads: list[bytes]) -> int:

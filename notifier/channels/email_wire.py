@@ -22,6 +22,7 @@ import binascii
 import random
 import re
 import sys
+from datetime import datetime
 from email import quoprimime
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -55,9 +56,57 @@ _SIMPLE_MESSAGE_ID = re.compile(r"<[A-Za-z0-9-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*
 _SIMPLE_URL = re.compile(r"[!-;=?-~]+")
 
 
+# Bytes that quoted-printable writes as they are, and "=", which it writes "=3D": a line of
+# only these (most lines of an email) is escaped by one ``replace``.
+_QP_PLAIN = re.compile(rb"[\t -~]*")
+
+
+def _qp_encode(line: bytes) -> str:
+    """``quoprimime.body_encode(line + "\n", 78)`` for one line without its end. The email
+    package's encoder escapes with ``str.translate`` over a 256-entry table, which was most of
+    an email's CPU (bench/RESULTS.md, "Email channel A/B"); a line of printable ASCII needs
+    only its "=" escaped, then the same soft line breaks as that encoder's (its loop, for one
+    line). Anything else goes to the encoder itself."""
+    if not _QP_PLAIN.fullmatch(line):
+        return quoprimime.body_encode(line.decode("latin-1") + "\n", _MAX_LINE)
+    text = line.decode("ascii").replace("=", "=3D")
+    if len(text) <= _MAX_LINE and not text.endswith((" ", "\t")):
+        return text + "\n"  # no soft break, no trailing whitespace to escape
+    pieces = []
+    start = 0
+    laststart = len(text) - 1 - _MAX_LINE
+    while start <= laststart:
+        stop = start + _MAX_LINE - 1
+        # never break inside an escape sequence
+        if text[stop - 2] == "=":
+            pieces.append(text[start : stop - 1])
+            start = stop - 2
+        elif text[stop - 1] == "=":
+            pieces.append(text[start:stop])
+            start = stop - 1
+        else:
+            pieces.append(text[start:stop] + "=")
+            start = stop
+    if text and text[-1] in " \t":
+        # a line may not end in whitespace: escaped, or kept before a soft break
+        room = start - laststart
+        last = text[-1]
+        if room >= 3:
+            tail = f"={ord(last):02X}"
+        elif room == 2:
+            tail = last + "=\n"
+        else:
+            tail = f"=\n={ord(last):02X}"
+        pieces.append(text[start:-1] + tail)
+    else:
+        pieces.append(text[start:])
+    pieces.append("")
+    return "\n".join(pieces)
+
+
 @lru_cache(maxsize=512)
 def _qp_cached(line: bytes) -> str:
-    return quoprimime.body_encode(line.decode("latin-1") + "\n", _MAX_LINE)
+    return _qp_encode(line)
 
 
 def _qp_line(line: bytes) -> str:
@@ -68,7 +117,7 @@ def _qp_line(line: bytes) -> str:
     _CACHED_LINE bytes)."""
     if len(line) <= _CACHED_LINE:
         return _qp_cached(line)
-    return quoprimime.body_encode(line.decode("latin-1") + "\n", _MAX_LINE)
+    return _qp_encode(line)
 
 
 def _encode_text(text: str) -> tuple[str, bytes]:
@@ -127,6 +176,19 @@ def _subject_line(subject: str) -> str | None:
     return "Subject: " + "\r\n".join(lines) + "\r\n"
 
 
+_date_line: tuple[datetime, str] = (datetime.min, "")
+
+
+def _date() -> str:
+    """``format_datetime(utcnow())``: the header shows whole seconds, so it is written once a
+    second rather than once an email."""
+    global _date_line
+    now = utcnow().replace(microsecond=0)
+    if _date_line[0] != now:
+        _date_line = (now, format_datetime(now))
+    return _date_line[1]
+
+
 def _boundary(bodies: tuple[bytes, ...]) -> str:
     """The email package's kind of boundary (``Generator._make_boundary``), checked against
     the bodies so that no body line can read as it."""
@@ -183,7 +245,7 @@ def fast_email_bytes(
         f"{subject_line}"
         f"{from_line[:-2].decode('ascii')}"
         f"To: {to}\r\n"
-        f"Date: {format_datetime(utcnow())}\r\n"
+        f"Date: {_date()}\r\n"
         f"Message-ID: {message_id}\r\n"
         f"X-Notifier-Notification-Id: {message.notification_id}\r\n"
         "Auto-Submitted: auto-generated\r\n"

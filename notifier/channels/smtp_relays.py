@@ -88,6 +88,9 @@ class RelayChain:
         # Sends in flight, over all relays: each holds one connection.
         self._slots = asyncio.Semaphore(max_connections)
         self._breaker = Breaker(pause_seconds=pause_seconds)
+        # Relays that failed since they last took a message. While it is empty (the usual
+        # case) every breaker is closed, and a send skips reading the clock and the breaker.
+        self._tripped: set[str] = set()
         self._metrics = metrics
         for connections in self._relays:
             metrics.watch(connections.relay.label, self._is_open_check(connections.relay.label))
@@ -97,6 +100,8 @@ class RelayChain:
 
     def _order(self) -> tuple[list[RelayConnections], list[RelayConnections]]:
         """The relays whose breaker is closed, in order, then those whose breaker is open."""
+        if not self._tripped:
+            return self._relays, []
         now = utcnow()
         closed: list[RelayConnections] = []
         paused: list[RelayConnections] = []
@@ -107,12 +112,15 @@ class RelayChain:
 
     async def send(self, payload: bytes, sender: str, rcpt: str, needs_utf8: bool) -> str:
         """Deliver the message; the label of the relay that took it (``host:port``)."""
-        try:
-            # Waiting for a connection of our own is bounded like a relay's answer.
-            async with asyncio.timeout(self._timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise TransientError("SMTP timed out during pool") from None
+        if self._slots.locked():
+            try:
+                # Waiting for a connection of our own is bounded like a relay's answer.
+                async with asyncio.timeout(self._timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise TransientError("SMTP timed out during pool") from None
+        else:
+            await self._slots.acquire()  # a slot is free: taken at once, nothing to bound
         try:
             closed, paused = self._order()
             failures: list[tuple[SmtpRelay, TransientError]] = []
@@ -132,7 +140,9 @@ class RelayChain:
                 except DeliveryError:
                     self._metrics.attempt(label, "permanent")
                     raise
-                self._breaker.close(label)
+                if label in self._tripped:
+                    self._tripped.discard(label)
+                    self._breaker.close(label)
                 self._metrics.attempt(label, "delivered")
                 for skipped in paused[max(0, tried + 1 - len(closed)) :]:
                     self._metrics.attempt(skipped.relay.label, "passed_over")
@@ -142,6 +152,7 @@ class RelayChain:
             self._slots.release()
 
     def _trip(self, relay: SmtpRelay, error: TransientError) -> None:
+        self._tripped.add(relay.label)
         until, opened = self._breaker.trip(relay.label, utcnow())
         if opened and len(self._relays) > 1:
             log.warning(

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Literal
 
 import aiosmtplib
@@ -33,8 +31,6 @@ from notifier.channels.base import (
 from notifier.smtp_urls import SmtpRelay
 
 Stage = Literal["pool", "connect", "auth", "envelope", "data"]
-# ``<address>`` as aiosmtplib's MAIL and RCPT write it (email.utils' parse of the address).
-_quoted = functools.lru_cache(maxsize=4096)(quote_address)
 _AUTH_CODES = frozenset({530, 534, 535, 538})
 
 
@@ -56,40 +52,45 @@ def _code_error(code: int, text: str, stage: Stage) -> DeliveryError:
     return TransientError(detail)
 
 
-@contextmanager
-def smtp_errors(progress: Progress) -> Iterator[None]:
-    """The one place where aiosmtplib's exceptions become ``DeliveryError``s."""
-    try:
-        yield
-    except DeliveryError:
-        raise
-    except aiosmtplib.SMTPRecipientsRefused as exc:
+def smtp_error(exc: Exception, progress: Progress) -> DeliveryError | None:
+    """The one place where aiosmtplib's exceptions become ``DeliveryError``s: the error that
+    ``exc`` raised at ``progress.stage`` means, or None when it is not ours to name (it then
+    propagates as it is: an unknown outcome for workers/sending.py)."""
+    if isinstance(exc, DeliveryError):
+        return exc
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         worst = max(exc.recipients, key=lambda r: r.code)
-        raise _code_error(worst.code, worst.message, "envelope") from exc
-    except aiosmtplib.SMTPResponseException as exc:
+        return _code_error(worst.code, worst.message, "envelope")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
         if progress.stage == "auth" and not 400 <= exc.code < 500:
-            raise ProviderAuthError(f"SMTP {exc.code}: {exc.message}") from exc
-        raise _code_error(exc.code, exc.message, progress.stage) from exc
-    except (TimeoutError, ConnectionError, OSError) as exc:
+            return ProviderAuthError(f"SMTP {exc.code}: {exc.message}")
+        return _code_error(exc.code, exc.message, progress.stage)
+    if isinstance(exc, (TimeoutError, ConnectionError, OSError)):
         # Covers SMTPTimeoutError, SMTPServerDisconnected, SMTPConnectError, refused/reset.
         what = "timed out" if isinstance(exc, TimeoutError) else f"connection failed: {exc}"
         if progress.stage == "data":
-            raise UnknownOutcomeError(
-                f"SMTP {what} after DATA; the server may have the message"
-            ) from exc
-        raise TransientError(f"SMTP {what} during {progress.stage}") from exc
-    except aiosmtplib.SMTPNotSupported as exc:
-        raise PermanentError(f"SMTP: {exc}") from exc
-    except aiosmtplib.SMTPException as exc:
+            return UnknownOutcomeError(f"SMTP {what} after DATA; the server may have the message")
+        return TransientError(f"SMTP {what} during {progress.stage}")
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        return PermanentError(f"SMTP: {exc}")
+    if isinstance(exc, aiosmtplib.SMTPException):
         if progress.stage == "auth":  # e.g. "SMTP AUTH extension not supported by server"
-            raise ProviderAuthError(f"SMTP: {exc}") from exc
-        raise TransientError(f"SMTP: {exc}") from exc
-    except ValueError as exc:
-        if progress.stage != "envelope":
-            raise  # not ours to name: an unknown outcome (workers/sending.py)
+            return ProviderAuthError(f"SMTP: {exc}")
+        return TransientError(f"SMTP: {exc}")
+    if isinstance(exc, ValueError) and progress.stage == "envelope":
         # MAIL/RCPT: aiosmtplib refuses addresses with control characters. (The message was
         # built before the envelope, so a content error cannot land here.)
-        raise PermanentError(f"unusable address: {exc}") from exc
+        return PermanentError(f"unusable address: {exc}")
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _envelope_argument(prefix: bytes, address: str, encoding: str) -> bytes:
+    """``FROM:<address>`` or ``TO:<address>`` as aiosmtplib's MAIL and RCPT write them
+    (email.utils' parse of the address), built once per address: aiosmtplib parses the
+    address anew on every command, a tenth of the worker's CPU per email, and the same few
+    senders and recipients come back."""
+    return prefix + quote_address(address).encode(encoding)
 
 
 class RelayConnections:
@@ -106,9 +107,14 @@ class RelayConnections:
         ``NOTIFIER_SMTP_TIMEOUT_SECONDS`` for the relay, from connecting to the final reply."""
         progress = Progress()
         progress.stage = "connect"
-        with smtp_errors(progress):
+        try:
             async with asyncio.timeout(self._timeout):
                 await self._deliver(payload, sender, rcpt, needs_utf8, progress)
+        except Exception as exc:
+            error = smtp_error(exc, progress)
+            if error is None or error is exc:
+                raise
+            raise error from exc
 
     async def _deliver(
         self, payload: bytes, sender: str, rcpt: str, needs_utf8: bool, progress: Progress
@@ -175,21 +181,24 @@ class RelayConnections:
         if needs_utf8 and not smtp.supports_extension("smtputf8"):
             raise PermanentError("the address needs SMTPUTF8, which the server does not offer")
         encoding = "utf-8" if needs_utf8 else "ascii"
-        # SMTP.mail and SMTP.rcpt, but for the address: aiosmtplib parses it anew with
-        # email.utils on every command (a tenth of the worker's CPU per email); the same few
-        # senders and recipients come back, so their quoted forms are cached.
+        # SMTP.mail, SMTP.rcpt and SMTP.data without their own timeouts: the deadline of
+        # ``send`` bounds the whole transaction already, and aiosmtplib's per-command
+        # ``wait_for`` cost a timer and a future per command (bench/RESULTS.md, "Email
+        # channel A/B"). A deadline that ends inside a command cancels it; the connection is
+        # then closed, as after any failure.
         options = (b"SMTPUTF8",) if needs_utf8 else ()
-        mail_from = b"FROM:" + _quoted(sender).encode(encoding)
-        reply = await smtp.execute_command(b"MAIL", mail_from, *options)
+        mail_from = _envelope_argument(b"FROM:", sender, encoding)
+        reply = await smtp.execute_command(b"MAIL", mail_from, *options, timeout=None)
         if reply.code != SMTPStatus.completed:
             raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
         # One recipient per message, so the "some recipients refused" case of sendmail cannot
         # arise: a refusal raises SMTPRecipientRefused, mapped by its code.
-        reply = await smtp.execute_command(b"RCPT", b"TO:" + _quoted(rcpt).encode(encoding))
+        rcpt_to = _envelope_argument(b"TO:", rcpt, encoding)
+        reply = await smtp.execute_command(b"RCPT", rcpt_to, timeout=None)
         if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
             raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, rcpt)
         progress.stage = "data"
-        await smtp.data(payload)
+        await smtp.data(payload, timeout=None)
 
     async def aclose(self) -> None:
         self._closed = True

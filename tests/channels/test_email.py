@@ -18,6 +18,7 @@ from notifier.channels.base import (
 from notifier.channels.email import EmailChannel
 from notifier.models.notification import Channel, ChannelStatus
 from notifier.settings import Settings
+from notifier.unsubscribe import UnsubscribeTarget, verify
 from tests.channels import make_message
 from tests.peers import SmtpPeer
 from tests.peers.base import free_port
@@ -294,3 +295,22 @@ async def test_an_address_with_control_characters_is_unusable(
 
     assert str(refused.value).startswith("unusable address")
     assert smtp_peer.connections == 0
+
+
+async def test_each_email_carries_its_own_user_s_unsubscribe_link(smtp_peer: SmtpPeer) -> None:
+    """The links are signed once per (user, type) and remembered: every email, the second of
+    a user's included, still unsubscribes exactly its own user from its own type."""
+    secret = "unsubscribe-secret-" + "s" * 32
+    channel = EmailChannel(settings_for(smtp_peer, token_secret=secret))
+    sent = [("user-1", "success"), ("user-2", "success"), ("user-1", "warning")] * 2
+    try:
+        for user_id, kind in sent:
+            destination = Destination(user_id=user_id, email="alice@example.com")
+            await channel.send(make_message(user_id=user_id, notification_type=kind), destination)
+        mails = await smtp_peer.wait_for_messages(len(sent))
+    finally:
+        await channel.aclose()
+    for mail, (user_id, kind) in zip(mails, sent, strict=True):
+        link = mail.message["List-Unsubscribe"].strip("<>")
+        assert link.rpartition("/")[2] in mail.text
+        assert verify(secret, link.rpartition("/")[2]) == UnsubscribeTarget(user_id, kind)

@@ -8,7 +8,7 @@ message, the comparison is the email package's own parser."""
 from __future__ import annotations
 
 import re
-from email import policy
+from email import policy, quoprimime
 from email.message import EmailMessage
 from email.parser import BytesParser
 from typing import cast
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from notifier.channels.base import OutgoingMessage
 from notifier.channels.email import encode_subject, message_id_for, safe_link, safe_subject
 from notifier.channels.email_message import WIRE, WIRE_UTF8, compose_email
-from notifier.channels.email_wire import email_bytes, fast_email_bytes
+from notifier.channels.email_wire import _qp_encode, email_bytes, fast_email_bytes
 from tests.channels import make_message
 
 SMTP_FROM = "Notifier <notify@example.com>"
@@ -162,3 +162,24 @@ def test_a_display_name_in_from_is_written_as_the_email_package_folds_it() -> No
         assert fast is not None
         assert _read(fast) == _read(reference)
         assert b"\r\n" + line + b"\r\n" in fast
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    line=st.one_of(
+        st.binary(max_size=300).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+        st.lists(
+            st.sampled_from([b"a", b"=", b" ", b"\t", b"x" * 10, b".", b"~", b"\xc3\xa9"]),
+            max_size=60,
+        ).map(b"".join),
+    )
+)
+@example(line=b"x" * 76 + b" ")  # trailing whitespace at each room the encoder distinguishes
+@example(line=b"x" * 77 + b"\t")
+@example(line=b"x" * 78 + b" ")
+@example(line=b"x" * 75 + b"=" + b"y" * 10)  # an escape at the soft break
+def test_one_line_is_quoted_printable_as_the_email_package_writes_it(line: bytes) -> None:
+    """The writer's own quoted-printable of a printable line (email_wire._qp_encode) is the
+    email package's, soft line breaks and escaped trailing whitespace included."""
+    expected = quoprimime.body_encode(line.decode("latin-1") + "\n", 78)
+    assert _qp_encode(line) == expected
