@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifier.coalescer import Coalescer, OnFailure
+from notifier.storage.driver import HeldConnections
 from notifier.storage.webhook_record import DeliveryOutcome, record_outcomes
 from workers.outcomes import is_transient_db_error, with_db_retries
 
@@ -43,12 +44,14 @@ class OutcomeWriter:
         *,
         worker_id: str,
         retry_within: float,
+        held: HeldConnections | None = None,
         on_written: Callable[[], None] = lambda: None,
         max_batch: int = 256,
         max_wait: float = 0.05,
     ) -> None:
         self._engine = engine
         self._worker_id = worker_id
+        self._held = held
         self._retry_within = retry_within
         self.max_batch = max_batch
         self._on_written = on_written
@@ -79,7 +82,7 @@ class OutcomeWriter:
         within = self._retry_within - (asyncio.get_running_loop().time() - oldest)
         outcomes = [pending.outcome for pending in batch]
         await with_db_retries(
-            lambda: record_outcomes(self._engine, self._worker_id, outcomes),
+            lambda: record_outcomes(self._engine, self._worker_id, outcomes, held=self._held),
             within=max(within, 0.0),
         )
         # A written outcome may be a retry with its own due time: the sender looks again.

@@ -45,6 +45,7 @@ from notifier.net_guard import guarded_connector
 from notifier.realtime.wakeups import PostgresWakeupListener
 from notifier.settings import Settings
 from notifier.storage import webhook_queue as queue
+from notifier.storage.driver import HeldConnections
 from notifier.storage.transitions import KEEP_DAYS as HISTORY_DAYS
 from notifier.storage.transitions import prune_transitions
 from notifier.storage.webhook_log import prune
@@ -88,13 +89,21 @@ class WebhookSender:
         self.drain_seconds = (
             drain_seconds if drain_seconds is not None else min(settings.lease_seconds, 25.0)
         )
-        # One engine for the claims and outcomes: single statements on autocommit connections.
+        # One engine for the claims and outcomes: single statements on autocommit connections,
+        # on PostgreSQL two kept checked out (the claim, the outcome batch being written) and
+        # run on the asyncpg driver itself (``storage.driver``).
         self.engine: AsyncEngine = sessions.kw["bind"]
+        self._held = (
+            HeldConnections(self.engine, keep=2)
+            if self.engine.dialect.name == "postgresql"
+            else None
+        )
         # A written outcome may be a retry with its own due time: the loop looks again.
         self.outcomes = OutcomeWriter(
             self.engine,
             worker_id=self.worker_id,
             retry_within=settings.lease_seconds,
+            held=self._held,
             on_written=wakeup.notify,
         )
         self.slots = EndpointSlots(
@@ -132,6 +141,8 @@ class WebhookSender:
             await self._drain()
             for http in self._http.values():
                 await http.close()
+            if self._held is not None:
+                await self._held.aclose()
 
     def _client(self, endpoint_id: uuid.UUID) -> aiohttp.ClientSession:
         http = self._http.get(endpoint_id)
@@ -163,6 +174,7 @@ class WebhookSender:
                 lease_seconds=self.lease_seconds,
                 per_endpoint=AHEAD * self.slots.per_endpoint,
                 busy=self.slots.held_per_endpoint(),
+                held=self._held,
             )
         except Exception as exc:
             if not is_transient_db_error(exc):
