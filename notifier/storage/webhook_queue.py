@@ -145,7 +145,8 @@ async def _claim_on_driver(
 ) -> Sequence[Sequence[Any]]:
     # The driver returns timestamptz as UTC-aware datetimes, as ``UTCDateTime`` does.
     sql, names = _claim_sql()
-    return await driver.fetch(sql, *(params[name] for name in names))
+    rows: list[asyncpg.Record] = await driver.fetch(sql, *(params[name] for name in names))
+    return rows
 
 
 def _claimed(row: Sequence[Any], now: datetime, bodies: dict[uuid.UUID, bytes]) -> ClaimedDelivery:
