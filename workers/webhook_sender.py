@@ -7,7 +7,8 @@
         WEBHOOK_CONCURRENCY_PER_ENDPOINT to one endpoint; each: POST it over its endpoint's
         keep-alive connection pool (webhook_attempt.attempt), decide what it becomes
         (decide), free its slot and start the next one held, then hand the outcome to the
-        group commit (webhook_outcomes) and wait until it is written
+        group commit (webhook_outcomes), which writes it with its batch; the request's task
+        ends there
         wait for a NOTIFY wake-up, room for a claim, the next due time, the poll interval, or
         the stop
 
@@ -104,13 +105,15 @@ class WebhookSender:
             worker_id=self.worker_id,
             retry_within=settings.lease_seconds,
             held=self._held,
+            metrics=self.metrics,
             on_written=wakeup.notify,
         )
         self.slots = EndpointSlots(
             per_endpoint=settings.webhook_concurrency_per_endpoint,
             total=settings.webhook_worker_concurrency,
         )
-        # The requests under way; a task stays in ``_tasks`` until its outcome is written.
+        # The requests under way; a task ends with its request (its outcome is then the
+        # writer's, ``self.outcomes``).
         self._in_flight: dict[uuid.UUID, tuple[asyncio.Task[None], ClaimedDelivery]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._started: dict[uuid.UUID, datetime] = {}
@@ -214,16 +217,11 @@ class WebhookSender:
         http = self._client(delivery.endpoint_id)
         result = await attempt(http, delivery, limit=self._timeout)
         outcome = decide(delivery, result, self.settings.webhook_retry_schedule)
-        self.metrics.attempt(outcome.status.value, result.duration_ms / 1000)
         self._sent(delivery)  # its slot is free while the outcome is written
-        try:
-            await self.outcomes.record(outcome)
-        except Exception:
-            log.exception(
-                "could not record the outcome of webhook delivery %s; it is sent again when "
-                "its lease runs out",
-                delivery.id,
-            )
+        # The task ends here: the outcome's batch is written by the writer's own task, and
+        # the delivery stays leased to this worker until it is (``OutcomeWriter``).
+        written = self.outcomes.record_nowait(outcome)
+        written.add_done_callback(functools.partial(_report_unrecorded, delivery.id))
 
     def _sent(self, delivery: ClaimedDelivery) -> None:
         """Its request ended (or was given up): the slot goes to the next one held."""
@@ -351,6 +349,16 @@ async def webhook_sender_running(
             await task
         if listener is not None:
             await listener.stop()
+
+
+def _report_unrecorded(delivery_id: uuid.UUID, written: asyncio.Future[None]) -> None:
+    if not written.cancelled() and written.exception() is not None:
+        log.error(
+            "could not record the outcome of webhook delivery %s; it is sent again when "
+            "its lease runs out",
+            delivery_id,
+            exc_info=written.exception(),
+        )
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

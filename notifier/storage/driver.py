@@ -150,6 +150,12 @@ async def on_held(held: HeldConnections, run: Callable[[asyncpg.Connection], Awa
     async with held.driver() as (connection, driver):
         try:
             return await run(driver)
+        except asyncpg.InternalClientError as exc:
+            # The protocol in a state it cannot leave: the error a terminating server sends
+            # (a restart, ``pg_terminate_backend``) arrived while the connection sat idle, and
+            # the socket's close had not yet. Lost, as the close will say.
+            await connection.invalidate()
+            raise sa_exc.OperationalError(None, None, exc, connection_invalidated=True) from exc
         except BaseException as exc:
             await roll_back(connection, driver)
             converted = as_sqlalchemy_error(exc, driver)
