@@ -26,7 +26,9 @@ batch about to start, and none carrying urgent items, starts one of its own beyo
 
 ``max_pending`` bounds the queue: beyond it ``submit`` waits for room. A caller cancelled while
 it waits does not take its item back: it is handled all the same (an outcome that went out is
-still recorded). ``flushed()`` waits until everything submitted is handled.
+still recorded). ``submit_nowait(item)`` enqueues without waiting and returns the item's
+future (a sender that has more to do than wait for its outcome's batch). ``flushed()`` waits
+until everything submitted is handled.
 """
 
 from __future__ import annotations
@@ -104,10 +106,26 @@ class Coalescer(Generic[Item, Result]):
         return len(self._urgent_queue) + len(self._queue)
 
     async def submit(self, item: Item) -> Result:
+        self._reset_if_stale()
+        await self._wait_for_room()
+        return await self._enqueue(item)
+
+    def submit_nowait(self, item: Item) -> asyncio.Future[Result]:
+        """``submit`` for a caller that does not wait for the batch: the future of its result
+        (or exception), to await or to give a callback; the item is handled either way. Not
+        with ``max_pending`` (its room is waited for: ``submit``)."""
+        if self._max_pending is not None:
+            raise RuntimeError("submit_nowait cannot wait for room under max_pending")
+        self._reset_if_stale()
+        return self._enqueue(item)
+
+    def _reset_if_stale(self) -> None:
         loop = asyncio.get_running_loop()
         if any(task.get_loop() is not loop for task in self._drains):
             self._reset()  # left over from an event loop that has since closed (tests)
-        await self._wait_for_room()
+
+    def _enqueue(self, item: Item) -> asyncio.Future[Result]:
+        loop = asyncio.get_running_loop()
         urgent = self._urgent is not None and self._urgent(item)
         waiter: _Waiter[Item, Result] = _Waiter(
             item,
@@ -126,7 +144,7 @@ class Coalescer(Generic[Item, Result]):
             drain = loop.create_task(self._drain())
             self._drains.add(drain)
             self._starting.add(drain)
-        return await waiter.future
+        return waiter.future
 
     async def flushed(self) -> None:
         """Wait until everything submitted so far is handled (or failed)."""

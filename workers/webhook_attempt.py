@@ -36,7 +36,9 @@ BASE_HEADERS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though nothing changes it once built: a frozen dataclass sets each field through
+# ``object.__setattr__``, which cost ~7 us per instance of eight fields, three per event.
+@dataclass(slots=True)
 class AttemptResult:
     status_code: int | None  # None when no answer came
     error: str | None  # None for a 2xx

@@ -4,10 +4,11 @@
         claim ahead, in batches, up to twice what may be sent at once (webhook_slots)
                                                               (storage.webhook_queue.claim_due)
         start what the slots allow: at most WEBHOOK_WORKER_CONCURRENCY requests, at most
-        WEBHOOK_CONCURRENCY_PER_ENDPOINT to one endpoint; each: POST it over its endpoint's
-        keep-alive connection pool (webhook_attempt.attempt), decide what it becomes
-        (decide), free its slot and start the next one held, then hand the outcome to the
-        group commit (webhook_outcomes) and wait until it is written
+        WEBHOOK_CONCURRENCY_PER_ENDPOINT to one endpoint, each in a lane (a task that goes
+        on to the next held delivery a slot allows, and ends when there is none); each: POST
+        it over its endpoint's keep-alive connection pool (webhook_attempt.attempt), decide
+        what it becomes (decide), free its slot, hand the outcome to the group commit
+        (webhook_outcomes), which writes it with its batch, without waiting for that
         wait for a NOTIFY wake-up, room for a claim, the next due time, the poll interval, or
         the stop
 
@@ -45,6 +46,7 @@ from notifier.net_guard import guarded_connector
 from notifier.realtime.wakeups import PostgresWakeupListener
 from notifier.settings import Settings
 from notifier.storage import webhook_queue as queue
+from notifier.storage.driver import HeldConnections
 from notifier.storage.transitions import KEEP_DAYS as HISTORY_DAYS
 from notifier.storage.transitions import prune_transitions
 from notifier.storage.webhook_log import prune
@@ -88,23 +90,32 @@ class WebhookSender:
         self.drain_seconds = (
             drain_seconds if drain_seconds is not None else min(settings.lease_seconds, 25.0)
         )
-        # One engine for the claims and outcomes: single statements on autocommit connections.
+        # One engine for the claims and outcomes: single statements on autocommit connections,
+        # on PostgreSQL two kept checked out (the claim, the outcome batch being written) and
+        # run on the asyncpg driver itself (``storage.driver``).
         self.engine: AsyncEngine = sessions.kw["bind"]
+        self._held = (
+            HeldConnections(self.engine, keep=2)
+            if self.engine.dialect.name == "postgresql"
+            else None
+        )
         # A written outcome may be a retry with its own due time: the loop looks again.
         self.outcomes = OutcomeWriter(
             self.engine,
             worker_id=self.worker_id,
             retry_within=settings.lease_seconds,
+            held=self._held,
+            metrics=self.metrics,
             on_written=wakeup.notify,
         )
         self.slots = EndpointSlots(
             per_endpoint=settings.webhook_concurrency_per_endpoint,
             total=settings.webhook_worker_concurrency,
         )
-        # The requests under way; a task stays in ``_tasks`` until its outcome is written.
-        self._in_flight: dict[uuid.UUID, tuple[asyncio.Task[None], ClaimedDelivery]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._started: dict[uuid.UUID, datetime] = {}
+        # The lanes: a task per request under way, which goes on to the next delivery ready
+        # when its request ends (no task per request), and what each is sending now, since
+        # when (loop time). A lane ends when nothing is ready to start.
+        self._sending: dict[asyncio.Task[None], tuple[ClaimedDelivery, float]] = {}
         self._claimed_at: dict[uuid.UUID, float] = {}  # loop time of the lease's claim
         self._room = asyncio.Event()  # a request ended and a claim would be worth it
         self._stopping = False
@@ -132,6 +143,8 @@ class WebhookSender:
             await self._drain()
             for http in self._http.values():
                 await http.close()
+            if self._held is not None:
+                await self._held.aclose()
 
     def _client(self, endpoint_id: uuid.UUID) -> aiohttp.ClientSession:
         http = self._http.get(endpoint_id)
@@ -163,6 +176,7 @@ class WebhookSender:
                 lease_seconds=self.lease_seconds,
                 per_endpoint=AHEAD * self.slots.per_endpoint,
                 busy=self.slots.held_per_endpoint(),
+                held=self._held,
             )
         except Exception as exc:
             if not is_transient_db_error(exc):
@@ -182,50 +196,62 @@ class WebhookSender:
         return len(claimed) == asked
 
     def _start_ready(self) -> None:
+        """A lane for each held delivery a slot allows to start now."""
+        while (delivery := self._next_to_send()) is not None:
+            lane = asyncio.create_task(self._lane(delivery))
+            self._sending[lane] = (delivery, time.monotonic())
+            lane.add_done_callback(self._lane_ended)
+
+    def _next_to_send(self) -> ClaimedDelivery | None:
         # A held delivery must start early enough to be answered and recorded within its
         # lease; one that waited longer (a slow endpoint, a stall) is let go unsent: its lease
         # runs out and a claim takes it again, rather than two workers sending it at once.
+        if self._stopping:
+            return None
         start_by = self.settings.webhook_timeout_seconds + self.settings.lease_seconds / 2
         now = time.monotonic()
         while (delivery := self.slots.next_ready()) is not None:
             claimed_at = self._claimed_at.pop(delivery.id, now)
-            if now - claimed_at > start_by:
-                self.slots.done(delivery)
-                continue
-            task = asyncio.create_task(self._deliver(delivery))
-            self._in_flight[delivery.id] = (task, delivery)
-            self._tasks.add(task)
-            self._started[delivery.id] = utcnow()
-            task.add_done_callback(functools.partial(self._forget, delivery))
+            if now - claimed_at <= start_by:
+                return delivery
+            self.slots.done(delivery)
+        return None
 
-    async def _deliver(self, delivery: ClaimedDelivery) -> None:
+    async def _lane(self, delivery: ClaimedDelivery) -> None:
+        """Send ``delivery``, then whatever is ready next (from what is held: no round trip
+        between two requests), until nothing is."""
+        lane = asyncio.current_task()
+        assert lane is not None
+        next_one: ClaimedDelivery | None = delivery
+        while next_one is not None:
+            await self._deliver(lane, next_one)
+            next_one = self._next_to_send()
+            if next_one is not None:
+                self._sending[lane] = (next_one, time.monotonic())
+
+    async def _deliver(self, lane: asyncio.Task[None], delivery: ClaimedDelivery) -> None:
         http = self._client(delivery.endpoint_id)
         result = await attempt(http, delivery, limit=self._timeout)
         outcome = decide(delivery, result, self.settings.webhook_retry_schedule)
-        self.metrics.attempt(outcome.status.value, result.duration_ms / 1000)
+        del self._sending[lane]
         self._sent(delivery)  # its slot is free while the outcome is written
-        try:
-            await self.outcomes.record(outcome)
-        except Exception:
-            log.exception(
-                "could not record the outcome of webhook delivery %s; it is sent again when "
-                "its lease runs out",
-                delivery.id,
-            )
+        # The outcome's batch is written by the writer's own task, and the delivery stays
+        # leased to this worker until it is (``OutcomeWriter``).
+        written = self.outcomes.record_nowait(outcome)
+        written.add_done_callback(functools.partial(_report_unrecorded, delivery.id))
 
     def _sent(self, delivery: ClaimedDelivery) -> None:
-        """Its request ended (or was given up): the slot goes to the next one held."""
-        if self._in_flight.pop(delivery.id, None) is not None:
-            self._started.pop(delivery.id, None)
-            self.slots.done(delivery)
-            if not self._stopping:
-                self._start_ready()  # from what is held: no round trip between two requests
-            if self.slots.wants_more:
-                self._room.set()
+        """Its request ended (or was given up): its slot is free."""
+        self.slots.done(delivery)
+        if self.slots.wants_more:
+            self._room.set()
 
-    def _forget(self, delivery: ClaimedDelivery, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._sent(delivery)  # a task cancelled mid-request
+    def _lane_ended(self, lane: asyncio.Task[None]) -> None:
+        sending = self._sending.pop(lane, None)
+        if sending is not None:  # cancelled mid-request (a stop), or failed
+            self._sent(sending[0])
+        if not lane.cancelled() and lane.exception() is not None:
+            log.error("a webhook sending lane failed", exc_info=lane.exception())
 
     async def _wait(self, stop: asyncio.Event) -> None:
         """Whichever comes first: new work announced, room for a claim after a request
@@ -262,28 +288,29 @@ class WebhookSender:
         self._stopping = True
         waiting = self.slots.take_waiting()
         self._claimed_at.clear()
-        if self._in_flight:
+        if self._sending:
             log.info(
                 "stopping: waiting up to %.0fs for %d webhook attempts",
                 self.drain_seconds,
-                len(self._in_flight),
+                len(self._sending),
             )
-            tasks = [task for task, _ in self._in_flight.values()]
-            await asyncio.wait(tasks, timeout=self.drain_seconds)
-        unfinished = list(self._in_flight.values())
-        started = dict(self._started)
-        for task, _ in unfinished:
-            task.cancel()
-        await asyncio.gather(*(task for task, _ in unfinished), return_exceptions=True)
+            await asyncio.wait(list(self._sending), timeout=self.drain_seconds)
+        unfinished = list(self._sending.items())
+        for lane, _ in unfinished:
+            lane.cancel()
+        await asyncio.gather(*(lane for lane, _ in unfinished), return_exceptions=True)
+        now, loop_now = utcnow(), time.monotonic()
         recording = [
             asyncio.ensure_future(
-                self.outcomes.record(interrupted(delivery, started.get(delivery.id, utcnow())))
+                self.outcomes.record(
+                    interrupted(delivery, now - timedelta(seconds=loop_now - started))
+                )
             )
-            for _, delivery in unfinished
+            for _, (delivery, started) in unfinished
         ]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.drain_seconds):
-                await asyncio.gather(*self._tasks, *recording, return_exceptions=True)
+                await asyncio.gather(*recording, return_exceptions=True)
                 await self.outcomes.flushed()
                 if waiting:
                     async with self.sessions() as session, session.begin():
@@ -339,6 +366,16 @@ async def webhook_sender_running(
             await task
         if listener is not None:
             await listener.stop()
+
+
+def _report_unrecorded(delivery_id: uuid.UUID, written: asyncio.Future[None]) -> None:
+    if not written.cancelled() and written.exception() is not None:
+        log.error(
+            "could not record the outcome of webhook delivery %s; it is sent again when "
+            "its lease runs out",
+            delivery_id,
+            exc_info=written.exception(),
+        )
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from notifier.metrics.instruments import LATENCY_BUCKETS
@@ -24,10 +26,17 @@ class WebhookMetrics:
         )
         self._by_outcome: dict[str, Counter] = {}
 
-    def attempt(self, outcome: str, seconds: float) -> None:
-        # The labelled child, built once: ``labels()`` takes a lock and builds a key per call.
-        counter = self._by_outcome.get(outcome)
-        if counter is None:
-            counter = self._by_outcome[outcome] = self.attempts.labels(outcome=outcome)
-        counter.inc()
-        self.duration.observe(seconds)
+    def observe_attempts(self, attempts: Iterable[tuple[str, float]]) -> None:
+        """A batch of attempts, each what its delivery became and how long it took: the
+        counters moved once per outcome in the batch, not once per attempt (each ``inc`` takes a
+        lock)."""
+        counts: dict[str, int] = {}
+        for outcome, seconds in attempts:
+            counts[outcome] = counts.get(outcome, 0) + 1
+            self.duration.observe(seconds)
+        for outcome, n in counts.items():
+            # The labelled child, built once: ``labels()`` takes a lock and builds a key per call.
+            counter = self._by_outcome.get(outcome)
+            if counter is None:
+                counter = self._by_outcome[outcome] = self.attempts.labels(outcome=outcome)
+            counter.inc(n)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -138,3 +138,27 @@ def json_rows(rows: Iterable[tuple[Any, ...]]) -> str:
     their elements checked by asyncpg (an abc ``isinstance`` each: 15% of a worker's CPU)."""
     # default=str: asyncpg's own UUID type, as read back from rows, which orjson does not know.
     return orjson.dumps(list(rows), default=str).decode()
+
+
+_T = TypeVar("_T")
+
+
+async def on_held(held: HeldConnections, run: Callable[[asyncpg.Connection], Awaitable[_T]]) -> _T:
+    """``run`` on a held connection's driver; after a failure, the connection rolled back (or
+    dropped) and the driver's error translated (``as_sqlalchemy_error``), so that the caller's
+    retry (``db.classify``) reads it as it reads SQLAlchemy's own."""
+    async with held.driver() as (connection, driver):
+        try:
+            return await run(driver)
+        except asyncpg.InternalClientError as exc:
+            # The protocol in a state it cannot leave: the error a terminating server sends
+            # (a restart, ``pg_terminate_backend``) arrived while the connection sat idle, and
+            # the socket's close had not yet. Lost, as the close will say.
+            await connection.invalidate()
+            raise sa_exc.OperationalError(None, None, exc, connection_invalidated=True) from exc
+        except BaseException as exc:
+            await roll_back(connection, driver)
+            converted = as_sqlalchemy_error(exc, driver)
+            if converted is exc:
+                raise
+            raise converted from exc

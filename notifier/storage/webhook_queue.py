@@ -9,21 +9,26 @@ outcome was committed leaves the row leased, and it is sent again, under the sam
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Text, cast, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from notifier.models.base import UTCDateTime, utcnow
 from notifier.models.webhook import WebhookDelivery, WebhookEndpoint, WebhookEvent
+from notifier.storage.driver import HeldConnections, on_held, positional
 from notifier.webhooks.events import envelope_body
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though nothing changes it once built: a frozen dataclass sets each field through
+# ``object.__setattr__``, which cost ~7 us per instance of eight fields, three per event.
+@dataclass(slots=True)
 class ClaimedDelivery:
     """One leased delivery, with what sending it reads: its event and its endpoint."""
 
@@ -94,13 +99,17 @@ async def claim_due(
     lease_seconds: float,
     per_endpoint: int,
     busy: Mapping[uuid.UUID, int],
+    held: HeldConnections | None = None,
 ) -> list[ClaimedDelivery]:
     """Lease up to ``batch_size`` due deliveries of enabled endpoints to this worker, at most
     ``per_endpoint - busy[endpoint]`` per endpoint, earliest due first.
 
-    On PostgreSQL one statement on an autocommit connection (atomic by itself); on SQLite a
-    ``BEGIN IMMEDIATE`` transaction, SQLite's only kind of write lock, around a read, the
-    update and a read of what was claimed.
+    On PostgreSQL one statement on an autocommit connection (atomic by itself): with ``held``
+    (a sender's, PostgreSQL only) on the asyncpg connection itself, the statement's text
+    compiled once and prepared once per connection (``driver``: SQLAlchemy's execution path
+    and a pool check-out per claim cost the sender more CPU than the statement's own Python
+    side); otherwise through SQLAlchemy. On SQLite a ``BEGIN IMMEDIATE`` transaction, SQLite's
+    only kind of write lock, around a read, the update and a read of what was claimed.
     """
     now = utcnow()
     params: dict[str, Any] = {
@@ -113,15 +122,33 @@ async def claim_due(
         "busy_counts": list(busy.values()),
     }
     rows: Sequence[Sequence[Any]]
-    async with engine.connect() as connection:
-        if connection.dialect.name == "postgresql":
-            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            rows = (await autocommit.execute(_PG_CLAIM, params)).all()
-        else:
-            async with connection.begin():
-                rows = await _claim_sqlite(connection, params)
+    if held is not None:
+        rows = await on_held(held, functools.partial(_claim_on_driver, params=params))
+    else:
+        async with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                rows = (await autocommit.execute(_PG_CLAIM, params)).all()
+            else:
+                async with connection.begin():
+                    rows = await _claim_sqlite(connection, params)
     bodies: dict[uuid.UUID, bytes] = {}
     return [_claimed(row, now, bodies) for row in rows]
+
+
+@functools.cache
+def _claim_sql() -> tuple[str, tuple[str, ...]]:
+    sql, names, _ = positional(_PG_CLAIM)
+    return sql, names
+
+
+async def _claim_on_driver(
+    driver: asyncpg.Connection, *, params: dict[str, Any]
+) -> Sequence[Sequence[Any]]:
+    # The driver returns timestamptz as UTC-aware datetimes, as ``UTCDateTime`` does.
+    sql, names = _claim_sql()
+    rows: list[asyncpg.Record] = await driver.fetch(sql, *(params[name] for name in names))
+    return rows
 
 
 def _claimed(row: Sequence[Any], now: datetime, bodies: dict[uuid.UUID, bytes]) -> ClaimedDelivery:

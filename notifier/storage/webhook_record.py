@@ -9,13 +9,14 @@ so it cannot overwrite newer state.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Integer, String, bindparam, exists, insert, select, text, update
+import asyncpg
+from sqlalchemy import Integer, String, bindparam, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from notifier.models.base import UTCDateTime
@@ -26,10 +27,13 @@ from notifier.models.webhook import (
     WebhookEndpoint,
     WebhookEvent,
 )
+from notifier.storage.driver import HeldConnections, json_rows, on_held
 from notifier.storage.webhook_queue import ClaimedDelivery
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though nothing changes it once built: a frozen dataclass sets each field through
+# ``object.__setattr__``, which cost ~7 us per instance of eight fields, three per event.
+@dataclass(slots=True)
 class DeliveryOutcome:
     """What one attempt did: the delivery's new state, and the log entry."""
 
@@ -47,24 +51,24 @@ class DeliveryOutcome:
         return self.delivery.attempts + 1
 
 
-# The outcomes of a batch on PostgreSQL: one statement, each column an array (one parameter a
-# column, whatever the batch size). The deliveries still leased to this worker are locked in
-# id order first (found by primary key: ``= ANY(…)``, never a join the planner may hash over
-# the whole table); the log gets every attempt whose endpoint and event still exist (a delivery
-# deleted meanwhile with its endpoint logs nothing rather than failing the batch).
-_PG_RECORD = text(
-    """
+# The outcomes of a batch on PostgreSQL: one statement, fixed positional SQL text (run on the
+# asyncpg connection itself, or through SQLAlchemy's ``exec_driver_sql``), the worker id and
+# the outcomes as one JSON parameter, an array of arrays (``driver.json_rows`` says why not one
+# array a column). The deliveries still leased to this worker are locked in id order first
+# (found by primary key: ``= ANY(…)``, never a join the planner may hash over the whole table);
+# the log gets every attempt whose endpoint and event still exist (a delivery deleted meanwhile
+# with its endpoint logs nothing rather than failing the batch).
+PG_RECORD = """
 WITH outcome AS (
-    SELECT * FROM unnest(
-        CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:attempts AS int[]),
-        CAST(:next AS timestamptz[]), CAST(:codes AS int[]), CAST(:errors AS text[]),
-        CAST(:at AS timestamptz[]), CAST(:events AS uuid[]), CAST(:endpoints AS uuid[]),
-        CAST(:types AS text[]), CAST(:ms AS int[])
-    ) AS o(id, status, attempt, next_attempt_at, status_code, error, at, event_id,
-           endpoint_id, event_type, duration_ms)
+    SELECT CAST(v->>0 AS uuid) AS id, v->>1 AS status, CAST(v->>2 AS int) AS attempt,
+           CAST(v->>3 AS timestamptz) AS next_attempt_at, CAST(v->>4 AS int) AS status_code,
+           v->>5 AS error, CAST(v->>6 AS timestamptz) AS at, CAST(v->>7 AS uuid) AS event_id,
+           CAST(v->>8 AS uuid) AS endpoint_id, v->>9 AS event_type,
+           CAST(v->>10 AS int) AS duration_ms
+    FROM jsonb_array_elements(CAST($2 AS jsonb)) AS v
 ), ours AS (
     SELECT w.id FROM webhook_deliveries AS w
-    WHERE w.id = ANY(CAST(:ids AS uuid[])) AND w.lease_owner = :worker
+    WHERE w.id = ANY(ARRAY(SELECT id FROM outcome)) AND w.lease_owner = $1
     ORDER BY w.id
     FOR UPDATE OF w
 ), recorded AS (
@@ -83,7 +87,12 @@ FROM outcome AS o
 WHERE EXISTS (SELECT 1 FROM webhook_endpoints AS e WHERE e.id = o.endpoint_id)
   AND EXISTS (SELECT 1 FROM webhook_events AS ev WHERE ev.id = o.event_id)
 """
-)
+
+# An endpoint that answered 410 Gone, disabled (in the transaction of its batch's outcomes).
+PG_DISABLE = """
+UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2, updated_at = $3
+WHERE id = $1 AND enabled
+"""
 
 # The same on SQLite, one row at a time (executemany): SQLite has no arrays.
 _RECORD = (
@@ -133,41 +142,67 @@ _LOG = insert(WebhookAttempt).from_select(
 
 
 async def record_outcomes(
-    engine: AsyncEngine, worker_id: str, outcomes: Sequence[DeliveryOutcome]
+    engine: AsyncEngine,
+    worker_id: str,
+    outcomes: Sequence[DeliveryOutcome],
+    *,
+    held: HeldConnections | None = None,
 ) -> None:
     """Write the outcomes (each delivery only while this worker still holds its lease), log
     every attempt, and disable the endpoints that answered 410; committed when this returns.
 
     On PostgreSQL a batch without a 410 is one statement on an autocommit connection (atomic
-    by itself: no BEGIN and COMMIT round trips). Otherwise one transaction, whose rows are
-    locked in one order by every writer — endpoints first, then deliveries, each in id order
-    (replay and endpoint deletion do the same): two transactions that lock several rows in the
-    same order cannot deadlock."""
+    by itself: no BEGIN and COMMIT round trips): with ``held`` (a sender's, PostgreSQL only)
+    on the asyncpg connection itself, prepared once per connection, its errors translated for
+    ``db.classify`` (``driver.on_held``). Otherwise one transaction, whose rows are locked in
+    one order by every writer — endpoints first, then deliveries, each in id order (replay and
+    endpoint deletion do the same): two transactions that lock several rows in the same order
+    cannot deadlock."""
     if not outcomes:
         return
     ordered = sorted(outcomes, key=lambda o: o.delivery.id)
     gone = {o.delivery.endpoint_id: o for o in outcomes if o.disable_endpoint is not None}
+    disabled = [
+        (endpoint_id, gone[endpoint_id].disable_endpoint, gone[endpoint_id].at)
+        for endpoint_id in sorted(gone)
+    ]
+    if held is not None:
+        await on_held(held, functools.partial(_record_on_driver, worker_id, ordered, disabled))
+        return
     async with engine.connect() as connection:
         postgresql = connection.dialect.name == "postgresql"
         if postgresql and not gone:
             autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            await autocommit.execute(_PG_RECORD, _columns(worker_id, ordered))
+            await autocommit.exec_driver_sql(PG_RECORD, (worker_id, _outcomes_json(ordered)))
             return
         async with connection.begin():
-            for endpoint_id in sorted(gone):
+            if postgresql:
+                for row in disabled:
+                    await connection.exec_driver_sql(PG_DISABLE, row)
+                await connection.exec_driver_sql(PG_RECORD, (worker_id, _outcomes_json(ordered)))
+                return
+            for endpoint_id, reason, at in disabled:
                 await connection.execute(
                     update(WebhookEndpoint)
                     .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.enabled)
-                    .values(
-                        enabled=False,
-                        disabled_reason=gone[endpoint_id].disable_endpoint,
-                        updated_at=gone[endpoint_id].at,
-                    )
+                    .values(enabled=False, disabled_reason=reason, updated_at=at)
                 )
-            if postgresql:
-                await connection.execute(_PG_RECORD, _columns(worker_id, ordered))
-            else:
-                await _record_sqlite(connection, worker_id, ordered)
+            await _record_sqlite(connection, worker_id, ordered)
+
+
+async def _record_on_driver(
+    worker_id: str,
+    ordered: Sequence[DeliveryOutcome],
+    disabled: Sequence[tuple[uuid.UUID, str | None, datetime]],
+    driver: asyncpg.Connection,
+) -> None:
+    if not disabled:
+        await driver.execute(PG_RECORD, worker_id, _outcomes_json(ordered))
+        return
+    async with driver.transaction():
+        for row in disabled:
+            await driver.execute(PG_DISABLE, *row)
+        await driver.execute(PG_RECORD, worker_id, _outcomes_json(ordered))
 
 
 async def _record_sqlite(
@@ -208,18 +243,21 @@ async def _record_sqlite(
     )
 
 
-def _columns(worker_id: str, outcomes: Sequence[DeliveryOutcome]) -> dict[str, Any]:
-    return {
-        "worker": worker_id,
-        "ids": [o.delivery.id for o in outcomes],
-        "statuses": [o.status.value for o in outcomes],
-        "attempts": [o.attempt for o in outcomes],
-        "next": [o.next_attempt_at for o in outcomes],
-        "codes": [o.status_code for o in outcomes],
-        "errors": [o.error for o in outcomes],
-        "at": [o.at for o in outcomes],
-        "events": [o.delivery.event_id for o in outcomes],
-        "endpoints": [o.delivery.endpoint_id for o in outcomes],
-        "types": [o.delivery.event_type for o in outcomes],
-        "ms": [o.duration_ms for o in outcomes],
-    }
+def _outcomes_json(outcomes: Sequence[DeliveryOutcome]) -> str:
+    """The outcomes as ``PG_RECORD``'s JSON parameter: one array each, in its columns' order."""
+    return json_rows(
+        (
+            o.delivery.id,
+            o.status.value,
+            o.delivery.attempts + 1,
+            o.next_attempt_at,
+            o.status_code,
+            o.error,
+            o.at,
+            o.delivery.event_id,
+            o.delivery.endpoint_id,
+            o.delivery.event_type,
+            o.duration_ms,
+        )
+        for o in outcomes
+    )

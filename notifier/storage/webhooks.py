@@ -138,7 +138,7 @@ async def delete_endpoint(session: AsyncSession, endpoint_id: uuid.UUID) -> bool
 
     The endpoint, then its deliveries in id order, are locked before the cascade deletes
     them in an order of its own: the order every writer of these rows keeps
-    (``webhook_queue.record_outcomes``), so a sender recording outcomes meanwhile cannot
+    (``webhook_record.record_outcomes``), so a sender recording outcomes meanwhile cannot
     deadlock with it."""
     if await get_endpoint(session, endpoint_id, for_update=True) is None:
         return False
