@@ -9,6 +9,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,6 +21,7 @@ from notifier.storage.db import (
     is_database_unavailable,
     is_transient,
 )
+from notifier.storage.driver import after_failure
 from tests.support.service import free_port
 from workers.outcomes import is_transient_db_error
 
@@ -94,3 +96,17 @@ async def test_a_deadlock_is_a_conflict(engine: AsyncEngine) -> None:
     errors = [r for r in results if isinstance(r, BaseException)]
     assert len(errors) == 1, results  # PostgreSQL breaks the cycle by failing one of the two
     assert _kinds(errors[0]) == (DbErrorKind.CONFLICT, False, True, True)
+
+
+async def test_a_driver_stuck_after_the_server_left_is_unavailable_and_dropped(
+    engine: AsyncEngine,
+) -> None:
+    # The hot paths' claim and outcome flush read this (``driver.after_failure``): asyncpg's
+    # InternalClientError when a terminating server's error arrived while the connection sat
+    # idle. Read as the request's fault, a worker's claim loop crashed instead of retrying.
+    stuck = asyncpg.InternalClientError("cannot switch to state 11; another operation (2)")
+    async with engine.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        raised = await after_failure(connection, driver, stuck)
+        assert connection.invalidated
+    assert _kinds(raised) == (DbErrorKind.UNAVAILABLE, True, True, True)

@@ -35,10 +35,9 @@ from notifier.models.recipient import PushSubscription, Recipient
 from notifier.storage.db import is_one_of
 from notifier.storage.driver import (
     HeldConnections,
-    as_sqlalchemy_error,
+    after_failure,
     driver_of,
     positional,
-    roll_back,
 )
 
 PROVIDER_ID_CHARS = 255  # notification_deliveries.provider_id is varchar(255)
@@ -171,8 +170,7 @@ async def _claim_guarded(
     try:
         return await _claim_on_driver(driver, params)
     except BaseException as exc:
-        await roll_back(connection, driver)  # no transaction; drops a lost connection
-        converted = as_sqlalchemy_error(exc, driver)
+        converted = await after_failure(connection, driver, exc)
         if converted is exc:
             raise
         raise converted from exc

@@ -118,12 +118,34 @@ async def roll_back(connection: AsyncConnection, driver: asyncpg.Connection) -> 
         await connection.invalidate()
 
 
+async def after_failure(
+    connection: AsyncConnection, driver: asyncpg.Connection, exc: BaseException
+) -> BaseException:
+    """What to raise after ``exc`` on the driver's connection: the connection rolled back or
+    dropped (``roll_back``), and the error translated (``as_sqlalchemy_error``) so that the
+    caller's retry (``db.classify``) reads it as it reads SQLAlchemy's own."""
+    if isinstance(exc, asyncpg.InternalClientError):
+        # The protocol in a state it cannot leave: the error a terminating server sends (a
+        # restart, ``pg_terminate_backend``) arrived while the connection sat idle, and the
+        # socket's close had not yet. Lost, as the close will say.
+        await connection.invalidate()
+    else:
+        await roll_back(connection, driver)
+    return as_sqlalchemy_error(exc, driver)
+
+
 def as_sqlalchemy_error(exc: BaseException, driver: asyncpg.Connection) -> BaseException:
     """The driver's own errors as SQLAlchemy would raise them, which ``db.classify`` (every
     caller's retry decision) reads: a lost connection as an ``OperationalError``; a server
     error as a ``DBAPIError`` carrying its SQLSTATE (deadlock, shutdown…), an
     ``IntegrityError`` for a constraint (class 23). Anything else is returned as it is."""
-    lost = isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError | OSError)
+    lost = isinstance(
+        exc,
+        asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.InternalClientError
+        | OSError,
+    )
     if lost or (isinstance(exc, asyncpg.PostgresError) and driver.is_closed()):
         return sa_exc.OperationalError(None, None, exc, connection_invalidated=True)
     if isinstance(exc, asyncpg.PostgresError):
@@ -144,21 +166,12 @@ _T = TypeVar("_T")
 
 
 async def on_held(held: HeldConnections, run: Callable[[asyncpg.Connection], Awaitable[_T]]) -> _T:
-    """``run`` on a held connection's driver; after a failure, the connection rolled back (or
-    dropped) and the driver's error translated (``as_sqlalchemy_error``), so that the caller's
-    retry (``db.classify``) reads it as it reads SQLAlchemy's own."""
+    """``run`` on a held connection's driver; a failure raised as ``after_failure`` says."""
     async with held.driver() as (connection, driver):
         try:
             return await run(driver)
-        except asyncpg.InternalClientError as exc:
-            # The protocol in a state it cannot leave: the error a terminating server sends
-            # (a restart, ``pg_terminate_backend``) arrived while the connection sat idle, and
-            # the socket's close had not yet. Lost, as the close will say.
-            await connection.invalidate()
-            raise sa_exc.OperationalError(None, None, exc, connection_invalidated=True) from exc
         except BaseException as exc:
-            await roll_back(connection, driver)
-            converted = as_sqlalchemy_error(exc, driver)
+            converted = await after_failure(connection, driver, exc)
             if converted is exc:
                 raise
             raise converted from exc

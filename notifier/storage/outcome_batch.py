@@ -40,7 +40,7 @@ from notifier.models.notification import Notification, NotificationDelivery
 from notifier.storage import outcome_pg
 from notifier.storage.db import is_one_of
 from notifier.storage.dispatch import PROVIDER_ID_CHARS
-from notifier.storage.driver import HeldConnections, as_sqlalchemy_error, driver_of, roll_back
+from notifier.storage.driver import HeldConnections, after_failure, driver_of
 from notifier.storage.outcome_pg import LockedChannel, LockedRow
 from notifier.storage.transitions import (
     TransitionRecord,
@@ -135,8 +135,7 @@ async def _record_on_postgres(
         emitted = await outcome_pg.write_back(driver, changed, records) if changed else 0
         await driver.execute("COMMIT")
     except BaseException as exc:
-        await roll_back(connection, driver)
-        converted = as_sqlalchemy_error(exc, driver)
+        converted = await after_failure(connection, driver, exc)
         if converted is exc:
             raise
         raise converted from exc

@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.dispatch.conftest import backend, db_url, pg_scratch
+from tests.dispatch.conftest import backend, db_url, fresh_pg_url, pg_scratch
 from tests.peers.webhook import WebhookReceiver
 
-__all__ = ["backend", "db_url", "pg_scratch"]  # fixtures, shared with tests/dispatch
+# fixtures, shared with tests/dispatch
+__all__ = ["backend", "db_url", "fresh_pg_url", "pg_scratch"]
 
 
 @pytest.fixture

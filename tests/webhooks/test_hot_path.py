@@ -31,10 +31,9 @@ WORKER = "webhooks-test"
 
 
 @pytest.fixture
-async def pg_stack(backend: str | None, db_url: str) -> AsyncIterator[WebhookStack]:
-    if backend is None:
-        pytest.skip("the driver path is PostgreSQL's (SQLite runs through SQLAlchemy)")
-    async with webhook_stack(db_url) as hooks:
+async def pg_stack(fresh_pg_url: str) -> AsyncIterator[WebhookStack]:
+    """The driver path is PostgreSQL's (SQLite runs through SQLAlchemy)."""
+    async with webhook_stack(fresh_pg_url) as hooks:
         yield hooks
 
 
@@ -64,13 +63,14 @@ async def _claim(held: HeldConnections, engine: AsyncEngine) -> list[ClaimedDeli
     )
 
 
+@pytest.mark.postgres
 async def test_a_connection_lost_under_the_claim_or_the_outcome_write_is_retried(
-    pg_stack: WebhookStack, db_url: str
+    pg_stack: WebhookStack, fresh_pg_url: str
 ) -> None:
     hooks = pg_stack
     endpoint = await hooks.create_endpoint("http://127.0.0.1:9/hook")
     await hooks.emit(*[task_ended("completed", {"task_id": f"t{n}"}) for n in range(2)])
-    engine = create_engine(db_url, pool_size=2)
+    engine = create_engine(fresh_pg_url, pool_size=2)
     held = HeldConnections(engine, keep=1)
     try:
         await _lose(hooks, held)
@@ -109,8 +109,9 @@ async def test_a_connection_lost_under_the_claim_or_the_outcome_write_is_retried
     assert [a["status_code"] for a in attempts] == [200, 200]
 
 
+@pytest.mark.postgres
 async def test_a_connection_its_driver_cannot_use_is_dropped_as_lost(
-    pg_stack: WebhookStack, db_url: str
+    pg_stack: WebhookStack, fresh_pg_url: str
 ) -> None:
     # What asyncpg raises when a terminating server's error arrived while the connection was
     # idle and its close has not yet (seen in this file's first test, about one run in seven).
@@ -119,7 +120,7 @@ async def test_a_connection_its_driver_cannot_use_is_dropped_as_lost(
             "cannot switch to state 11; another operation (2) is in progress"
         )
 
-    engine = create_engine(db_url, pool_size=2)
+    engine = create_engine(fresh_pg_url, pool_size=2)
     held = HeldConnections(engine, keep=1)
     try:
         async with held.driver() as (_, first):
@@ -136,13 +137,14 @@ async def test_a_connection_its_driver_cannot_use_is_dropped_as_lost(
     assert first.is_closed() and after is not first
 
 
+@pytest.mark.postgres
 async def test_a_gone_endpoint_is_disabled_with_its_batch_on_the_driver(
-    pg_stack: WebhookStack, db_url: str
+    pg_stack: WebhookStack, fresh_pg_url: str
 ) -> None:
     hooks = pg_stack
     endpoint = await hooks.create_endpoint("http://127.0.0.1:9/hook")
     await hooks.emit(task_ended("completed", {"task_id": "t"}))
-    engine = create_engine(db_url, pool_size=2)
+    engine = create_engine(fresh_pg_url, pool_size=2)
     held = HeldConnections(engine, keep=1)
     try:
         (delivery,) = await _claim(held, engine)
