@@ -6,12 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, WebSocket
-from starlette.types import Receive, Scope, Send
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from notifier import __version__
 from notifier.api import docs
 from notifier.api.body_limit import BodySizeLimit
 from notifier.api.context import ServiceContext
+from notifier.api.enqueue_fast import EnqueueFastPath
 from notifier.api.errors import install_error_handlers
 from notifier.api.methods import MethodNotAllowed, MethodTable, route_path
 from notifier.api.openapi import install_openapi
@@ -49,6 +51,17 @@ class NotifierApp(FastAPI):
             await ws.websocket_endpoint(WebSocket(scope, receive, send))
             return
         await super().__call__(scope, receive, send)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """FastAPI's stack, with ``EnqueueFastPath`` (``POST /v1/notifications``) right inside
+        the exception handlers: inside every middleware, and in front of what the router needs
+        (FastAPI's exit stacks, the routing) and the fast path does not."""
+        stack = super().build_middleware_stack()
+        layer = stack
+        while not isinstance(layer, ExceptionMiddleware):
+            layer = layer.app  # type: ignore[attr-defined]  # each middleware keeps its app
+        layer.app = EnqueueFastPath(layer.app)
+        return stack
 
 
 def create_app(settings: Settings, *, context: ServiceContext | None = None) -> FastAPI:
