@@ -5,8 +5,9 @@ without one (``create_app(settings)``) builds its own at startup."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from notifier.realtime.frames import FrameReference, notification_frame_for, tas
 from notifier.realtime.hub import ConnectionHub
 from notifier.settings import Settings
 from notifier.storage.db import create_engine, create_session_factory
+from notifier.storage.enqueue import PreparedEnqueue
 from notifier.storage.enqueue_group import GroupCommit
 from notifier.storage.notifications import get_notification
 from notifier.storage.tasks import get_task
@@ -29,6 +31,9 @@ from notifier.storage.wakeups import Wakeups
 from notifier.templates import TemplateRenderer
 
 log = logging.getLogger("notifier.realtime")
+
+# How many commit times ``on_committed`` keeps for their requests (in flight at once).
+_COMMITTED_CAP = 100_000
 
 
 @dataclass
@@ -52,6 +57,9 @@ class ServiceContext:
     owns_engine: bool = False
     listener: FanoutListener | None = None
     _enqueue_writer: GroupCommit | None = field(default=None, init=False, repr=False)
+    # The commit time of each frame ``on_committed`` saw, until its request's
+    # ``deliver_enqueued`` (insertion order: the oldest go first past ``_COMMITTED_CAP``).
+    _committed: dict[str, float] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def websocket_grace(self) -> float:
@@ -66,9 +74,29 @@ class ServiceContext:
         writer = self._enqueue_writer
         if writer is None or writer.engine is not self.engine:
             writer = self._enqueue_writer = GroupCommit(
-                self.engine, frame_notify=self.fanout.frame_notify(self.hub.origin)
+                self.engine,
+                frame_notify=self.fanout.frame_notify(self.hub.origin),
+                on_commit=self.on_committed,
             )
         return writer
+
+    def on_committed(self, group: PreparedEnqueue) -> None:
+        """A group the writer just committed: its fast-path rows' time from creation to the
+        commit (``notifier_websocket_fast_path_seconds``), and the commit's time kept for their
+        frames' write. Never raises (the group is committed)."""
+        try:
+            committed = time.time()
+            took_commit = self.metrics.fast_path.labels(stage="committed").observe
+            for row in group.fast_rows:
+                took_commit(committed - row["created_at"].timestamp())
+            times = self._committed
+            for _, frame in group.frames:
+                times[frame["notification"]["id"]] = committed
+            # Left by requests that never got to ``deliver_enqueued`` (cancelled).
+            while len(times) > _COMMITTED_CAP:
+                del times[next(iter(times))]
+        except Exception as exc:
+            log.warning("could not time committed frames: %s", type(exc).__name__)
 
     async def deliver_enqueued(self, frames: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """The fast path, right after the enqueue's commit: each frame to this process's
@@ -77,9 +105,16 @@ class ServiceContext:
         is the worker's to republish once the grace ends."""
         # Counted where the worker counts its sends, so that the figure covers both paths.
         self.metrics.deliveries.labels(channel="websocket", outcome="sent").inc(len(frames))
+        took_write = self.metrics.fast_path.labels(stage="written").observe
+        times = self._committed
         for user_id, frame in frames:
-            if self.hub.has_user(user_id):
+            committed = times.pop(frame["notification"]["id"], None)
+            if not self.hub.has_user(user_id):
+                continue
+            if committed is None:
                 self.hub.deliver_soon(user_id, frame)
+            else:
+                self.hub.deliver_soon(user_id, frame, then=_timer(took_write, committed))
         if self.enqueue_writer().frame_notify is not None:
             return
         try:
@@ -163,3 +198,8 @@ class ServiceContext:
         await self.fanout.aclose()
         if self.owns_engine:
             await self.engine.dispose()
+
+
+def _timer(observe: Callable[[float], None], since: float) -> Callable[[], None]:
+    """Observes the seconds since ``since`` (a ``time.time()``) when called."""
+    return lambda: observe(time.time() - since)
