@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +32,8 @@ from notifier.templates import TemplateRenderer
 
 log = logging.getLogger("notifier.realtime")
 
-# How many commit times ``on_committed`` keeps for their requests (in flight at once).
-_COMMITTED_CAP = 100_000
+# How many frames ``deliver_committed`` remembers for their requests (in flight at once).
+_DELIVERED_CAP = 100_000
 
 
 @dataclass
@@ -57,9 +57,9 @@ class ServiceContext:
     owns_engine: bool = False
     listener: FanoutListener | None = None
     _enqueue_writer: GroupCommit | None = field(default=None, init=False, repr=False)
-    # The commit time of each frame ``on_committed`` saw, until its request's
-    # ``deliver_enqueued`` (insertion order: the oldest go first past ``_COMMITTED_CAP``).
-    _committed: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    # Ids of the frames ``deliver_committed`` handed to the hub, until their request's
+    # ``deliver_enqueued`` (insertion order: the oldest go first past ``_DELIVERED_CAP``).
+    _delivered: dict[str, None] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def websocket_grace(self) -> float:
@@ -76,45 +76,55 @@ class ServiceContext:
             writer = self._enqueue_writer = GroupCommit(
                 self.engine,
                 frame_notify=self.fanout.frame_notify(self.hub.origin),
-                on_commit=self.on_committed,
+                on_commit=self.deliver_committed,
             )
         return writer
 
-    def on_committed(self, group: PreparedEnqueue) -> None:
-        """A group the writer just committed: its fast-path rows' time from creation to the
-        commit (``notifier_websocket_fast_path_seconds``), and the commit's time kept for their
-        frames' write. Never raises (the group is committed)."""
+    def deliver_committed(self, group: PreparedEnqueue) -> None:
+        """The fast path's frames of a group the writer just committed, to this process's
+        sockets: from the writer itself, before the group's requests resume (each resumption
+        is a turn of the event loop, and so was the task per frame scheduled after it: under
+        load, ~10 ms each; bench/RESULTS.md "Fast path latency A/B"). Never raises (the group
+        is committed); a frame lost here is the worker's to republish once the grace ends."""
         try:
             committed = time.time()
-            took_commit = self.metrics.fast_path.labels(stage="committed").observe
+            stages = self.metrics.fast_path
+            took_commit = stages.labels(stage="committed").observe
             for row in group.fast_rows:
                 took_commit(committed - row["created_at"].timestamp())
-            times = self._committed
-            for _, frame in group.frames:
-                times[frame["notification"]["id"]] = committed
-            # Left by requests that never got to ``deliver_enqueued`` (cancelled).
-            while len(times) > _COMMITTED_CAP:
-                del times[next(iter(times))]
+            took_write = stages.labels(stage="written").observe
+
+            def written() -> None:
+                took_write(time.time() - committed)
+
+            delivered = self._delivered
+            for user_id, frame in group.frames:
+                delivered[frame["notification"]["id"]] = None
+                if self.hub.has_user(user_id):
+                    self.hub.deliver_soon(user_id, frame, then=written)
+            # Left by requests that never got to ``deliver_enqueued`` (cancelled): a later
+            # drop here costs at most a duplicate frame, which clients drop by id.
+            while len(delivered) > _DELIVERED_CAP:
+                del delivered[next(iter(delivered))]
         except Exception as exc:
-            log.warning("could not time committed frames: %s", type(exc).__name__)
+            log.warning("could not deliver committed frames: %s", type(exc).__name__)
 
     async def deliver_enqueued(self, frames: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """The fast path, right after the enqueue's commit: each frame to this process's
-        sockets directly (no broker hop), and to the other processes through the fan-out unless
+        sockets directly (no broker hop) unless the group writer already handed it over
+        (``deliver_committed``), and to the other processes through the fan-out unless
         the commit's own NOTIFY carried it there (``Fanout.frame_notify``). A frame lost here
         is the worker's to republish once the grace ends."""
         # Counted where the worker counts its sends, so that the figure covers both paths.
         self.metrics.deliveries.labels(channel="websocket", outcome="sent").inc(len(frames))
-        took_write = self.metrics.fast_path.labels(stage="written").observe
-        times = self._committed
+        delivered = self._delivered
         for user_id, frame in frames:
-            committed = times.pop(frame["notification"]["id"], None)
-            if not self.hub.has_user(user_id):
+            frame_id = frame["notification"]["id"]
+            if frame_id in delivered:
+                del delivered[frame_id]
                 continue
-            if committed is None:
+            if self.hub.has_user(user_id):
                 self.hub.deliver_soon(user_id, frame)
-            else:
-                self.hub.deliver_soon(user_id, frame, then=_timer(took_write, committed))
         if self.enqueue_writer().frame_notify is not None:
             return
         try:
@@ -198,8 +208,3 @@ class ServiceContext:
         await self.fanout.aclose()
         if self.owns_engine:
             await self.engine.dispose()
-
-
-def _timer(observe: Callable[[float], None], since: float) -> Callable[[], None]:
-    """Observes the seconds since ``since`` (a ``time.time()``) when called."""
-    return lambda: observe(time.time() - since)

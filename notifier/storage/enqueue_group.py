@@ -54,7 +54,8 @@ class GroupCommit:
         self.engine = engine
         self.frame_notify = frame_notify
         # Called with each committed group that has fast-path rows, before its callers resume
-        # (``ServiceContext.on_committed``). It must not raise: the group is committed.
+        # (``ServiceContext.deliver_committed``: the hub takes their frames at once). It must
+        # not raise: the group is committed.
         self.on_commit = on_commit
         self._coalescer: Coalescer[PreparedEnqueue, None] = Coalescer(
             self._write,
