@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,13 @@ def _fast_path_buckets(exposition: str) -> tuple[Buckets, Buckets]:
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU (user + system) that process ``pid`` has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bucket_growth(before: Buckets, after: Buckets) -> Buckets:
     """What a cumulative histogram gained between two scrapes (the API lives across runs)."""
     earlier = dict(before)
@@ -159,6 +167,7 @@ async def _service_run(
     bench: Bench,
     url: str,
     api_url: str,
+    api_pid: int,
     clients: Child,
     generation: int,
     profile_to: Path | None = None,
@@ -171,6 +180,7 @@ async def _service_run(
     await census.start(listener)
     seconds = seconds or sizes.latency_seconds
     fast_path_before = _fast_path_buckets(await _exposition(api_url))
+    api_cpu = cpu_seconds(api_pid)
     metrics_port = free_port()
     worker = await bench.start_worker(
         url,
@@ -207,6 +217,7 @@ async def _service_run(
         )
         try:
             result = await loadgen.event("result", timeout=seconds + 240)
+            api_cpu = cpu_seconds(api_pid) - api_cpu
         finally:
             await bench.stop(loadgen)
         scheduled = int(result["scheduled"])
@@ -238,7 +249,8 @@ async def _service_run(
         f"{percentile(api_parts, 99):.1f} ms"
         + (f"; answers {result['statuses']}" if result["errors"] else "")
         + f"; the clients' process used {stats['cpu_seconds'] / stats['wall_seconds']:.0%} of "
-        "a core"
+        f"a core; the API {api_cpu * 1e6 / max(int(result['count']), 1):.0f} ms of CPU per "
+        "1000 notifications accepted (until the loadgen's answers were in)"
     )
     stages = Stages.of(
         api_parts,
@@ -354,7 +366,7 @@ async def run(bench: Bench) -> list[Figure]:
                     bench.log(f"latency run {run + 1}/{bench.runs}")
                     base_runs.append(await _baseline_run(bench, url))
                     latencies, lost, run_stages, notified = await _service_run(
-                        bench, url, api.base_url, clients, run + 1
+                        bench, url, api.base_url, api.child.pid, clients, run + 1
                     )
                     census.append(notified)
                     service_runs.append(latencies)
