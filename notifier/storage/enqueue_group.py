@@ -79,8 +79,13 @@ class GroupCommit:
         try:
             async with write_connection(self.engine) as connection:
                 await insert_prepared(connection, merged, frame_notify=self.frame_notify)
-            if self.on_commit is not None and merged.fast:
-                self.on_commit(merged)
+                # PostgreSQL's statement is its own transaction: committed already, before the
+                # connection's release (a round trip later). SQLite commits at the release.
+                autocommit = connection.dialect.name == "postgresql"
+                if autocommit:
+                    self._committed(merged)
+            if not autocommit:
+                self._committed(merged)
         finally:
             # Rows that fell back (an opted-out recipient) stay so in their request, whether
             # this group committed or is about to be split and written again.
@@ -89,6 +94,10 @@ class GroupCommit:
                 for part in group:
                     part.fast = [i for i in part.fast if part.notifications[i]["id"] in still]
         return [None] * len(group)
+
+    def _committed(self, merged: PreparedEnqueue) -> None:
+        if self.on_commit is not None and merged.fast:
+            self.on_commit(merged)
 
 
 def _split_unless_unavailable(exc: Exception) -> OnFailure:
