@@ -12,11 +12,15 @@ Baseline: raw PostgreSQL on the same machine: at the same rate, one asyncpg conn
 row and ``pg_notify``s its send time in one transaction; another LISTENs; latency = wake-up
 time - send time.
 
-Where the time goes: besides the end-to-end figure, each run splits it at three points it can
-see without instrumenting the service: the row's ``created_at`` in the frame (the API handled the
-POST), and two of the worker's own histograms, scraped before it stops: ``created_at`` -> claimed
+Where the time goes: besides the end-to-end figure, each run splits it at the points the
+service shows: the row's ``created_at`` in the frame (the API handled the POST); the API's
+websocket fast path (``notifier_websocket_fast_path_seconds``, scraped before and after the run):
+``created_at`` -> the group's commit, and the commit -> the frame written to the socket; and two
+of the worker's own histograms, scraped before it stops: ``created_at`` -> claimed
 (``notifier_claim_wait_seconds``) and ``created_at`` -> the websocket channel's outcome recorded,
-before its publish (``notifier_dispatch_latency_seconds``).
+before its publish (``notifier_dispatch_latency_seconds``; empty when the fast path took every
+notification). The clients' process reports its CPU over the run, so that it is seen not to be
+the bottleneck.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +59,7 @@ WAIT = 5.0
 BASELINE_SECONDS = 5.0
 CLAIM_HISTOGRAM = "notifier_claim_wait_seconds"
 OUTCOME_HISTOGRAM = "notifier_dispatch_latency_seconds"
+FAST_PATH_HISTOGRAM = "notifier_websocket_fast_path_seconds"
 
 Buckets = list[tuple[float, float]]
 
@@ -63,30 +69,67 @@ class Stages:
     """One run's p50 and p99 (ms) up to each point the bench can see."""
 
     api: tuple[float, float]  # POST due -> the row's created_at
+    committed: tuple[float, float]  # created_at -> its group commit (the API's histogram)
+    written: tuple[float, float]  # the commit -> the frame written to the socket (the API's)
     claimed: tuple[float, float]  # created_at -> claimed by the worker (histogram)
     recorded: tuple[float, float]  # created_at -> the outcome recorded (histogram)
     end_to_end: tuple[float, float]
 
     @classmethod
     def of(
-        cls, api: list[float], claimed: Buckets, recorded: Buckets, end_to_end: list[float]
+        cls,
+        api: list[float],
+        fast_path: tuple[Buckets, Buckets],
+        claimed: Buckets,
+        recorded: Buckets,
+        end_to_end: list[float],
     ) -> Stages:
+        committed, written = fast_path
         return cls(
             api=(percentile(api, 50), percentile(api, 99)),
+            committed=(histogram_quantile(committed, 50), histogram_quantile(committed, 99)),
+            written=(histogram_quantile(written, 50), histogram_quantile(written, 99)),
             claimed=(histogram_quantile(claimed, 50), histogram_quantile(claimed, 99)),
             recorded=(histogram_quantile(recorded, 50), histogram_quantile(recorded, 99)),
             end_to_end=(percentile(end_to_end, 50), percentile(end_to_end, 99)),
         )
 
     def describe(self) -> str:
-        stages = (self.api, self.claimed, self.recorded, self.end_to_end)
+        stages = (
+            self.api,
+            self.committed,
+            self.written,
+            self.claimed,
+            self.recorded,
+            self.end_to_end,
+        )
         return " / ".join(f"{p50:.1f}, {p99:.1f}" for p50, p99 in stages)
 
 
-async def _worker_exposition(port: int) -> str:
+async def _exposition(base_url: str) -> str:
     async with httpx.AsyncClient() as http:
-        response = await http.get(f"http://{HOST}:{port}/metrics", timeout=10)
+        response = await http.get(f"{base_url}/metrics", timeout=10)
     return response.raise_for_status().text
+
+
+def _fast_path_buckets(exposition: str) -> tuple[Buckets, Buckets]:
+    return (
+        histogram_buckets(exposition, FAST_PATH_HISTOGRAM, stage="committed"),
+        histogram_buckets(exposition, FAST_PATH_HISTOGRAM, stage="written"),
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU (user + system) that process ``pid`` has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bucket_growth(before: Buckets, after: Buckets) -> Buckets:
+    """What a cumulative histogram gained between two scrapes (the API lives across runs)."""
+    earlier = dict(before)
+    return [(bound, count - earlier.get(bound, 0.0)) for bound, count in after]
 
 
 def histogram_buckets(exposition: str, name: str, **labels: str) -> Buckets:
@@ -124,6 +167,7 @@ async def _service_run(
     bench: Bench,
     url: str,
     api_url: str,
+    api_pid: int,
     clients: Child,
     generation: int,
     profile_to: Path | None = None,
@@ -135,6 +179,8 @@ async def _service_run(
     census, listener = NotifyCensus(), await connect(url)
     await census.start(listener)
     seconds = seconds or sizes.latency_seconds
+    fast_path_before = _fast_path_buckets(await _exposition(api_url))
+    api_cpu = cpu_seconds(api_pid)
     metrics_port = free_port()
     worker = await bench.start_worker(
         url,
@@ -171,6 +217,7 @@ async def _service_run(
         )
         try:
             result = await loadgen.event("result", timeout=seconds + 240)
+            api_cpu = cpu_seconds(api_pid) - api_cpu
         finally:
             await bench.stop(loadgen)
         scheduled = int(result["scheduled"])
@@ -179,7 +226,8 @@ async def _service_run(
             await clients.event("done", timeout=max(horizon - time.time(), 0.1), gen=generation)
         await clients.send("stats")
         stats = await clients.event("stats", timeout=60)
-        exposition = await _worker_exposition(metrics_port)
+        exposition = await _exposition(f"http://{HOST}:{metrics_port}")
+        fast_path_after = _fast_path_buckets(await _exposition(api_url))
     finally:
         await bench.stop(worker, grace=120 if profile_to else 30)
         notified = await census.stop()
@@ -200,14 +248,24 @@ async def _service_run(
         f"until the API handled the POST: p50 {percentile(api_parts, 50):.1f} p99 "
         f"{percentile(api_parts, 99):.1f} ms"
         + (f"; answers {result['statuses']}" if result["errors"] else "")
+        + f"; the clients' process used {stats['cpu_seconds'] / stats['wall_seconds']:.0%} of "
+        f"a core; the API {api_cpu * 1e6 / max(int(result['count']), 1):.0f} ms of CPU per "
+        "1000 notifications accepted (until the loadgen's answers were in)"
     )
     stages = Stages.of(
         api_parts,
+        (
+            bucket_growth(fast_path_before[0], fast_path_after[0]),
+            bucket_growth(fast_path_before[1], fast_path_after[1]),
+        ),
         histogram_buckets(exposition, CLAIM_HISTOGRAM),
         histogram_buckets(exposition, OUTCOME_HISTOGRAM, channel="websocket"),
         latencies,
     )
-    bench.log(f"  stages (p50, p99 ms: API / claimed / recorded / end to end): {stages.describe()}")
+    bench.log(
+        "  stages (p50, p99 ms: API / committed / written / claimed / recorded / end to end): "
+        f"{stages.describe()}"
+    )
     bench.log(f"  NOTIFY census: {notified}")
     lost = (
         f"{missing} of {scheduled} not received in time ({result['errors']} POSTs refused, "
@@ -308,7 +366,7 @@ async def run(bench: Bench) -> list[Figure]:
                     bench.log(f"latency run {run + 1}/{bench.runs}")
                     base_runs.append(await _baseline_run(bench, url))
                     latencies, lost, run_stages, notified = await _service_run(
-                        bench, url, api.base_url, clients, run + 1
+                        bench, url, api.base_url, api.child.pid, clients, run + 1
                     )
                     census.append(notified)
                     service_runs.append(latencies)
@@ -348,6 +406,9 @@ async def run(bench: Bench) -> list[Figure]:
         SCENARIO,
         "Where the time goes, per run, as the p50, p99 in ms from the moment the POST was due "
         "until: the API handled it (the row's `created_at`, in the frame) / from `created_at`, "
+        "its group had committed (the fast path; the API's "
+        f'`{FAST_PATH_HISTOGRAM}{{stage="committed"}}`) / from the commit, the API had '
+        'written the frame to the socket (`stage="written"`) / from `created_at`, '
         "the worker had claimed it (the group commit's NOTIFY, the wake-up, the claim and the "
         f"reads after it: `{CLAIM_HISTOGRAM}`) / from `created_at`, the worker had recorded "
         "`sent` (besides the claim, the send and the outcome's group commit: "

@@ -9,7 +9,8 @@ stdout: JSON events, one a line::
     {"event": "connected", "count": n, "failed": f, "seconds": s}
     {"event": "done", "gen": GEN, "t": <time.time()>, "received": n, "duplicates": d}
     {"event": "stats", "received": n, "duplicates": d, "latencies_ms": [...],
-     "api_parts_ms": [...]}   # POST sent -> the row's created_at, per latency sample
+     "api_parts_ms": [...],   # POST sent -> the row's created_at, per latency sample
+     "cpu_seconds": c, "wall_seconds": w}  # this process's CPU since ``expect``
 
 stdin: ``expect N GEN`` (reset the counters; report ``done`` once N distinct notifications have
 arrived), ``stats``, ``quit``.
@@ -51,6 +52,7 @@ class Clients:
         self.done_sent = False
         self.failed = 0
         self.tokens: UserTokens | None = None
+        self.since = (time.process_time(), time.perf_counter())
 
     def emit(self, event: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
@@ -160,6 +162,7 @@ class Clients:
                 self.done_sent = False
                 count, _, generation = arg.partition(" ")
                 self.expect = int(count)
+                self.since = (time.process_time(), time.perf_counter())
                 self.generation = int(generation or 0)
                 self.check_done()
             elif command == "stats":
@@ -170,6 +173,8 @@ class Clients:
                         "duplicates": self.duplicates,
                         "latencies_ms": self.latencies,
                         "api_parts_ms": self.api_parts,
+                        "cpu_seconds": time.process_time() - self.since[0],
+                        "wall_seconds": time.perf_counter() - self.since[1],
                     }
                 )
 

@@ -55,6 +55,15 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.fast_path = Histogram(
+            "notifier_websocket_fast_path_seconds",
+            "The websocket fast path in the API process, by stage: committed = from the row's "
+            "creation (the request's) to its group's commit; written = from the commit to the "
+            "frame written to this process's socket",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "notifier_queue_depth",
             "Notifications by status (sampled at scrape)",

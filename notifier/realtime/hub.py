@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
+
+from notifier.realtime.frames import compact_json
 
 log = logging.getLogger("notifier.realtime")
 
@@ -55,16 +56,22 @@ class ConnectionHub:
     def has_user(self, user_id: str) -> bool:
         return user_id in self._sockets
 
-    def deliver_soon(self, user_id: str, frame: dict[str, Any]) -> None:
-        """Schedule ``deliver`` from synchronous code (a commit hook, a LISTEN callback)."""
-        self._spawn(self.deliver(user_id, frame))
+    def deliver_soon(
+        self, user_id: str, frame: dict[str, Any], *, then: Callable[[], None] | None = None
+    ) -> None:
+        """Schedule ``deliver`` from synchronous code (a commit hook, a LISTEN callback), a task
+        per frame (one slow socket holds up no other frame); ``then`` is called once it is
+        written."""
+        self._spawn(
+            self.deliver(user_id, frame) if then is None else _then(self, user_id, frame, then)
+        )
 
     async def deliver(self, user_id: str, frame: dict[str, Any]) -> int:
         """Send ``frame`` to every socket of ``user_id``; returns how many took it."""
         sockets = list(self._sockets.get(user_id, ()))
         if not sockets:
             return 0
-        text = json.dumps(frame, separators=(",", ":"))
+        text = compact_json(frame)  # once for all the user's sockets
         if len(sockets) == 1:  # the usual case: no gather, no extra task per frame
             results: list[BaseException | None] = [await self._send(sockets[0], text)]
         else:
@@ -100,6 +107,13 @@ class ConnectionHub:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+
+async def _then(
+    hub: ConnectionHub, user_id: str, frame: dict[str, Any], then: Callable[[], None]
+) -> None:
+    await hub.deliver(user_id, frame)
+    then()
 
 
 async def _close_quietly(close: Callable[..., Awaitable[None]], code: int, reason: str) -> None:

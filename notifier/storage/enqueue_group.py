@@ -3,7 +3,7 @@ requests (``storage/enqueue.py`` writes each group)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -49,9 +49,14 @@ class GroupCommit:
         max_rows: int = 1000,
         writers: int = 2,
         frame_notify: FrameNotify | None = None,
+        on_commit: Callable[[PreparedEnqueue], None] | None = None,
     ) -> None:
         self.engine = engine
         self.frame_notify = frame_notify
+        # Called with each committed group that has fast-path rows, before its callers resume
+        # (``ServiceContext.deliver_committed``: the hub takes their frames at once). It must
+        # not raise: the group is committed.
+        self.on_commit = on_commit
         self._coalescer: Coalescer[PreparedEnqueue, None] = Coalescer(
             self._write,
             max_batch=max_rows,
@@ -74,6 +79,13 @@ class GroupCommit:
         try:
             async with write_connection(self.engine) as connection:
                 await insert_prepared(connection, merged, frame_notify=self.frame_notify)
+                # PostgreSQL's statement is its own transaction: committed already, before the
+                # connection's release (a round trip later). SQLite commits at the release.
+                autocommit = connection.dialect.name == "postgresql"
+                if autocommit:
+                    self._committed(merged)
+            if not autocommit:
+                self._committed(merged)
         finally:
             # Rows that fell back (an opted-out recipient) stay so in their request, whether
             # this group committed or is about to be split and written again.
@@ -82,6 +94,10 @@ class GroupCommit:
                 for part in group:
                     part.fast = [i for i in part.fast if part.notifications[i]["id"] in still]
         return [None] * len(group)
+
+    def _committed(self, merged: PreparedEnqueue) -> None:
+        if self.on_commit is not None and merged.fast:
+            self.on_commit(merged)
 
 
 def _split_unless_unavailable(exc: Exception) -> OnFailure:

@@ -109,6 +109,43 @@ async def test_frames_arrive_with_no_worker_running(fanout_service: RunningServi
     assert sorted(kinds) == ["channel.sent", "notification.settled"]
 
 
+async def test_each_frame_reaches_the_socket_once(fanout_service: RunningService) -> None:
+    """The group writer hands its frames to the hub at the commit (``deliver_committed``), and
+    the request does not hand them over again; a request with an Idempotency-Key writes alone,
+    outside the group writer, and still delivers its own. Ids in order, none twice: a repeat
+    would come before the last one's frame."""
+    service = fanout_service
+    await listening(service)
+    user = f"once-{uuid.uuid4().hex[:8]}"
+    body = {"user_id": user, "message": "m"}
+    async with websockets.connect(ws_url(service, await service.user_token(user))) as socket:
+        grouped = await _enqueue(service, "/v1/notifications", {**body, "title": "grouped"})
+        async with service.client() as client:
+            keyed = await client.post(
+                "/v1/notifications",
+                json={**body, "title": "keyed"},
+                headers={"Idempotency-Key": uuid.uuid4().hex},
+            )
+        assert keyed.status_code == 202, keyed.text
+        batch = await _enqueue(
+            service,
+            "/v1/notifications/batch",
+            {"notifications": [{**body, "title": f"b{i}"} for i in range(3)]},
+        )
+        last = await _enqueue(service, "/v1/notifications", {**body, "title": "last"})
+        ids = [grouped["id"], keyed.json()["id"], *(n["id"] for n in batch["notifications"])]
+        ids.append(last["id"])
+        seen = []
+        while not seen or seen[-1] != last["id"]:
+            seen.append((await next_frame(socket, "notification"))["notification"]["id"])
+    assert seen == ids
+    # The operator's figure of the stage (``notifier_websocket_fast_path_seconds``).
+    written = service.context.metrics.registry.get_sample_value(
+        "notifier_websocket_fast_path_seconds_count", {"stage": "written"}
+    )
+    assert written is not None and written >= len(ids)
+
+
 @pytest.fixture(params=["notify", "nats"])
 async def two_instances(
     request: pytest.FixtureRequest, pg_url: str
