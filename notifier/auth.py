@@ -25,7 +25,11 @@ class InvalidCredentials(Exception):
 
 
 def api_key_id(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+    return _key_id_of(hashlib.sha256(key.encode()).digest())
+
+
+def _key_id_of(digest: bytes) -> str:
+    return digest.hex()[:32]
 
 
 class ApiKeyRing:
@@ -42,7 +46,7 @@ class ApiKeyRing:
         found = False
         for known in self._digests:  # no early exit: timing does not tell which key matched
             found |= hmac.compare_digest(known, digest)
-        return api_key_id(presented) if found else None
+        return _key_id_of(digest) if found else None  # api_key_id, from the same hash
 
 
 @dataclass(frozen=True, slots=True)

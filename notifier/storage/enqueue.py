@@ -15,7 +15,8 @@ shape").
   binary format, one parameter per column whatever the batch size), the ``Idempotency-Key``
   record, the websocket fast path's transitions and frames, and ``pg_notify``. It runs on an
   autocommit connection, so the statement is its own transaction: one round trip, committed
-  (and the NOTIFYs delivered) before it returns.
+  (and the NOTIFYs delivered) before it returns. It runs on the asyncpg connection under the
+  SQLAlchemy one (``_on_driver``, ``storage/driver.py``).
 - SQLite: ``executemany`` of Core inserts inside the caller's ``BEGIN IMMEDIATE`` transaction;
   the column types are the ORM's own, so what is stored is the same.
 
@@ -28,6 +29,7 @@ for the API to deliver right after the commit.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -35,9 +37,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import asyncpg
 from sqlalchemy import insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import TextClause
 
 from notifier.models.base import utcnow
 from notifier.models.idempotency import IdempotencyRecord
@@ -53,6 +57,7 @@ from notifier.models.notification import (
 from notifier.models.recipient import Recipient
 from notifier.models.shape import DELIVERY_PUBLIC_FIELDS, api_time, reader
 from notifier.storage import websocket_fast_path as fast_path
+from notifier.storage.driver import after_failure, positional
 from notifier.storage.enqueue_sql import FAST_PATH_REFUSED, pg_insert
 from notifier.storage.transitions import record_transitions
 from notifier.storage.websocket_fast_path import OPTED_OUT_SQL, FrameNotify
@@ -280,24 +285,49 @@ async def _insert_postgres(
 ) -> None:
     statement, params = pg_statement(prepared, record, frame_notify)
     try:
-        await connection.execute(statement, params)
+        await _on_driver(connection, statement, params)
     except DBAPIError as exc:
         if FAST_PATH_REFUSED not in str(exc.orig):
             raise
         # Nothing was written (the statement is its transaction). Rare: an opted-out recipient.
-        await connection.rollback()
         fast = {name: params[name] for name in ("f_id", "f_user_id", "f_type")}
         found = await connection.execute(_OPTED_OUT, fast)
         _fall_back(prepared, {row[0] for row in found})
-        await connection.execute(*pg_statement(prepared, record, frame_notify))
+        await _on_driver(connection, *pg_statement(prepared, record, frame_notify))
 
 
 _OPTED_OUT = text(OPTED_OUT_SQL)
 
 
+@functools.cache
+def _positional(statement: TextClause) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    # One of ``enqueue_sql``'s few statements, compiled once for the driver.
+    return positional(statement)
+
+
+async def _on_driver(
+    connection: AsyncConnection, statement: TextClause, params: dict[str, Any]
+) -> None:
+    """``statement`` as fixed SQL text on the asyncpg connection under ``connection`` (which
+    prepares it once per connection, as the worker's claim and flush do: storage/driver.py):
+    SQLAlchemy's execution path cost as much of the write's CPU as the rest of it. A failure
+    is raised as SQLAlchemy's error (``after_failure``), for ``db.classify``, the
+    ``Idempotency-Key`` conflict's ``IntegrityError`` and the fast path's refusal."""
+    sql, names, fixed = _positional(statement)
+    args = [params[name] if name in params else fixed[name] for name in names]
+    driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+    try:
+        await driver.execute(sql, *args)
+    except BaseException as exc:
+        converted = await after_failure(connection, driver, exc)
+        if converted is exc:
+            raise
+        raise converted from exc
+
+
 def pg_statement(
     prepared: PreparedEnqueue, record: dict[str, Any] | None, frame_notify: FrameNotify | None
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[TextClause, dict[str, Any]]:
     """``prepared``'s statement and parameters (``enqueue_sql.pg_insert``)."""
     return pg_insert(
         prepared.notifications,
