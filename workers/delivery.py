@@ -332,6 +332,22 @@ class NotificationDelivery:
         *,
         release: bool = False,
     ) -> tuple[ChannelStatus, bool]:
+        status, change = await self.failure(work, delivery, error, tries, attempts_in_round)
+        recorded = await self._record(
+            work.notification.id, delivery.channel, change, release=release
+        )
+        return status, recorded
+
+    async def failure(
+        self,
+        work: queries.ClaimedWork,
+        delivery: queries.ClaimedDelivery,
+        error: DeliveryError,
+        tries: int,
+        attempts_in_round: int,
+    ) -> tuple[ChannelStatus, ChannelChange]:
+        """The retry policy's decision on a send that failed, as the change to record (a
+        credentials refusal pauses the channel; an SMS opt-out is stored first)."""
         now = utcnow()
         decision = decide(
             self.policy,
@@ -350,8 +366,7 @@ class NotificationDelivery:
         unknown = isinstance(error, UnknownOutcomeError)
         provider_id = error.provider_id if isinstance(error, UnknownOutcomeError) else None
         if isinstance(decision, RetryAt):
-            status = ChannelStatus.RETRYING
-            change = ChannelChange(
+            return ChannelStatus.RETRYING, ChannelChange(
                 ChannelEvent.RETRY,
                 attempts=tries,
                 last_error=describe(error),
@@ -359,19 +374,13 @@ class NotificationDelivery:
                 unknown_outcome=unknown,
                 provider_id=provider_id,
             )
-        else:
-            status = ChannelStatus.SKIPPED if decision.skipped else ChannelStatus.FAILED
-            change = ChannelChange(
-                ChannelEvent.SKIPPED if decision.skipped else ChannelEvent.FAILED,
-                attempts=tries,
-                last_error=reason(decision, error),
-                unknown_outcome=unknown,
-                provider_id=provider_id,
-            )
-        recorded = await self._record(
-            work.notification.id, delivery.channel, change, release=release
+        return ChannelStatus.SKIPPED if decision.skipped else ChannelStatus.FAILED, ChannelChange(
+            ChannelEvent.SKIPPED if decision.skipped else ChannelEvent.FAILED,
+            attempts=tries,
+            last_error=reason(decision, error),
+            unknown_outcome=unknown,
+            provider_id=provider_id,
         )
-        return status, recorded
 
     async def _mark_sms_opt_out(self, user_id: str) -> None:
         try:
