@@ -37,8 +37,15 @@ from notifier.models.base import utcnow
 from notifier.models.notification import AWAITING_SEND, ChannelStatus
 from notifier.storage import dispatch as queries
 from notifier.storage.outcome_batch import ChannelOutcome
-from workers.delivery import NotificationDelivery, due_since, unprepared
-from workers.outcomes import DispatchObserver, Observed, is_transient_db_error, outgoing
+from workers.delivery import NotificationDelivery
+from workers.outcomes import (
+    DispatchObserver,
+    Observed,
+    due_since,
+    is_transient_db_error,
+    outgoing,
+    unprepared,
+)
 from workers.rules import Defer, Skip, destination_for, precheck
 from workers.sending import send_briefly_retrying
 

@@ -38,8 +38,8 @@ from notifier.models.notification import AWAITING_SEND, Channel, ChannelStatus
 from notifier.storage import dispatch as queries
 from notifier.storage.outcome_batch import ChannelOutcome
 from workers.awaiting import AwaitingSends, Hook, Observing, after_recorded, observe
-from workers.delivery import NotificationDelivery, due_since, unprepared
-from workers.outcomes import is_transient_db_error, outgoing
+from workers.delivery import NotificationDelivery
+from workers.outcomes import due_since, is_transient_db_error, outgoing, unprepared
 from workers.rules import Defer, Skip, destination_for, precheck
 from workers.sending import unexpected
 
