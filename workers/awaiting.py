@@ -25,6 +25,7 @@ outcomes already known are handed to the writer first, so that what went out is 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,7 +38,7 @@ from notifier.models.base import utcnow
 from notifier.models.notification import AWAITING_SEND, ChannelStatus
 from notifier.storage import dispatch as queries
 from notifier.storage.outcome_batch import ChannelOutcome
-from workers.delivery import NotificationDelivery
+from workers.delivery import NotificationDelivery, SendSlots
 from workers.outcomes import (
     DispatchObserver,
     Observed,
@@ -125,7 +126,10 @@ class _Run:
     def add(self, known: _Known) -> None:
         self.known.append(known)
 
-    def finished(self, task: asyncio.Task[_Known]) -> None:
+    def finished(self, task: asyncio.Task[_Known], slots: SendSlots) -> None:
+        # Its outcome is known: the send slot serves the next claim even while this batch's
+        # task waits for the commit of an earlier group.
+        slots.sent(self.sends[task].work.notification.id)
         self.done.append(task)
         if self.wake is not None and not self.wake.done():
             self.wake.set_result(None)
@@ -230,7 +234,7 @@ class AwaitingSends:
         send = _Send(work, delivery, channel, message, destination, loop.time())
         task = loop.create_task(self._send(send))
         run.sends[task] = send
-        task.add_done_callback(run.finished)
+        task.add_done_callback(functools.partial(run.finished, slots=d.slots))
         return 1
 
     def _known(
@@ -293,7 +297,6 @@ class AwaitingSends:
         for task in done:
             send = run.sends.pop(task)
             notification_id = send.work.notification.id
-            self.delivery.slots.sent(notification_id)
             if task.cancelled():
                 run.unrecorded.add(notification_id)
                 continue

@@ -5,6 +5,8 @@
                    bench's no-op; nothing else to decide first: no expiry, republish, digest,
                    throttle or paused channel)
             decide each due channel (``rules.precheck``) and send it right here
+        nothing else to decide, but some send awaits I/O (email, SMS, push)?
+            ``workers/awaiting.py``: decided here, a task per send, outcomes in groups
         otherwise: ``NotificationDelivery.process``, a task each, concurrently with the rest
     the outcomes decided in place: one group to the ``OutcomeWriter`` (one waiter for the
     batch, in order), each notification's last outcome carrying its lease release; then their
