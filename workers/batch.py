@@ -5,6 +5,8 @@
                    bench's no-op; nothing else to decide first: no expiry, republish, digest,
                    throttle or paused channel)
             decide each due channel (``rules.precheck``) and send it right here
+        nothing else to decide, but some send awaits I/O (email, SMS, push)?
+            ``workers/awaiting.py``: decided here, a task per send, outcomes in groups
         otherwise: ``NotificationDelivery.process``, a task each, concurrently with the rest
     the outcomes decided in place: one group to the ``OutcomeWriter`` (one waiter for the
     batch, in order), each notification's last outcome carrying its lease release; then their
@@ -27,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -37,14 +39,15 @@ from notifier.models.base import utcnow
 from notifier.models.notification import AWAITING_SEND, Channel, ChannelStatus
 from notifier.storage import dispatch as queries
 from notifier.storage.outcome_batch import ChannelOutcome
-from workers.delivery import NotificationDelivery, due_since, unprepared
-from workers.outcomes import Observed, is_transient_db_error, outgoing
+from workers.awaiting import AwaitingSends, Hook, Observing, after_recorded, observe
+from workers.delivery import NotificationDelivery
+from workers.outcomes import due_since, is_transient_db_error, outgoing, unprepared
 from workers.rules import Defer, Skip, destination_for, precheck
 from workers.sending import unexpected
 
 log = logging.getLogger("notifier.worker")
 
-Hook = Callable[[], Awaitable[None]]
+_IN_PLACE, _AWAITING = object(), object()  # ``_route``'s answers
 
 
 def sends_in_place(channel: DeliveryChannel | None) -> bool:
@@ -65,23 +68,12 @@ class _Failed:
 
 
 @dataclass(slots=True)
-class _Observing:
-    """An outcome to observe once recorded (``DispatchObserver``: due -> recorded)."""
-
-    channel: str
-    status: ChannelStatus
-    started: float | None  # loop time before the send; None: nothing was sent
-    due_since: datetime
-    tries: int
-
-
-@dataclass(slots=True)
 class _Decided:
     """A batch's outcomes decided in place, in order, and what comes after their record."""
 
     outcomes: list[ChannelOutcome] = field(default_factory=list)
     hooks: list[Hook | None] = field(default_factory=list)  # after_recorded, one per outcome
-    observing: list[_Observing] = field(default_factory=list)
+    observing: list[Observing] = field(default_factory=list)
     failed: dict[uuid.UUID, tuple[queries.ClaimedWork, list[_Failed]]] = field(default_factory=dict)
 
     def add(self, outcome: ChannelOutcome, hook: Hook | None = None) -> None:
@@ -92,17 +84,26 @@ class _Decided:
 class BatchDelivery:
     def __init__(self, delivery: NotificationDelivery) -> None:
         self.delivery = delivery
+        self.awaiting = AwaitingSends(delivery)
 
     async def process(self, batch: Sequence[queries.ClaimedWork]) -> None:
         """Deliver a claimed batch; returns once every notification of it is done."""
         now = utcnow()
         in_place: list[queries.ClaimedWork] = []
+        awaiting: list[queries.ClaimedWork] = []
         others: list[queries.ClaimedWork] = []
         for work in batch:
-            (in_place if self._in_place(work, now) else others).append(work)
-        elsewhere = (
-            asyncio.gather(*(self._process_one(work) for work in others)) if others else None
-        )
+            route = self._route(work, now)
+            (in_place if route is _IN_PLACE else awaiting if route is _AWAITING else others).append(
+                work
+            )
+        if awaiting and not in_place and not others:  # emails, say: no task more for them
+            await self.awaiting.process(awaiting, now)
+            return
+        separately = [self._process_one(work) for work in others]
+        if awaiting:
+            separately.append(self.awaiting.process(awaiting, now))
+        elsewhere = asyncio.gather(*separately) if separately else None
         cancelled = False
         try:
             if in_place:
@@ -122,31 +123,35 @@ class BatchDelivery:
         finally:
             self.delivery.slots.finished(work.notification.id)
 
-    def _in_place(self, work: queries.ClaimedWork, now: datetime) -> bool:
-        """Whether nothing but sends made in place is due for the notification."""
+    def _route(self, work: queries.ClaimedWork, now: datetime) -> object:
+        """``_IN_PLACE`` if nothing but sends made in place is due for the notification,
+        ``_AWAITING`` if nothing but sends (some awaiting I/O) is, else None: a task of its
+        own (``NotificationDelivery.process``)."""
         notification = work.notification
         if notification.expires_at is not None and notification.expires_at <= now:
-            return False
+            return None
         plan = notification.delivery_plan or {}
         if "digest" in plan or "throttle" in plan:
-            return False
+            return None
         channels, breaker = self.delivery.channels, self.delivery.breaker
         due = 0
+        route = _IN_PLACE
         for delivery in notification.deliveries:
             if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
                 continue
             if delivery.status == ChannelStatus.SENT and delivery.next_attempt_at is not None:
                 if delivery.channel == Channel.WEBSOCKET.value:
-                    return False  # a republish is due (``NotificationDelivery``)
+                    return None  # a republish is due (``NotificationDelivery``)
                 continue
             if delivery.status not in AWAITING_SEND:
                 continue
-            if not sends_in_place(channels.get(delivery.channel)):
-                return False
-            if breaker.paused_until(delivery.channel, now) is not None:
-                return False
+            channel = channels.get(delivery.channel)
+            if channel is None or breaker.paused_until(delivery.channel, now) is not None:
+                return None
+            if not sends_in_place(channel):
+                route = _AWAITING
             due += 1
-        return due > 0
+        return route if due > 0 else None
 
     async def _deliver_in_place(self, batch: list[queries.ClaimedWork], now: datetime) -> None:
         d = self.delivery
@@ -161,7 +166,7 @@ class BatchDelivery:
             failed = decided.failed.get(work.notification.id)
             d.slots.sending(work.notification.id, len(failed[1]) if failed else 0)
         results = await d.outcomes.record_many(decided.outcomes)
-        self._observe(decided.observing)
+        observe(d.observer, decided.observing)
         after: list[Awaitable[object]] = []
         for outcome, hook, recorded in zip(decided.outcomes, decided.hooks, results, strict=True):
             if isinstance(recorded, Exception):
@@ -176,7 +181,7 @@ class BatchDelivery:
             if outcome.release and not recorded:
                 after.append(self._release(outcome.notification_id))
             if recorded and hook is not None:
-                after.append(self._after_recorded(outcome, hook))
+                after.append(after_recorded(outcome, hook))
         after += [self._retry(work, failed) for work, failed in decided.failed.values()]
         if after:
             await asyncio.gather(*after)
@@ -258,33 +263,8 @@ class BatchDelivery:
         tries: int = 0,
     ) -> None:
         decided.observing.append(
-            _Observing(channel, status, started, due_since(work.notification), tries)
+            Observing(channel, status, started, due_since(work.notification), tries)
         )
-
-    def _observe(self, observing: list[_Observing]) -> None:
-        """The batch's outcomes to the observer in one call, as recorded now."""
-        if not observing:
-            return
-        loop_now, now = asyncio.get_running_loop().time(), utcnow()
-        self.delivery.observer.outcomes(
-            [
-                Observed(
-                    o.channel,
-                    o.status,
-                    send_seconds=loop_now - o.started if o.started is not None else 0.0,
-                    waited_seconds=(now - o.due_since).total_seconds(),
-                    tries=o.tries,
-                )
-                for o in observing
-            ]
-        )
-
-    async def _after_recorded(self, outcome: ChannelOutcome, hook: Hook) -> None:
-        try:
-            await hook()
-        except Exception:
-            # Recorded `sent` already: a client that (re)connects gets it in its replay.
-            log.exception("after recording %s of %s", outcome.channel, outcome.notification_id)
 
     async def _retry(self, work: queries.ClaimedWork, failed: list[_Failed]) -> None:
         """The usual retries and record of the sends that failed in place, then the release."""

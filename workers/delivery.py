@@ -1,5 +1,7 @@
-"""Delivering one claimed notification: each due channel decided, sent and recorded (the
-claimed batch's task hands it here unless all of it is sent in place: ``workers/batch.py``).
+"""Delivering one claimed notification: each due channel decided, sent and recorded. The
+claimed batch's task hands it here only when more than sends is to be decided (expiry, a
+republish, a digest, a throttle, a paused channel): ``workers/batch.py``, ``workers/awaiting.py``
+decide and send the rest the same way, and record their outcomes in groups.
 
     expired?              every waiting channel -> expired
     for each due channel, concurrently:
@@ -31,8 +33,7 @@ for longer than the lease): the row comes back, and a success is still recorded 
 holds it (``outcome_batch``).
 
 The dispatcher's send slot: ``SendSlots.sending`` is told how many channels are due, and
-``sent`` after each outcome is known, so the slot can serve the next claim while the last
-outcome is being committed.
+``sent`` after each outcome is known (before it is committed).
 """
 
 from __future__ import annotations
@@ -66,9 +67,11 @@ from workers.outcome_writer import OutcomeWriter
 from workers.outcomes import (
     DispatchObserver,
     describe,
+    due_since,
     is_transient_db_error,
     outgoing,
     reason,
+    unprepared,
 )
 from workers.retry import RetryAt, RetryPolicy, decide
 from workers.rules import Defer, Skip, destination_for, precheck
@@ -285,8 +288,11 @@ class NotificationDelivery:
             first_error=first_error,
         )
         if isinstance(result, DeliveryError):
-            status, recorded = await self._record_failure(
-                work, delivery, result, tries, attempts_in_round + tries, release=release
+            status, change = await self.failure(
+                work, delivery, result, tries, attempts_in_round + tries
+            )
+            recorded = await self._record(
+                notification.id, delivery.channel, change, release=release
             )
             self._observe(notification, delivery.channel, status, started=started, tries=tries)
             return recorded and release
@@ -322,16 +328,16 @@ class NotificationDelivery:
             tries=tries,
         )
 
-    async def _record_failure(
+    async def failure(
         self,
         work: queries.ClaimedWork,
         delivery: queries.ClaimedDelivery,
         error: DeliveryError,
         tries: int,
         attempts_in_round: int,
-        *,
-        release: bool = False,
-    ) -> tuple[ChannelStatus, bool]:
+    ) -> tuple[ChannelStatus, ChannelChange]:
+        """The retry policy's decision on a send that failed, as the change to record (a
+        credentials refusal pauses the channel; an SMS opt-out is stored first)."""
         now = utcnow()
         decision = decide(
             self.policy,
@@ -347,31 +353,25 @@ class NotificationDelivery:
         if isinstance(error, RecipientOptedOut):
             # Before the record: whoever sees the channel failed finds the opt-out stored.
             await self._mark_sms_opt_out(work.notification.user_id)
-        unknown = isinstance(error, UnknownOutcomeError)
-        provider_id = error.provider_id if isinstance(error, UnknownOutcomeError) else None
+        when: datetime | None = None
         if isinstance(decision, RetryAt):
-            status = ChannelStatus.RETRYING
-            change = ChannelChange(
-                ChannelEvent.RETRY,
-                attempts=tries,
-                last_error=describe(error),
-                next_attempt_at=decision.when,
-                unknown_outcome=unknown,
-                provider_id=provider_id,
-            )
+            status, event, last_error = ChannelStatus.RETRYING, ChannelEvent.RETRY, describe(error)
+            when = decision.when
+        elif decision.skipped:
+            status, event = ChannelStatus.SKIPPED, ChannelEvent.SKIPPED
+            last_error = reason(decision, error)
         else:
-            status = ChannelStatus.SKIPPED if decision.skipped else ChannelStatus.FAILED
-            change = ChannelChange(
-                ChannelEvent.SKIPPED if decision.skipped else ChannelEvent.FAILED,
-                attempts=tries,
-                last_error=reason(decision, error),
-                unknown_outcome=unknown,
-                provider_id=provider_id,
-            )
-        recorded = await self._record(
-            work.notification.id, delivery.channel, change, release=release
+            status, event = ChannelStatus.FAILED, ChannelEvent.FAILED
+            last_error = reason(decision, error)
+        unknown = isinstance(error, UnknownOutcomeError)
+        return status, ChannelChange(
+            event,
+            attempts=tries,
+            last_error=last_error,
+            next_attempt_at=when,
+            unknown_outcome=unknown,
+            provider_id=error.provider_id if isinstance(error, UnknownOutcomeError) else None,
         )
-        return status, recorded
 
     async def _mark_sms_opt_out(self, user_id: str) -> None:
         try:
@@ -391,19 +391,3 @@ class NotificationDelivery:
         # The channel is done sending: its slot may serve the next claim meanwhile.
         self.slots.sent(notification_id)
         return await self.outcomes.record(notification_id, channel, change, release=release)
-
-
-def unprepared(
-    channel: str, notification: queries.ClaimedNotification, exc: Exception
-) -> ChannelChange:
-    """A channel whose send could not be prepared: ``failed``, naming the exception (logged)."""
-    log.exception("could not prepare %s of %s", channel, notification.id)
-    return ChannelChange(
-        ChannelEvent.FAILED,
-        last_error=f"not sent: {type(exc).__name__} before sending: {exc}"[:2000],
-    )
-
-
-def due_since(notification: queries.ClaimedNotification) -> datetime:
-    """When the notification first became due: the metrics' latencies run from here."""
-    return notification.send_at or notification.created_at

@@ -40,9 +40,15 @@ from notifier.settings import Settings
 from notifier.storage import dispatch as queries
 from notifier.storage.driver import HeldConnections
 from workers.batch import BatchDelivery
-from workers.delivery import NotificationDelivery, due_since
+from workers.delivery import NotificationDelivery
 from workers.outcome_writer import OutcomeWriter
-from workers.outcomes import DispatchObserver, NoObserver, is_transient_db_error, policy_from
+from workers.outcomes import (
+    DispatchObserver,
+    NoObserver,
+    due_since,
+    is_transient_db_error,
+    policy_from,
+)
 from workers.retry import RetryPolicy
 from workers.wakeup import Wakeup
 

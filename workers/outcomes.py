@@ -11,8 +11,10 @@ row ours anyway.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, TypeVar
 
 from tenacity import (
@@ -24,6 +26,7 @@ from tenacity import (
 )
 
 from notifier.channels.base import DeliveryError, OutgoingMessage
+from notifier.lifecycle.machine import ChannelChange, ChannelEvent
 from notifier.models.notification import ChannelStatus
 from notifier.settings import Settings
 from notifier.storage.db import is_transient
@@ -31,6 +34,8 @@ from notifier.storage.dispatch import ClaimedDelivery, ClaimedNotification
 from workers.retry import GiveUp, RetryPolicy
 
 T = TypeVar("T")
+
+log = logging.getLogger("notifier.worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,3 +140,17 @@ def outgoing(notification: ClaimedNotification, delivery: ClaimedDelivery) -> Ou
         **{name: getattr(notification, name) for name in _COPIED},
         parts=notification.rendered_parts or {},
     )
+
+
+def unprepared(channel: str, notification: ClaimedNotification, exc: Exception) -> ChannelChange:
+    """A channel whose send could not be prepared: ``failed``, naming the exception (logged)."""
+    log.exception("could not prepare %s of %s", channel, notification.id)
+    return ChannelChange(
+        ChannelEvent.FAILED,
+        last_error=f"not sent: {type(exc).__name__} before sending: {exc}"[:2000],
+    )
+
+
+def due_since(notification: ClaimedNotification) -> datetime:
+    """When the notification first became due: the metrics' latencies run from here."""
+    return notification.send_at or notification.created_at
