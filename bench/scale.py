@@ -38,20 +38,12 @@ from pathlib import Path
 import asyncpg
 
 from bench.data import any_unsettled, prime_statistics, queue_notifications, refresh_statistics
-from bench.harness import (
-    API_KEY,
-    PYTHON,
-    QUICK,
-    Api,
-    Bench,
-    Child,
-    connect,
-    cpu_seconds,
-    percentile,
-    raise_nofile,
-    wait_until,
-)
+from bench.databases import connect
+from bench.figures import percentile
+from bench.harness import API_KEY, Api, Bench, wait_until
+from bench.processes import PYTHON, Child, cpu_seconds, raise_nofile
 from bench.scenario_enqueue import UNLIMITED
+from bench.sizes import QUICK
 
 NATS_URL = os.environ.get("NOTIFIER_BENCH_NATS_URL", "nats://127.0.0.1:4222")
 USERS = 100

@@ -38,20 +38,11 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.data import prime_statistics, refresh_statistics
-from bench.harness import (
-    API_KEY,
-    HOST,
-    PYTHON,
-    Bench,
-    Child,
-    ChildFailed,
-    Figure,
-    Target,
-    connect,
-    free_port,
-    percentile,
-)
+from bench.databases import connect
+from bench.figures import Figure, Target, percentile
+from bench.harness import API_KEY, Bench
 from bench.notify_census import NotifyCensus
+from bench.processes import HOST, PYTHON, Child, ChildFailed, free_port
 from bench.scenario_enqueue import UNLIMITED
 
 SCENARIO = "3. End-to-end latency"
