@@ -39,7 +39,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import API_KEY, FULL, Bench, connect
+from bench.databases import connect
+from bench.harness import API_KEY, Bench
+from bench.sizes import FULL
 from notifier.models.transition import CONSOLE_KINDS
 from notifier.storage.admin_stats import PG_WINDOW, QUEUE, StatsWindow
 

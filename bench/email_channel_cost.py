@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 import aiosmtplib
 from pydantic import SecretStr
 
-from bench.harness import PYTHON, free_port
+from bench.processes import PYTHON, free_port
 from bench.raw_smtp import RECIPIENT, SENDER, SMTP_FROM, messages, notifications
 from notifier.channels.base import Destination, OutgoingMessage
 from notifier.channels.email import EmailChannel

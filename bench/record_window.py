@@ -35,7 +35,8 @@ from pathlib import Path
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bench.data import queue_notifications, unsettled
-from bench.harness import connect, migrate_database, percentile
+from bench.databases import connect, migrate_database
+from bench.figures import percentile
 from tests.faults.processes import PrivateCluster, ProcessSet, poll_until
 from tests.faults.scenario import service_env
 
@@ -165,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fail-share", type=float, default=0.2)
     parser.add_argument("--two-channel-share", type=float, default=0.2)
     args = parser.parse_args(argv)
-    result = asyncio.run(
-        measure(args.rate, args.seconds, args.fail_share, args.two_channel_share)
-    )
+    result = asyncio.run(measure(args.rate, args.seconds, args.fail_share, args.two_channel_share))
     print(json.dumps(result))
     return 0
 

@@ -6,7 +6,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.harness import Bench, Figure
+from bench.figures import Figure
+from bench.harness import Bench
 
 PROFILE_LINES = 140
 

@@ -28,19 +28,12 @@ from bench import (
     scenario_sockets,
     scenario_webhooks,
 )
-from bench.harness import (
-    BENCH_DIR,
-    SERVICE_ENV,
-    SIZES,
-    Bench,
-    Figure,
-    git_commit,
-    machine_info,
-    postgres_version,
-    raise_nofile,
-    utc_now_text,
-)
+from bench.figures import Figure
+from bench.harness import BENCH_DIR, SERVICE_ENV, Bench
+from bench.machine import git_commit, machine_info, postgres_version, utc_now_text
+from bench.processes import raise_nofile
 from bench.report import write_results
+from bench.sizes import SIZES
 
 SCENARIOS: dict[int, tuple[str, Callable[[Bench], Awaitable[list[Figure]]]]] = {
     1: (scenario_dispatch.SCENARIO, scenario_dispatch.run),

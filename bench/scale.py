@@ -28,115 +28,28 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
 from bench.data import any_unsettled, prime_statistics, queue_notifications, refresh_statistics
-from bench.harness import (
-    API_KEY,
-    PYTHON,
-    QUICK,
-    Api,
-    Bench,
-    Child,
-    connect,
-    cpu_seconds,
-    percentile,
-    raise_nofile,
-    wait_until,
-)
+from bench.databases import connect
+from bench.figures import percentile
+from bench.harness import API_KEY, Api, Bench, wait_until
+from bench.processes import PYTHON, Child, raise_nofile
+from bench.scale_measure import CpuMeter, Measured, nats_server_pid
+from bench.scale_report import load_rows, render
 from bench.scenario_enqueue import UNLIMITED
+from bench.sizes import QUICK
 
 NATS_URL = os.environ.get("NOTIFIER_BENCH_NATS_URL", "nats://127.0.0.1:4222")
 USERS = 100
 PREFIX = "scale-"
 WAIT = 5.0  # after the load: what has not arrived by then counts at this latency (a floor)
-
-
-@dataclass
-class Measured:
-    """One measurement: what went through, in how long, and each process's CPU seconds."""
-
-    label: str
-    notifications: int
-    seconds: float
-    cpu: dict[str, float]
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    extra: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def rate(self) -> float:
-        return self.notifications / self.seconds if self.seconds else 0.0
-
-    def cpu_ms_each(self) -> dict[str, float]:
-        n = max(self.notifications, 1)
-        return {name: 1000.0 * s / n for name, s in self.cpu.items()}
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "label": self.label,
-            "notifications": self.notifications,
-            "seconds": round(self.seconds, 3),
-            "per_second": round(self.rate, 1),
-            "p50_ms": self.p50_ms,
-            "p99_ms": self.p99_ms,
-            "cpu_seconds": {k: round(v, 3) for k, v in self.cpu.items()},
-            "cpu_ms_per_notification": {k: round(v, 3) for k, v in self.cpu_ms_each().items()},
-            **self.extra,
-        }
-
-
-class CpuMeter:
-    """CPU seconds of named processes between ``start`` and ``stop``, and of the PostgreSQL
-    backends serving the database (``pg_stat_activity``; the server runs on this machine): the
-    pools keep their connections through a measurement, and a backend that appears meanwhile
-    counts whole. One that exits before ``stop`` is missed (none should: nothing reconnects)."""
-
-    def __init__(self, pids: dict[str, int], connection: asyncpg.Connection) -> None:
-        self.pids = pids
-        self.connection = connection
-        self._before: dict[str, float] = {}
-        self._backends: dict[int, float] = {}
-
-    async def _backend_cpu(self) -> dict[int, float]:
-        rows = await self.connection.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-        )
-        found = {}
-        for row in rows:
-            with contextlib.suppress(OSError):
-                found[int(row["pid"])] = cpu_seconds(int(row["pid"]))
-        return found
-
-    async def start(self) -> None:
-        self._backends = await self._backend_cpu()
-        self._before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-
-    async def stop(self) -> dict[str, float]:
-        used = {name: cpu_seconds(pid) - self._before[name] for name, pid in self.pids.items()}
-        after = await self._backend_cpu()
-        used["postgres"] = sum(cpu - self._backends.get(pid, 0.0) for pid, cpu in after.items())
-        return used
-
-
-def nats_server_pid(url: str) -> int | None:
-    """The local nats-server process serving ``url``'s port, to count its CPU too."""
-    port = url.rsplit(":", 1)[-1]
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            if argv and argv[0].endswith(b"nats-server") and port.encode() in argv:
-                return int(entry.name)
-    return None
 
 
 def half_counts(n: int) -> tuple[int, int]:
@@ -338,64 +251,6 @@ async def drain_noop(
     return Measured(f"noop_{workers}_workers", n, ended - started, cpu)
 
 
-def _rate_cell(r: Measured) -> str:
-    """Throughput for a drain; for a fixed-rate run the load offered (its window holds the
-    load generators' start and the wait after the load, so notifications/window is no rate)."""
-    offered = r.extra.get("offered_per_second")
-    return f"{r.rate:.0f}" if offered is None else f"offered {offered:g}"
-
-
-def _table(rows: list[Measured]) -> str:
-    names = sorted({k for r in rows for k in r.cpu})
-    head = "| run | notifications | /s | p50 ms | p99 ms | " + " | ".join(
-        f"{n} CPU s (ms/notif.)" for n in names
-    )
-    lines = [head + " |", "|" + "---|" * (5 + len(names))]
-    for r in rows:
-        each = r.cpu_ms_each()
-        cells = [f"{r.cpu[n]:.2f} ({each[n]:.3f})" if n in r.cpu else "—" for n in names]
-        p50 = "—" if r.p50_ms is None else f"{r.p50_ms:.1f}"
-        p99 = "—" if r.p99_ms is None else f"{r.p99_ms:.1f}"
-        lines.append(
-            f"| {r.label} | {r.notifications} | {_rate_cell(r)} | {p50} | {p99} | "
-            + " | ".join(cells)
-            + " |"
-        )
-    return "\n".join(lines)
-
-
-def _medians(rows: list[Measured]) -> str:
-    by: dict[str, list[Measured]] = {}
-    for r in rows:
-        by.setdefault(r.label, []).append(r)
-    names = sorted({k for r in rows for k in r.cpu})
-    out = [
-        "| measurement | runs | median /s | median p50 / p99 ms | median CPU ms per "
-        "notification: " + ", ".join(names) + " | all counted |",
-        "|---|---|---|---|---|---|",
-    ]
-    for label, group in by.items():
-        p50s = [r.p50_ms for r in group if r.p50_ms is not None]
-        p99s = [r.p99_ms for r in group if r.p99_ms is not None]
-        latency = f"{statistics.median(p50s):.1f} / {statistics.median(p99s):.1f}" if p99s else "—"
-        rate = (
-            _rate_cell(group[0])
-            if "offered_per_second" in group[0].extra
-            else f"{statistics.median(r.rate for r in group):.0f}"
-        )
-        per = [
-            f"{statistics.median(r.cpu_ms_each()[n] for r in group):.3f}"
-            if n in group[0].cpu
-            else "—"
-            for n in names
-        ]
-        total = statistics.median(sum(r.cpu_ms_each().values()) for r in group)
-        out.append(
-            f"| {label} | {len(group)} | {rate} | {latency} | {', '.join(per)} | {total:.3f} |"
-        )
-    return "\n".join(out)
-
-
 def forward_cost(messages: int = 200_000) -> float:
     """Microseconds an API process spends on a frame for a user it does not hold (parse, look
     up, drop): with one subject, what every process pays for every frame."""
@@ -412,31 +267,6 @@ def forward_cost(messages: int = 200_000) -> float:
     for i in range(messages):
         forwarder.forward(payloads[i % 1000])
     return (time.perf_counter() - started) / messages * 1e6
-
-
-def render(rows: list[Measured]) -> str:
-    return _medians(rows) + "\n\n" + _table(rows)
-
-
-def load_rows(path: Path) -> list[Measured]:
-    rows = []
-    for line in path.read_text().splitlines():
-        if not line.startswith("{"):
-            continue
-        data = json.loads(line)
-        extra = {k: data[k] for k in ("offered_per_second", "load_seconds", "missing") if k in data}
-        rows.append(
-            Measured(
-                data["label"],
-                data["notifications"],
-                data["seconds"],
-                data["cpu_seconds"],
-                data["p50_ms"],
-                data["p99_ms"],
-                extra,
-            )
-        )
-    return rows
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -30,16 +30,10 @@ import asyncpg
 from pgqueuer import AsyncpgDriver, Queries
 
 from bench.data import any_unsettled, prime_statistics, queue_notifications, unsettled
-from bench.harness import (
-    PYTHON,
-    Bench,
-    Child,
-    Figure,
-    Target,
-    connect,
-    pg_dsn,
-    wait_until,
-)
+from bench.databases import connect, pg_dsn
+from bench.figures import Figure, Target
+from bench.harness import Bench, wait_until
+from bench.processes import PYTHON, Child
 
 SCENARIO = "1. Dispatch throughput"
 PGQ_BATCH = 100

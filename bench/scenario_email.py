@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import prime_statistics
-from bench.harness import PYTHON, Bench, Child, Figure, Target, connect, free_port
+from bench.databases import connect
+from bench.figures import Figure, Target
+from bench.harness import Bench
+from bench.processes import PYTHON, Child, free_port
 from bench.scenario_dispatch import ChildReceiver, drain_notifier
 from notifier.settings import Settings
 

@@ -29,8 +29,11 @@ import asyncpg
 import httpx
 
 from bench.data import DISPATCH_WAKEUP_CHANNEL
-from bench.harness import API_KEY, PYTHON, Api, Bench, Figure, Target, connect
+from bench.databases import connect
+from bench.figures import Figure, Target
+from bench.harness import API_KEY, Api, Bench
 from bench.loadgen import notification
+from bench.processes import PYTHON
 
 SCENARIO = "2. Enqueue throughput"
 

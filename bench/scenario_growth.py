@@ -20,7 +20,9 @@ import asyncpg
 import httpx
 
 from bench.data import insert_settled
-from bench.harness import API_KEY, Api, Bench, Figure, Target, connect
+from bench.databases import connect
+from bench.figures import Figure, Target
+from bench.harness import API_KEY, Api, Bench
 from bench.scenario_dispatch import drain_notifier
 from notifier.storage.notifications import encode_cursor
 

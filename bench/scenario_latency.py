@@ -28,139 +28,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
 from bench.data import prime_statistics, refresh_statistics
-from bench.harness import (
-    API_KEY,
-    HOST,
-    PYTHON,
-    Bench,
-    Child,
-    ChildFailed,
-    Figure,
-    Target,
-    connect,
-    free_port,
-    percentile,
+from bench.databases import connect
+from bench.figures import Figure, Target, percentile
+from bench.harness import API_KEY, Bench
+from bench.latency_stages import (
+    CLAIM_HISTOGRAM,
+    FAST_PATH_HISTOGRAM,
+    OUTCOME_HISTOGRAM,
+    Stages,
+    bucket_growth,
+    fast_path_buckets,
+    histogram_buckets,
+    metrics_text,
+)
+from bench.latency_stages import (
+    histogram_quantile as histogram_quantile,  # tests/test_bench_histogram.py imports it from here
 )
 from bench.notify_census import NotifyCensus
+from bench.processes import HOST, PYTHON, Child, ChildFailed, cpu_seconds, free_port
 from bench.scenario_enqueue import UNLIMITED
 
 SCENARIO = "3. End-to-end latency"
 WAIT = 5.0
 BASELINE_SECONDS = 5.0
-CLAIM_HISTOGRAM = "notifier_claim_wait_seconds"
-OUTCOME_HISTOGRAM = "notifier_dispatch_latency_seconds"
-FAST_PATH_HISTOGRAM = "notifier_websocket_fast_path_seconds"
-
-Buckets = list[tuple[float, float]]
-
-
-@dataclass(frozen=True, slots=True)
-class Stages:
-    """One run's p50 and p99 (ms) up to each point the bench can see."""
-
-    api: tuple[float, float]  # POST due -> the row's created_at
-    committed: tuple[float, float]  # created_at -> its group commit (the API's histogram)
-    written: tuple[float, float]  # the commit -> the frame written to the socket (the API's)
-    claimed: tuple[float, float]  # created_at -> claimed by the worker (histogram)
-    recorded: tuple[float, float]  # created_at -> the outcome recorded (histogram)
-    end_to_end: tuple[float, float]
-
-    @classmethod
-    def of(
-        cls,
-        api: list[float],
-        fast_path: tuple[Buckets, Buckets],
-        claimed: Buckets,
-        recorded: Buckets,
-        end_to_end: list[float],
-    ) -> Stages:
-        committed, written = fast_path
-        return cls(
-            api=(percentile(api, 50), percentile(api, 99)),
-            committed=(histogram_quantile(committed, 50), histogram_quantile(committed, 99)),
-            written=(histogram_quantile(written, 50), histogram_quantile(written, 99)),
-            claimed=(histogram_quantile(claimed, 50), histogram_quantile(claimed, 99)),
-            recorded=(histogram_quantile(recorded, 50), histogram_quantile(recorded, 99)),
-            end_to_end=(percentile(end_to_end, 50), percentile(end_to_end, 99)),
-        )
-
-    def describe(self) -> str:
-        stages = (
-            self.api,
-            self.committed,
-            self.written,
-            self.claimed,
-            self.recorded,
-            self.end_to_end,
-        )
-        return " / ".join(f"{p50:.1f}, {p99:.1f}" for p50, p99 in stages)
-
-
-async def _exposition(base_url: str) -> str:
-    async with httpx.AsyncClient() as http:
-        response = await http.get(f"{base_url}/metrics", timeout=10)
-    return response.raise_for_status().text
-
-
-def _fast_path_buckets(exposition: str) -> tuple[Buckets, Buckets]:
-    return (
-        histogram_buckets(exposition, FAST_PATH_HISTOGRAM, stage="committed"),
-        histogram_buckets(exposition, FAST_PATH_HISTOGRAM, stage="written"),
-    )
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU (user + system) that process ``pid`` has used so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def bucket_growth(before: Buckets, after: Buckets) -> Buckets:
-    """What a cumulative histogram gained between two scrapes (the API lives across runs)."""
-    earlier = dict(before)
-    return [(bound, count - earlier.get(bound, 0.0)) for bound, count in after]
-
-
-def histogram_buckets(exposition: str, name: str, **labels: str) -> Buckets:
-    """One series of a histogram in a /metrics text: (upper bound in ms, cumulative count), in
-    order; ``labels`` pick the series (besides ``le``)."""
-    buckets = [
-        (float(sample.labels["le"]) * 1000.0, sample.value)
-        for family in text_string_to_metric_families(exposition)
-        if family.name == name
-        for sample in family.samples
-        if sample.name.endswith("_bucket")
-        and all(sample.labels.get(k) == v for k, v in labels.items())
-    ]
-    return sorted(buckets)
-
-
-def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:
-    """Prometheus' ``histogram_quantile``: linear within the bucket the rank falls in (q in
-    0..100); a rank in the +Inf bucket gives the largest finite bound."""
-    if not buckets or buckets[-1][1] == 0:
-        return math.nan
-    rank = q / 100 * buckets[-1][1]
-    lower_bound = lower_count = 0.0
-    for bound, count in buckets:
-        if count >= rank:
-            if math.isinf(bound):
-                return lower_bound
-            share = (rank - lower_count) / (count - lower_count) if count > lower_count else 1.0
-            return lower_bound + (bound - lower_bound) * share
-        lower_bound, lower_count = bound, count
-    return lower_bound
 
 
 async def _service_run(
@@ -179,7 +73,7 @@ async def _service_run(
     census, listener = NotifyCensus(), await connect(url)
     await census.start(listener)
     seconds = seconds or sizes.latency_seconds
-    fast_path_before = _fast_path_buckets(await _exposition(api_url))
+    fast_path_before = fast_path_buckets(await metrics_text(api_url))
     api_cpu = cpu_seconds(api_pid)
     metrics_port = free_port()
     worker = await bench.start_worker(
@@ -226,8 +120,8 @@ async def _service_run(
             await clients.event("done", timeout=max(horizon - time.time(), 0.1), gen=generation)
         await clients.send("stats")
         stats = await clients.event("stats", timeout=60)
-        exposition = await _exposition(f"http://{HOST}:{metrics_port}")
-        fast_path_after = _fast_path_buckets(await _exposition(api_url))
+        exposition = await metrics_text(f"http://{HOST}:{metrics_port}")
+        fast_path_after = fast_path_buckets(await metrics_text(api_url))
     finally:
         await bench.stop(worker, grace=120 if profile_to else 30)
         notified = await census.stop()

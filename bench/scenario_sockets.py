@@ -28,19 +28,11 @@ from pathlib import Path
 import httpx
 
 from bench.data import prime_statistics, refresh_statistics
-from bench.harness import (
-    API_KEY,
-    PYTHON,
-    Api,
-    Bench,
-    Child,
-    ChildFailed,
-    Figure,
-    Target,
-    connect,
-    wait_until,
-)
+from bench.databases import connect
+from bench.figures import Figure, Target
+from bench.harness import API_KEY, Api, Bench, wait_until
 from bench.loadgen import notification
+from bench.processes import PYTHON, Child, ChildFailed
 
 SCENARIO = "4. WebSocket scale"
 

@@ -38,18 +38,10 @@ import httpx
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from bench.harness import (
-    API_KEY,
-    FULL,
-    HOST,
-    SMOKE,
-    Bench,
-    Child,
-    connect,
-    cpu_seconds,
-    free_port,
-    wait_until,
-)
+from bench.databases import connect
+from bench.harness import API_KEY, Bench, wait_until
+from bench.processes import HOST, Child, cpu_seconds, free_port
+from bench.sizes import FULL, SMOKE
 
 
 @dataclass(frozen=True)

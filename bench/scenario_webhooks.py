@@ -21,7 +21,10 @@ from pathlib import Path
 
 import asyncpg
 
-from bench.harness import PYTHON, Bench, Child, Figure, Target, connect, free_port, wait_until
+from bench.databases import connect
+from bench.figures import Figure, Target
+from bench.harness import Bench, wait_until
+from bench.processes import PYTHON, Child, free_port
 from notifier.storage.db import create_engine, create_session_factory
 from notifier.storage.webhooks import create_endpoint, emit_events
 from notifier.webhooks.events import WebhookEvent, channel_event, envelope_body

@@ -30,15 +30,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import random
 import sys
 import tempfile
 import time
 import uuid
-from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +46,13 @@ import httpx
 from notifier.vapid import generate_private_key
 from tests.faults.clients import UserSocket
 from tests.faults.peers import TimedPushPeer, TimedSmtpPeer
-from tests.faults.processes import PrivateCluster, ProcessSet, ServiceProcess, poll_until
+from tests.faults.processes import PrivateCluster, ProcessSet, poll_until
 from tests.faults.scenario import VAPID_SUBJECT, Producer, service_env
 from tests.peers import TwilioPeer
+from tests.soak.judge import SuccessMonitor, judge
+from tests.soak.report import CHANNELS, SoakReport
+from tests.soak.stack import Stack
 from tests.support.service import migrate
-
-CHANNELS = ("websocket", "email", "browser", "sms")
-SUCCESS = {
-    "websocket": ("delivered",),
-    "email": ("delivered",),
-    "browser": ("sent", "delivered"),
-    "sms": ("sent", "delivered"),
-}
-PROVIDER_CHANNELS = ("email", "browser", "sms")  # a repeat there reaches a person twice
 
 
 @dataclass
@@ -77,136 +69,6 @@ class SoakConfig:
     lease_seconds: float = 3.0
     seed: int = 1
     log_dir: Path | None = None
-
-
-@dataclass
-class SoakReport:
-    config: dict[str, Any]
-    notifications_accepted: int = 0
-    notifications_in_database: int = 0
-    lost: int = 0
-    undelivered: int = 0  # channels still queued at the end of the drain window (not drained)
-    lost_detail: list[str] = field(default_factory=list)
-    resent_after_success: int = 0
-    resent_after_success_detail: list[str] = field(default_factory=list)
-    duplicates_in_window: dict[str, int] = field(default_factory=dict)
-    websocket_repeated_frames: int = 0
-    peer_messages: dict[str, int] = field(default_factory=dict)
-    kills: int = 0
-    db_restarts: int = 0
-    enqueue_retries: int = 0
-    time_to_drain_seconds: float | None = None
-    drained: bool = False
-    total_seconds: float = 0.0
-    final_status: dict[str, int] = field(default_factory=dict)
-    # (seconds since the soak began, what): kills, restarts; for reading the details against
-    timeline: list[tuple[float, str]] = field(default_factory=list)
-    began_at: float = field(default_factory=time.time)
-
-    def mark(self, what: str) -> None:
-        self.timeline.append((round(time.time() - self.began_at, 3), what))
-
-    def rel(self, at: float) -> float:
-        return round(at - self.began_at, 3)
-
-    @property
-    def ok(self) -> bool:
-        return self.drained and self.lost == 0 and self.resent_after_success == 0
-
-    def text(self) -> str:
-        window = ", ".join(f"{k} {v}" for k, v in sorted(self.duplicates_in_window.items()))
-        peers = ", ".join(f"{k} {v}" for k, v in sorted(self.peer_messages.items()))
-        lines = [
-            f"soak: {self.notifications_accepted} notifications x {len(CHANNELS)} channels, "
-            f"{self.kills} worker SIGKILLs, {self.db_restarts} PostgreSQL restarts",
-            f"  lost:                       {self.lost}",
-            f"  still queued (not drained): {self.undelivered}",
-            f"  resent after success:       {self.resent_after_success}",
-            f"  duplicates in the window:   {sum(self.duplicates_in_window.values())} ({window})",
-            f"  websocket repeated frames:  {self.websocket_repeated_frames} (replays; by design)",
-            f"  peer messages:              {peers}",
-            f"  enqueue retries (503):      {self.enqueue_retries}",
-            f"  time to drain:              {self.time_to_drain_seconds} s",
-            f"  total:                      {self.total_seconds} s",
-            f"  result:                     {'OK' if self.ok else 'FAILED'}",
-        ]
-        for detail in (self.lost_detail + self.resent_after_success_detail)[:10]:
-            lines.append(f"    {detail}")
-        return "\n".join(lines)
-
-    def as_json(self) -> dict[str, Any]:
-        body = asdict(self)
-        body["ok"] = self.ok
-        return body
-
-
-class SuccessMonitor:
-    """Reads which channels the database has recorded as a success, twice a second, and keeps
-    for each the end time of the first read that saw it: the commit is surely before that."""
-
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self.seen_at: dict[tuple[str, str], float] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="success-monitor")
-
-    async def stop(self) -> None:
-        """Stops between two reads (cancelling asyncpg mid-query can leave it confused)."""
-        self._stopping.set()
-        if self._task is not None:
-            await asyncio.wait_for(self._task, 30)
-
-    async def read_once(self, connection: asyncpg.Connection) -> None:
-        rows = await connection.fetch(
-            "SELECT notification_id, channel, status FROM notification_deliveries "
-            "WHERE status IN ('sent', 'delivered')"
-        )
-        ended = time.time()
-        for row in rows:
-            if row["status"] in SUCCESS[row["channel"]]:
-                self.seen_at.setdefault((str(row["notification_id"]), row["channel"]), ended)
-
-    async def _run(self) -> None:
-        connection: asyncpg.Connection | None = None
-        try:
-            while not self._stopping.is_set():
-                try:
-                    if connection is None:
-                        connection = await asyncpg.connect(self.dsn, timeout=3)
-                    await self.read_once(connection)
-                except Exception:  # the database is restarting: read again once it is back
-                    if connection is not None:
-                        connection.terminate()
-                    connection = None
-                # A sampling period, and the way to notice the stop.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), 0.5)
-        finally:
-            if connection is not None:
-                await connection.close(timeout=5)
-
-
-@dataclass
-class Stack:
-    cluster: PrivateCluster
-    database: str
-    url: str
-    procs: ProcessSet
-    api: ServiceProcess
-    workers: list[ServiceProcess]
-    env: dict[str, str]
-    smtp: TimedSmtpPeer
-    push: TimedPushPeer
-    twilio: TwilioPeer
-    producer: Producer
-    sockets: dict[str, UserSocket]
-
-    @property
-    def dsn(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.cluster.port}/{self.database}"
 
 
 async def _enqueue(
@@ -325,101 +187,6 @@ async def _drained(stack: Stack, expected: int) -> tuple[bool, dict[str, Any]]:
     return done, {"status": statuses, "unsettled": unsettled, "websocket_unacked": unacked}
 
 
-def _peer_receipts(stack: Stack, title_to_id: dict[str, str]) -> dict[tuple[str, str], list[float]]:
-    receipts: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for mail, at in zip(stack.smtp.messages, stack.smtp.received_at, strict=False):
-        nid = str(mail.message["Message-ID"]).strip("<>").split("@")[0]
-        receipts[(nid, "email")].append(at)
-    for push, at in stack.push.accepted():
-        receipts[(str(push.json()["id"]), "browser")].append(at)
-    for sms in stack.twilio.messages:
-        title = sms.body.split(":")[0]
-        receipts[(title_to_id.get(title, f"unknown:{title}"), "sms")].append(
-            sms.date_created.timestamp()
-        )
-    for socket in stack.sockets.values():
-        for nid, at in socket.arrivals:
-            receipts[(nid, "websocket")].append(at)
-    return receipts
-
-
-def _judge_channel(
-    report: SoakReport,
-    monitor: SuccessMonitor,
-    nid: str,
-    channel: str,
-    entry: dict[str, Any],
-    receipts: dict[tuple[str, str], list[float]],
-    window: Counter[str],
-) -> None:
-    got = sorted(receipts.get((nid, channel), []))
-    if not got or entry.get(channel) not in SUCCESS[channel]:
-        if not report.drained and entry.get(channel) in ("pending", "retrying"):
-            report.undelivered += 1  # still queued when the drain window closed
-            return
-        report.lost += 1
-        report.lost_detail.append(
-            f"{nid} {channel}: {len(got)} at the peer, {entry.get(channel)} in the database"
-        )
-        return
-    if channel == "websocket":
-        report.websocket_repeated_frames += len(got) - 1
-        return
-    seen = monitor.seen_at.get((nid, channel))
-    for at in got[1:]:
-        if seen is not None and at > seen:
-            report.resent_after_success += 1
-            report.resent_after_success_detail.append(
-                f"{nid} {channel}: received at {[report.rel(t) for t in got]}, "
-                f"a success in the database by {report.rel(seen)}, "
-                f"{entry.get(f'{channel}_attempts')} attempts recorded"
-            )
-        else:
-            window[channel] += 1
-
-
-async def _judge(
-    stack: Stack, report: SoakReport, accepted: dict[str, int], monitor: SuccessMonitor
-) -> None:
-    connection = await asyncpg.connect(stack.dsn, timeout=10)
-    try:
-        await monitor.read_once(connection)
-        rows = await connection.fetch(
-            "SELECT n.id, n.user_id, n.title, d.channel, d.status, d.attempts "
-            "FROM notifications n "
-            "JOIN notification_deliveries d ON d.notification_id = n.id"
-        )
-    finally:
-        await connection.close()
-    in_db: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        entry = in_db.setdefault(str(row["id"]), {"user": row["user_id"], "title": row["title"]})
-        entry[row["channel"]] = row["status"]
-        entry[f"{row['channel']}_attempts"] = row["attempts"]
-    report.notifications_in_database = len(in_db)
-    title_to_id = {e["title"]: nid for nid, e in in_db.items()}
-    receipts = _peer_receipts(stack, title_to_id)
-    report.peer_messages = {
-        "email": len(stack.smtp.messages),
-        "browser": len(stack.push.accepted()),
-        "sms": len(stack.twilio.messages),
-        "websocket_frames": sum(s.frames for s in stack.sockets.values()),
-    }
-    for nid in accepted:
-        if nid not in in_db:
-            report.lost += 1
-            report.lost_detail.append(f"{nid}: accepted (202) but not in the database")
-    window: Counter[str] = Counter()
-    for nid, entry in in_db.items():
-        for channel in CHANNELS:
-            _judge_channel(report, monitor, nid, channel, entry, receipts, window)
-    for key in receipts:
-        if key[0] not in in_db:
-            report.lost_detail.append(f"peer got a message for an unknown notification {key}")
-            report.lost += 1
-    report.duplicates_in_window = {c: window.get(c, 0) for c in PROVIDER_CHANNELS}
-
-
 async def run_soak(config: SoakConfig) -> SoakReport:
     report = SoakReport(
         config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
@@ -525,7 +292,7 @@ async def _run_phases(
     for process in (stack.api, *stack.workers):
         if not process.running:
             report.lost_detail.append(f"{process.name} is not running:\n{process.tail(20)}")
-    await _judge(stack, report, accepted, monitor)
+    await judge(stack, report, accepted, monitor)
 
 
 def _parse(argv: list[str] | None) -> tuple[SoakConfig, Path | None]:
