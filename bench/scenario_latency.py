@@ -45,9 +45,6 @@ from bench.latency_stages import (
     histogram_buckets,
     metrics_text,
 )
-from bench.latency_stages import (
-    histogram_quantile as histogram_quantile,  # tests/test_bench_histogram.py imports it from here
-)
 from bench.notify_census import NotifyCensus
 from bench.processes import HOST, PYTHON, Child, ChildFailed, cpu_seconds, free_port
 from bench.scenario_enqueue import UNLIMITED

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 from prometheus_client import generate_latest
 
-from bench.scenario_latency import histogram_buckets, histogram_quantile
+from bench.latency_stages import histogram_buckets, histogram_quantile
 from notifier.metrics.instruments import ServiceMetrics
 
 OUTCOMES = "notifier_dispatch_latency_seconds"

@@ -13,7 +13,7 @@ from playwright.async_api import Request, Route, async_playwright, expect
 
 from notifier.api.docs import VENDOR_DIR
 from tests.support.service import RunningService, make_settings, running_service
-from tests.test_inbox_page import CHROMIUM, CHROMIUM_ARGS, chromium_installed
+from tests.test_inbox_page.browser import CHROMIUM, CHROMIUM_ARGS, chromium_installed
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,5 @@ async def search_notifications(
     session: AsyncSession, search: SearchFilter, *, limit: int, cursor: str | None
 ) -> SearchPage:
     """Raises ``InvalidCursor`` for a cursor this service did not issue."""
-    rows, next_cursor = await newest_first(
-        session, _conditions(search), limit=limit, cursor=cursor
-    )
+    rows, next_cursor = await newest_first(session, _conditions(search), limit=limit, cursor=cursor)
     return SearchPage(rows, next_cursor)

@@ -6,8 +6,3 @@ takes a few seconds per database, which is affordable. The page is driven only t
 user does (clicks) and checked through the DOM and the public API; DOM conditions are awaited
 with Playwright's ``expect``, never with fixed sleeps.
 """
-
-from tests.test_inbox_page.browser import CHROMIUM, CHROMIUM_ARGS, chromium_installed
-
-# tests/test_docs_page.py launches Chromium the same way, importing these from here.
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "chromium_installed"]
