@@ -24,7 +24,7 @@ from bench.databases import connect
 from bench.figures import Figure, Target
 from bench.harness import API_KEY, Api, Bench
 from bench.scenario_dispatch import drain_notifier
-from notifier.storage.notifications import encode_cursor
+from notifier.storage.cursors import encode_cursor
 
 SCENARIO = "5. Growth"
 HEAVY, LIGHT = "heavy-user", "light-user"

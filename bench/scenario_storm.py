@@ -192,7 +192,7 @@ async def _digest_outcome(
         due = await connection.fetchval(
             "SELECT count(*) FROM digest_windows WHERE closed_at IS NULL AND closes_at > now()"
         )
-        return waiting == 0 and due == 0
+        return bool(waiting == 0 and due == 0)
 
     await wait_until(
         settled,
