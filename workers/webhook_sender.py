@@ -55,7 +55,7 @@ from notifier.storage.webhooks import WEBHOOK_WAKEUP_CHANNEL
 from workers.next_due import NextDue
 from workers.outcomes import is_transient_db_error
 from workers.wakeup import Wakeup
-from workers.webhook_attempt import attempt, decide, interrupted
+from workers.webhook_attempt import attempt, decide, http_client, interrupted
 from workers.webhook_outcomes import OutcomeWriter
 from workers.webhook_slots import AHEAD, CLAIM_MAX, EndpointSlots
 
@@ -119,7 +119,6 @@ class WebhookSender:
         self._claimed_at: dict[uuid.UUID, float] = {}  # loop time of the lease's claim
         self._room = asyncio.Event()  # a request ended and a claim would be worth it
         self._stopping = False
-        self._timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
         # One HTTP client per endpoint: its own keep-alive pool, sized to its bound.
         self._http: dict[uuid.UUID, aiohttp.ClientSession] = {}
         self._next_due = NextDue(self._read_next_due)
@@ -149,14 +148,13 @@ class WebhookSender:
     def _client(self, endpoint_id: uuid.UUID) -> aiohttp.ClientSession:
         http = self._http.get(endpoint_id)
         if http is None:
-            http = self._http[endpoint_id] = aiohttp.ClientSession(
-                connector=guarded_connector(
-                    allow_private=self.settings.webhook_allow_private_endpoints,
-                    limit=self.slots.per_endpoint,
-                    resolver=self._resolver,
-                ),
-                # A receiver's cookies are never sent back, to it or to another receiver.
-                cookie_jar=aiohttp.DummyCookieJar(),
+            connector = guarded_connector(
+                allow_private=self.settings.webhook_allow_private_endpoints,
+                limit=self.slots.per_endpoint,
+                resolver=self._resolver,
+            )
+            http = self._http[endpoint_id] = http_client(
+                connector, timeout_seconds=self.settings.webhook_timeout_seconds
             )
         return http
 
@@ -231,7 +229,7 @@ class WebhookSender:
 
     async def _deliver(self, lane: asyncio.Task[None], delivery: ClaimedDelivery) -> None:
         http = self._client(delivery.endpoint_id)
-        result = await attempt(http, delivery, limit=self._timeout)
+        result = await attempt(http, delivery)
         outcome = decide(delivery, result, self.settings.webhook_retry_schedule)
         del self._sending[lane]
         self._sent(delivery)  # its slot is free while the outcome is written

@@ -34,6 +34,7 @@ class EndpointSlots:
         self.total = total
         self._waiting: dict[uuid.UUID, deque[ClaimedDelivery]] = {}
         self._sending: Counter[uuid.UUID] = Counter()
+        self._sending_total = 0  # the sum of ``_sending``, asked for before every start
         self._held: Counter[uuid.UUID] = Counter()  # waiting + sending, per endpoint
         self._ids: set[uuid.UUID] = set()
 
@@ -43,7 +44,7 @@ class EndpointSlots:
 
     @property
     def sending(self) -> int:
-        return sum(self._sending.values())
+        return self._sending_total
 
     @property
     def room(self) -> int:
@@ -74,7 +75,7 @@ class EndpointSlots:
     def next_ready(self) -> ClaimedDelivery | None:
         """The next delivery to send, if a slot allows one: from the endpoint that has waited
         longest for a turn (each endpoint goes to the back once served)."""
-        if self.sending >= self.total:
+        if self._sending_total >= self.total:
             return None
         for endpoint in list(self._waiting):
             if self._sending[endpoint] >= self.per_endpoint:
@@ -84,6 +85,7 @@ class EndpointSlots:
             if waiting:
                 self._waiting[endpoint] = waiting  # to the back of the turn order
             self._sending[endpoint] += 1
+            self._sending_total += 1
             return delivery
         return None
 
@@ -91,6 +93,8 @@ class EndpointSlots:
         """Its request ended (answered, failed, or given up)."""
         endpoint = delivery.endpoint_id
         self._ids.discard(delivery.id)
+        if self._sending[endpoint] > 0:
+            self._sending_total -= 1
         for counter in (self._sending, self._held):
             counter[endpoint] -= 1
             if counter[endpoint] <= 0:

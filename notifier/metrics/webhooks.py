@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from notifier.metrics.instruments import LATENCY_BUCKETS
+from notifier.metrics.instruments import LATENCY_BUCKETS, observe_all
 
 
 class WebhookMetrics:
@@ -28,12 +28,14 @@ class WebhookMetrics:
 
     def observe_attempts(self, attempts: Iterable[tuple[str, float]]) -> None:
         """A batch of attempts, each what its delivery became and how long it took: the
-        counters moved once per outcome in the batch, not once per attempt (each ``inc`` takes a
-        lock)."""
+        counters and the histogram moved once per outcome and per bucket in the batch, not once
+        per attempt (each ``inc`` takes a lock; a histogram's ``observe`` two, ~4 us)."""
         counts: dict[str, int] = {}
+        durations: list[float] = []
         for outcome, seconds in attempts:
             counts[outcome] = counts.get(outcome, 0) + 1
-            self.duration.observe(seconds)
+            durations.append(seconds)
+        observe_all(self.duration, durations)
         for outcome, n in counts.items():
             # The labelled child, built once: ``labels()`` takes a lock and builds a key per call.
             counter = self._by_outcome.get(outcome)

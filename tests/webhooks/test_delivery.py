@@ -40,6 +40,7 @@ async def test_test_event_is_delivered_signed(db_url: str, receiver: WebhookRece
     assert body["data"]["endpoint_id"] == endpoint["id"]
     assert datetime.fromisoformat(body["timestamp"]).tzinfo is not None
     assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"].startswith("notifier-webhooks/")
     assert len(request.signatures) == 1 and request.signatures[0].startswith("v1,")
     [logged] = attempts
     assert logged["event_id"] == event_id

@@ -9,9 +9,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from notifier.metrics.instruments import LATENCY_BUCKETS
+from notifier.metrics.webhooks import WebhookMetrics
 from notifier.models.base import utcnow
 from notifier.models.webhook import WebhookDeliveryStatus as Status
 from notifier.settings import Settings
@@ -169,3 +172,25 @@ def test_a_claim_is_worth_it_once_half_of_what_may_be_held_is_gone() -> None:
         assert delivery is not None
         slots.done(delivery)
     assert (slots.room, slots.wants_more) == (AHEAD * 2, True)
+
+
+def test_a_batch_of_attempts_shows_in_the_histogram_as_each_observed_alone() -> None:
+    durations = [0.0004, 0.003, 0.003, 0.25, 7.5, 600.0, LATENCY_BUCKETS[2]]
+    metrics = WebhookMetrics()
+    metrics.observe_attempts(("succeeded", seconds) for seconds in durations)
+    alone_registry = CollectorRegistry()
+    alone = Histogram("alone", "", buckets=LATENCY_BUCKETS, registry=alone_registry)
+    for seconds in durations:
+        alone.observe(seconds)
+
+    def series(registry: CollectorRegistry, name: str) -> list[tuple[str, dict[str, str], float]]:
+        [family] = [f for f in registry.collect() if f.name == name]
+        return [
+            (s.name.removeprefix(name), s.labels, s.value)
+            for s in family.samples
+            if not s.name.endswith("_created")
+        ]
+
+    batched = series(metrics.registry, "notifier_webhook_attempt_duration_seconds")
+    assert batched == series(alone_registry, "alone")
+    assert ("_count", {}, len(durations)) in batched
