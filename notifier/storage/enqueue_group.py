@@ -116,8 +116,10 @@ class GroupCommit:
     async def _write_postgres(self, held: HeldConnections, merged: PreparedEnqueue) -> None:
         # The statement is its own transaction (autocommit): committed once it returns.
         try:
-            async with held.driver() as (connection, _driver):
-                await insert_prepared(connection, merged, frame_notify=self.frame_notify)
+            async with held.driver() as (connection, driver):
+                await insert_prepared(
+                    connection, merged, frame_notify=self.frame_notify, driver=driver
+                )
         except Exception as exc:
             if not is_database_unavailable(exc):
                 raise
