@@ -206,5 +206,7 @@ class ServiceContext:
             await self.listener.stop()
             self.listener = None
         await self.fanout.aclose()
+        if self._enqueue_writer is not None:
+            await self._enqueue_writer.aclose()  # its held connections, back to the pool
         if self.owns_engine:
             await self.engine.dispose()

@@ -262,6 +262,7 @@ async def insert_prepared(
     *,
     record: dict[str, Any] | None = None,
     frame_notify: FrameNotify | None = None,
+    driver: asyncpg.Connection | None = None,
 ) -> None:
     """Insert the rows, their delivery rows and ``record``, and wake the dispatchers; with the
     websocket fast path, its transitions too, and its frames NOTIFYed through ``frame_notify``
@@ -269,23 +270,29 @@ async def insert_prepared(
     plain enqueue instead (``websocket_fast_path.fall_back``): ``prepared`` says what was
     written, its ``frames`` what is left for the caller to deliver.
 
+    ``driver``: the asyncpg connection under ``connection``, when the caller holds it already
+    (``driver.HeldConnections``); otherwise it is looked up.
+
     Raises IntegrityError when ``record``'s key is taken (by a request that committed first).
     """
     if connection.dialect.name == "postgresql":
-        await _insert_postgres(connection, prepared, record, frame_notify)
+        if driver is None:
+            driver = (await connection.get_raw_connection()).driver_connection
+        await _insert_postgres(connection, driver, prepared, record, frame_notify)
     else:
         await _insert_sqlite(connection, prepared, record)
 
 
 async def _insert_postgres(
     connection: AsyncConnection,
+    driver: asyncpg.Connection,
     prepared: PreparedEnqueue,
     record: dict[str, Any] | None,
     frame_notify: FrameNotify | None,
 ) -> None:
     statement, params = pg_statement(prepared, record, frame_notify)
     try:
-        await _on_driver(connection, statement, params)
+        await _on_driver(connection, driver, statement, params)
     except DBAPIError as exc:
         if FAST_PATH_REFUSED not in str(exc.orig):
             raise
@@ -293,7 +300,7 @@ async def _insert_postgres(
         fast = {name: params[name] for name in ("f_id", "f_user_id", "f_type")}
         found = await connection.execute(_OPTED_OUT, fast)
         _fall_back(prepared, {row[0] for row in found})
-        await _on_driver(connection, *pg_statement(prepared, record, frame_notify))
+        await _on_driver(connection, driver, *pg_statement(prepared, record, frame_notify))
 
 
 _OPTED_OUT = text(OPTED_OUT_SQL)
@@ -306,7 +313,10 @@ def _positional(statement: TextClause) -> tuple[str, tuple[str, ...], dict[str, 
 
 
 async def _on_driver(
-    connection: AsyncConnection, statement: TextClause, params: dict[str, Any]
+    connection: AsyncConnection,
+    driver: asyncpg.Connection,
+    statement: TextClause,
+    params: dict[str, Any],
 ) -> None:
     """``statement`` as fixed SQL text on the asyncpg connection under ``connection`` (which
     prepares it once per connection, as the worker's claim and flush do: storage/driver.py):
@@ -315,7 +325,6 @@ async def _on_driver(
     ``Idempotency-Key`` conflict's ``IntegrityError`` and the fast path's refusal."""
     sql, names, fixed = _positional(statement)
     args = [params[name] if name in params else fixed[name] for name in names]
-    driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
     try:
         await driver.execute(sql, *args)
     except BaseException as exc:

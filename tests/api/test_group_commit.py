@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
+import pytest
 from sqlalchemy.exc import IntegrityError
 
 from notifier.schemas.notification import NotificationCreate
@@ -17,8 +19,18 @@ def _one(user: str, title: str = "Hello") -> PreparedEnqueue:
     return prepare([NotificationCreate.model_validate(notification_body(user, title=title))])
 
 
-async def test_concurrent_enqueues_share_one_commit(service: RunningService) -> None:
-    group = GroupCommit(service.context.engine)
+@pytest.fixture
+async def group(service: RunningService) -> AsyncIterator[GroupCommit]:
+    writer = GroupCommit(service.context.engine)
+    try:
+        yield writer
+    finally:
+        await writer.aclose()  # its held connections (PostgreSQL)
+
+
+async def test_concurrent_enqueues_share_one_commit(
+    service: RunningService, group: GroupCommit
+) -> None:
     user = new_user()
     # gather starts all five before the writer task first runs: they form one group.
     await asyncio.gather(*(group.insert(_one(user, f"n{i}")) for i in range(5)))
@@ -26,8 +38,7 @@ async def test_concurrent_enqueues_share_one_commit(service: RunningService) -> 
     assert await notifications_of(service, user) == 5
 
 
-async def test_a_bad_member_fails_alone(service: RunningService) -> None:
-    group = GroupCommit(service.context.engine)
+async def test_a_bad_member_fails_alone(service: RunningService, group: GroupCommit) -> None:
     user = new_user()
     taken = _one(user, "first")
     await group.insert(taken)
