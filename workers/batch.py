@@ -41,8 +41,8 @@ from notifier.storage import dispatch as queries
 from notifier.storage.outcome_batch import ChannelOutcome
 from workers.awaiting import AwaitingSends, Hook, Observing, after_recorded, observe
 from workers.delivery import NotificationDelivery
-from workers.outcomes import due_since, is_transient_db_error, outgoing, unprepared
-from workers.rules import Defer, Skip, destination_for, precheck
+from workers.outcomes import due_since, is_transient_db_error
+from workers.rules import NotSent, prepare
 from workers.sending import unexpected
 
 log = logging.getLogger("notifier.worker")
@@ -199,35 +199,13 @@ class BatchDelivery:
             ):
                 continue
             channel = d.channels[delivery.channel]
-            try:
-                verdict = precheck(
-                    delivery.channel,
-                    notification,
-                    work.recipient,
-                    configured=channel.configured,
-                    now=now,
-                )
-                if verdict is None:
-                    message = outgoing(notification, delivery)
-                    destination = destination_for(
-                        notification, work.recipient, work.push_subscriptions
-                    )
-            except Exception as exc:
-                change = unprepared(delivery.channel, notification, exc)
-                decided.add(ChannelOutcome(notification.id, delivery.channel, change))
-                self._observing(decided, work, delivery.channel, ChannelStatus.FAILED)
+            prepared = prepare(work, delivery, configured=channel.configured, now=now)
+            if isinstance(prepared, NotSent):
+                decided.add(ChannelOutcome(notification.id, delivery.channel, prepared.change))
+                if prepared.status is not None:
+                    self._observing(decided, work, delivery.channel, prepared.status)
                 continue
-            if isinstance(verdict, Skip):
-                change = ChannelChange(ChannelEvent.SKIPPED, last_error=verdict.reason)
-                decided.add(ChannelOutcome(notification.id, delivery.channel, change))
-                self._observing(decided, work, delivery.channel, ChannelStatus.SKIPPED)
-                continue
-            if isinstance(verdict, Defer):
-                change = ChannelChange(
-                    ChannelEvent.DEFERRED, last_error=verdict.reason, next_attempt_at=verdict.until
-                )
-                decided.add(ChannelOutcome(notification.id, delivery.channel, change))
-                continue
+            message, destination = prepared.message, prepared.destination
             started = asyncio.get_running_loop().time()
             try:
                 result = await channel.send(message, destination)  # awaits nothing

@@ -365,42 +365,31 @@ def _claim_statement() -> Update:
 @functools.cache
 def _limited_claim_statement(in_place: frozenset[str]) -> Update:
     """``claim_due``'s statement with its ``awaiting`` limit, built once per set of channels
-    sent in place: of the first ``:batch`` due rows, those that ``awaits_io`` past the first
-    ``:awaiting`` of them are left alone (locked until the statement ends, then free)::
-
-        WITH due AS (SELECT id, priority_rank, next_attempt_at,
-                            EXISTS (SELECT … FROM notification_deliveries d
-                                    WHERE d.notification_id = notifications.id AND d.status
-                                    IN ('pending', 'retrying') AND (d.next_attempt_at IS NULL
-                                    OR d.next_attempt_at <= :now) AND d.channel <> …) AS awaits
-                     FROM notifications WHERE … LIMIT :batch FOR UPDATE SKIP LOCKED),
-             ranked AS (SELECT id, awaits, row_number() OVER (PARTITION BY awaits
-                                 ORDER BY priority_rank, next_attempt_at) AS nth FROM due)
-        UPDATE notifications SET … FROM ranked
-        WHERE notifications.id = ranked.id AND (NOT ranked.awaits OR ranked.nth <= :awaiting)
-        RETURNING …
-    """
+    sent in place. Of the rows ``due`` locks, ``classified`` says which one ``awaits`` (``EXISTS``
+    a due channel not in the set: ``awaits_io`` in SQL); ``ranked`` numbers those in claim order
+    (``row_number() OVER (PARTITION BY awaits …)``), and the ``UPDATE`` leases the rows with
+    ``NOT awaits OR nth <= :awaiting``. The rows left out were locked only until the
+    statement's end."""
     now = bindparam("now", type_=UTCDateTime())
     d = NotificationDelivery
+    due = _due(Notification.priority_rank, Notification.next_attempt_at).cte("due")
+    # ``awaits`` of the locked rows only: in ``due`` the planner may hash the whole table for it.
     awaits = (
         select(d.notification_id)
         .where(
-            d.notification_id == Notification.id,
+            d.notification_id == due.c.id,
             or_(*(d.status == bindparam(f"due_{s.value}", s.value) for s in sorted(AWAITING_SEND))),
             or_(d.next_attempt_at.is_(None), d.next_attempt_at <= now),
             *(d.channel != bindparam(f"in_place_{i}", c) for i, c in enumerate(sorted(in_place))),
         )
         .exists()
     )
-    due = _due(
-        Notification.priority_rank,
-        Notification.next_attempt_at,
-        awaits.label("awaits"),
-    ).cte("due")
+    classified = select(due, awaits.label("awaits")).cte("classified")
     nth = func.row_number().over(
-        partition_by=due.c.awaits, order_by=(due.c.priority_rank, due.c.next_attempt_at)
+        partition_by=classified.c.awaits,
+        order_by=(classified.c.priority_rank, classified.c.next_attempt_at),
     )
-    ranked = select(due.c.id, due.c.awaits, nth.label("nth")).cte("ranked")
+    ranked = select(classified.c.id, classified.c.awaits, nth.label("nth")).cte("ranked")
     limit = bindparam("awaiting", type_=Integer())
     return _claiming(ranked.c.id, or_(~ranked.c.awaits, ranked.c.nth <= limit))
 
