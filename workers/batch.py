@@ -18,10 +18,10 @@ A send that awaits no I/O costs no task and no future of its own here: one task 
 notification and one coalescer future per outcome were most of the no-op worker's time in the
 event loop (bench/RESULTS.md). The guarantees are ``workers/delivery.py``'s, kept the same way:
 a send that raises is an attempt (``sending.unexpected``) and its retries follow the policy; a
-channel whose send cannot be prepared ends ``failed``; the send slots are given back once the
-outcomes are known, before they are committed; the lease is released with the notification's
-last outcome (or after it, if that was refused); a record that fails leaves the lease to run
-out, as does any other error deciding a notification.
+channel whose send cannot be prepared ends ``failed``; the lease is released with the
+notification's last outcome (or after it, if that was refused); a record that fails leaves the
+lease to run out, as does any other error deciding a notification. A notification sent in place
+holds no send slot (``workers/dispatcher.py``): its sends await nothing.
 """
 
 from __future__ import annotations
@@ -161,10 +161,6 @@ class BatchDelivery:
                 await self._decide(work, now, decided)
             except Exception:  # as ``process``: the lease runs out, the row is claimed again
                 log.exception("dispatch of %s failed", work.notification.id)
-        # The outcomes are known: the send slots serve the next claim during the commit.
-        for work in batch:
-            failed = decided.failed.get(work.notification.id)
-            d.slots.sending(work.notification.id, len(failed[1]) if failed else 0)
         results = await d.outcomes.record_many(decided.outcomes)
         observe(d.observer, decided.observing)
         after: list[Awaitable[object]] = []

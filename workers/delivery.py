@@ -32,7 +32,8 @@ What is left to the lease is a record that cannot be written at all (the databas
 for longer than the lease): the row comes back, and a success is still recorded by whoever
 holds it (``outcome_batch``).
 
-The dispatcher's send slot: ``SendSlots.sending`` is told how many channels are due, and
+The dispatcher's send slot, held by a notification with a send that awaits I/O (email, SMS,
+push: ``workers/dispatcher.py``): ``SendSlots.sending`` is told how many channels are due, and
 ``sent`` after each outcome is known (before it is committed).
 """
 
