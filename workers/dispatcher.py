@@ -176,8 +176,6 @@ class Dispatcher:
                 awaiting=awaiting,
                 in_place=self._in_place,
             )
-            if not work:
-                return False
         except Exception as exc:
             if not is_transient_db_error(exc):
                 raise
@@ -192,6 +190,8 @@ class Dispatcher:
         }
         # Fewer rows than asked, and every slot offered taken: rows awaiting I/O may be left.
         self._held_back = not full and awaiting < asked and len(awaits) >= awaiting
+        if not work:
+            return False
         # A row still in flight here can come back in a claim if its lease lapsed while the
         # database was unreachable (renewals failed). The task that holds it carries on and
         # records; a second task on the same row would send its channels again.
