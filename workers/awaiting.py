@@ -44,10 +44,8 @@ from workers.outcomes import (
     Observed,
     due_since,
     is_transient_db_error,
-    outgoing,
-    unprepared,
 )
-from workers.rules import Defer, Skip, destination_for, precheck
+from workers.rules import NotSent, prepare
 from workers.sending import send_briefly_retrying
 
 log = logging.getLogger("notifier.worker")
@@ -204,34 +202,13 @@ class AwaitingSends:
         run: _Run,
         loop: asyncio.AbstractEventLoop,
     ) -> int:
-        notification, d = work.notification, self.delivery
+        d = self.delivery
         channel = d.channels[delivery.channel]
-        try:
-            verdict = precheck(
-                delivery.channel,
-                notification,
-                work.recipient,
-                configured=channel.configured,
-                now=now,
-            )
-            if verdict is None:
-                message = outgoing(notification, delivery)
-                destination = destination_for(notification, work.recipient, work.push_subscriptions)
-        except Exception as exc:
-            change = unprepared(delivery.channel, notification, exc)
-            self._known(run, work, delivery.channel, change, ChannelStatus.FAILED)
+        prepared = prepare(work, delivery, configured=channel.configured, now=now)
+        if isinstance(prepared, NotSent):
+            self._known(run, work, delivery.channel, prepared.change, prepared.status)
             return 0
-        if isinstance(verdict, Skip):
-            change = ChannelChange(ChannelEvent.SKIPPED, last_error=verdict.reason)
-            self._known(run, work, delivery.channel, change, ChannelStatus.SKIPPED)
-            return 0
-        if isinstance(verdict, Defer):
-            change = ChannelChange(
-                ChannelEvent.DEFERRED, last_error=verdict.reason, next_attempt_at=verdict.until
-            )
-            self._known(run, work, delivery.channel, change, None)
-            return 0
-        send = _Send(work, delivery, channel, message, destination, loop.time())
+        send = _Send(work, delivery, channel, prepared.message, prepared.destination, loop.time())
         task = loop.create_task(self._send(send))
         run.sends[task] = send
         task.add_done_callback(functools.partial(run.finished, slots=d.slots))

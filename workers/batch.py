@@ -18,10 +18,10 @@ A send that awaits no I/O costs no task and no future of its own here: one task 
 notification and one coalescer future per outcome were most of the no-op worker's time in the
 event loop (bench/RESULTS.md). The guarantees are ``workers/delivery.py``'s, kept the same way:
 a send that raises is an attempt (``sending.unexpected``) and its retries follow the policy; a
-channel whose send cannot be prepared ends ``failed``; the send slots are given back once the
-outcomes are known, before they are committed; the lease is released with the notification's
-last outcome (or after it, if that was refused); a record that fails leaves the lease to run
-out, as does any other error deciding a notification.
+channel whose send cannot be prepared ends ``failed``; the lease is released with the
+notification's last outcome (or after it, if that was refused); a record that fails leaves the
+lease to run out, as does any other error deciding a notification. A notification sent in place
+holds no send slot (``workers/dispatcher.py``): its sends await nothing.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from notifier.storage import dispatch as queries
 from notifier.storage.outcome_batch import ChannelOutcome
 from workers.awaiting import AwaitingSends, Hook, Observing, after_recorded, observe
 from workers.delivery import NotificationDelivery
-from workers.outcomes import due_since, is_transient_db_error, outgoing, unprepared
-from workers.rules import Defer, Skip, destination_for, precheck
+from workers.outcomes import due_since, is_transient_db_error
+from workers.rules import NotSent, prepare
 from workers.sending import unexpected
 
 log = logging.getLogger("notifier.worker")
@@ -161,10 +161,6 @@ class BatchDelivery:
                 await self._decide(work, now, decided)
             except Exception:  # as ``process``: the lease runs out, the row is claimed again
                 log.exception("dispatch of %s failed", work.notification.id)
-        # The outcomes are known: the send slots serve the next claim during the commit.
-        for work in batch:
-            failed = decided.failed.get(work.notification.id)
-            d.slots.sending(work.notification.id, len(failed[1]) if failed else 0)
         results = await d.outcomes.record_many(decided.outcomes)
         observe(d.observer, decided.observing)
         after: list[Awaitable[object]] = []
@@ -199,35 +195,13 @@ class BatchDelivery:
             ):
                 continue
             channel = d.channels[delivery.channel]
-            try:
-                verdict = precheck(
-                    delivery.channel,
-                    notification,
-                    work.recipient,
-                    configured=channel.configured,
-                    now=now,
-                )
-                if verdict is None:
-                    message = outgoing(notification, delivery)
-                    destination = destination_for(
-                        notification, work.recipient, work.push_subscriptions
-                    )
-            except Exception as exc:
-                change = unprepared(delivery.channel, notification, exc)
-                decided.add(ChannelOutcome(notification.id, delivery.channel, change))
-                self._observing(decided, work, delivery.channel, ChannelStatus.FAILED)
+            prepared = prepare(work, delivery, configured=channel.configured, now=now)
+            if isinstance(prepared, NotSent):
+                decided.add(ChannelOutcome(notification.id, delivery.channel, prepared.change))
+                if prepared.status is not None:
+                    self._observing(decided, work, delivery.channel, prepared.status)
                 continue
-            if isinstance(verdict, Skip):
-                change = ChannelChange(ChannelEvent.SKIPPED, last_error=verdict.reason)
-                decided.add(ChannelOutcome(notification.id, delivery.channel, change))
-                self._observing(decided, work, delivery.channel, ChannelStatus.SKIPPED)
-                continue
-            if isinstance(verdict, Defer):
-                change = ChannelChange(
-                    ChannelEvent.DEFERRED, last_error=verdict.reason, next_attempt_at=verdict.until
-                )
-                decided.add(ChannelOutcome(notification.id, delivery.channel, change))
-                continue
+            message, destination = prepared.message, prepared.destination
             started = asyncio.get_running_loop().time()
             try:
                 result = await channel.send(message, destination)  # awaits nothing

@@ -32,7 +32,8 @@ What is left to the lease is a record that cannot be written at all (the databas
 for longer than the lease): the row comes back, and a success is still recorded by whoever
 holds it (``outcome_batch``).
 
-The dispatcher's send slot: ``SendSlots.sending`` is told how many channels are due, and
+The dispatcher's send slot, held by a notification with a send that awaits I/O (email, SMS,
+push: ``workers/dispatcher.py``): ``SendSlots.sending`` is told how many channels are due, and
 ``sent`` after each outcome is known (before it is committed).
 """
 
@@ -71,10 +72,9 @@ from workers.outcomes import (
     is_transient_db_error,
     outgoing,
     reason,
-    unprepared,
 )
 from workers.retry import RetryAt, RetryPolicy, decide
-from workers.rules import Defer, Skip, destination_for, precheck
+from workers.rules import NotSent, destination_for, prepare
 from workers.sending import send_briefly_retrying
 from workers.throttle import THROTTLED, throttled_out
 
@@ -201,39 +201,16 @@ class NotificationDelivery:
         """Decide, send and record one channel; True if the record also released the lease."""
         notification, now = work.notification, utcnow()
         channel = self.channels.get(delivery.channel)
-        try:
-            verdict = precheck(
-                delivery.channel,
-                notification,
-                work.recipient,
-                configured=channel is not None and channel.configured,
-                now=now,
-            )
-            if verdict is None:  # to be sent: the message and where it goes
-                prepared = (
-                    outgoing(notification, delivery),
-                    destination_for(notification, work.recipient, work.push_subscriptions),
-                )
-        except Exception as exc:
-            return await self._unprepared(notification, delivery.channel, exc, release=release)
-        if isinstance(verdict, Skip):
+        configured = channel is not None and channel.configured
+        prepared = prepare(work, delivery, configured=configured, now=now)
+        if isinstance(prepared, NotSent):
             recorded = await self._record(
-                notification.id,
-                delivery.channel,
-                ChannelChange(ChannelEvent.SKIPPED, last_error=verdict.reason),
-                release=release,
+                notification.id, delivery.channel, prepared.change, release=release
             )
-            self._observe(notification, delivery.channel, ChannelStatus.SKIPPED)
+            if prepared.status is not None:
+                self._observe(notification, delivery.channel, prepared.status)
             return recorded and release
-        if isinstance(verdict, Defer):
-            change = ChannelChange(
-                ChannelEvent.DEFERRED, last_error=verdict.reason, next_attempt_at=verdict.until
-            )
-            return (
-                await self._record(notification.id, delivery.channel, change, release=release)
-                and release
-            )
-        assert channel is not None and verdict is None
+        assert channel is not None
         paused_until = self.breaker.paused_until(delivery.channel, now)
         if paused_until is not None:
             change = ChannelChange(
@@ -245,21 +222,9 @@ class NotificationDelivery:
                 await self._record(notification.id, delivery.channel, change, release=release)
                 and release
             )
-        return await self.attempt(work, delivery, channel, *prepared, release=release)
-
-    async def _unprepared(
-        self,
-        notification: queries.ClaimedNotification,
-        channel: str,
-        exc: Exception,
-        *,
-        release: bool,
-    ) -> bool:
-        """A channel whose send could not even be prepared ends ``failed`` (module docstring)."""
-        change = unprepared(channel, notification, exc)
-        recorded = await self._record(notification.id, channel, change, release=release)
-        self._observe(notification, channel, ChannelStatus.FAILED)
-        return recorded and release
+        return await self.attempt(
+            work, delivery, channel, prepared.message, prepared.destination, release=release
+        )
 
     async def attempt(
         self,

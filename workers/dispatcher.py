@@ -10,12 +10,17 @@
 Outcomes go through the ``OutcomeWriter``: each waits until it is committed, but the outcomes of
 all notifications finishing at about the same time share one transaction.
 
-A slot (``WORKER_CONCURRENCY``) bounds the notifications *sending*: it is taken at the claim and
-given back once the notification's last channel has its outcome, before that outcome is
-committed. So the next claim overlaps the commit of the last batch instead of waiting for it
-(the claim and the flush used to alternate, and a notification arriving meanwhile waited for
-both). Notifications whose outcomes are being recorded are bounded too, by one outcome batch
-more: past that, the records are what is slow, and claiming more would only queue them.
+A send slot (``WORKER_CONCURRENCY``) bounds the notifications whose sends await I/O (a due
+email, SMS or push: the relay's and the provider's capacity): it is taken at the claim and given
+back once the notification's last channel has its outcome, before that outcome is committed. So
+the next claim overlaps the commit of the last batch instead of waiting for it (the claim and
+the flush used to alternate, and a notification arriving meanwhile waited for both). The claim
+asks for at most the free slots' worth of those (``claim_due``'s ``awaiting``): it never holds
+rows that would wait here for a slot while their leases run. A notification whose due channels
+are all sent in place (``sends_in_place``: websocket, the bench's no-op) takes no slot: its
+sends await nothing, and what bounds it is the claim (``WORKER_BATCH_SIZE``) and the room for
+notifications in flight: the slots plus one outcome batch (``OutcomeWriter.max_batch``). Past
+that, the records are what is slow, and claiming more would only queue them.
 
 A background task renews the leases of rows still in flight. On stop the loop claims nothing
 more, lets in-flight sends finish for up to ``drain_seconds``, and hands back what remains.
@@ -39,7 +44,7 @@ from notifier.models.base import utcnow
 from notifier.settings import Settings
 from notifier.storage import dispatch as queries
 from notifier.storage.driver import HeldConnections
-from workers.batch import BatchDelivery
+from workers.batch import BatchDelivery, sends_in_place
 from workers.delivery import NotificationDelivery
 from workers.outcome_writer import OutcomeWriter
 from workers.outcomes import (
@@ -110,11 +115,15 @@ class Dispatcher:
             send_timeout=send_timeout,
         )
         self.batch = BatchDelivery(self.delivery)
+        # The channels this worker sends in place: their notifications take no send slot.
+        self._in_place = frozenset(name for name, c in channels.items() if sends_in_place(c))
         self._in_flight: dict[uuid.UUID, asyncio.Task[None]] = {}
-        # Of those, the ones still holding a send slot: how many of their channels are still
-        # to be sent (see the module's docstring).
+        # Of those, the ones holding a send slot: how many of their channels are still to be
+        # sent (see the module's docstring).
         self._sending: dict[uuid.UUID, int] = {}
         self._max_in_flight = settings.worker_concurrency + self.outcomes.max_batch
+        # The last claim left due rows behind for want of a send slot (it may have).
+        self._held_back = False
         self._progress = asyncio.Event()  # a slot was given back or a notification finished
         self._next_due: asyncio.Task[datetime | None] | None = None
         self.idle = asyncio.Event()
@@ -126,7 +135,7 @@ class Dispatcher:
             while not stop.is_set():
                 # A full claim may have left more due rows behind: claim again at once. After a
                 # partial one the wait below returns at once if new work was announced meanwhile.
-                if await self._claim_some() and self._free_slots() > 0:
+                if await self._claim_some() and self._room() > 0:
                     continue
                 self.idle.set() if not self._in_flight else self.idle.clear()
                 await self._wait(stop)
@@ -141,17 +150,22 @@ class Dispatcher:
                 await self._held.aclose()
 
     def _free_slots(self) -> int:
-        return min(
-            self.settings.worker_concurrency - len(self._sending),
-            self._max_in_flight - len(self._in_flight),
-        )
+        """Send slots free: notifications whose sends await I/O that may be claimed now."""
+        return self.settings.worker_concurrency - len(self._sending)
+
+    def _room(self) -> int:
+        """Notifications of any kind that may be claimed now."""
+        return self._max_in_flight - len(self._in_flight)
 
     async def _claim_some(self) -> bool:
-        """Claim what the free slots allow; True if the claim was full (more may be due)."""
-        free = self._free_slots()
-        if free <= 0:
+        """Claim what the room and the free slots allow; True if the claim was full (more may
+        be due)."""
+        room = self._room()
+        if room <= 0:
             return False
-        asked = min(self.settings.worker_batch_size, free)
+        asked = min(self.settings.worker_batch_size, room)
+        awaiting = max(min(asked, self._free_slots()), 0)
+        self._held_back = False
         try:
             work = await queries.claim_due(
                 self.sessions,
@@ -159,21 +173,30 @@ class Dispatcher:
                 batch_size=asked,
                 lease_seconds=self.settings.lease_seconds,
                 held=self._held,
+                awaiting=awaiting,
+                in_place=self._in_place,
             )
-            if not work:
-                return False
         except Exception as exc:
             if not is_transient_db_error(exc):
                 raise
             log.warning("database unavailable while claiming (%s); retrying", type(exc).__name__)
             return False
         full = len(work) == asked
+        now = utcnow()
+        awaits = {
+            item.notification.id
+            for item in work
+            if queries.awaits_io(item.notification, self._in_place, now)
+        }
+        # Fewer rows than asked, and every slot offered taken: rows awaiting I/O may be left.
+        self._held_back = not full and awaiting < asked and len(awaits) >= awaiting
+        if not work:
+            return False
         # A row still in flight here can come back in a claim if its lease lapsed while the
         # database was unreachable (renewals failed). The task that holds it carries on and
         # records; a second task on the same row would send its channels again.
         work = [item for item in work if item.notification.id not in self._in_flight]
         self.idle.clear()
-        now = utcnow()
         self.observer.claimed([(now - due_since(i.notification)).total_seconds() for i in work])
         if not work:
             return full
@@ -181,7 +204,8 @@ class Dispatcher:
         task = asyncio.create_task(self.batch.process(work))
         ids = [item.notification.id for item in work]
         for notification_id in ids:
-            self._sending[notification_id] = 1  # until the delivery knows its due channels
+            if notification_id in awaits:
+                self._sending[notification_id] = 1  # until the delivery knows its due channels
             self._in_flight[notification_id] = task
         task.add_done_callback(functools.partial(self._forget, ids))
         return full
@@ -196,6 +220,8 @@ class Dispatcher:
 
     # --- SendSlots, for the delivery ----------------------------------------------------------
     def sending(self, notification_id: uuid.UUID, channels: int) -> None:
+        if notification_id not in self._sending:
+            return  # sent in place: it holds no slot
         if channels:
             self._sending[notification_id] = channels
         else:
@@ -224,10 +250,17 @@ class Dispatcher:
         return max(1, min(self.settings.worker_batch_size, self.settings.worker_concurrency) // 2)
 
     async def _wait(self, stop: asyncio.Event) -> None:
-        """Wait until claiming again is worth it: enough slots free, or (with slots free) new
-        work announced, the next row coming due, the poll interval, or the stop."""
-        if self._in_flight and self._free_slots() < self._refill_at:
-            await self._wait_for_slots(stop)
+        """Wait until claiming again is worth it: enough room, or enough slots free if the last
+        claim left rows behind for want of them (or, then, new work announced: it may be sent
+        in place); with room, new work announced, the next row coming due, the poll interval,
+        or the stop."""
+        if self._in_flight and self._room() < self._refill_at:
+            await self._wait_for_progress(stop, lambda: self._room() >= self._refill_at)
+            return
+        if self._held_back and self._sending and self._free_slots() < self._refill_at:
+            await self._wait_for_progress(
+                stop, lambda: self._free_slots() >= self._refill_at, or_new_work=True
+            )
             return
         if self.wakeup.take():
             return  # new work was announced while we claimed: claim again now
@@ -265,20 +298,30 @@ class Dispatcher:
         except Exception:  # the poll interval wakes us instead
             return None
 
-    async def _wait_for_slots(self, stop: asyncio.Event) -> None:
-        stopping = asyncio.ensure_future(stop.wait())
+    async def _wait_for_progress(
+        self, stop: asyncio.Event, enough: Callable[[], bool], *, or_new_work: bool = False
+    ) -> None:
+        """Wait until ``enough()`` (checked as slots come back and notifications finish), the
+        stop, nothing in flight, or (``or_new_work``) new work announced or the poll interval."""
+        if or_new_work and self.wakeup.take():
+            return
+        others: list[asyncio.Future[bool]] = [asyncio.ensure_future(stop.wait())]
+        if or_new_work:
+            poll = self.settings.poll_interval_seconds
+            others.append(asyncio.ensure_future(self.wakeup.wait(poll)))
         try:
-            while not stop.is_set() and self._in_flight:
-                if self._free_slots() >= self._refill_at:
+            while self._in_flight and not any(other.done() for other in others):
+                if enough():
                     return
                 self._progress.clear()
-                progress = asyncio.ensure_future(self._progress.wait())
+                progress: asyncio.Future[bool] = asyncio.ensure_future(self._progress.wait())
                 try:
-                    await asyncio.wait([progress, stopping], return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait([progress, *others], return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     progress.cancel()
         finally:
-            stopping.cancel()
+            for other in others:
+                other.cancel()
 
     async def _drain(self) -> None:
         """Let in-flight work finish for a bounded time; hand back the rest at once."""

@@ -20,11 +20,13 @@ import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
-from notifier.channels.base import Destination, PushTarget
+from notifier.channels.base import Destination, OutgoingMessage, PushTarget
 from notifier.channels.registry import CHANNELS
-from notifier.models.notification import Channel, Priority
+from notifier.lifecycle.machine import ChannelChange, ChannelEvent
+from notifier.models.notification import Channel, ChannelStatus, Priority
 from notifier.models.recipient import PushSubscription, Recipient
-from notifier.storage.dispatch import ClaimedNotification
+from notifier.storage.dispatch import ClaimedDelivery, ClaimedNotification, ClaimedWork
+from workers.outcomes import outgoing, unprepared
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,50 @@ class Skip:
 class Defer:
     until: datetime
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToSend:
+    """A due channel to be sent now: the message and where it goes."""
+
+    message: OutgoingMessage
+    destination: Destination
+
+
+@dataclass(frozen=True, slots=True)
+class NotSent:
+    """A due channel not to be sent: the outcome to record instead, and the status to observe
+    (None: not observed, as a deferral is not an outcome)."""
+
+    change: ChannelChange
+    status: ChannelStatus | None
+
+
+def prepare(
+    work: ClaimedWork, delivery: ClaimedDelivery, *, configured: bool, now: datetime
+) -> ToSend | NotSent:
+    """A due channel decided (``precheck``) and, if it is to be sent, prepared. Skipped or
+    deferred by the rules; ``failed`` if deciding or preparing raised (the same stored data
+    fails the same way on every claim: ``workers/delivery.py``)."""
+    notification = work.notification
+    try:
+        verdict = precheck(
+            delivery.channel, notification, work.recipient, configured=configured, now=now
+        )
+        if verdict is None:
+            return ToSend(
+                outgoing(notification, delivery),
+                destination_for(notification, work.recipient, work.push_subscriptions),
+            )
+    except Exception as exc:
+        return NotSent(unprepared(delivery.channel, notification, exc), ChannelStatus.FAILED)
+    if isinstance(verdict, Skip):
+        change = ChannelChange(ChannelEvent.SKIPPED, last_error=verdict.reason)
+        return NotSent(change, ChannelStatus.SKIPPED)
+    change = ChannelChange(
+        ChannelEvent.DEFERRED, last_error=verdict.reason, next_attempt_at=verdict.until
+    )
+    return NotSent(change, None)
 
 
 def destination_for(

@@ -25,10 +25,23 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Integer, Select, Update, bindparam, case, func, inspect, select, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    case,
+    func,
+    inspect,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from notifier.lifecycle.machine import CLAIMED_STATUSES
+from notifier.lifecycle.statuses import AWAITING_SEND
 from notifier.models.base import UTCDateTime, utcnow
 from notifier.models.notification import Notification, NotificationDelivery
 from notifier.models.recipient import PushSubscription, Recipient
@@ -106,10 +119,17 @@ async def claim_due(
     batch_size: int,
     lease_seconds: float,
     held: HeldConnections | None = None,
+    awaiting: int | None = None,
+    in_place: frozenset[str] = frozenset(),
 ) -> list[ClaimedWork]:
     """Lease up to ``batch_size`` due notifications to this worker, most urgent first, and load
     what sending them takes: their channels, recipients and (for ``browser``) push
     subscriptions.
+
+    ``awaiting``: of those, at most this many that ``awaits_io`` (a channel due now that is not
+    one of ``in_place``, the channels this worker sends without awaiting anything); the others
+    among the first ``batch_size`` due are claimed all the same. None: no such limit. The
+    worker's send slots bound the former only (``workers/dispatcher.py``).
 
     The claim, rendered on PostgreSQL as::
 
@@ -148,9 +168,12 @@ async def claim_due(
     now = utcnow()
     until = now + timedelta(seconds=lease_seconds)
     params = {"now": now, "batch": batch_size, "worker": worker_id, "until": until}
+    statement = _CLAIM
+    if awaiting is not None and awaiting < batch_size:
+        statement, params["awaiting"] = _limited_claim_statement(in_place), awaiting
     if held is not None:
         async with held.driver() as (connection, driver):
-            notifications, recipients = await _claim_guarded(connection, driver, params)
+            notifications, recipients = await _claim_guarded(connection, driver, statement, params)
         if not _wanting_push(notifications):
             return _works(notifications, recipients, {})
         async with sessions() as session:
@@ -158,17 +181,31 @@ async def claim_due(
     async with sessions() as session:
         if session.get_bind().dialect.name == "postgresql":
             connection, driver = await driver_of(session)
-            notifications, recipients = await _claim_guarded(connection, driver, params)
+            notifications, recipients = await _claim_guarded(connection, driver, statement, params)
             return await _with_push_subscriptions(session, notifications, recipients, "postgresql")
         async with session.begin():
-            return await _claim(session, params)
+            return await _claim(session, statement, params)
+
+
+def awaits_io(notification: ClaimedNotification, in_place: frozenset[str], now: datetime) -> bool:
+    """Whether a channel of the notification is due now that is not one of ``in_place``: the
+    claim's ``awaiting`` limit counts these (its SQL asks the same of the stored rows)."""
+    return any(
+        d.status in AWAITING_SEND
+        and (d.next_attempt_at is None or d.next_attempt_at <= now)
+        and d.channel not in in_place
+        for d in notification.deliveries
+    )
 
 
 async def _claim_guarded(
-    connection: AsyncConnection, driver: asyncpg.Connection, params: dict[str, object]
+    connection: AsyncConnection,
+    driver: asyncpg.Connection,
+    statement: Update,
+    params: dict[str, object],
 ) -> tuple[list[ClaimedNotification], dict[str, Recipient]]:
     try:
-        return await _claim_on_driver(driver, params)
+        return await _claim_on_driver(driver, statement, params)
     except BaseException as exc:
         converted = await after_failure(connection, driver, exc)
         if converted is exc:
@@ -177,8 +214,8 @@ async def _claim_guarded(
 
 
 @functools.cache
-def _claim_on_driver_sql() -> tuple[str, tuple[str, ...], dict[str, Any]]:
-    return positional(_CLAIM)
+def _claim_on_driver_sql(statement: Update) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    return positional(statement)
 
 
 # The claimed rows' channels, each with its notification's recipient (the recipient's columns
@@ -196,9 +233,9 @@ _DELIVERY_WIDTH = 7
 
 
 async def _claim_on_driver(
-    driver: asyncpg.Connection, params: dict[str, object]
+    driver: asyncpg.Connection, statement: Update, params: dict[str, object]
 ) -> tuple[list[ClaimedNotification], dict[str, Recipient]]:
-    sql, names, fixed = _claim_on_driver_sql()
+    sql, names, fixed = _claim_on_driver_sql(statement)
     claimed = await driver.fetch(sql, *(params[n] if n in params else fixed[n] for n in names))
     if not claimed:
         return [], {}
@@ -220,9 +257,11 @@ async def _claim_on_driver(
     return notifications, recipients
 
 
-async def _claim(session: AsyncSession, params: dict[str, object]) -> list[ClaimedWork]:
+async def _claim(
+    session: AsyncSession, statement: Update, params: dict[str, object]
+) -> list[ClaimedWork]:
     connection = await session.connection()
-    claimed = (await connection.execute(_CLAIM, params)).all()
+    claimed = (await connection.execute(statement, params)).all()
     if not claimed:
         return []
     dialect = connection.dialect.name
@@ -304,10 +343,10 @@ def _works(
     ]
 
 
-def _claim_statement() -> Update:
-    """``claim_due``'s statement, built once: its values are bound parameters."""
-    due = (
-        select(Notification.id)
+def _due(*columns: Any) -> Select[Any]:
+    """The first ``:batch`` due rows no other claim holds, most urgent first, locked."""
+    return (
+        select(Notification.id, *columns)
         .where(
             Notification.next_attempt_at.is_not(None),
             Notification.next_attempt_at <= bindparam("now", type_=UTCDateTime()),
@@ -315,11 +354,51 @@ def _claim_statement() -> Update:
         .order_by(Notification.priority_rank, Notification.next_attempt_at)
         .limit(bindparam("batch", type_=Integer()))
         .with_for_update(skip_locked=True)
-        .cte("due")
     )
+
+
+def _claim_statement() -> Update:
+    """``claim_due``'s statement, built once: its values are bound parameters."""
+    return _claiming(_due().cte("due").c.id)
+
+
+@functools.cache
+def _limited_claim_statement(in_place: frozenset[str]) -> Update:
+    """``claim_due``'s statement with its ``awaiting`` limit, built once per set of channels
+    sent in place. Of the rows ``due`` locks, ``classified`` says which one ``awaits`` (``EXISTS``
+    a due channel not in the set: ``awaits_io`` in SQL); ``ranked`` numbers those in claim order
+    (``row_number() OVER (PARTITION BY awaits …)``), and the ``UPDATE`` leases the rows with
+    ``NOT awaits OR nth <= :awaiting``. The rows left out were locked only until the
+    statement's end."""
+    now = bindparam("now", type_=UTCDateTime())
+    d = NotificationDelivery
+    due = _due(Notification.priority_rank, Notification.next_attempt_at).cte("due")
+    # ``awaits`` of the locked rows only: in ``due`` the planner may hash the whole table for it.
+    awaits = (
+        select(d.notification_id)
+        .where(
+            d.notification_id == due.c.id,
+            or_(*(d.status == bindparam(f"due_{s.value}", s.value) for s in sorted(AWAITING_SEND))),
+            or_(d.next_attempt_at.is_(None), d.next_attempt_at <= now),
+            *(d.channel != bindparam(f"in_place_{i}", c) for i, c in enumerate(sorted(in_place))),
+        )
+        .exists()
+    )
+    classified = select(due, awaits.label("awaits")).cte("classified")
+    nth = func.row_number().over(
+        partition_by=classified.c.awaits,
+        order_by=(classified.c.priority_rank, classified.c.next_attempt_at),
+    )
+    ranked = select(classified.c.id, classified.c.awaits, nth.label("nth")).cte("ranked")
+    limit = bindparam("awaiting", type_=Integer())
+    return _claiming(ranked.c.id, or_(~ranked.c.awaits, ranked.c.nth <= limit))
+
+
+def _claiming(due_id: Any, *conditions: Any) -> Update:
+    """Lease the rows whose id is ``due_id`` (a CTE's column) and meet ``conditions``."""
     return (
         update(Notification)
-        .where(Notification.id == due.c.id)
+        .where(and_(Notification.id == due_id, *conditions))
         .values(
             lease_owner=bindparam("worker"),
             lease_expires_at=bindparam("until"),
