@@ -26,25 +26,20 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import (
-    Integer,
     Select,
     Update,
-    and_,
-    bindparam,
-    case,
     func,
     inspect,
-    or_,
     select,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from notifier.lifecycle.machine import CLAIMED_STATUSES
 from notifier.lifecycle.statuses import AWAITING_SEND
-from notifier.models.base import UTCDateTime, utcnow
+from notifier.models.base import utcnow
 from notifier.models.notification import Notification, NotificationDelivery
 from notifier.models.recipient import PushSubscription, Recipient
+from notifier.storage.claim_statements import claim_statement, limited_claim_statement
 from notifier.storage.db import is_one_of
 from notifier.storage.driver import (
     HeldConnections,
@@ -170,7 +165,10 @@ async def claim_due(
     params = {"now": now, "batch": batch_size, "worker": worker_id, "until": until}
     statement = _CLAIM
     if awaiting is not None and awaiting < batch_size:
-        statement, params["awaiting"] = _limited_claim_statement(in_place), awaiting
+        statement, params["awaiting"] = (
+            limited_claim_statement(in_place, _CLAIMED_COLUMNS),
+            awaiting,
+        )
     if held is not None:
         async with held.driver() as (connection, driver):
             notifications, recipients = await _claim_guarded(connection, driver, statement, params)
@@ -343,81 +341,7 @@ def _works(
     ]
 
 
-def _due(*columns: Any) -> Select[Any]:
-    """The first ``:batch`` due rows no other claim holds, most urgent first, locked."""
-    return (
-        select(Notification.id, *columns)
-        .where(
-            Notification.next_attempt_at.is_not(None),
-            Notification.next_attempt_at <= bindparam("now", type_=UTCDateTime()),
-        )
-        .order_by(Notification.priority_rank, Notification.next_attempt_at)
-        .limit(bindparam("batch", type_=Integer()))
-        .with_for_update(skip_locked=True)
-    )
-
-
-def _claim_statement() -> Update:
-    """``claim_due``'s statement, built once: its values are bound parameters."""
-    return _claiming(_due().cte("due").c.id)
-
-
-@functools.cache
-def _limited_claim_statement(in_place: frozenset[str]) -> Update:
-    """``claim_due``'s statement with its ``awaiting`` limit, built once per set of channels
-    sent in place. Of the rows ``due`` locks, ``classified`` says which one ``awaits`` (``EXISTS``
-    a due channel not in the set: ``awaits_io`` in SQL); ``ranked`` numbers those in claim order
-    (``row_number() OVER (PARTITION BY awaits …)``), and the ``UPDATE`` leases the rows with
-    ``NOT awaits OR nth <= :awaiting``. The rows left out were locked only until the
-    statement's end."""
-    now = bindparam("now", type_=UTCDateTime())
-    d = NotificationDelivery
-    due = _due(Notification.priority_rank, Notification.next_attempt_at).cte("due")
-    # ``awaits`` of the locked rows only: in ``due`` the planner may hash the whole table for it.
-    awaits = (
-        select(d.notification_id)
-        .where(
-            d.notification_id == due.c.id,
-            or_(*(d.status == bindparam(f"due_{s.value}", s.value) for s in sorted(AWAITING_SEND))),
-            or_(d.next_attempt_at.is_(None), d.next_attempt_at <= now),
-            *(d.channel != bindparam(f"in_place_{i}", c) for i, c in enumerate(sorted(in_place))),
-        )
-        .exists()
-    )
-    classified = select(due, awaits.label("awaits")).cte("classified")
-    nth = func.row_number().over(
-        partition_by=classified.c.awaits,
-        order_by=(classified.c.priority_rank, classified.c.next_attempt_at),
-    )
-    ranked = select(classified.c.id, classified.c.awaits, nth.label("nth")).cte("ranked")
-    limit = bindparam("awaiting", type_=Integer())
-    return _claiming(ranked.c.id, or_(~ranked.c.awaits, ranked.c.nth <= limit))
-
-
-def _claiming(due_id: Any, *conditions: Any) -> Update:
-    """Lease the rows whose id is ``due_id`` (a CTE's column) and meet ``conditions``."""
-    return (
-        update(Notification)
-        .where(and_(Notification.id == due_id, *conditions))
-        .values(
-            lease_owner=bindparam("worker"),
-            lease_expires_at=bindparam("until"),
-            # Named, not the column's onupdate: that one is computed at execution, by
-            # SQLAlchemy, which the driver's path does not go through.
-            updated_at=bindparam("now"),
-            next_attempt_at=bindparam("until"),
-            # The machine's CLAIMED_STATUSES: a waiting row becomes dispatching.
-            status=case(
-                {before.value: after.value for before, after in CLAIMED_STATUSES.items()},
-                value=Notification.status,
-                else_=Notification.status,
-            ),
-        )
-        .returning(*_CLAIMED_COLUMNS)
-    )
-
-
-_CLAIM = _claim_statement()
+_CLAIM = claim_statement(_CLAIMED_COLUMNS)
 
 
 async def next_due_at(session: AsyncSession) -> datetime | None:
