@@ -1,7 +1,7 @@
 """The webhook sender loop: claim due deliveries, POST each one signed, record each outcome.
 
     while not stopping:
-        claim ahead, in batches, up to twice what may be sent at once (webhook_slots)
+        claim ahead, in batches, up to AHEAD times what may be sent at once (webhook_slots)
                                                               (storage.webhook_queue.claim_due)
         start what the slots allow: at most WEBHOOK_WORKER_CONCURRENCY requests, at most
         WEBHOOK_CONCURRENCY_PER_ENDPOINT to one endpoint, each in a lane (a task that goes
@@ -160,9 +160,10 @@ class WebhookSender:
 
     async def _claim_some(self) -> bool:
         """Claim what there is room for; True if the claim was full."""
-        # Outcomes not yet written count against the room past one batch: when recording is
-        # what is slow, claiming more would only queue more.
-        backlog = max(self.outcomes.backlog - self.outcomes.max_batch, 0)
+        # Outcomes not yet written count against the room past two batches: when recording is
+        # what is slow, claiming more would only queue more. (Past one, claims shrank to a few
+        # rows whenever a batch gathered for its 50 ms while the one before was written.)
+        backlog = max(self.outcomes.backlog - 2 * self.outcomes.max_batch, 0)
         asked = min(self.slots.room - backlog, CLAIM_MAX)
         if asked <= 0:
             return False

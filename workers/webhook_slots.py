@@ -3,16 +3,16 @@ and those being sent; and which one to start next.
 
 A sender claims ahead — up to ``AHEAD`` times what it may send at once, and ``AHEAD`` times each
 endpoint's bound — so that a slot freed by a finished request is filled from here at once, not
-after a claim's round trip; and it claims again once half of that is gone, so that a claim
-brings at least ``AHEAD / 2`` sending rounds (up to ``CLAIM_MAX`` rows) and what is left covers
-the claim's own round trip. Bench scenario 6 (bench/RESULTS.md "Webhook delivery A/B"): topping
-up twice the bound, at most 50 rows, made a claim per ~22 events, and with a claim taking
-10-20 ms on a busy machine (half of it the commit's WAL flush) the sender ran out of held
-deliveries between claims. Requests to one endpoint never exceed its bound, and the endpoints
-take turns: a backlog at one waits here, leased, without holding back the others. A held
-delivery not started in time is let go (``WebhookSender._start_ready``): a slow endpoint's
-surplus comes back once its lease runs out, and meanwhile its other due deliveries keep it at
-its bound.
+after a claim's round trip; and it claims again as soon as ``REFILL_AT`` sending rounds are all it
+has left, so that a claim brings at least ``AHEAD - REFILL_AT`` rounds (up to ``CLAIM_MAX``
+rows) and what is left covers the claim's own round trip. Bench scenario 6 (bench/RESULTS.md
+"Webhook claim-ahead A/B"): claiming again at four rounds left (64 deliveries at a bound of 16,
+15-20 ms of sending) let the lanes run dry whenever a claim took longer, which on a busy
+machine one in ten did (30-90 ms against a median of 9). Requests to one endpoint never exceed
+its bound, and the endpoints take turns: a backlog at one waits here, leased, without holding
+back the others. A held delivery not started in time is let go
+(``WebhookSender._start_ready``): a slow endpoint's surplus comes back once its lease runs out,
+and meanwhile its other due deliveries keep it at its bound.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from collections import Counter, deque
 
 from notifier.storage.webhook_queue import ClaimedDelivery
 
-# How many times its sending bound a sender holds (sending and waiting) per endpoint and in all.
-AHEAD = 8
+# How many times its sending bound a sender holds (sending and waiting) per endpoint and in all,
+# and how many rounds it has left when it claims again.
+AHEAD = 12
+REFILL_AT = 8
 # The most one claim takes: a statement of a few hundred rows still takes milliseconds.
 CLAIM_MAX = 256
 
@@ -53,8 +55,9 @@ class EndpointSlots:
 
     @property
     def wants_more(self) -> bool:
-        """Whether a claim is worth its round trip: half of what may be held is gone."""
-        return self.held <= AHEAD * self.total // 2
+        """Whether to claim now: no more than ``REFILL_AT`` rounds are left, so a claim is
+        worth its round trip and comes back before the lanes run dry."""
+        return self.held <= REFILL_AT * self.total
 
     def held_per_endpoint(self) -> dict[uuid.UUID, int]:
         return dict(self._held)

@@ -7,8 +7,10 @@ lost. The attempts are counted in the sender's metrics, a batch at a time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -61,6 +63,23 @@ async def _claim(held: HeldConnections, engine: AsyncEngine) -> list[ClaimedDeli
         busy={},
         held=held,
     )
+
+
+@contextlib.asynccontextmanager
+async def _one_claimed(
+    hooks: WebhookStack, url: str
+) -> AsyncIterator[tuple[dict[str, Any], ClaimedDelivery, AsyncEngine, HeldConnections]]:
+    """An endpoint, one event to it, and its delivery claimed on a held connection."""
+    endpoint = await hooks.create_endpoint("http://127.0.0.1:9/hook")
+    await hooks.emit(task_ended("completed", {"task_id": "t"}))
+    engine = create_engine(url, pool_size=2)
+    held = HeldConnections(engine, keep=1)
+    try:
+        (delivery,) = await _claim(held, engine)
+        yield endpoint, delivery, engine, held
+    finally:
+        await held.aclose()
+        await engine.dispose()
 
 
 @pytest.mark.postgres
@@ -142,19 +161,11 @@ async def test_a_gone_endpoint_is_disabled_with_its_batch_on_the_driver(
     pg_stack: WebhookStack, fresh_pg_url: str
 ) -> None:
     hooks = pg_stack
-    endpoint = await hooks.create_endpoint("http://127.0.0.1:9/hook")
-    await hooks.emit(task_ended("completed", {"task_id": "t"}))
-    engine = create_engine(fresh_pg_url, pool_size=2)
-    held = HeldConnections(engine, keep=1)
-    try:
-        (delivery,) = await _claim(held, engine)
+    async with _one_claimed(hooks, fresh_pg_url) as (endpoint, delivery, engine, held):
         gone = decide(delivery, AttemptResult(410, "HTTP 410", 3, utcnow()), [1.0])
         await record_outcomes(engine, WORKER, [gone], held=held)
         rows = await hooks.delivery_rows(endpoint["id"])
         shown = await hooks.endpoint(endpoint["id"])
-    finally:
-        await held.aclose()
-        await engine.dispose()
 
     assert [(status, lease, code) for status, _, _, lease, code in rows] == [
         (Status.FAILED.value, None, 410)
@@ -176,3 +187,16 @@ async def test_attempts_are_counted_in_the_metrics(db_url: str, receiver: Webhoo
 
     assert (attempts("succeeded"), attempts("retrying")) == (3.0, 1.0)
     assert registry.get_sample_value("notifier_webhook_attempt_duration_seconds_count") == 4.0
+
+
+@pytest.mark.postgres
+async def test_a_claim_without_its_flush_leaves_the_outcome_writes_durable(
+    pg_stack: WebhookStack, fresh_pg_url: str
+) -> None:
+    # The claim turns synchronous_commit off for its own transaction; the held connection it
+    # ran on writes outcomes next, and those must still wait for their WAL flush.
+    async with _one_claimed(pg_stack, fresh_pg_url) as (endpoint, _, _, held):
+        seen_elsewhere = await pg_stack.delivery_rows(endpoint["id"])
+        async with held.driver() as (_, driver):
+            assert await driver.fetchval("SHOW synchronous_commit") == "on"
+    assert [lease for _, _, _, lease, _ in seen_elsewhere] == [WORKER]  # committed

@@ -22,7 +22,7 @@ from notifier.storage.webhook_queue import ClaimedDelivery
 from notifier.webhooks.events import data_json, envelope_body, matches
 from notifier.webhooks.signing import new_key, secret_text, signature_headers
 from workers.webhook_attempt import AttemptResult, decide
-from workers.webhook_slots import AHEAD, EndpointSlots
+from workers.webhook_slots import AHEAD, REFILL_AT, EndpointSlots
 
 SCHEDULE = [5.0, 300.0, 1800.0]
 
@@ -161,17 +161,20 @@ def test_slots_bound_each_endpoint_and_take_turns() -> None:
     assert (slots.held, slots.sending, slots.wants_more) == (3, 3, True)
 
 
-def test_a_claim_is_worth_it_once_half_of_what_may_be_held_is_gone() -> None:
+def test_a_claim_goes_out_with_refill_at_rounds_left_and_never_exceeds_the_hold() -> None:
     slots = EndpointSlots(per_endpoint=4, total=4)
     for _ in range(AHEAD * 4):
         slots.add(_delivery(0))
     assert (slots.room, slots.wants_more) == (0, False)
-    while slots.held > AHEAD * 2:
-        assert slots.wants_more is False  # a claim would bring less than half a hold
+    while slots.held > REFILL_AT * 4:
+        assert slots.wants_more is False  # a claim would bring less than its worth
         delivery = slots.next_ready()
         assert delivery is not None
         slots.done(delivery)
-    assert (slots.room, slots.wants_more) == (AHEAD * 2, True)
+    # The next claim goes out while REFILL_AT rounds are still held, and may bring only what
+    # tops the hold up to AHEAD rounds.
+    assert (slots.room, slots.wants_more) == ((AHEAD - REFILL_AT) * 4, True)
+    assert 0 < REFILL_AT < AHEAD
 
 
 def test_a_batch_of_attempts_shows_in_the_histogram_as_each_observed_alone() -> None:
