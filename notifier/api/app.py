@@ -6,11 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, WebSocket
-from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from notifier import __version__
-from notifier.api import docs
+from notifier.api import docs, enqueue_fast
 from notifier.api.body_limit import BodySizeLimit
 from notifier.api.context import ServiceContext
 from notifier.api.enqueue_fast import EnqueueFastPath
@@ -33,6 +32,9 @@ from notifier.api.routes.templates import router as templates_router
 from notifier.api.routes.webhook_endpoints import router as webhook_endpoints_router
 from notifier.settings import Settings
 
+# The middlewares ``create_app`` adds, whose work ``EnqueueFastPath`` does itself.
+_OURS: set[object] = {RedactSecretsInServerLogs, BodySizeLimit, MethodNotAllowed}
+
 
 class NotifierApp(FastAPI):
     """FastAPI, except that ``/v1/ws`` goes straight to its endpoint.
@@ -41,8 +43,13 @@ class NotifierApp(FastAPI):
     alive for as long as it stays open, and 10k sockets stay open at once (bench/RESULTS.md,
     scenario 4). The HTTP layers — error pages, body limits, exception handlers, routing,
     FastAPI's telemetry — have nothing to do for this one socket route; log redaction does, and
-    stays.
+    stays. And ``POST /v1/notifications`` goes to ``EnqueueFastPath``, which does itself what
+    those layers would do with the requests it takes (api/enqueue_fast.py).
     """
+
+    enqueue_fast_path: EnqueueFastPath | None = None
+    # ``BodySizeLimit``'s bytes and seconds, as ``create_app`` gave them to it.
+    body_limit: tuple[int, float] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and route_path(scope) == ws.PATH:
@@ -50,17 +57,24 @@ class NotifierApp(FastAPI):
             redact_websocket_scope(scope)
             await ws.websocket_endpoint(WebSocket(scope, receive, send))
             return
+        fast = self.enqueue_fast_path
+        if fast is not None and enqueue_fast.takes(scope) and not self._native_telemetry.enabled():
+            scope["app"] = self
+            await fast(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
-        """FastAPI's stack, with ``EnqueueFastPath`` (``POST /v1/notifications``) right inside
-        the exception handlers: inside every middleware, and in front of what the router needs
-        (FastAPI's exit stacks, the routing) and the fast path does not."""
+        """FastAPI's stack; and, if its middlewares are ours alone, ``EnqueueFastPath`` in front
+        of it (``POST /v1/notifications``; api/enqueue_fast.py does what each layer would)."""
         stack = super().build_middleware_stack()
-        layer = stack
-        while not isinstance(layer, ExceptionMiddleware):
-            layer = layer.app  # type: ignore[attr-defined]  # each middleware keeps its app
-        layer.app = EnqueueFastPath(layer.app)
+        kinds: list[object] = [m.cls for m in self.user_middleware]
+        ours = len(kinds) == len(_OURS) and set(kinds) == _OURS
+        self.enqueue_fast_path = None
+        if ours and self.body_limit and not self.root_path and self.max_body_size is None:
+            max_bytes, timeout = self.body_limit
+            limit = BodySizeLimit(stack, max_bytes=max_bytes, body_timeout_seconds=timeout)
+            self.enqueue_fast_path = EnqueueFastPath(super().__call__, limit=limit)
         return stack
 
 
@@ -108,6 +122,7 @@ def create_app(settings: Settings, *, context: ServiceContext | None = None) -> 
     install_openapi(app)
     served = MethodTable([*app.router.routes, *(r for router in routers for r in router.routes)])
     app.add_middleware(MethodNotAllowed, table=served)
+    app.body_limit = (settings.max_body_bytes, settings.body_timeout_seconds)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
