@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -32,6 +34,7 @@ from notifier.api.routes.templates import router as templates_router
 from notifier.api.routes.webhook_endpoints import router as webhook_endpoints_router
 from notifier.settings import Settings
 
+TELEMETRY_CHECK_SECONDS = 1.0
 # The middlewares ``create_app`` adds, whose work ``EnqueueFastPath`` does itself.
 _OURS: set[object] = {RedactSecretsInServerLogs, BodySizeLimit, MethodNotAllowed}
 
@@ -50,6 +53,8 @@ class NotifierApp(FastAPI):
     enqueue_fast_path: EnqueueFastPath | None = None
     # ``BodySizeLimit``'s bytes and seconds, as ``create_app`` gave them to it.
     body_limit: tuple[int, float] | None = None
+    _telemetry_checked_until = -math.inf
+    _telemetry_was_off = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and route_path(scope) == ws.PATH:
@@ -58,11 +63,22 @@ class NotifierApp(FastAPI):
             await ws.websocket_endpoint(WebSocket(scope, receive, send))
             return
         fast = self.enqueue_fast_path
-        if fast is not None and enqueue_fast.takes(scope) and not self._native_telemetry.enabled():
+        if fast is not None and enqueue_fast.takes(scope) and self._telemetry_off():
             scope["app"] = self
             await fast(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    def _telemetry_off(self) -> bool:
+        """FastAPI's own telemetry is off (no OpenTelemetry provider), as it checks per request:
+        here at most once per ``TELEMETRY_CHECK_SECONDS``. Its check reads the environment for
+        each of three providers, 5% of the enqueue's CPU (bench/RESULTS.md, "Outer layers of
+        the enqueue A/B"); a provider set while serving is seen by the enqueue that late."""
+        now = time.monotonic()
+        if now >= self._telemetry_checked_until:
+            self._telemetry_was_off = not self._native_telemetry.enabled()
+            self._telemetry_checked_until = now + TELEMETRY_CHECK_SECONDS
+        return self._telemetry_was_off
 
     def build_middleware_stack(self) -> ASGIApp:
         """FastAPI's stack; and, if its middlewares are ours alone, ``EnqueueFastPath`` in front
