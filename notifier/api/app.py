@@ -76,7 +76,9 @@ class NotifierApp(FastAPI):
         the enqueue A/B"); a provider set while serving is seen by the enqueue that late."""
         now = time.monotonic()
         if now >= self._telemetry_checked_until:
-            self._telemetry_was_off = not self._native_telemetry.enabled()
+            # FastAPI before 0.16x has no telemetry of its own (pyproject asks for >= 0.115).
+            telemetry = getattr(self, "_native_telemetry", None)
+            self._telemetry_was_off = telemetry is None or not telemetry.enabled()
             self._telemetry_checked_until = now + TELEMETRY_CHECK_SECONDS
         return self._telemetry_was_off
 
@@ -87,11 +89,16 @@ class NotifierApp(FastAPI):
         kinds: list[object] = [m.cls for m in self.user_middleware]
         ours = len(kinds) == len(_OURS) and set(kinds) == _OURS
         self.enqueue_fast_path = None
-        if ours and self.body_limit and not self.root_path and self.max_body_size is None:
+        if ours and self.body_limit and not self.root_path and _no_app_body_limit(self):
             max_bytes, timeout = self.body_limit
             limit = BodySizeLimit(stack, max_bytes=max_bytes, body_timeout_seconds=timeout)
             self.enqueue_fast_path = EnqueueFastPath(super().__call__, limit=limit)
         return stack
+
+
+def _no_app_body_limit(app: FastAPI) -> bool:
+    """FastAPI's own body limit (``max_body_size``, newer FastAPI) is unset: ours is the one."""
+    return getattr(app, "max_body_size", None) is None
 
 
 def create_app(settings: Settings, *, context: ServiceContext | None = None) -> FastAPI:
