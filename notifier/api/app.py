@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, WebSocket
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from notifier import __version__
@@ -86,12 +87,20 @@ class NotifierApp(FastAPI):
         """FastAPI's stack; and, if its middlewares are ours alone, ``EnqueueFastPath`` in front
         of it (``POST /v1/notifications``; api/enqueue_fast.py does what each layer would)."""
         stack = super().build_middleware_stack()
+        self.enqueue_fast_path = None
+        if not self.body_limit:
+            return stack
+        max_bytes, timeout = self.body_limit
+        limit = BodySizeLimit(stack, max_bytes=max_bytes, body_timeout_seconds=timeout)
+        # Inside: right inside the exception handlers, for what the outer one does not take
+        # (FastAPI's telemetry on, a middleware not ours), as the layers have done their part.
+        layer = stack
+        while not isinstance(layer, ExceptionMiddleware):
+            layer = layer.app  # type: ignore[attr-defined]  # each middleware keeps its app
+        layer.app = EnqueueFastPath(layer.app, limit=limit)
         kinds: list[object] = [m.cls for m in self.user_middleware]
         ours = len(kinds) == len(_OURS) and set(kinds) == _OURS
-        self.enqueue_fast_path = None
-        if ours and self.body_limit and not self.root_path and _no_app_body_limit(self):
-            max_bytes, timeout = self.body_limit
-            limit = BodySizeLimit(stack, max_bytes=max_bytes, body_timeout_seconds=timeout)
+        if ours and not self.root_path and _no_app_body_limit(self):
             self.enqueue_fast_path = EnqueueFastPath(super().__call__, limit=limit)
         return stack
 

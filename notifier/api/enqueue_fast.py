@@ -67,33 +67,35 @@ def _is_json(content_type: bytes | None) -> bool:
 
 
 class EnqueueFastPath:
-    """``app``: every layer (FastAPI's whole stack), for the requests not answered here."""
+    """``app``: what answers the requests not answered here. ``NotifierApp`` puts one in front
+    of every layer (``app``: all of them), and one right inside the exception handlers, as
+    before, for when the outer one stands aside (``app``: the router): FastAPI's telemetry
+    on, a middleware not ours. Inside, the layers have done their part, and doing it again is
+    harmless (a query string never reaches it, the body limit's deadline is met by either)."""
 
     def __init__(self, app: ASGIApp, *, limit: BodySizeLimit) -> None:
         self.app = app
         self.limit = limit
 
+    def _fits(self, content_type: bytes | None, length: bytes | None, _: bytes | None) -> bool:
+        """A JSON body whose declared length is within the limit (any other goes the long way,
+        where the body limit answers 413, or FastAPI reads it)."""
+        return (
+            _is_json(content_type)
+            and length is not None
+            and length.isdigit()
+            and int(length) <= self.limit.max_bytes
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        content_type = length = authorization = None
-        for name, value in scope["headers"]:
-            if name == b"idempotency-key":
-                await self.app(scope, receive, send)
-                return
-            # The first of each, as Starlette's ``Headers.get`` reads them.
-            if name == b"content-type" and content_type is None:
-                content_type = value
-            elif name == b"content-length" and length is None:
-                length = value
-            elif name == b"authorization" and authorization is None:
-                authorization = value
-        if (
-            not _is_json(content_type)
-            or length is None
-            or not length.isdigit()
-            or int(length) > self.limit.max_bytes
-        ):
+        if not takes(scope):  # inside the layers, every request comes this way
             await self.app(scope, receive, send)
             return
+        headers = _headers(scope)
+        if headers is None or not self._fits(*headers):
+            await self.app(scope, receive, send)
+            return
+        authorization = headers[2]
         received = await self.limit.read_whole(receive, send)
         if received is None:  # answered: 408
             return
@@ -129,6 +131,22 @@ class EnqueueFastPath:
             }
         )
         await send({"type": "http.response.body", "body": response.body})
+
+
+def _headers(scope: Scope) -> tuple[bytes | None, bytes | None, bytes | None] | None:
+    """``Content-Type``, ``Content-Length`` and ``Authorization``, the first of each, as
+    Starlette's ``Headers.get`` reads them; None with an ``Idempotency-Key``."""
+    content_type = length = authorization = None
+    for name, value in scope["headers"]:
+        if name == b"idempotency-key":
+            return None
+        if name == b"content-type" and content_type is None:
+            content_type = value
+        elif name == b"content-length" and length is None:
+            length = value
+        elif name == b"authorization" and authorization is None:
+            authorization = value
+    return content_type, length, authorization
 
 
 def _body(received: list[Message]) -> bytes | None:

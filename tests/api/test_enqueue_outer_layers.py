@@ -13,10 +13,12 @@ import httpx
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
+from notifier.api import enqueue_fast
 from notifier.api.app import NotifierApp, create_app
 from notifier.api.body_limit import BodySizeLimit
 from notifier.api.enqueue_fast import EnqueueFastPath
 from notifier.api.rate_limit import TokenBuckets
+from notifier.schemas.notification import NotificationCreate
 from tests.api.helpers import assert_error, new_user, notification_body, notifications_of
 from tests.support.service import RunningService, make_settings, running_service
 
@@ -206,3 +208,27 @@ def test_a_middleware_added_to_the_app_sees_every_enqueue() -> None:
     traced.add_middleware(Tracing)
     traced.build_middleware_stack()
     assert traced.enqueue_fast_path is None
+
+
+async def test_when_the_outer_path_stands_aside_the_inner_one_serves(
+    service: RunningService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With FastAPI's telemetry on, the enqueue crosses every layer and is then served right
+    inside the exception handlers, as before the outer path, not by the router."""
+    app = service.app
+    assert isinstance(app, NotifierApp)
+    monkeypatch.setattr(app, "_telemetry_off", lambda: False)
+    validated: list[bytes] = []
+    validate = enqueue_fast._VALIDATE
+
+    def counted(body: bytes) -> NotificationCreate:
+        validated.append(body)
+        return validate(body)
+
+    monkeypatch.setattr(enqueue_fast, "_VALIDATE", counted)
+    user = new_user()
+    async with service.client() as client:
+        sent = await client.post("/v1/notifications", json=notification_body(user))
+    assert sent.status_code == 202, sent.text
+    assert len(validated) == 1
+    assert await notifications_of(service, user) == 1
