@@ -4,9 +4,11 @@ stall (no piece for ``body_timeout_seconds``) with 408."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from notifier.api.body_deadlines import BodyDeadlines
 from notifier.api.errors import error_json
 
 
@@ -38,6 +40,9 @@ class BodySizeLimit:
         self.drain_bytes = drain_bytes if drain_bytes is not None else 4 * max_bytes
         self.drain_seconds = drain_seconds
         self.body_timeout_seconds = body_timeout_seconds
+        self.deadlines = (
+            BodyDeadlines(body_timeout_seconds) if body_timeout_seconds is not None else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,6 +57,27 @@ class BodySizeLimit:
 
         exchange = _Exchange(self, receive, send)
         await self.app(scope, exchange.receive, exchange.send)
+
+    async def read_whole(self, receive: Receive, send: Send) -> list[Message] | None:
+        """Every message of a body whose declared length fits, for a path that reads it outside
+        this middleware (api/enqueue_fast.py): the same limit as ``_Exchange.receive`` (408
+        after ``body_timeout_seconds`` with no piece), kept by one deadline per request, moved
+        on by each piece (``BodyDeadlines``), where ``_Exchange`` enters a timeout per
+        ``receive``. Ends at the last piece or at a disconnect; None once the 408 went out."""
+        received: list[Message] = []
+        deadlines = self.deadlines
+        if deadlines is None:
+            return await _read(receive, received, None)
+        task = deadlines.begin()
+        try:
+            return await _read(receive, received, lambda: deadlines.moved(task))
+        except asyncio.CancelledError:
+            if not deadlines.passed(task):
+                raise
+        finally:
+            deadlines.end(task)
+        await self.answer(send, 408, "request_timeout", self.stalled_message())
+        return None
 
     def stalled_message(self) -> str:
         return (
@@ -91,6 +117,18 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+async def _read(
+    receive: Receive, received: list[Message], moved: Callable[[], None] | None
+) -> list[Message]:
+    while True:
+        message = await receive()
+        received.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return received
+        if moved is not None:
+            moved()
 
 
 class _Exchange:

@@ -40,8 +40,9 @@ async def get_session(context: ContextDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-def bearer_credential(request: Request) -> str:
-    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+def bearer_credential(authorization: str) -> str:
+    """The credential of an ``Authorization`` header's value."""
+    scheme, _, credential = authorization.partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
         raise Unauthorized("send `Authorization: Bearer <API key or user token>`")
     return credential.strip()
@@ -68,18 +69,29 @@ def client_address(request: Request) -> str:
 
 
 async def get_principal(request: Request, context: ContextDep, _: DocumentedBearer) -> Principal:
-    limits = client_limits(request)
-    address = client_address(request)
-    # Every attempt holds one failure token, given back when it succeeds: an address with
-    # none left is refused before its credential is looked at.
-    wait = limits.auth_failures.take(address)
+    authorization = request.headers.get("authorization", "")
+    return principal_for(context, client_limits(request), client_address(request), authorization)
+
+
+def principal_for(
+    context: ServiceContext, limits: ClientLimits, address: str, authorization: str
+) -> Principal:
+    """Who sends ``authorization`` from ``address``, with the rate limits spent; raises the
+    401 or 429. ``get_principal``'s work, callable without a ``Request`` (api/enqueue_fast.py)."""
+    # An address's failure tokens are spent by each failed attempt (below); an address with
+    # none left is refused before its credential is looked at. A success spends none, so it
+    # only looks (``wait``: what spending one and giving it back did, for less).
+    wait = limits.auth_failures.wait(address)
     if wait is not None:
         raise TooManyRequests(
             "too many failed authentications from this address; try again later",
             headers={"Retry-After": retry_after_header(wait)},
         )
-    principal = _authenticate(request, context)  # Unauthorized keeps the token spent
-    limits.auth_failures.refund(address, 1)
+    try:
+        principal = _authenticate(context, authorization)
+    except Unauthorized:
+        limits.auth_failures.take(address)
+        raise
     if principal.api_key_id is not None:  # a producer
         wait = context.key_limits.take(principal.api_key_id)
         if wait is not None:
@@ -97,8 +109,8 @@ async def get_principal(request: Request, context: ContextDep, _: DocumentedBear
     return principal
 
 
-def _authenticate(request: Request, context: ServiceContext) -> Principal:
-    credential = bearer_credential(request)
+def _authenticate(context: ServiceContext, authorization: str) -> Principal:
+    credential = bearer_credential(authorization)
     key_id = context.api_keys.identify(credential)
     if key_id is not None:
         return Principal(kind="api_key", api_key_id=key_id)

@@ -127,14 +127,37 @@ def _unavailable(exc: BaseException) -> JSONResponse:
     )
 
 
+def api_error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(
+        error_body(exc.code, exc.message, exc.details),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+def unexpected_error_response(exc: Exception) -> JSONResponse:
+    """The 500 (or the 503 of a database found unavailable only here), logged."""
+    if database_unavailable(exc):
+        return _unavailable(exc)
+    log.error("unhandled error", exc_info=exc)
+    return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
+
+
+def error_response(exc: Exception) -> JSONResponse | None:
+    """What the handlers below answer for an HTTP request's ``exc``, for a path that runs
+    outside them (api/enqueue_fast.py): an ``ApiError``'s envelope, a 503 for an unavailable
+    database; None for anything else, which is ``unexpected_error_response``'s."""
+    if isinstance(exc, ApiError):
+        return api_error_response(exc)
+    if database_unavailable(exc):
+        return _unavailable(exc)
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(
-            error_body(exc.code, exc.message, exc.details),
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
+        return api_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -189,7 +212,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
-        if database_unavailable(exc):
-            return _unavailable(exc)
-        log.exception("unhandled error")
-        return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
+        return unexpected_error_response(exc)

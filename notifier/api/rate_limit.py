@@ -70,6 +70,19 @@ class TokenBuckets:
             return None
         return (cost - bucket.tokens) / self.rate
 
+    def wait(self, key: str, cost: float = 1.0) -> float | None:
+        """What ``take`` would answer, without spending or keeping anything: for a check whose
+        tokens are spent only if it then fails (``deps.principal_for``)."""
+        if not self.enabled:
+            return None
+        if cost > self.burst:
+            return math.inf
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return None  # a full bucket: burst >= cost
+        tokens = min(self.burst, bucket.tokens + (self._clock() - bucket.updated) * self.rate)
+        return None if tokens >= cost else (cost - tokens) / self.rate
+
     def refund(self, key: str, cost: float) -> None:
         bucket = self._buckets.get(key)
         if bucket is not None:
