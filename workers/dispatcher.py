@@ -16,11 +16,13 @@ back once the notification's last channel has its outcome, before that outcome i
 the next claim overlaps the commit of the last batch instead of waiting for it (the claim and
 the flush used to alternate, and a notification arriving meanwhile waited for both). The claim
 asks for at most the free slots' worth of those (``claim_due``'s ``awaiting``): it never holds
-rows that would wait here for a slot while their leases run. A notification whose due channels
-are all sent in place (``sends_in_place``: websocket, the bench's no-op) takes no slot: its
-sends await nothing, and what bounds it is the claim (``WORKER_BATCH_SIZE``) and the room for
-notifications in flight: the slots plus one outcome batch (``OutcomeWriter.max_batch``). Past
-that, the records are what is slow, and claiming more would only queue them.
+rows that would wait here for a slot while their leases run. After a claim of those only (an
+email drain), it asks for the free slots' worth and no more (``_claim_some``). A notification
+whose due channels are all sent in place (``sends_in_place``: websocket, the bench's no-op)
+takes no slot: its sends await nothing, and what bounds it is the claim (``WORKER_BATCH_SIZE``)
+and the room for notifications in flight: the slots plus one outcome batch
+(``OutcomeWriter.max_batch``). Past that, the records are what is slow, and claiming more
+would only queue them.
 
 A background task renews the leases of rows still in flight. On stop the loop claims nothing
 more, lets in-flight sends finish for up to ``drain_seconds``, and hands back what remains.
