@@ -16,11 +16,13 @@ back once the notification's last channel has its outcome, before that outcome i
 the next claim overlaps the commit of the last batch instead of waiting for it (the claim and
 the flush used to alternate, and a notification arriving meanwhile waited for both). The claim
 asks for at most the free slots' worth of those (``claim_due``'s ``awaiting``): it never holds
-rows that would wait here for a slot while their leases run. A notification whose due channels
-are all sent in place (``sends_in_place``: websocket, the bench's no-op) takes no slot: its
-sends await nothing, and what bounds it is the claim (``WORKER_BATCH_SIZE``) and the room for
-notifications in flight: the slots plus one outcome batch (``OutcomeWriter.max_batch``). Past
-that, the records are what is slow, and claiming more would only queue them.
+rows that would wait here for a slot while their leases run. After a claim of those only (an
+email drain), it asks for the free slots' worth and no more (``_claim_some``). A notification
+whose due channels are all sent in place (``sends_in_place``: websocket, the bench's no-op)
+takes no slot: its sends await nothing, and what bounds it is the claim (``WORKER_BATCH_SIZE``)
+and the room for notifications in flight: the slots plus one outcome batch
+(``OutcomeWriter.max_batch``). Past that, the records are what is slow, and claiming more
+would only queue them.
 
 A background task renews the leases of rows still in flight. On stop the loop claims nothing
 more, lets in-flight sends finish for up to ``drain_seconds``, and hands back what remains.
@@ -124,6 +126,8 @@ class Dispatcher:
         self._max_in_flight = settings.worker_concurrency + self.outcomes.max_batch
         # The last claim left due rows behind for want of a send slot (it may have).
         self._held_back = False
+        # The last claim's rows all awaited I/O (``_claim_some``).
+        self._only_awaiting = False
         self._progress = asyncio.Event()  # a slot was given back or a notification finished
         self._next_due: asyncio.Task[datetime | None] | None = None
         self.idle = asyncio.Event()
@@ -165,6 +169,13 @@ class Dispatcher:
             return False
         asked = min(self.settings.worker_batch_size, room)
         awaiting = max(min(asked, self._free_slots()), 0)
+        by_slots = self._only_awaiting and 0 < awaiting < asked
+        if by_slots:
+            # The last claim found nothing sent in place (all email, say): ask for the free
+            # slots' worth only. The limited claim would lock ``asked`` rows to lease
+            # ``awaiting`` of them; an in-place row among these is claimed all the same (it
+            # takes no slot), and a claim that finds one asks for a full batch again.
+            asked = awaiting
         self._held_back = False
         try:
             work = await queries.claim_due(
@@ -189,7 +200,12 @@ class Dispatcher:
             if queries.awaits_io(item.notification, self._in_place, now)
         }
         # Fewer rows than asked, and every slot offered taken: rows awaiting I/O may be left.
-        self._held_back = not full and awaiting < asked and len(awaits) >= awaiting
+        # (Or as many as the free slots were asked for, and all came: more may be left.)
+        self._held_back = (not full and awaiting < asked and len(awaits) >= awaiting) or (
+            by_slots and full
+        )
+        self._only_awaiting = bool(work) and len(awaits) == len(work)
+        full = full and not by_slots  # then the slots, not the claim, say when to claim again
         if not work:
             return False
         # A row still in flight here can come back in a claim if its lease lapsed while the
