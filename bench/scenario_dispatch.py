@@ -34,6 +34,7 @@ from bench.databases import connect, pg_dsn
 from bench.figures import Figure, Target
 from bench.harness import Bench, wait_until
 from bench.processes import PYTHON, Child
+from notifier.settings import Settings
 
 SCENARIO = "1. Dispatch throughput"
 PGQ_BATCH = 100
@@ -325,8 +326,9 @@ def _notes(bench: Bench, capped: list[str]) -> None:
     bench.note(
         SCENARIO,
         f"{sizes.dispatch_n} notifications queued per run, one channel each, priority normal; "
-        "worker settings are the service defaults (WORKER_CONCURRENCY 32, WORKER_BATCH_SIZE "
-        f"50). PgQueuer {_pgq_version()} at dequeue batch {PGQ_BATCH}, unlimited concurrency, "
+        "worker settings are the service defaults (WORKER_CONCURRENCY "
+        f"{_default('worker_concurrency')}, WORKER_BATCH_SIZE {_default('worker_batch_size')}). "
+        f"PgQueuer {_pgq_version()} at dequeue batch {PGQ_BATCH}, unlimited concurrency, "
         "one asyncpg connection. Each run starts a fresh worker process and waits until it "
         "has processed one probe notification/job, so process start-up is not timed; the "
         "clock starts at the commit of the enqueue transaction. Runs go round-robin "
@@ -362,3 +364,7 @@ def _pgq_version() -> str:
     from importlib.metadata import version
 
     return version("pgqueuer")
+
+
+def _default(setting: str) -> object:
+    return Settings.model_fields[setting].default

@@ -143,7 +143,9 @@ class Settings(BaseSettings):
     push_allow_private_endpoints: bool = False
     push_ttl_seconds: int = Field(default=24 * 3600, ge=0, le=28 * 24 * 3600)
 
-    worker_concurrency: int = Field(default=32, ge=1, le=1024)
+    # Twice-plus the SMTP pool (16): at 32, the sends still out when a claim went were about
+    # the pool's size, and the pool waited for the claim (bench/RESULTS.md, "Send slots default").
+    worker_concurrency: int = Field(default=64, ge=1, le=1024)
     worker_batch_size: int = Field(default=50, ge=1, le=1000)
     lease_seconds: float = Field(default=30.0, ge=1.0)
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
