@@ -90,6 +90,47 @@ async def after_recorded(outcome: ChannelOutcome, hook: Hook) -> None:
         log.exception("after recording %s of %s", outcome.channel, outcome.notification_id)
 
 
+def follow_ups(
+    delivery: NotificationDelivery,
+    outcomes: Sequence[ChannelOutcome],
+    hooks: Sequence[Hook | None],
+    results: Sequence[bool | Exception],
+    *,
+    unrecorded: set[uuid.UUID] | None = None,
+) -> list[Awaitable[None]]:
+    """What a group's record leaves to do, per outcome (``OutcomeWriter.record_many``'s
+    results): a failed record is logged (``unrecorded`` collects its notification: its lease
+    runs out and the row is claimed again); a release the record did not make is made; a hook
+    runs once its outcome is recorded."""
+    after: list[Awaitable[None]] = []
+    for outcome, hook, recorded in zip(outcomes, hooks, results, strict=True):
+        if isinstance(recorded, Exception):
+            if unrecorded is not None:
+                unrecorded.add(outcome.notification_id)
+            if not is_transient_db_error(recorded):
+                log.error(
+                    "recording %s of %s failed: %r",
+                    outcome.channel,
+                    outcome.notification_id,
+                    recorded,
+                )
+            continue
+        if outcome.release and not recorded:
+            after.append(release(delivery, outcome.notification_id))
+        if recorded and hook is not None:
+            after.append(after_recorded(outcome, hook))
+    return after
+
+
+async def release(delivery: NotificationDelivery, notification_id: uuid.UUID) -> None:
+    """Give the lease back; if that fails, the lease runs out and another claim picks the row
+    up."""
+    try:
+        await delivery.outcomes.release(notification_id)
+    except Exception as exc:
+        log.warning("could not release %s: %s", notification_id, type(exc).__name__)
+
+
 @dataclass(slots=True)
 class _Known:
     """An outcome known, waiting for its group's record."""
@@ -302,27 +343,7 @@ class AwaitingSends:
         outcomes = [self._outcome(known, run) for known in group]
         results = await d.outcomes.record_many(outcomes)
         observe(d.observer, [known.observing for known in group])
-        after: list[Awaitable[None]] = []
-        for outcome, known, recorded in zip(outcomes, group, results, strict=True):
-            if isinstance(recorded, Exception):
-                run.unrecorded.add(outcome.notification_id)
-                if not is_transient_db_error(recorded):
-                    log.error(
-                        "recording %s of %s failed: %r",
-                        outcome.channel,
-                        outcome.notification_id,
-                        recorded,
-                    )
-                continue
-            if outcome.release and not recorded:
-                after.append(self._release(outcome.notification_id))
-            if recorded and known.hook is not None:
-                after.append(after_recorded(outcome, known.hook))
+        hooks = [known.hook for known in group]
+        after = follow_ups(d, outcomes, hooks, results, unrecorded=run.unrecorded)
         if after:
             await asyncio.gather(*after)
-
-    async def _release(self, notification_id: uuid.UUID) -> None:
-        try:
-            await self.delivery.outcomes.release(notification_id)
-        except Exception as exc:  # the lease runs out and another claim picks the row up
-            log.warning("could not release %s: %s", notification_id, type(exc).__name__)

@@ -39,7 +39,7 @@ from notifier.models.base import utcnow
 from notifier.models.notification import AWAITING_SEND, Channel, ChannelStatus
 from notifier.storage import dispatch as queries
 from notifier.storage.outcome_batch import ChannelOutcome
-from workers.awaiting import AwaitingSends, Hook, Observing, after_recorded, observe
+from workers.awaiting import AwaitingSends, Hook, Observing, follow_ups, observe, release
 from workers.delivery import NotificationDelivery
 from workers.outcomes import due_since, is_transient_db_error
 from workers.rules import NotSent, prepare
@@ -164,20 +164,7 @@ class BatchDelivery:
         results = await d.outcomes.record_many(decided.outcomes)
         observe(d.observer, decided.observing)
         after: list[Awaitable[object]] = []
-        for outcome, hook, recorded in zip(decided.outcomes, decided.hooks, results, strict=True):
-            if isinstance(recorded, Exception):
-                if not is_transient_db_error(recorded):
-                    log.error(
-                        "recording %s of %s failed: %r",
-                        outcome.channel,
-                        outcome.notification_id,
-                        recorded,
-                    )
-                continue
-            if outcome.release and not recorded:
-                after.append(self._release(outcome.notification_id))
-            if recorded and hook is not None:
-                after.append(after_recorded(outcome, hook))
+        after += follow_ups(d, decided.outcomes, decided.hooks, results)
         after += [self._retry(work, failed) for work, failed in decided.failed.values()]
         if after:
             await asyncio.gather(*after)
@@ -262,10 +249,4 @@ class BatchDelivery:
             if not is_transient_db_error(exc):
                 log.exception("dispatch of %s failed", work.notification.id)
             return  # the lease runs out and the row is claimed again; sent channels stay sent
-        await self._release(work.notification.id)
-
-    async def _release(self, notification_id: uuid.UUID) -> None:
-        try:
-            await self.delivery.outcomes.release(notification_id)
-        except Exception as exc:  # the lease runs out and another claim picks the row up
-            log.warning("could not release %s: %s", notification_id, type(exc).__name__)
+        await release(self.delivery, work.notification.id)
