@@ -17,14 +17,7 @@ from pydantic import (
 )
 
 from notifier.models.notification import NotificationType, Priority
-from notifier.schemas.common import (
-    STORABLE,
-    HttpUrlStr,
-    Identifier,
-    JsonObject,
-    StorableText,
-    TextRule,
-)
+from notifier.schemas.common import HttpUrlStr, Identifier, JsonObject, StorableText, TextRule
 from notifier.templates.definition import (
     MAX_DESCRIPTION_CHARS,
     MAX_LOCALES,
@@ -56,8 +49,17 @@ LocaleTag = Annotated[
 ]
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 def _length(part: str) -> StringConstraints:
     return StringConstraints(min_length=1, max_length=SOURCE_LIMITS[part])
+
+
+_NO_NUL = AfterValidator(_no_nul)
 
 
 class LocaleParts(BaseModel):
@@ -65,13 +67,13 @@ class LocaleParts(BaseModel):
     message (email without ``email_html``: the default layout)."""
 
     model_config = ConfigDict(extra="forbid")
-    title: Annotated[str, _length("title"), STORABLE]
-    message: Annotated[str, _length("message"), STORABLE]
-    email_subject: Annotated[str, _length("email_subject"), STORABLE] | None = None
-    email_html: Annotated[str, _length("email_html"), STORABLE] | None = None
-    sms: Annotated[str, _length("sms"), STORABLE] | None = None
-    push_title: Annotated[str, _length("push_title"), STORABLE] | None = None
-    push_body: Annotated[str, _length("push_body"), STORABLE] | None = None
+    title: Annotated[str, _length("title"), _NO_NUL]
+    message: Annotated[str, _length("message"), _NO_NUL]
+    email_subject: Annotated[str, _length("email_subject"), _NO_NUL] | None = None
+    email_html: Annotated[str, _length("email_html"), _NO_NUL] | None = None
+    sms: Annotated[str, _length("sms"), _NO_NUL] | None = None
+    push_title: Annotated[str, _length("push_title"), _NO_NUL] | None = None
+    push_body: Annotated[str, _length("push_body"), _NO_NUL] | None = None
 
     def sources(self) -> dict[str, str]:
         return self.model_dump(exclude_none=True)
