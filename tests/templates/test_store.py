@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from notifier.schemas.common import ecma_regex
 from tests.api.helpers import assert_error, error_locations
 from tests.support.service import RunningService
 from tests.templates.helpers import last_version, new_key, stored_templates, template_body
@@ -201,6 +202,10 @@ BAD_BODIES: dict[str, tuple[dict[str, Any], str]] = {
     "message source too long": (template_body(message="x" * 20_001), "20000"),
     "no locales": ({"locales": {}}, "locales"),
     "NUL in a part": (template_body("a\x00b"), "NUL"),
+    "NUL deep in the email html": (
+        {"locales": {"en": {"title": "t", "message": "m", "email_html": "<p>\n" * 9 + "\x00"}}},
+        "NUL",
+    ),
 }
 
 
@@ -256,3 +261,17 @@ async def test_templates_need_a_producer_key(service: RunningService) -> None:
     assert_error(by_nobody, 401, "unauthorized")
     assert_error(preview_by_user, 403, "forbidden")
     assert await stored_templates(service, key) == 0
+
+
+async def test_the_document_says_a_part_refuses_nul(service: RunningService) -> None:
+    """A client built from the OpenAPI document must learn the rule the server applies: a part
+    with a NUL is refused, so every part's published pattern refuses it too (schemathesis drew a
+    schema-valid template with a NUL in its subject, which the server refused)."""
+    async with service.client() as client:
+        document = (await client.get("/openapi.json")).json()
+    parts = document["components"]["schemas"]["LocaleParts"]["properties"]
+    for name, schema in parts.items():
+        [string] = [s for s in schema.get("anyOf", [schema]) if s.get("type") == "string"]
+        pattern = ecma_regex(string["pattern"])
+        assert pattern.search("Hello,\n{{ name }} — ✓"), name
+        assert not pattern.search("Hello\n\x00"), name
