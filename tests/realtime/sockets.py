@@ -67,3 +67,11 @@ async def _sqlite_write_lock(path: str) -> AsyncIterator[None]:
         await asyncio.to_thread(connection.execute, "ROLLBACK")
     finally:
         connection.close()
+
+
+async def replayed(socket: websockets.ClientConnection) -> None:
+    """Wait until the server has replayed the user's unacked notifications: it answers client
+    frames only after the replay, so the pong to a ping marks its end. A notification enqueued
+    earlier may arrive twice, live and replayed (clients drop the repeat by id)."""
+    await socket.send(json.dumps({"type": "ping"}))
+    await next_frame(socket, "pong")

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from notifier.models.transition import NotificationTransition
 from notifier.settings import Settings
 from tests.realtime.fast_path import GRACE, enqueue, next_attempt_at, websocket_channel
-from tests.realtime.sockets import listening, next_frame, ws_url
+from tests.realtime.sockets import listening, next_frame, replayed, ws_url
 from tests.support.databases import sqlite_url
 from tests.support.service import RunningService, make_settings, migrate, running_service
 from tests.support.worker import dispatcher_beside
@@ -68,6 +68,7 @@ async def test_the_worker_republishes_once_what_nobody_acked(graced: RunningServ
 async def test_an_acked_frame_is_never_republished(graced: RunningService) -> None:
     user = f"fast-{uuid.uuid4().hex[:8]}"
     async with websockets.connect(ws_url(graced, await graced.user_token(user))) as socket:
+        await replayed(socket)
         acked = await enqueue(graced, "/v1/notifications", {"user_id": user, "title": "a",
                                                              "message": "m"})  # fmt: skip
         assert (await next_frame(socket, "notification"))["notification"]["id"] == acked["id"]
