@@ -295,37 +295,53 @@ async def test_open_file_limit_is_raised_and_caps_connections(tmp_path: Path) ->
     sockets although NOTIFIER_MAX_CONNECTIONS is 12,000, and reads 16 more for a probe; the
     rest get 503 at once."""
     cap = 600 - 150 - PROBE_RESERVE
+    reserve_deadline = PROBE_HEADER_TIMEOUT_SECONDS * 0.75
     async with api_process(tmp_path, open_files=(300, 600), header_timeout_seconds=60) as api:
-        connections = await open_raw(api, 500)
+        assert api.port is not None
+        connections: list[Connection] = []
+        # (what the server sent first, seconds after the connection opened), read from the
+        # moment each one opens: a reserve place's 503 comes after its short header deadline,
+        # a refusal's at once, and opening 500 sockets may itself take longer than the former.
+        answers: list[asyncio.Task[tuple[bytes, float]]] = []
+
+        async def first_answer(reader: asyncio.StreamReader) -> tuple[bytes, float]:
+            opened = time.monotonic()
+            try:
+                answer = await asyncio.wait_for(reader.read(12), PROBE_HEADER_TIMEOUT_SECONDS + 3)
+            except TimeoutError:
+                answer = b""  # nothing: an accepted connection waiting for its request
+            return answer, time.monotonic() - opened
+
         try:
-
-            async def answered(connection: Connection, wait: float) -> bytes:
-                try:
-                    return await asyncio.wait_for(connection[0].read(12), wait)
-                except TimeoutError:
-                    return b""  # nothing: an accepted connection waiting for its request
-
-            answers = await asyncio.gather(*(answered(c, 0.5) for c in connections))
-            refused_from = next((i for i, a in enumerate(answers) if a), len(answers))
+            for _ in range(500):
+                connection = await asyncio.open_connection("127.0.0.1", api.port)
+                connections.append(connection)
+                answers.append(asyncio.create_task(first_answer(connection[0])))
+            seen = await asyncio.gather(*answers)
+            accepted = next((i for i, (a, _) in enumerate(seen) if a), len(seen))
+            reserved = next(
+                (
+                    i
+                    for i, (_, after) in enumerate(seen[accepted:], accepted)
+                    if after < reserve_deadline
+                ),
+                len(seen),
+            )
             # cap + reserve, minus any socket of the readiness probes the process has not seen
             # close yet.
-            assert cap + PROBE_RESERVE - 5 <= refused_from <= cap + PROBE_RESERVE, (
-                refused_from,
-                answers[cap + 10 : cap + 30],
-            )
-            assert all(a.startswith(b"HTTP/1.1 503") for a in answers[refused_from:]), answers
-            # Those in the reserve, silent, get their 503 after its short header deadline; the
-            # accepted ones are still open and waiting.
-            later = await asyncio.gather(
-                *(answered(c, PROBE_HEADER_TIMEOUT_SECONDS + 3) for c in connections[:refused_from])
-            )
-            reserve_from = refused_from - PROBE_RESERVE
-            assert all(a.startswith(b"HTTP/1.1 503") for a in later[reserve_from:]), later
-            assert not any(later[:reserve_from]), later[:reserve_from]
+            assert cap - 5 <= accepted <= cap, (accepted, seen[cap - 10 : cap + 30])
+            assert cap + PROBE_RESERVE - 5 <= reserved <= cap + PROBE_RESERVE, (accepted, reserved)
+            assert not any(a for a, _ in seen[:accepted])  # the accepted are open and waiting
+            # Those in the reserve, silent, got their 503 after its short header deadline; the
+            # rest at once.
+            assert all(a.startswith(b"HTTP/1.1 503") for a, _ in seen[accepted:]), seen[accepted:]
+            assert all(after < reserve_deadline for _, after in seen[reserved:]), seen[reserved:]
             # Full, yet alive to a probe; not ready for more.
             assert await healthz(api) == 200
             assert_unavailable(await healthz_response(api, "/readyz"))
         finally:
+            for task in answers:
+                task.cancel()
             close_all(connections)
         await served(api, "/readyz")
         assert f"at most {cap} connections are served" in api.tail(200), api.tail(50)
