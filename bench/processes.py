@@ -131,6 +131,25 @@ _LIVE_GROUPS: set[int] = set()
 _PR_SET_PDEATHSIG = 1
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU time of every PostgreSQL process on this machine (the server, its backends and
+    background workers), including those that ended since: their time is in the server's
+    children's fields."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended meanwhile
+            continue
+        name, _, rest = text.partition("(")[2].rpartition(")")
+        fields = rest.split()
+        if name == "postgres":
+            # utime + stime, and on the server, its waited-for children's (ended backends).
+            total += sum(int(f) for f in fields[11:15]) / ticks
+    return total
+
+
 def _new_session_dying_with_parent() -> None:
     """In the child before exec: its own process group (so it and anything it starts can be
     signalled at once), and SIGKILL should the bench die without cleaning up."""

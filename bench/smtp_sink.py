@@ -24,6 +24,7 @@ class Sink:
         self.received = 0
         self.expect: int | None = None
         self.generation = 0
+        self.first: float | None = None  # when the first of the expected arrived
 
     def emit(self, event: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(event) + "\n")
@@ -32,6 +33,8 @@ class Sink:
     def arrived(self) -> None:
         """One more message (or request, for ``bench/webhook_sink.py``)."""
         self.received += 1
+        if self.first is None:
+            self.first = time.time()
         if self.expect is not None and self.received >= self.expect:
             self.expect = None
             self.emit(
@@ -39,6 +42,7 @@ class Sink:
                     "event": "done",
                     "gen": self.generation,
                     "t": time.time(),
+                    "first": self.first,
                     "received": self.received,
                 }
             )
@@ -52,7 +56,7 @@ class Sink:
         async for command, arg in stdin_commands():
             if command == "expect":
                 count, _, generation = arg.partition(" ")
-                self.received = 0
+                self.received, self.first = 0, None
                 self.expect = int(count)
                 self.generation = int(generation or 0)
             elif command == "count":
