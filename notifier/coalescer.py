@@ -28,7 +28,9 @@ batch about to start, and none carrying urgent items, starts one of its own beyo
 it waits does not take its item back: it is handled all the same (an outcome that went out is
 still recorded). ``submit_nowait(item)`` enqueues without waiting and returns the item's
 future (a sender that has more to do than wait for its outcome's batch). ``flushed()`` waits
-until everything submitted is handled.
+until everything submitted is handled. ``hurry()`` skips ``max_wait`` until the queue is empty:
+a caller that knows no more items are coming soon (a sender with nothing left to send, or
+stopping) does not make the last ones wait for company.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ class Coalescer(Generic[Item, Result]):
         self._starting: set[asyncio.Task[None]] = set()  # drains yet to take a batch
         self._carrying = 0  # batches in ``handle`` that hold an urgent item
         self._filled: asyncio.Event | None = None  # set when the queue reaches max_batch
+        self._hurried = False  # ``hurry``: the batch being gathered starts now
         self._room: deque[asyncio.Future[None]] = deque()  # submits waiting for max_pending
 
     @property
@@ -145,6 +148,13 @@ class Coalescer(Generic[Item, Result]):
             self._drains.add(drain)
             self._starting.add(drain)
         return waiter.future
+
+    def hurry(self) -> None:
+        """Start the next batch without its ``max_wait`` (now, if it is gathering), and each
+        one after it until a batch leaves the queue empty; then batches gather as usual."""
+        self._hurried = True
+        if self._filled is not None:
+            self._filled.set()
 
     async def flushed(self) -> None:
         """Wait until everything submitted so far is handled (or failed)."""
@@ -211,7 +221,7 @@ class Coalescer(Generic[Item, Result]):
             return
         loop = asyncio.get_running_loop()
         oldest = min(q[0].submitted_at for q in (self._urgent_queue, self._queue) if q)
-        while self._queued_weight < self._max_batch:
+        while self._queued_weight < self._max_batch and not self._hurried:
             left = oldest + self._max_wait - loop.time()
             if left <= 0:
                 return
@@ -232,6 +242,7 @@ class Coalescer(Generic[Item, Result]):
         self._queued_weight -= weight
         if batch:
             self._make_room()
+        self._hurried = self._hurried and bool(self._urgent_queue or self._queue)
         return batch
 
     async def _run(self, batch: list[_Waiter[Item, Result]]) -> None:

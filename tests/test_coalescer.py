@@ -105,6 +105,33 @@ async def test_a_partial_batch_is_handled_after_max_wait() -> None:
     assert loop.time() - started >= 0.05
 
 
+async def test_hurry_starts_the_gathering_batch_and_the_next_one_waits_again() -> None:
+    handle = Recorder()
+    # max_wait of a minute: only hurry can end this test in time.
+    coalescer: Coalescer[int, int] = Coalescer(handle, max_batch=100, max_wait=60.0)
+    first = coalescer.submit_nowait(1)
+    second = coalescer.submit_nowait(2)
+    await asyncio.sleep(0)  # the batch is gathering
+    coalescer.hurry()
+    assert await asyncio.wait_for(asyncio.gather(first, second), 5) == [10, 20]
+    assert handle.calls == [[1, 2]]
+    # The queue was left empty: the next batch gathers for its max_wait again.
+    third = coalescer.submit_nowait(3)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(third), 0.2)
+    coalescer.hurry()
+    assert await asyncio.wait_for(third, 5) == 30
+
+
+async def test_hurry_before_the_items_arrive_spares_them_the_wait() -> None:
+    """A stopping sender hurries, then hands over its last outcomes."""
+    handle = Recorder()
+    coalescer: Coalescer[int, int] = Coalescer(handle, max_batch=100, max_wait=60.0)
+    coalescer.hurry()
+    results = await asyncio.wait_for(asyncio.gather(*(coalescer.submit(i) for i in range(3))), 5)
+    assert results == [0, 10, 20] and handle.calls == [[0, 1, 2]]
+
+
 async def test_weight_counts_toward_max_batch() -> None:
     handle = Recorder()
     coalescer: Coalescer[int, int] = Coalescer(handle, max_batch=10, weight=lambda i: i)

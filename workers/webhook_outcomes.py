@@ -5,12 +5,13 @@ was in the database go in the next one, together — one statement on PostgreSQL
 The batching is the generic ``Coalescer`` (``notifier/coalescer.py``, docs/architecture.md "The
 coalescer"), one batch at a time, each gathering for up to ``max_wait`` (50 ms; in bench scenario
 6 the group commit before it wrote about 14 outcomes a transaction, this one about 46 a
-statement at 25 ms). Waiting holds up
-nothing: a sender frees a request's slot and hands its outcome over without waiting
-(``record_nowait``: the request's task ends there), so the next request starts at once, and
-the delivery stays leased to this worker (no claim can take it again) until its outcome is
-committed. The batch is counted in the sender's Prometheus metrics as it is taken, once per
-batch rather than once per attempt.
+statement at 25 ms). Waiting holds up nothing: a sender frees a request's slot and hands its
+outcome over without waiting (``record_nowait``: the request's task ends there), so the next
+request starts at once, and the delivery stays leased to this worker (no claim can take it
+again) until its outcome is committed. A sender left with nothing to send says so (``hurry``):
+what is waiting is written at once rather than after the rest of its 50 ms. The batch is
+counted in the sender's Prometheus metrics as it is taken, once per batch rather than once per
+attempt.
 
 Failures: a transient database error retries the whole batch (``with_db_retries``) for as long
 as the oldest outcome's lease keeps its row ours anyway; then every outcome of the batch gets
@@ -85,6 +86,11 @@ class OutcomeWriter:
         it is committed, or holds why it could not be (see the module)."""
         loop_time = asyncio.get_running_loop().time()
         return self._coalescer.submit_nowait(_Pending(outcome, loop_time, uncounted=True))
+
+    def hurry(self) -> None:
+        """Write what is waiting now, not after ``max_wait``: the sender has nothing left in
+        flight, so no more outcomes are coming to share the batch."""
+        self._coalescer.hurry()
 
     async def flushed(self) -> None:
         """Until everything submitted so far is written (or given up on)."""

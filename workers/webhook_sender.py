@@ -238,6 +238,9 @@ class WebhookSender:
         # leased to this worker until it is (``OutcomeWriter``).
         written = self.outcomes.record_nowait(outcome)
         written.add_done_callback(functools.partial(_report_unrecorded, delivery.id))
+        if not self.slots.held:
+            # The last of what was claimed: none will join its batch before the next claim.
+            self.outcomes.hurry()
 
     def _sent(self, delivery: ClaimedDelivery) -> None:
         """Its request ended (or was given up): its slot is free."""
@@ -299,6 +302,7 @@ class WebhookSender:
             lane.cancel()
         await asyncio.gather(*(lane for lane, _ in unfinished), return_exceptions=True)
         now, loop_now = utcnow(), time.monotonic()
+        self.outcomes.hurry()  # nothing more is coming
         recording = [
             asyncio.ensure_future(
                 self.outcomes.record(
