@@ -116,10 +116,12 @@ class WebhookAttempt(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"))
-    endpoint_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
-    )
+    # No foreign keys (migration 0010): a trigger per logged attempt cost more than the rest of
+    # its row. The outcome statement logs an attempt only while its endpoint and event exist
+    # (``storage/webhook_record.py``), and deleting an endpoint deletes its log
+    # (``storage/webhooks.delete_endpoint``).
+    event_id: Mapped[uuid.UUID] = mapped_column()
+    endpoint_id: Mapped[uuid.UUID] = mapped_column()
     event_type: Mapped[str] = mapped_column(String(64))
     attempt: Mapped[int] = mapped_column(Integer)
     status_code: Mapped[int | None] = mapped_column(Integer)

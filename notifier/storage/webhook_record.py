@@ -54,10 +54,13 @@ class DeliveryOutcome:
 # The outcomes of a batch on PostgreSQL: one statement, fixed positional SQL text (run on the
 # asyncpg connection itself, or through SQLAlchemy's ``exec_driver_sql``), the worker id and
 # the outcomes as one JSON parameter, an array of arrays (``driver.json_rows`` says why not one
-# array a column). The deliveries still leased to this worker are locked in id order first
-# (found by primary key: ``= ANY(…)``, never a join the planner may hash over the whole table);
-# the log gets every attempt whose endpoint and event still exist (a delivery deleted meanwhile
-# with its endpoint logs nothing rather than failing the batch).
+# array a column). Rows are locked in the order every writer keeps: the batch's endpoints first
+# (``FOR KEY SHARE``, once each: an endpoint being deleted waits for this statement, or is
+# gone from its view), then the deliveries still leased to this worker in id order (found by
+# primary key: ``= ANY(…)``, never a join the planner may hash over the whole table). The log
+# gets every attempt whose endpoint and event still exist (a delivery deleted meanwhile with
+# its endpoint logs nothing rather than failing the batch): the log has no foreign keys
+# (migration 0010), whose trigger per row cost more than the rest of the row.
 PG_RECORD = """
 WITH outcome AS (
     SELECT CAST(v->>0 AS uuid) AS id, v->>1 AS status, CAST(v->>2 AS int) AS attempt,
@@ -66,9 +69,15 @@ WITH outcome AS (
            CAST(v->>8 AS uuid) AS endpoint_id, v->>9 AS event_type,
            CAST(v->>10 AS int) AS duration_ms
     FROM jsonb_array_elements(CAST($2 AS jsonb)) AS v
+), live AS (
+    SELECT e.id FROM webhook_endpoints AS e
+    WHERE e.id = ANY(ARRAY(SELECT DISTINCT endpoint_id FROM outcome))
+    ORDER BY e.id
+    FOR KEY SHARE OF e
 ), ours AS (
     SELECT w.id FROM webhook_deliveries AS w
     WHERE w.id = ANY(ARRAY(SELECT id FROM outcome)) AND w.lease_owner = $1
+      AND w.endpoint_id = ANY(ARRAY(SELECT id FROM live))
     ORDER BY w.id
     FOR UPDATE OF w
 ), recorded AS (
@@ -84,7 +93,7 @@ INSERT INTO webhook_attempts (
 SELECT gen_random_uuid(), o.event_id, o.endpoint_id, o.event_type, o.attempt, o.status_code,
        o.error, o.duration_ms, o.at
 FROM outcome AS o
-WHERE EXISTS (SELECT 1 FROM webhook_endpoints AS e WHERE e.id = o.endpoint_id)
+WHERE o.endpoint_id = ANY(ARRAY(SELECT id FROM live))
   AND EXISTS (SELECT 1 FROM webhook_events AS ev WHERE ev.id = o.event_id)
 """
 

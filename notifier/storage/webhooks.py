@@ -134,15 +134,17 @@ def rotate_secret(
 
 
 async def delete_endpoint(session: AsyncSession, endpoint_id: uuid.UUID) -> bool:
-    """Its deliveries and log go with it (ON DELETE CASCADE). The caller commits.
+    """Its deliveries (ON DELETE CASCADE) and its log go with it. The caller commits.
 
     The endpoint, then its deliveries in id order, are locked before the cascade deletes
     them in an order of its own: the order every writer of these rows keeps
     (``webhook_record.record_outcomes``), so a sender recording outcomes meanwhile cannot
-    deadlock with it."""
+    deadlock with it. The log has no foreign key (migration 0010): its entries are deleted
+    here, once the endpoint's lock has made every outcome statement that logs to it finish."""
     if await get_endpoint(session, endpoint_id, for_update=True) is None:
         return False
     await _lock_deliveries(session, WebhookDelivery.endpoint_id == endpoint_id)
+    await session.execute(delete(WebhookAttempt).where(WebhookAttempt.endpoint_id == endpoint_id))
     result = await session.execute(delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -7,11 +7,11 @@ import uuid
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from notifier.models.base import utcnow
-from notifier.models.webhook import WebhookEndpoint
+from notifier.models.webhook import WebhookAttempt, WebhookEndpoint
 from notifier.storage.webhooks import emit_events
 from notifier.webhooks.events import (
     WebhookEvent,
@@ -46,6 +46,28 @@ async def test_test_event_is_delivered_signed(db_url: str, receiver: WebhookRece
     assert logged["event_id"] == event_id
     assert (logged["type"], logged["status_code"], logged["error"]) == ("webhook.test", 200, None)
     assert logged["attempt"] == 1
+
+
+async def test_deleting_an_endpoint_deletes_its_deliveries_log(
+    db_url: str, receiver: WebhookReceiver
+) -> None:
+    """The log has no foreign key to cascade by (migration 0010): the deletion itself removes
+    the endpoint's entries, and only its."""
+    async with webhook_stack(db_url) as hooks, hooks.sender():
+        doomed = await hooks.create_endpoint(receiver.url(), ["notification.failed"])
+        kept = await hooks.create_endpoint(receiver.url(), ["notification.failed"])
+        for endpoint in (doomed, kept):
+            await hooks.send_test(endpoint["id"])
+            await hooks.wait_attempts(endpoint["id"], lambda a: len(a) == 1)
+        deleted = await hooks.api.delete(f"/v1/webhook-endpoints/{doomed['id']}")
+        async with hooks.stack.service.context.engine.connect() as connection:
+            ours = [uuid.UUID(endpoint["id"]) for endpoint in (doomed, kept)]
+            query = select(WebhookAttempt.endpoint_id).where(WebhookAttempt.endpoint_id.in_(ours))
+            logged = (await connection.execute(query)).scalars().all()
+        kept_log = await hooks.attempts(kept["id"])
+    assert deleted.status_code == 204
+    assert [str(endpoint_id) for endpoint_id in logged] == [kept["id"]]
+    assert len(kept_log) == 1
 
 
 async def test_500_twice_then_200_is_three_attempts_under_one_id(
