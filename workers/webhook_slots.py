@@ -8,7 +8,10 @@ has left, so that a claim brings at least ``AHEAD - REFILL_AT`` rounds (up to ``
 rows) and what is left covers the claim's own round trip. Bench scenario 6 (bench/RESULTS.md
 "Webhook claim-ahead A/B"): claiming again at four rounds left (64 deliveries at a bound of 16,
 15-20 ms of sending) let the lanes run dry whenever a claim took longer, which on a busy
-machine one in ten did (30-90 ms against a median of 9). Requests to one endpoint never exceed
+machine one in ten did (30-90 ms against a median of 9). Holding sixteen rounds rather than
+twelve makes each claim twice as large (eight rounds, 128 rows at a bound of 16), half the
+claim statements per event: +3% events/s ("Webhook claim size A/B"). Requests to one endpoint
+never exceed
 its bound, and the endpoints take turns: a backlog at one waits here, leased, without holding
 back the others. A held delivery not started in time is let go
 (``WebhookSender._start_ready``): a slow endpoint's surplus comes back once its lease runs out,
@@ -24,7 +27,7 @@ from notifier.storage.webhook_queue import ClaimedDelivery
 
 # How many times its sending bound a sender holds (sending and waiting) per endpoint and in all,
 # and how many rounds it has left when it claims again.
-AHEAD = 12
+AHEAD = 16
 REFILL_AT = 8
 # The most one claim takes: a statement of a few hundred rows still takes milliseconds.
 CLAIM_MAX = 256
