@@ -90,6 +90,7 @@ class Coalescer(Generic[Item, Result]):
         self._urgent_lane = urgent_lane
         self._on_idle = on_idle
         self.batches_handled = 0  # calls of ``handle`` that succeeded: how well batching works
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one its state belongs to
         self._reset()
 
     def _reset(self) -> None:
@@ -109,9 +110,9 @@ class Coalescer(Generic[Item, Result]):
         return len(self._urgent_queue) + len(self._queue)
 
     async def submit(self, item: Item) -> Result:
-        self._reset_if_stale()
+        loop = self._running_loop()
         await self._wait_for_room()
-        return await self._enqueue(item)
+        return await self._enqueue(item, loop)
 
     def submit_nowait(self, item: Item) -> asyncio.Future[Result]:
         """``submit`` for a caller that does not wait for the batch: the future of its result
@@ -119,16 +120,17 @@ class Coalescer(Generic[Item, Result]):
         with ``max_pending`` (its room is waited for: ``submit``)."""
         if self._max_pending is not None:
             raise RuntimeError("submit_nowait cannot wait for room under max_pending")
-        self._reset_if_stale()
-        return self._enqueue(item)
+        return self._enqueue(item, self._running_loop())
 
-    def _reset_if_stale(self) -> None:
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        if any(task.get_loop() is not loop for task in self._drains):
-            self._reset()  # left over from an event loop that has since closed (tests)
+        if loop is not self._loop:
+            if self._loop is not None:
+                self._reset()  # left over from an event loop that has since closed (tests)
+            self._loop = loop
+        return loop
 
-    def _enqueue(self, item: Item) -> asyncio.Future[Result]:
-        loop = asyncio.get_running_loop()
+    def _enqueue(self, item: Item, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Result]:
         urgent = self._urgent is not None and self._urgent(item)
         waiter: _Waiter[Item, Result] = _Waiter(
             item,

@@ -87,6 +87,8 @@ class WebhookSender:
         self.lease_seconds = (
             LEASE_REQUESTS * settings.webhook_timeout_seconds + settings.lease_seconds
         )
+        # How long a held delivery may wait to start (``_next_to_send``).
+        self._start_by = settings.webhook_timeout_seconds + settings.lease_seconds / 2
         self.drain_seconds = (
             drain_seconds if drain_seconds is not None else min(settings.lease_seconds, 25.0)
         )
@@ -207,7 +209,7 @@ class WebhookSender:
         # runs out and a claim takes it again, rather than two workers sending it at once.
         if self._stopping:
             return None
-        start_by = self.settings.webhook_timeout_seconds + self.settings.lease_seconds / 2
+        start_by = self._start_by
         now = time.monotonic()
         while (delivery := self.slots.next_ready()) is not None:
             claimed_at = self._claimed_at.pop(delivery.id, now)

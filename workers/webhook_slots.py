@@ -21,7 +21,7 @@ and meanwhile its other due deliveries keep it at its bound.
 from __future__ import annotations
 
 import uuid
-from collections import Counter, deque
+from collections import deque
 
 from notifier.storage.webhook_queue import ClaimedDelivery
 
@@ -38,9 +38,11 @@ class EndpointSlots:
         self.per_endpoint = per_endpoint
         self.total = total
         self._waiting: dict[uuid.UUID, deque[ClaimedDelivery]] = {}
-        self._sending: Counter[uuid.UUID] = Counter()
+        # Plain dicts, not Counters: a Counter's missing key is a Python-level call, and these
+        # are read for every request (bench/RESULTS.md "Webhook per-request bookkeeping A/B").
+        self._sending: dict[uuid.UUID, int] = {}
         self._sending_total = 0  # the sum of ``_sending``, asked for before every start
-        self._held: Counter[uuid.UUID] = Counter()  # waiting + sending, per endpoint
+        self._held: dict[uuid.UUID, int] = {}  # waiting + sending, per endpoint
         self._ids: set[uuid.UUID] = set()
 
     @property
@@ -74,8 +76,9 @@ class EndpointSlots:
         return delivery_id in self._ids
 
     def add(self, delivery: ClaimedDelivery) -> None:
-        self._waiting.setdefault(delivery.endpoint_id, deque()).append(delivery)
-        self._held[delivery.endpoint_id] += 1
+        endpoint = delivery.endpoint_id
+        self._waiting.setdefault(endpoint, deque()).append(delivery)
+        self._held[endpoint] = self._held.get(endpoint, 0) + 1
         self._ids.add(delivery.id)
 
     def next_ready(self) -> ClaimedDelivery | None:
@@ -83,28 +86,36 @@ class EndpointSlots:
         longest for a turn (each endpoint goes to the back once served)."""
         if self._sending_total >= self.total:
             return None
-        for endpoint in list(self._waiting):
-            if self._sending[endpoint] >= self.per_endpoint:
-                continue
-            waiting = self._waiting.pop(endpoint)
-            delivery = waiting.popleft()
-            if waiting:
-                self._waiting[endpoint] = waiting  # to the back of the turn order
-            self._sending[endpoint] += 1
-            self._sending_total += 1
-            return delivery
-        return None
+        sending, cap = self._sending, self.per_endpoint
+        for endpoint in self._waiting:
+            if sending.get(endpoint, 0) < cap:
+                break
+        else:
+            return None
+        waiting = self._waiting.pop(endpoint)
+        delivery = waiting.popleft()
+        if waiting:
+            self._waiting[endpoint] = waiting  # to the back of the turn order
+        sending[endpoint] = sending.get(endpoint, 0) + 1
+        self._sending_total += 1
+        return delivery
 
     def done(self, delivery: ClaimedDelivery) -> None:
         """Its request ended (answered, failed, or given up)."""
         endpoint = delivery.endpoint_id
         self._ids.discard(delivery.id)
-        if self._sending[endpoint] > 0:
+        sending = self._sending.get(endpoint, 0)
+        if sending > 0:
             self._sending_total -= 1
-        for counter in (self._sending, self._held):
-            counter[endpoint] -= 1
-            if counter[endpoint] <= 0:
-                del counter[endpoint]
+            if sending > 1:
+                self._sending[endpoint] = sending - 1
+            else:
+                del self._sending[endpoint]
+        held = self._held.get(endpoint, 0)
+        if held > 1:
+            self._held[endpoint] = held - 1
+        elif held:
+            del self._held[endpoint]
 
     def take_waiting(self) -> list[ClaimedDelivery]:
         """Every delivery not started yet, no longer held (a stopping sender hands them back)."""
@@ -112,7 +123,9 @@ class EndpointSlots:
         self._waiting.clear()
         for delivery in waiting:
             self._ids.discard(delivery.id)
-            self._held[delivery.endpoint_id] -= 1
-            if self._held[delivery.endpoint_id] <= 0:
+            held = self._held[delivery.endpoint_id] - 1
+            if held > 0:
+                self._held[delivery.endpoint_id] = held
+            else:
                 del self._held[delivery.endpoint_id]
         return waiting

@@ -13,6 +13,7 @@ as a receiver would.
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import hashlib
 import hmac
@@ -55,7 +56,8 @@ def signature_headers(
 def _signature(key: bytes, signed: bytes) -> str:
     mac = _keyed(key).copy()
     mac.update(signed)
-    return "v1," + base64.b64encode(mac.digest()).decode()
+    # binascii directly: base64.b64encode is a Python wrapper around it (a call per request).
+    return "v1," + binascii.b2a_base64(mac.digest(), newline=False).decode()
 
 
 @functools.lru_cache(maxsize=1024)
