@@ -34,6 +34,9 @@ from notifier.storage.driver import HeldConnections
 from notifier.storage.webhook_record import DeliveryOutcome, record_outcomes
 from workers.outcomes import is_transient_db_error, with_db_retries
 
+# How long a batch gathers outcomes before it is written, unless the sender hurries it.
+GATHER_SECONDS = 0.05
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -53,7 +56,7 @@ class OutcomeWriter:
         metrics: WebhookMetrics | None = None,
         on_written: Callable[[], None] = lambda: None,
         max_batch: int = 256,
-        max_wait: float = 0.05,
+        max_wait: float | None = None,
     ) -> None:
         self._engine = engine
         self._worker_id = worker_id
@@ -63,7 +66,10 @@ class OutcomeWriter:
         self.max_batch = max_batch
         self._on_written = on_written
         self._coalescer: Coalescer[_Pending, None] = Coalescer(
-            self._write, max_batch=max_batch, max_wait=max_wait, on_failure=_on_failure
+            self._write,
+            max_batch=max_batch,
+            max_wait=GATHER_SECONDS if max_wait is None else max_wait,
+            on_failure=_on_failure,
         )
 
     @property

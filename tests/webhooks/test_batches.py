@@ -1,16 +1,20 @@
 """Deliveries are claimed and recorded in batches: two senders claiming from one queue never
-send one delivery twice, and in a batch that holds a hanging and a gone endpoint's deliveries,
-the others' are delivered and recorded without waiting for them."""
+send one delivery twice; in a batch that holds a hanging and a gone endpoint's deliveries,
+the others' are delivered and recorded without waiting for them; and a sender left with
+nothing to send writes its last outcomes without waiting for the batch to gather."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 
+import pytest
+
 from notifier.models.webhook import WebhookDeliveryStatus as Status
 from notifier.webhooks.events import task_ended
 from tests.peers.webhook import WebhookReceiver, WebhookReply
 from tests.webhooks.harness import webhook_stack
+from workers import webhook_outcomes
 
 
 async def test_two_senders_never_send_one_delivery_twice(
@@ -69,3 +73,20 @@ async def test_a_hanging_or_gone_endpoint_does_not_hold_its_batch(
     assert {(row[0], row[1]) for row in fine_rows} == {(Status.SUCCEEDED.value, 1)}
     assert gone_attempts[0]["status_code"] == 410 and gone_endpoint["enabled"] is False
     assert [a["status_code"] for a in hang_attempts] == [200] * 3
+
+
+async def test_the_last_outcome_is_written_without_waiting_for_company(
+    db_url: str, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With batches gathering for a whole minute, a lone event's attempt is in the deliveries
+    log at once: the sender, holding nothing more, hurries the writer (``Coalescer.hurry``).
+    Without the hurry this test waits out the minute and fails."""
+    monkeypatch.setattr(webhook_outcomes, "GATHER_SECONDS", 60.0)
+    async with webhook_stack(db_url) as hooks, hooks.sender():
+        endpoint = await hooks.create_endpoint(receiver.url())
+        await hooks.emit(task_ended("completed", {"task_id": "alone"}))
+        await receiver.wait_for(1)
+        attempts = await hooks.wait_attempts(endpoint["id"], lambda a: len(a) == 1, within=10)
+        rows = await hooks.delivery_rows(endpoint["id"])
+    assert attempts[0]["status_code"] == 200
+    assert [(status, n, lease) for status, n, _, lease, _ in rows] == [(Status.SUCCEEDED, 1, None)]
